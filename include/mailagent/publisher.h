@@ -1,0 +1,135 @@
+/* The fire-and-forget publisher: builds each event's JSON line on the
+ * caller's thread, queues it, and lets one background I/O thread per
+ * publisher PUBLISH it to Redis.
+ *
+ * Threading: a mae_publisher is thread-safe. Any number of threads may
+ * publish through one publisher and read its counters; open and close are
+ * called once each, by the owner. After fork(), calls in the child are
+ * harmless no-ops (counted as dropped_disabled) and close in the child
+ * frees what it can without touching the parent's connection. */
+#ifndef MAILAGENT_PUBLISHER_H
+#define MAILAGENT_PUBLISHER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mailagent/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mae_publisher mae_publisher;
+
+/* Log levels given to the log callback. */
+enum { MAE_LOG_ERROR = 0, MAE_LOG_WARN = 1, MAE_LOG_INFO = 2 };
+
+/* Called on the I/O thread, never on a publishing thread, and for each kind
+ * of problem at most once a minute; `repeats` counts the occurrences that
+ * were folded into this call since the last one. `msg` is borrowed. */
+typedef void (*mae_log_fn)(void *user, int level, const char *msg, uint64_t repeats);
+
+typedef struct mae_publisher_config {
+    const char *redis_url;      /* NULL or "" = disabled (no-op publisher) */
+    const char *channel;        /* default "mailagent:events:v1" */
+    size_t queue_max_events;    /* default 65536 */
+    size_t queue_max_bytes;     /* default 64 MiB */
+    int connect_timeout_ms;     /* default 1000 */
+    int io_timeout_ms;          /* default 1000 */
+    int backoff_min_ms;         /* default 100: first reconnect delay */
+    int backoff_max_ms;         /* default 5000: cap of the doubling delay */
+    size_t batch_max_events;    /* default 256: PUBLISHes pipelined per batch */
+    mae_log_fn log;             /* NULL = silent */
+    void *log_user;
+    /* Where open writes one line saying why it failed (e.g. which part of the
+     * URL is malformed); may be NULL. Written only when open fails. */
+    char *error_buf;
+    size_t error_buf_size;
+} mae_publisher_config;
+
+/* Counters. They add up at every instant:
+ *   calls = enqueued + dropped_queue_full + dropped_disabled + dropped_invalid
+ *   enqueued = published + dropped_send_error + queued + in_flight          */
+typedef struct mae_publisher_stats {
+    uint64_t enqueued, published;
+    uint64_t dropped_queue_full, dropped_disabled, dropped_invalid, dropped_send_error;
+    uint64_t queued, queued_bytes, connects, connect_failures;
+    bool connected;
+    uint64_t in_flight;         /* taken off the queue, reply not read yet */
+    uint64_t calls;             /* every publish call on this publisher */
+    char last_error[128];       /* "" when none */
+    double last_error_at;       /* epoch s; 0 when none */
+} mae_publisher_stats;
+
+/* Fills every field with its default. This function can't fail. */
+MAE_EXTERN void mae_publisher_config_init(mae_publisher_config *cfg);
+
+/* Creates a publisher and starts its I/O thread. Returns at once: it never
+ * resolves, connects or waits. cfg and its strings are copied.
+ * Returns MAE_OK and writes *out, or MAE_EINVAL (NULL cfg/out, malformed URL,
+ * empty channel, zero queue bounds, negative timeouts; the reason goes to
+ * cfg->error_buf), or MAE_ENOMEM. A NULL/"" redis_url gives a disabled
+ * publisher whose calls are counted as dropped_disabled. */
+MAE_EXTERN int mae_publisher_open(const mae_publisher_config *cfg, mae_publisher **out);
+
+/* Waits until everything queued so far has been acknowledged or dropped.
+ * Returns MAE_OK, or MAE_ETIMEDOUT when timeout_ms passed first (a negative
+ * timeout waits forever). NULL or disabled publisher: MAE_OK at once. */
+MAE_EXTERN int mae_publisher_flush(mae_publisher *p, int timeout_ms);
+
+/* Flushes within timeout_ms, stops the I/O thread and frees everything.
+ * Returns within timeout_ms (plus scheduling) even when Redis is hung:
+ * a blocked socket is shut down; a thread stuck in name resolution is
+ * detached and frees its own state when it returns. Returns MAE_OK when all
+ * queued events were sent, MAE_ETIMEDOUT when some were abandoned.
+ * Closing NULL is a no-op that returns MAE_OK. */
+MAE_EXTERN int mae_publisher_close(mae_publisher *p, int timeout_ms);
+
+/* Copies the counters. NULL p gives all zeros. This function can't fail. */
+MAE_EXTERN void mae_publisher_stats_get(const mae_publisher *p, mae_publisher_stats *out);
+
+/* Fire-and-forget. Never blocks on I/O, never reports failure. data_json is
+ * a JSON object text or NULL for {}; internal_id may be MAE_NO_ID. A NULL or
+ * empty event_type or source, or a data_json that is not one JSON object, is
+ * counted as dropped_invalid and nothing is sent. All strings are borrowed. */
+MAE_EXTERN void mae_safe_publish(mae_publisher *p, const char *event_type, int64_t internal_id,
+                                 const char *data_json, const char *source);
+
+/* ---- typed builders: one per event type of events.md ----------------
+ * Same promise as mae_safe_publish: never block, never fail; a NULL
+ * required string counts as dropped_invalid. Error texts are cut to 200
+ * code points; invalid UTF-8 is repaired to U+FFFD. Epoch times are seconds. */
+
+/* source NULL = "sync_store" */
+MAE_EXTERN void mae_publish_email_synced(mae_publisher *p, int64_t internal_id,
+                                         const char *notion_page_id, const char *source);
+/* status is "fetch_failed" or "failed" */
+MAE_EXTERN void mae_publish_email_failed(mae_publisher *p, int64_t internal_id, const char *status,
+                                         int64_t retry_count, double next_retry_at,
+                                         const char *error);
+MAE_EXTERN void mae_publish_email_dead_letter(mae_publisher *p, int64_t internal_id,
+                                              int64_t retry_count, const char *error);
+/* intent_source NULL = null in data.source */
+MAE_EXTERN void mae_publish_outbox_enqueued(mae_publisher *p, int64_t internal_id,
+                                            int64_t outbox_id, const char *op_type,
+                                            const char *target, const char *intent_source);
+MAE_EXTERN void mae_publish_outbox_done(mae_publisher *p, int64_t internal_id, int64_t outbox_id);
+MAE_EXTERN void mae_publish_outbox_failed(mae_publisher *p, int64_t internal_id,
+                                          int64_t outbox_id, int64_t attempts,
+                                          const char *last_error, double next_retry_at);
+MAE_EXTERN void mae_publish_outbox_dead_letter(mae_publisher *p, int64_t internal_id,
+                                               int64_t outbox_id, int64_t attempts,
+                                               const char *last_error);
+MAE_EXTERN void mae_publish_llm_success(mae_publisher *p, int64_t internal_id, const char *model,
+                                        int64_t input_tokens, int64_t output_tokens,
+                                        int64_t latency_ms);
+MAE_EXTERN void mae_publish_llm_failed(mae_publisher *p, int64_t internal_id, int64_t retry_count,
+                                       double next_retry_at, const char *error);
+MAE_EXTERN void mae_publish_llm_gave_up(mae_publisher *p, int64_t internal_id,
+                                        int64_t retry_count, const char *error);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

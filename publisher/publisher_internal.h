@@ -1,0 +1,77 @@
+/* Internal: what the stores and the tests see of the publisher beyond the
+ * public API: queueing a prebuilt line, the transport seam the I/O thread
+ * talks to Redis through, and the URL parser. Never installed. */
+#ifndef MAE_PUBLISHER_INTERNAL_H
+#define MAE_PUBLISHER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <mailagent/publisher.h>
+
+#include "text.h"
+
+/* Queues a complete line built by the caller and takes b->ptr (b is reset).
+ * Counts it like a publish call: disabled, queue full, or enqueued. A NULL
+ * publisher just frees the line; an oom buffer counts as dropped_invalid. */
+void mae__publisher_enqueue(mae_publisher *p, mae__buf *b);
+
+/* True when events given to p would be sent (not NULL, not disabled, not a
+ * forked child's copy): lets callers skip building lines nobody will send. */
+bool mae__publisher_live(const mae_publisher *p);
+
+/* ---- URL ------------------------------------------------------------------ */
+typedef struct mae__url {
+    bool is_unix;
+    char *host;         /* host name or address, brackets removed; NULL for unix */
+    int port;           /* default 6379 */
+    char *path;         /* unix socket path; NULL for tcp */
+    char *user;         /* NULL when none */
+    char *password;     /* NULL when none ("" is a password) */
+    int db;             /* default 0 */
+} mae__url;
+
+/* Parses redis://[[user]:password@]host[:port][/db] (host may be [v6]) and
+ * unix:///path[?db=N]; user and password are percent-decoded. Returns 0, or
+ * MAE_EINVAL with a sentence naming the problem in err, or MAE_ENOMEM. */
+int mae__url_parse(const char *url, mae__url *out, char *err, size_t errlen);
+void mae__url_free(mae__url *u);
+
+/* ---- transport seam ---------------------------------------------------------
+ * The I/O thread speaks to Redis only through these calls, so unit tests can
+ * put a scripted fake in place of hiredis. All are called on the I/O thread
+ * only. */
+enum {
+    MAE__REPLY_OK = 0,      /* a non-error reply */
+    MAE__REPLY_ERROR = 1,   /* Redis answered with an error (-ERR ...) */
+    MAE__REPLY_IO = -1,     /* the connection is broken or timed out */
+};
+
+typedef struct mae__transport_ops {
+    /* Connects; returns a connection or NULL with a reason in err. */
+    void *(*connect)(void *user, const mae__url *url, int connect_timeout_ms,
+                     int io_timeout_ms, char *err, size_t errlen);
+    /* Appends one command to the output buffer (nothing is written yet).
+     * Returns 0 or -1 (out of memory). */
+    int (*append)(void *conn, int argc, const char **argv, const size_t *lens);
+    /* Writes what is pending and reads one reply (blocking up to the I/O
+     * timeout). MAE__REPLY_*; err gets the text of an error or failure. */
+    int (*get_reply)(void *conn, char *err, size_t errlen);
+    /* True when the peer has closed an idle connection (checked before a
+     * batch, so an event is not lost on a connection known to be dead). */
+    bool (*peer_closed)(void *conn);
+    /* The socket, so close() can shut it down to unblock a stuck call;
+     * -1 when there is none. */
+    int (*fd)(void *conn);
+    void (*free)(void *conn);
+    void *user;
+} mae__transport_ops;
+
+/* The real transport: hiredis. */
+extern const mae__transport_ops mae__hiredis_transport;
+
+/* Opens a publisher that talks through ops instead of hiredis (tests). */
+int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transport_ops *ops,
+                             mae_publisher **out);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder until implemented */
+typedef int mae__placeholder_text;

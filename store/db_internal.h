@@ -1,0 +1,81 @@
+/* Internal: the mae_db handle and the helpers every store uses to run one
+ * write (begin, statements, errors, held events, commit, publish). Shared
+ * by store/, outbox/ and llm/. Never installed. */
+#ifndef MAE_DB_INTERNAL_H
+#define MAE_DB_INTERNAL_H
+
+#include <stdarg.h>
+
+#include <mailagent/db.h>
+
+#include "../publisher/text.h"
+
+/* An event line waiting for its write to commit. */
+typedef struct mae__held_event {
+    struct mae__held_event *next;
+    mae__buf line;
+} mae__held_event;
+
+#define MAE__STMT_CACHE 48
+
+struct mae_db {
+    sqlite3 *sql;
+    mae_publisher *publisher;           /* borrowed; may be NULL */
+    int busy_timeout_ms;
+    int email_max_retries, outbox_max_attempts, llm_max_retries;
+    double (*clock)(void *user);
+    void *clock_user;
+    bool read_only;
+    bool in_user_txn;                   /* mae_db_begin is in force */
+    mae__held_event *held, **held_tail; /* events of uncommitted writes */
+    struct {
+        const char *sql;                /* the static text it was prepared from */
+        sqlite3_stmt *stmt;
+    } cache[MAE__STMT_CACHE];
+    char errmsg[256];
+};
+
+/* Records "code: detail" on the handle and returns code. */
+int mae__db_error(mae_db *db, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Maps an SQLite result to MAE_EBUSY / MAE_ENOMEM / MAE_EDB (or MAE_ENOTFOUND
+ * for a foreign-key failure when fk_is_notfound), records sqlite3_errmsg with
+ * what was being done, and returns the code. */
+int mae__db_sqlite_error(mae_db *db, int rc, const char *what);
+void mae__db_clear_error(mae_db *db);
+
+/* The store's clock, epoch seconds. */
+double mae__db_now(mae_db *db);
+
+/* A prepared statement for a static SQL text, cached on the handle by the
+ * text's address and reset/unbound for reuse. MAE_OK or an error code. */
+int mae__db_stmt(mae_db *db, const char *sql, sqlite3_stmt **out);
+
+/* One store write: mae__db_write_begin opens BEGIN IMMEDIATE (or a SAVEPOINT
+ * inside a caller transaction); mae__db_write_end(db, rc) commits when rc >= 0
+ * and then publishes the held events (unless a caller transaction holds
+ * them), or rolls back and discards this write's events when rc < 0. It
+ * returns rc, or the commit's error. */
+int mae__db_write_begin(mae_db *db);
+int mae__db_write_end(mae_db *db, int rc);
+
+/* Holds an event built during the current write (takes b's text). Skipped
+ * quietly when the publisher would not send it. Call between write_begin
+ * and write_end. Returns MAE_OK or MAE_ENOMEM. */
+int mae__db_hold(mae_db *db, mae__buf *b);
+/* True when events are worth building (a live publisher is attached). */
+bool mae__db_wants_events(const mae_db *db);
+
+/* Retry schedule shared by the three stores: the delay in seconds after the
+ * n-th failure (n >= 1): 60, 300, 900, 3600, 7200, 7200, ... */
+double mae__retry_delay(int64_t n);
+
+/* Text limits of stores.md. */
+#define MAE_STORED_ERROR_MAX 500
+
+/* Strings read from a column, copied (NULL for NULL); sets *oom on failure. */
+char *mae__col_text(sqlite3_stmt *st, int col, bool *oom);
+double mae__col_real(sqlite3_stmt *st, int col);     /* 0 for NULL */
+int64_t mae__col_int(sqlite3_stmt *st, int col);     /* 0 for NULL */
+
+#endif

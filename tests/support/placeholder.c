@@ -1,0 +1,2 @@
+/* placeholder */
+typedef int mae__support_placeholder;
