@@ -16,6 +16,9 @@
  * publisher just frees the line; an oom buffer counts as dropped_invalid. */
 void mae__publisher_enqueue(mae_publisher *p, mae__buf *b);
 
+/* Counts one call as dropped_invalid (a builder's bad argument). */
+void mae__publisher_drop_invalid(mae_publisher *p);
+
 /* True when events given to p would be sent (not NULL, not disabled, not a
  * forked child's copy): lets callers skip building lines nobody will send. */
 bool mae__publisher_live(const mae_publisher *p);

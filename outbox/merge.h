@@ -1,0 +1,26 @@
+/* Internal: canonical JSON objects for stored payloads: parse, RFC 7396
+ * merge patch, and compact serialisation with keys sorted at every level
+ * (SQLite's json_patch keeps insertion order). Used by the outbox and by the
+ * LLM store's labels. Never installed. */
+#ifndef MAE_MERGE_H
+#define MAE_MERGE_H
+
+#include <stddef.h>
+
+/* Deepest nesting accepted in a payload; deeper is MAE_EINVAL. */
+#define MAE_PAYLOAD_MAX_DEPTH 64
+
+/* Parses json, which must be exactly one JSON object, and writes it compact
+ * with keys sorted (bytewise) at every level, raw UTF-8, '/' unescaped.
+ * String values longer than max_string_cp code points are cut there
+ * (0 = no cut); keys are never cut. *out is malloc'd (caller frees).
+ * Returns MAE_OK, MAE_EINVAL (not an object, invalid JSON, too deep, invalid
+ * UTF-8 is repaired, not rejected) or MAE_ENOMEM. */
+int mae__json_canonical(const char *json, size_t max_string_cp, char **out);
+
+/* RFC 7396: applies patch (an object) to target (an object): members of the
+ * patch replace those of the target, recursively for objects, and a null in
+ * the patch removes the key. *out is canonical as above. Same returns. */
+int mae__json_merge_patch(const char *target, const char *patch, char **out);
+
+#endif
