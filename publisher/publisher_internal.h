@@ -68,6 +68,8 @@ typedef struct mae__transport_ops {
     int (*fd)(void *conn);
     void (*free)(void *conn);
     void *user;
+    /* Called with user when the publisher is freed (NULL: user not owned). */
+    void (*release)(void *user);
 } mae__transport_ops;
 
 /* The real transport: hiredis. */
@@ -76,5 +78,7 @@ extern const mae__transport_ops mae__hiredis_transport;
 /* Opens a publisher that talks through ops instead of hiredis (tests). */
 int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transport_ops *ops,
                              mae_publisher **out);
+/* The user pointer of p's transport (tests reach their fake through it). */
+void *mae__publisher_transport_user(mae_publisher *p);
 
 #endif

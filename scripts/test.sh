@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# `make test`: builds and runs the whole suite four ways, each in its own
+# build tree: plain (gcc, warnings as errors), ASan+UBSan, TSan (clang), and
+# valgrind memcheck over the unit tests; then replays each fuzz target over
+# its seed corpus. Ends with one line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh || exit 1
+
+passed=0
+failed=0
+failures=()
+jobs=${MAE_JOBS:-2}
+
+# run_stage NAME CMD...: runs one stage, counts its tests from ctest's summary.
+count_ctest() {
+  local log=$1 line total nfail
+  line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+  if [ -z "$line" ]; then
+    failed=$((failed + 1))
+    return
+  fi
+  total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+  nfail=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
+  passed=$((passed + total - nfail))
+  failed=$((failed + nfail))
+}
+
+stage() {
+  local name=$1
+  shift
+  echo
+  echo "==== $name"
+  local log
+  log=$(mktemp)
+  if ! "$@" 2>&1 | tee "$log"; then
+    failures+=("$name")
+  fi
+  count_ctest "$log"
+  rm -f "$log"
+}
+
+configure_build() {
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -DMAE_WERROR=ON "$@" >/dev/null && cmake --build "$dir" -j"$jobs" 2>&1 | grep -E 'warning|error|Error' ; test "${PIPESTATUS[0]}" -eq 0
+}
+
+plain() {
+  configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || return 1
+  (cd build && ctest --output-on-failure -j"$jobs")
+}
+
+asan() {
+  configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DMAE_SANITIZE=address,undefined || return 1
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+     ctest --output-on-failure -j"$jobs" -LE package)
+}
+
+tsan() {
+  CC=clang configure_build build-tsan -DCMAKE_BUILD_TYPE=Debug -DMAE_SANITIZE=thread || return 1
+  # TSan needs a low-entropy address space layout on recent kernels.
+  (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+     setarch "$(uname -m)" -R ctest --output-on-failure -j"$jobs" -LE 'package|oom')
+}
+
+memcheck() {
+  [ -d build ] || return 1
+  (cd build && ctest --output-on-failure -j"$jobs" -L unit -LE oom \
+     -T memcheck --overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite,indirect --child-silent-after-fork=yes" ) || return 1
+  # ctest -T memcheck passes even with defects: read its report.
+  local defects
+  defects=$(grep -h -c '<Defect ' build/Testing/*/DynamicAnalysis.xml 2>/dev/null | awk '{s+=$1} END {print s+0}')
+  if [ "$defects" != 0 ]; then
+    echo "valgrind found $defects defect(s); see build/Testing/Temporary/MemoryChecker.*.log"
+    return 1
+  fi
+}
+
+fuzz_replay() {
+  [ -f scripts/fuzz.sh ] || { echo "no fuzz targets yet"; return 0; }
+  bash scripts/fuzz.sh --corpus-only
+}
+
+stage "build + tests (gcc)" plain
+stage "ASan + UBSan" asan
+stage "TSan (clang)" tsan
+stage "valgrind memcheck (unit tests)" memcheck
+stage "fuzz targets over their corpora" fuzz_replay
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "failed stages: ${failures[*]}"
+  [ "$failed" -eq 0 ] && failed=${#failures[@]}
+fi
+echo "$passed passed, $failed failed"
+[ ${#failures[@]} -eq 0 ] && [ "$failed" -eq 0 ]

@@ -1,2 +1,0 @@
-/* placeholder */
-typedef int mae__support_placeholder;

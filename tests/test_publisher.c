@@ -1,0 +1,540 @@
+/* Unit tests of the publisher's queue and I/O thread against a scripted
+ * fake Redis: delivery, counters, reconnects, AUTH, errors, broken batches,
+ * bounds, close under a hang, fork and many threads. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "capture.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits up to 5 s for cond; the tests assert on the result. */
+#define EVENTUALLY(cond)                                                                   \
+    do {                                                                                   \
+        double until_ = now_s() + 5;                                                       \
+        while (!(cond) && now_s() < until_)                                                \
+            sleep_ms(2);                                                                   \
+    } while (0)
+
+typedef struct fixture {
+    fake_redis *fake;
+    mae_publisher *p;
+} fixture;
+
+static mae_publisher *open_fake(fake_redis *f, const char *url, size_t max_events,
+                                size_t max_bytes)
+{
+    mae_publisher_config cfg;
+    mae_publisher *p = NULL;
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = url;
+    cfg.backoff_min_ms = 1;
+    cfg.backoff_max_ms = 5;
+    if (max_events)
+        cfg.queue_max_events = max_events;
+    if (max_bytes)
+        cfg.queue_max_bytes = max_bytes;
+    mae__transport_ops ops = fake_redis_ops(f);
+    assert_int_equal(mae__publisher_open_with(&cfg, &ops, &p), MAE_OK);
+    return p;
+}
+
+static void assert_adds_up(mae_publisher *p)
+{
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.calls, st.enqueued + st.dropped_queue_full + st.dropped_disabled +
+                                   st.dropped_invalid);
+    assert_int_equal(st.enqueued, st.published + st.dropped_send_error + st.queued + st.in_flight);
+}
+
+static void publish_n(mae_publisher *p, int from, int n)
+{
+    char data[64];
+    for (int i = from; i < from + n; i++) {
+        snprintf(data, sizeof data, "{\"n\":%d}", i);
+        mae_safe_publish(p, "test.event", i, data, "test");
+    }
+}
+
+/* The n-th delivered message carries {"n":want}. */
+static void assert_message_n(fake_redis *f, size_t i, int want)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"data\":{\"n\":%d}", want);
+    const char *m = fake_redis_message(f, i);
+    assert_non_null(m);
+    assert_non_null(strstr(m, needle));
+}
+
+static void test_config_defaults(void **state)
+{
+    (void)state;
+    mae_publisher_config cfg;
+    mae_publisher_config_init(&cfg);
+    assert_null(cfg.redis_url);
+    assert_string_equal(cfg.channel, "mailagent:events:v1");
+    assert_int_equal(cfg.queue_max_events, 65536);
+    assert_int_equal(cfg.queue_max_bytes, 64u << 20);
+    assert_int_equal(cfg.connect_timeout_ms, 1000);
+    assert_int_equal(cfg.io_timeout_ms, 1000);
+    assert_int_equal(cfg.backoff_min_ms, 100);
+    assert_int_equal(cfg.backoff_max_ms, 5000);
+}
+
+static void test_open_rejects_bad_config(void **state)
+{
+    (void)state;
+    mae_publisher_config cfg;
+    mae_publisher *p = (mae_publisher *)0x1;
+    char err[160];
+    mae_publisher_config_init(&cfg);
+    cfg.error_buf = err;
+    cfg.error_buf_size = sizeof err;
+
+    assert_int_equal(mae_publisher_open(NULL, &p), MAE_EINVAL);
+    assert_int_equal(mae_publisher_open(&cfg, NULL), MAE_EINVAL);
+
+    cfg.redis_url = "redis://127.0.0.1:99999";
+    err[0] = 0;
+    assert_int_equal(mae_publisher_open(&cfg, &p), MAE_EINVAL);
+    assert_ptr_equal(p, (mae_publisher *)0x1); /* untouched on failure */
+    assert_non_null(strstr(err, "99999"));
+
+    cfg.redis_url = "http://localhost";
+    err[0] = 0;
+    assert_int_equal(mae_publisher_open(&cfg, &p), MAE_EINVAL);
+    assert_non_null(strstr(err, "http"));
+
+    cfg.redis_url = "redis://127.0.0.1:6379";
+    cfg.channel = "";
+    assert_int_equal(mae_publisher_open(&cfg, &p), MAE_EINVAL);
+    cfg.channel = NULL; /* NULL means the default */
+    cfg.queue_max_events = 0;
+    assert_int_equal(mae_publisher_open(&cfg, &p), MAE_EINVAL);
+    cfg.queue_max_events = 10;
+    cfg.io_timeout_ms = -1;
+    assert_int_equal(mae_publisher_open(&cfg, &p), MAE_EINVAL);
+    assert_ptr_equal(p, (mae_publisher *)0x1);
+}
+
+static void test_null_and_disabled_are_noops(void **state)
+{
+    (void)state;
+    mae_publisher_stats st;
+    mae_safe_publish(NULL, "x.y", 1, NULL, "test");
+    mae_publish_email_synced(NULL, 1, "page", NULL);
+    mae_publisher_stats_get(NULL, &st);
+    assert_int_equal(st.calls, 0);
+    assert_int_equal(mae_publisher_flush(NULL, 0), MAE_OK);
+    assert_int_equal(mae_publisher_close(NULL, 0), MAE_OK);
+
+    mae_publisher_config cfg;
+    mae_publisher *p = NULL;
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = "";
+    assert_int_equal(mae_publisher_open(&cfg, &p), MAE_OK);
+    mae_safe_publish(p, "x.y", 1, NULL, "test");
+    mae_safe_publish(p, "x.y", 1, "[not an object]", "test");
+    mae_publish_llm_gave_up(p, 3, 5, "boom");
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.calls, 3);
+    assert_int_equal(st.dropped_disabled, 3);
+    assert_int_equal(st.enqueued, 0);
+    assert_false(st.connected);
+    assert_int_equal(mae_publisher_flush(p, 0), MAE_OK);
+    assert_int_equal(mae_publisher_close(p, 0), MAE_OK);
+}
+
+static void test_delivers_in_order_and_counts(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://127.0.0.1:6379", 0, 0);
+    publish_n(p, 0, 1000);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_int_equal(fake_redis_published(f), 1000);
+    for (int i = 0; i < 1000; i++)
+        assert_message_n(f, (size_t)i, i);
+    assert_string_equal(fake_redis_channel(f, 0), "mailagent:events:v1");
+    assert_string_equal(fake_redis_command(f, 0), "PING");
+
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.enqueued, 1000);
+    assert_int_equal(st.published, 1000);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.queued_bytes, 0);
+    assert_int_equal(st.connects, 1);
+    assert_true(st.connected);
+    assert_adds_up(p);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+static void test_custom_channel(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher_config cfg;
+    mae_publisher *p = NULL;
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = "redis://h";
+    cfg.channel = "custom:chan";
+    mae__transport_ops ops = fake_redis_ops(f);
+    assert_int_equal(mae__publisher_open_with(&cfg, &ops, &p), MAE_OK);
+    publish_n(p, 0, 1);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    assert_string_equal(fake_redis_channel(f, 0), "custom:chan");
+    fake_redis_free(f);
+}
+
+static void test_keeps_events_while_connects_fail(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    fake_redis_fail_connects(f, 5);
+    mae_publisher *p = open_fake(f, "redis://127.0.0.1:6379", 0, 0);
+    publish_n(p, 0, 50);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_int_equal(fake_redis_published(f), 50);
+    for (int i = 0; i < 50; i++)
+        assert_message_n(f, (size_t)i, i);
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.connect_failures, 5);
+    assert_int_equal(st.connects, 1);
+    assert_int_equal(st.dropped_send_error, 0);
+    assert_non_null(strstr(st.last_error, "refused"));
+    assert_true(st.last_error_at > 0);
+    assert_adds_up(p);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+static void test_auth_and_select(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://:s3cret@localhost:6380/2", 0, 0);
+    publish_n(p, 0, 1);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_string_equal(fake_redis_command(f, 0), "AUTH s3cret");
+    assert_string_equal(fake_redis_command(f, 1), "SELECT 2");
+    assert_string_equal(fake_redis_command(f, 2), "PING");
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+
+    f = fake_redis_new();
+    p = open_fake(f, "redis://alice:pw@localhost", 0, 0);
+    publish_n(p, 0, 1);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_string_equal(fake_redis_command(f, 0), "AUTH alice pw");
+    assert_string_equal(fake_redis_command(f, 1), "PING");
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+static void test_auth_failure_keeps_events_queued(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    fake_redis_auth_error(f, true);
+    mae_publisher *p = open_fake(f, "redis://:wrong@localhost", 0, 0);
+    publish_n(p, 0, 10);
+    mae_publisher_stats st;
+    EVENTUALLY((mae_publisher_stats_get(p, &st), st.connect_failures >= 3));
+    assert_true(st.connect_failures >= 3);
+    assert_int_equal(st.queued, 10);
+    assert_int_equal(st.published, 0);
+    assert_false(st.connected);
+    assert_non_null(strstr(st.last_error, "WRONGPASS"));
+    assert_int_equal(mae_publisher_flush(p, 20), MAE_ETIMEDOUT);
+    assert_adds_up(p);
+
+    fake_redis_auth_error(f, false); /* the password is fixed on the server */
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_int_equal(fake_redis_published(f), 10);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+static void test_error_replies_are_counted(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    publish_n(p, 0, 1); /* connect first, so the errors hit PUBLISHes */
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    fake_redis_error_replies(f, 3);
+    publish_n(p, 1, 10);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.published, 8);
+    assert_int_equal(st.dropped_send_error, 3);
+    assert_int_equal(fake_redis_published(f), 8);
+    assert_message_n(f, 1, 4); /* 1..3 were refused */
+    assert_non_null(strstr(st.last_error, "ERR fake error"));
+    assert_int_equal(st.connects, 1); /* an error reply is not a broken connection */
+    assert_adds_up(p);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+static void test_connection_breaks_mid_batch(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    publish_n(p, 0, 1);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    /* Hold the thread in a hang so the next 100 events form one batch. */
+    fake_redis_hang(f, true);
+    publish_n(p, 1, 1);
+    mae_publisher_stats st;
+    EVENTUALLY((mae_publisher_stats_get(p, &st), st.in_flight == 1));
+    publish_n(p, 2, 100);
+    fake_redis_break_after(f, 1); /* event 1 answered, then 30 of the next... */
+    fake_redis_hang(f, false);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    mae_publisher_stats_get(p, &st);
+    /* The broken batch's unanswered events are lost (at-most-once), all of
+     * them counted; later ones go out on a new connection. */
+    assert_int_equal(st.published + st.dropped_send_error, 102);
+    assert_true(st.dropped_send_error > 0);
+    assert_int_equal(st.connects, 2);
+    assert_int_equal(fake_redis_published(f), st.published);
+    assert_adds_up(p);
+    publish_n(p, 500, 5);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_message_n(f, fake_redis_published(f) - 1, 504);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+static void test_peer_closed_idle_connection_loses_nothing(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    publish_n(p, 0, 5);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    fake_redis_close_peer(f); /* Redis restarted while we were idle */
+    publish_n(p, 5, 5);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.published, 10);
+    assert_int_equal(st.dropped_send_error, 0);
+    assert_int_equal(st.connects, 2);
+    for (int i = 0; i < 10; i++)
+        assert_message_n(f, (size_t)i, i);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+static void test_queue_bounded_by_count_and_bytes(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    fake_redis_fail_connects(f, 1000000); /* Redis is away */
+    mae_publisher *p = open_fake(f, "redis://h", 10, 0);
+    publish_n(p, 0, 25);
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.queued, 10);
+    assert_int_equal(st.enqueued, 10);
+    assert_int_equal(st.dropped_queue_full, 15);
+    assert_adds_up(p);
+    fake_redis_fail_connects(f, 0);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_int_equal(fake_redis_published(f), 10);
+    for (int i = 0; i < 10; i++) /* the oldest kept, the newest dropped */
+        assert_message_n(f, (size_t)i, i);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+
+    f = fake_redis_new();
+    fake_redis_fail_connects(f, 1000000);
+    p = open_fake(f, "redis://h", 0, 1000); /* about 10 lines of ~90 bytes */
+    publish_n(p, 0, 100);
+    mae_publisher_stats_get(p, &st);
+    assert_true(st.queued_bytes <= 1000);
+    assert_true(st.queued > 0 && st.queued < 100);
+    assert_int_equal(st.dropped_queue_full, 100 - st.queued);
+    assert_adds_up(p);
+    assert_int_equal(mae_publisher_close(p, 50), MAE_ETIMEDOUT);
+    fake_redis_free(f);
+}
+
+static void test_close_returns_in_time_while_hung(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    publish_n(p, 0, 1);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    fake_redis_hang(f, true);
+    double t0 = now_s();
+    publish_n(p, 1, 1000);
+    double publish_time = now_s() - t0;
+    assert_int_equal(mae_publisher_flush(p, 50), MAE_ETIMEDOUT);
+    t0 = now_s();
+    assert_int_equal(mae_publisher_close(p, 200), MAE_ETIMEDOUT);
+    double close_time = now_s() - t0;
+    /* Generous bounds: this proves "returns", the benchmark measures. */
+    assert_true(close_time < 2.0);
+    assert_true(publish_time < 2.0);
+    fake_redis_free(f);
+}
+
+static void test_fork_child_is_harmless(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    publish_n(p, 0, 10);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        mae_publisher_stats before, after;
+        mae_publisher_stats_get(p, &before);
+        publish_n(p, 100, 10);
+        mae_publish_outbox_done(p, 1, 2);
+        mae_publisher_stats_get(p, &after);
+        int ok = after.dropped_disabled == before.dropped_disabled + 11 &&
+                 after.enqueued == before.enqueued && mae_publisher_flush(p, 100) == MAE_OK;
+        mae_publisher_close(p, 100);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    publish_n(p, 10, 10);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_int_equal(fake_redis_published(f), 20);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+#define THREADS 4
+#define PER_THREAD 5000
+
+static void *publisher_thread(void *arg)
+{
+    mae_publisher *p = arg;
+    for (int i = 0; i < PER_THREAD; i++)
+        mae_safe_publish(p, "test.event", i, "{\"k\":1}", "test");
+    return NULL;
+}
+
+static void test_many_threads(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, publisher_thread, p), 0);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.calls, THREADS * PER_THREAD);
+    assert_int_equal(st.published, THREADS * PER_THREAD);
+    assert_int_equal(fake_redis_published(f), THREADS * PER_THREAD);
+    assert_adds_up(p);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+typedef struct log_seen {
+    pthread_mutex_t mu;
+    int calls;
+    char first[128];
+} log_seen;
+
+static void on_log(void *user, int level, const char *msg, uint64_t repeats)
+{
+    log_seen *s = user;
+    (void)repeats;
+    pthread_mutex_lock(&s->mu);
+    if (s->calls++ == 0)
+        snprintf(s->first, sizeof s->first, "%d %s", level, msg);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void test_log_is_rate_limited(void **state)
+{
+    (void)state;
+    log_seen seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    fake_redis *f = fake_redis_new();
+    fake_redis_fail_connects(f, 1000000);
+    mae_publisher_config cfg;
+    mae_publisher *p = NULL;
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = "redis://h";
+    cfg.backoff_min_ms = 1;
+    cfg.backoff_max_ms = 2;
+    cfg.log = on_log;
+    cfg.log_user = &seen;
+    mae__transport_ops ops = fake_redis_ops(f);
+    assert_int_equal(mae__publisher_open_with(&cfg, &ops, &p), MAE_OK);
+    publish_n(p, 0, 1);
+    mae_publisher_stats st;
+    EVENTUALLY((mae_publisher_stats_get(p, &st), st.connect_failures >= 20));
+    assert_true(st.connect_failures >= 20);
+    pthread_mutex_lock(&seen.mu);
+    assert_int_equal(seen.calls, 1); /* once per kind per minute */
+    assert_non_null(strstr(seen.first, "connect failed"));
+    pthread_mutex_unlock(&seen.mu);
+    assert_int_equal(mae_publisher_close(p, 50), MAE_ETIMEDOUT);
+    fake_redis_free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_open_rejects_bad_config),
+        cmocka_unit_test(test_null_and_disabled_are_noops),
+        cmocka_unit_test(test_delivers_in_order_and_counts),
+        cmocka_unit_test(test_custom_channel),
+        cmocka_unit_test(test_keeps_events_while_connects_fail),
+        cmocka_unit_test(test_auth_and_select),
+        cmocka_unit_test(test_auth_failure_keeps_events_queued),
+        cmocka_unit_test(test_error_replies_are_counted),
+        cmocka_unit_test(test_connection_breaks_mid_batch),
+        cmocka_unit_test(test_peer_closed_idle_connection_loses_nothing),
+        cmocka_unit_test(test_queue_bounded_by_count_and_bytes),
+        cmocka_unit_test(test_close_returns_in_time_while_hung),
+        cmocka_unit_test(test_fork_child_is_harmless),
+        cmocka_unit_test(test_many_threads),
+        cmocka_unit_test(test_log_is_rate_limited),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
