@@ -72,6 +72,7 @@ fake_redis *fake_redis_new(void)
     fake_redis *f = calloc(1, sizeof *f);
     if (!f)
         abort();
+    f->break_after = -1; /* never */
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     return f;
