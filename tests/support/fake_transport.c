@@ -126,17 +126,18 @@ static int fk_append(void *conn, int argc, const char **argv, const size_t *lens
     size_t total = 0;
     for (int i = 0; i < argc; i++)
         total += lens[i] + 1;
-    char *joined = malloc(total + 1), *w = joined;
+    char *joined = malloc(total + 1);
+    size_t off = 0;
     if (!joined)
         abort();
     for (int i = 0; i < argc; i++) {
-        memcpy(w, argv[i], lens[i]);
-        w += lens[i];
-        *w++ = i + 1 < argc ? ' ' : 0;
+        memcpy(joined + off, argv[i], lens[i]);
+        off += lens[i];
+        if (i + 1 < argc)
+            joined[off++] = ' ';
     }
-    if (argc == 0)
-        *w = 0;
-    push(&c->pending, joined, strlen(joined));
+    joined[off] = 0;
+    push(&c->pending, joined, off);
     free(joined);
     if (argc == 3 && strcmp(argv[0], "PUBLISH") == 0) {
         push(&c->pend_chan, argv[1], lens[1]);
