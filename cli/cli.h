@@ -172,18 +172,4 @@ void cli_llm_summary_free(cli_llm_summary *s);
 json_object *cli_llm_summary_json(const cli_llm_summary *s);
 void cli_llm_summary_print(const cli_llm_summary *s);
 
-/* ---- redis URL (redis_url.c) ------------------------------------------ */
-
-typedef struct cli_redis_addr {
-    char *host;         /* NULL for a unix socket */
-    int port;
-    char *socket_path;  /* NULL for TCP */
-    char *user, *password;  /* NULL when absent */
-} cli_redis_addr;
-
-/* Parses redis://[[user]:password@]host[:port][/db] or unix:///path.
- * Returns false with a reason in err on a malformed URL. */
-bool cli_redis_addr_parse(const char *url, cli_redis_addr *out, char *err, size_t errlen);
-void cli_redis_addr_free(cli_redis_addr *a);
-
 #endif

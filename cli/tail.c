@@ -12,6 +12,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "publisher/publisher_internal.h"
+
 #include "cli.h"
 
 /* Reconnect delays, as the publisher's: doubling, capped, with jitter. */
@@ -24,7 +26,7 @@
 
 typedef struct tail {
     const cli_config *cfg;
-    cli_redis_addr addr;
+    mae__url addr;
     char where[320];            /* host:port or the socket, never the password */
     const char *type_prefix;    /* NULL = every event */
     bool json;
@@ -211,7 +213,7 @@ static bool connect_once(tail *t, char *err, size_t errlen)
         snprintf(err, errlen, "timed out");
         return false;
     }
-    c = t->addr.socket_path ? redisConnectUnixWithTimeout(t->addr.socket_path, tv)
+    c = t->addr.path ? redisConnectUnixWithTimeout(t->addr.path, tv)
                             : redisConnectWithTimeout(t->addr.host, t->addr.port, tv);
     if (!c) {
         snprintf(err, errlen, "out of memory");
@@ -418,12 +420,12 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         return CLI_USAGE;
     if (!cfg->redis_url)
         return cli_usage_error(cmd, "no Redis URL: set MAILAGENT_REDIS_URL or pass --redis URL");
-    if (!cli_redis_addr_parse(cfg->redis_url, &t.addr, err, sizeof err)) {
+    if (mae__url_parse(cfg->redis_url, &t.addr, err, sizeof err) != MAE_OK) {
         cli_error("invalid Redis URL: %s", err);
         return CLI_USAGE;
     }
-    if (t.addr.socket_path)
-        snprintf(t.where, sizeof t.where, "%s", t.addr.socket_path);
+    if (t.addr.path)
+        snprintf(t.where, sizeof t.where, "%s", t.addr.path);
     else
         snprintf(t.where, sizeof t.where, strchr(t.addr.host, ':') ? "[%s]:%d" : "%s:%d",
                  t.addr.host, t.addr.port);
@@ -432,7 +434,7 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
     install_signals();
     rc = run_tail(&t);
-    cli_redis_addr_free(&t.addr);
+    mae__url_free(&t.addr);
     return rc;
 }
 
