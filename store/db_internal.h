@@ -33,14 +33,24 @@ struct mae_db {
         sqlite3_stmt *stmt;
     } cache[MAE__STMT_CACHE];
     char errmsg[256];
+    /* Additions (db.c): where the events of the write in progress start in
+     * the held list, so a failed write inside a caller transaction discards
+     * only its own; and the statements beyond the fixed cache. */
+    mae__held_event **held_mark;
+    bool in_write;
+    struct mae__stmt_slot {
+        const char *sql;
+        sqlite3_stmt *stmt;
+    } *stmt_more;
+    size_t stmt_more_count, stmt_more_cap;
 };
 
 /* Records "code: detail" on the handle and returns code. */
 int mae__db_error(mae_db *db, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Maps an SQLite result to MAE_EBUSY / MAE_ENOMEM / MAE_EDB (or MAE_ENOTFOUND
- * for a foreign-key failure when fk_is_notfound), records sqlite3_errmsg with
- * what was being done, and returns the code. */
+/* Maps an SQLite result to MAE_EBUSY / MAE_ENOMEM / MAE_EDB, or MAE_ENOTFOUND
+ * for a foreign-key failure (the schema's only foreign key is the mail id),
+ * records sqlite3_errmsg with what was being done, and returns the code. */
 int mae__db_sqlite_error(mae_db *db, int rc, const char *what);
 void mae__db_clear_error(mae_db *db);
 
@@ -59,8 +69,9 @@ int mae__db_stmt(mae_db *db, const char *sql, sqlite3_stmt **out);
 int mae__db_write_begin(mae_db *db);
 int mae__db_write_end(mae_db *db, int rc);
 
-/* Holds an event built during the current write (takes b's text). Skipped
- * quietly when the publisher would not send it. Call between write_begin
+/* Holds an event built during the current write (takes b's text). With a
+ * disabled publisher an empty line is held, so that after the commit its
+ * dropped_disabled counter still sees every event. Call between write_begin
  * and write_end. Returns MAE_OK or MAE_ENOMEM. */
 int mae__db_hold(mae_db *db, mae__buf *b);
 /* True when events are worth building (a live publisher is attached). */
@@ -69,6 +80,11 @@ bool mae__db_wants_events(const mae_db *db);
 /* Retry schedule shared by the three stores: the delay in seconds after the
  * n-th failure (n >= 1): 60, 300, 900, 3600, 7200, 7200, ... */
 double mae__retry_delay(int64_t n);
+
+/* Steps st, which selects (key TEXT, count INTEGER) rows sorted by key, and
+ * collects them into a new mae_counts (what names the read in errors).
+ * Resets st. MAE_OK and *out, or MAE_ENOMEM / the mapped SQLite error. */
+int mae__db_collect_counts(mae_db *db, sqlite3_stmt *st, const char *what, mae_counts **out);
 
 /* Text limits of stores.md. */
 #define MAE_STORED_ERROR_MAX 500
