@@ -15,7 +15,9 @@ build: deps
 test: deps
 	@bash scripts/test.sh
 
-demo: deps
+# The demo needs no sanitizer runtimes, valgrind or gnuplot.
+demo:
+	@MAE_DEPS_FULL=0 bash scripts/install-deps.sh
 	@bash scripts/demo.sh
 
 bench: deps
