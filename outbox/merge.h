@@ -14,8 +14,11 @@
  * with keys sorted (bytewise) at every level, raw UTF-8, '/' unescaped.
  * String values longer than max_string_cp code points are cut there
  * (0 = no cut); keys are never cut. *out is malloc'd (caller frees).
- * Returns MAE_OK, MAE_EINVAL (not an object, invalid JSON, too deep, invalid
- * UTF-8 is repaired, not rejected) or MAE_ENOMEM. */
+ * Numbers are kept exactly as written (no locale, no rounding). Invalid
+ * UTF-8 is repaired, not rejected. Returns MAE_OK, MAE_EINVAL (not an
+ * object, invalid JSON, NaN/Infinity, "\u0000", raw control characters in
+ * strings, too deep) or MAE_ENOMEM. The parser is our own rather than
+ * json-c's, which does not fail cleanly when an allocation fails. */
 int mae__json_canonical(const char *json, size_t max_string_cp, char **out);
 
 /* RFC 7396: applies patch (an object) to target (an object): members of the

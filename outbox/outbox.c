@@ -1,2 +1,772 @@
-/* placeholder until implemented */
-typedef int mae__placeholder_outbox;
+/* This module implements the outbox repository (mailagent/outbox.h): intents
+ * in email_outbox, their merge into a pending twin, the state machine with
+ * retries and dead letters, the outbox.* events, and the reads. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mailagent/outbox.h>
+
+#include "../publisher/event.h"
+#include "../store/db_internal.h"
+#include "merge.h"
+
+#define POLL_DEFAULT_LIMIT 20
+#define DEAD_LETTER_DEFAULT_LIMIT 100
+
+static bool known_target(const char *t)
+{
+    return strcmp(t, "mailapp") == 0 || strcmp(t, "notion") == 0;
+}
+
+/* Copies s repaired to valid UTF-8 and cut to max_cp code points (0: whole);
+ * NULL stays NULL. */
+static int clean(mae_db *db, const char *s, size_t max_cp, char **out)
+{
+    bool oom = false;
+    *out = NULL;
+    if (!s)
+        return MAE_OK;
+    *out = mae__utf8_clean(s, max_cp, &oom);
+    if (!*out)
+        return mae__db_error(db, MAE_ENOMEM, "copying a text argument: out of memory");
+    return MAE_OK;
+}
+
+/* Binds a text the statement only reads during this step (NULL binds NULL). */
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* Steps a write statement to its end; MAE_OK or the mapped error. */
+static int step_done(mae_db *db, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    int code = rc == SQLITE_DONE ? MAE_OK : mae__db_sqlite_error(db, rc, what);
+    sqlite3_reset(st);
+    return code;
+}
+
+/* The part of a row the state machine decides on. */
+typedef struct state {
+    int64_t internal_id, attempts;
+    char status[16];
+    char *op_type, *target; /* only read by want_intent */
+} state;
+
+static const char sql_state[] =
+    "SELECT internal_id, status, attempts, op_type, target FROM email_outbox"
+    " WHERE outbox_id = ?1";
+
+/* Reads the row's state inside the current write. MAE_ENOTFOUND (with a
+ * message naming fn) when the row is missing. With want_intent, also copies
+ * op_type and target (caller frees). */
+static int read_state(mae_db *db, const char *fn, int64_t outbox_id, bool want_intent, state *s)
+{
+    sqlite3_stmt *st;
+    memset(s, 0, sizeof *s);
+    int rc = mae__db_stmt(db, sql_state, &st);
+    if (rc != MAE_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, outbox_id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        const unsigned char *status = sqlite3_column_text(st, 1);
+        s->internal_id = sqlite3_column_int64(st, 0);
+        s->attempts = sqlite3_column_int64(st, 2);
+        if (status == NULL && sqlite3_column_type(st, 1) != SQLITE_NULL) {
+            rc = mae__db_error(db, MAE_ENOMEM, "%s: reading the row: out of memory", fn);
+        } else {
+            /* A status longer than any known one reads as unknown. */
+            snprintf(s->status, sizeof s->status, "%s", status ? (const char *)status : "");
+        }
+        if (rc == MAE_OK && want_intent) {
+            bool oom = false;
+            s->op_type = mae__col_text(st, 3, &oom);
+            s->target = mae__col_text(st, 4, &oom);
+            if (oom) {
+                free(s->op_type);
+                free(s->target);
+                s->op_type = s->target = NULL;
+                rc = mae__db_error(db, MAE_ENOMEM, "%s: reading the row: out of memory", fn);
+            }
+        }
+    } else if (step == SQLITE_DONE) {
+        rc = mae__db_error(db, MAE_ENOTFOUND, "%s: no outbox intent with id %lld", fn,
+                           (long long)outbox_id);
+    } else {
+        rc = mae__db_sqlite_error(db, step, "reading the outbox intent");
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* ---- enqueue -------------------------------------------------------------- */
+
+static const char sql_find_pending[] =
+    "SELECT outbox_id, payload_json FROM email_outbox"
+    " WHERE internal_id = ?1 AND op_type = ?2 AND target = ?3 AND status = 'pending'"
+    " ORDER BY outbox_id LIMIT 1";
+static const char sql_merge[] =
+    "UPDATE email_outbox SET payload_json = ?2, source = COALESCE(?3, source), updated_at = ?4"
+    " WHERE outbox_id = ?1";
+static const char sql_insert[] =
+    "INSERT INTO email_outbox (internal_id, op_type, target, payload_json, source, status,"
+    " attempts, last_error, next_retry_at, created_at, updated_at)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, NULL, NULL, ?6, ?6)";
+
+/* Looks for the pending twin of an intent. *id = 0 when there is none;
+ * otherwise *id and *payload (caller frees). */
+static int find_pending(mae_db *db, int64_t internal_id, const char *op_type,
+                        const char *target, int64_t *id, char **payload)
+{
+    sqlite3_stmt *st;
+    *id = 0;
+    *payload = NULL;
+    int rc = mae__db_stmt(db, sql_find_pending, &st);
+    if (rc != MAE_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, internal_id);
+    bind_text(st, 2, op_type);
+    bind_text(st, 3, target);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        bool oom = false;
+        *payload = mae__col_text(st, 1, &oom);
+        if (oom || *payload == NULL) {
+            free(*payload);
+            *payload = NULL;
+            rc = oom ? mae__db_error(db, MAE_ENOMEM, "reading the pending intent: out of memory")
+                     : mae__db_error(db, MAE_EDB, "the pending intent's payload is NULL");
+        } else {
+            *id = sqlite3_column_int64(st, 0);
+        }
+    } else if (step != SQLITE_DONE) {
+        rc = mae__db_sqlite_error(db, step, "looking for a pending twin of the intent");
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, const char *target,
+                       const char *payload_json, const char *source, int64_t *outbox_id,
+                       bool *inserted)
+{
+    static const char fn[] = "mae_outbox_enqueue";
+    char *op = NULL, *src = NULL, *payload = NULL, *old = NULL, *merged = NULL;
+    mae__buf ev;
+    sqlite3_stmt *st;
+    int64_t id = 0;
+    bool is_new = false;
+    int rc;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (internal_id <= 0)
+        return mae__db_error(db, MAE_EINVAL, "%s: internal_id must be > 0", fn);
+    if (!op_type || !op_type[0])
+        return mae__db_error(db, MAE_EINVAL, "%s: op_type must be a non-empty string", fn);
+    if (!target || !known_target(target))
+        return mae__db_error(db, MAE_EINVAL, "%s: target must be \"mailapp\" or \"notion\"", fn);
+    if (source && !source[0])
+        return mae__db_error(db, MAE_EINVAL, "%s: source must be NULL or a non-empty string", fn);
+    if (!payload_json)
+        return mae__db_error(db, MAE_EINVAL, "%s: payload_json is NULL", fn);
+
+    /* Echo prevention: a change that came from Notion must not be sent back
+     * to Notion (Notion -> webhook -> outbox -> Notion -> webhook ...). */
+    if (source && strcmp(source, MAE_SOURCE_NOTION_WEBHOOK) == 0 && strcmp(target, "notion") == 0) {
+        if (outbox_id)
+            *outbox_id = -1;
+        return MAE_SKIPPED;
+    }
+
+    rc = mae__json_canonical(payload_json, 0, &payload);
+    if (rc == MAE_EINVAL)
+        return mae__db_error(db, rc, "%s: payload_json must be one JSON object (at most %d levels"
+                                     " deep, no \\u0000)", fn, MAE_PAYLOAD_MAX_DEPTH);
+    if (rc != MAE_OK)
+        return mae__db_error(db, rc, "%s: canonicalising the payload: out of memory", fn);
+
+    mae__buf_init(&ev);
+    rc = clean(db, op_type, 0, &op);
+    if (rc == MAE_OK)
+        rc = clean(db, source, 0, &src);
+    if (rc != MAE_OK)
+        goto out;
+
+    /* BEGIN IMMEDIATE (or the caller's transaction, which is one) takes the
+     * write lock before the lookup, so two processes enqueueing the same
+     * intent are serialised: the second one finds the first one's row. The
+     * partial unique index ux_outbox_pending_intent is the backstop. */
+    rc = mae__db_write_begin(db);
+    if (rc != MAE_OK)
+        goto out;
+    double now = mae__db_now(db);
+    rc = find_pending(db, internal_id, op, target, &id, &old);
+    if (rc == MAE_OK && id != 0) {
+        rc = mae__json_merge_patch(old, payload, &merged);
+        if (rc == MAE_EINVAL)
+            rc = mae__db_error(db, MAE_EDB, "%s: the stored payload of pending intent %lld is not"
+                                            " a JSON object; not merged", fn, (long long)id);
+        else if (rc != MAE_OK)
+            rc = mae__db_error(db, rc, "%s: merging the payload: out of memory", fn);
+        if (rc == MAE_OK)
+            rc = mae__db_stmt(db, sql_merge, &st);
+        if (rc == MAE_OK) {
+            sqlite3_bind_int64(st, 1, id);
+            bind_text(st, 2, merged);
+            bind_text(st, 3, src);
+            sqlite3_bind_double(st, 4, now);
+            rc = step_done(db, st, "merging into the pending intent");
+        }
+    } else if (rc == MAE_OK) {
+        rc = mae__db_stmt(db, sql_insert, &st);
+        if (rc == MAE_OK) {
+            sqlite3_bind_int64(st, 1, internal_id);
+            bind_text(st, 2, op);
+            bind_text(st, 3, target);
+            bind_text(st, 4, payload);
+            bind_text(st, 5, src);
+            sqlite3_bind_double(st, 6, now);
+            /* A missing mail fails the foreign key: MAE_ENOTFOUND. */
+            rc = step_done(db, st, "inserting the intent");
+        }
+        if (rc == MAE_OK) {
+            id = sqlite3_last_insert_rowid(mae_db_sqlite(db));
+            is_new = true;
+            if (mae__db_wants_events(db))
+                mae__ev_outbox_enqueued(&ev, internal_id, id, op, target, src);
+            rc = mae__db_hold(db, &ev);
+        }
+    }
+    rc = mae__db_write_end(db, rc);
+    if (rc == MAE_OK) {
+        if (outbox_id)
+            *outbox_id = id;
+        if (inserted)
+            *inserted = is_new;
+    }
+out:
+    mae__buf_free(&ev);
+    free(op);
+    free(src);
+    free(payload);
+    free(old);
+    free(merged);
+    return rc;
+}
+
+/* ---- state machine -------------------------------------------------------- */
+
+static const char sql_processing[] =
+    "UPDATE email_outbox SET status = 'processing', updated_at = ?2 WHERE outbox_id = ?1";
+
+int mae_outbox_mark_processing(mae_db *db, int64_t outbox_id)
+{
+    static const char fn[] = "mae_outbox_mark_processing";
+    sqlite3_stmt *st;
+    state s;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (outbox_id <= 0)
+        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+    int rc = mae__db_write_begin(db);
+    if (rc != MAE_OK)
+        return rc;
+    rc = read_state(db, fn, outbox_id, false, &s);
+    if (rc == MAE_OK) {
+        if (strcmp(s.status, "processing") == 0) {
+            rc = MAE_SKIPPED;
+        } else if (strcmp(s.status, "pending") != 0 && strcmp(s.status, "failed") != 0) {
+            rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; only a pending or failed"
+                                               " intent can start processing", fn,
+                               (long long)outbox_id, s.status);
+        }
+    }
+    if (rc == MAE_OK)
+        rc = mae__db_stmt(db, sql_processing, &st);
+    if (rc == MAE_OK) {
+        sqlite3_bind_int64(st, 1, outbox_id);
+        sqlite3_bind_double(st, 2, mae__db_now(db));
+        rc = step_done(db, st, "marking the intent processing");
+    }
+    return mae__db_write_end(db, rc);
+}
+
+static const char sql_done[] =
+    "UPDATE email_outbox SET status = 'done', last_error = NULL, next_retry_at = NULL,"
+    " updated_at = ?2 WHERE outbox_id = ?1";
+
+int mae_outbox_mark_done(mae_db *db, int64_t outbox_id)
+{
+    static const char fn[] = "mae_outbox_mark_done";
+    sqlite3_stmt *st;
+    mae__buf ev;
+    state s;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (outbox_id <= 0)
+        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+    int rc = mae__db_write_begin(db);
+    if (rc != MAE_OK)
+        return rc;
+    mae__buf_init(&ev);
+    rc = read_state(db, fn, outbox_id, false, &s);
+    if (rc == MAE_OK) {
+        if (strcmp(s.status, "done") == 0) {
+            rc = MAE_SKIPPED;
+        } else if (strcmp(s.status, "pending") != 0 && strcmp(s.status, "processing") != 0 &&
+                   strcmp(s.status, "failed") != 0) {
+            rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; retry the dead letter"
+                                               " first", fn, (long long)outbox_id, s.status);
+        }
+    }
+    if (rc == MAE_OK)
+        rc = mae__db_stmt(db, sql_done, &st);
+    if (rc == MAE_OK) {
+        sqlite3_bind_int64(st, 1, outbox_id);
+        sqlite3_bind_double(st, 2, mae__db_now(db));
+        rc = step_done(db, st, "marking the intent done");
+    }
+    if (rc == MAE_OK) {
+        if (mae__db_wants_events(db))
+            mae__ev_outbox_done(&ev, s.internal_id, outbox_id);
+        rc = mae__db_hold(db, &ev);
+    }
+    rc = mae__db_write_end(db, rc);
+    mae__buf_free(&ev);
+    return rc;
+}
+
+static const char sql_failed[] =
+    "UPDATE email_outbox SET status = ?2, attempts = ?3, last_error = ?4, next_retry_at = ?5,"
+    " updated_at = ?6 WHERE outbox_id = ?1";
+
+int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
+                           mae_retry_outcome *out)
+{
+    static const char fn[] = "mae_outbox_mark_failed";
+    char *err = NULL;
+    sqlite3_stmt *st;
+    mae__buf ev;
+    state s;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (outbox_id <= 0)
+        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+    if (!error || !error[0])
+        return mae__db_error(db, MAE_EINVAL, "%s: error must be a non-empty string", fn);
+    /* Cut before anything else, so a huge error is never copied whole; the
+     * event builder cuts this further to 200 code points. */
+    int rc = clean(db, error, MAE_STORED_ERROR_MAX, &err);
+    if (rc != MAE_OK)
+        return rc;
+
+    mae__buf_init(&ev);
+    rc = mae__db_write_begin(db);
+    if (rc != MAE_OK)
+        goto out;
+    /* The attempt count is read and written under the write lock taken by
+     * BEGIN IMMEDIATE: N processes failing the same row count N. */
+    rc = read_state(db, fn, outbox_id, false, &s);
+    if (rc == MAE_OK && strcmp(s.status, "pending") != 0 && strcmp(s.status, "processing") != 0 &&
+        strcmp(s.status, "failed") != 0)
+        rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; only a pending, processing or"
+                                           " failed intent can fail", fn, (long long)outbox_id,
+                           s.status);
+    int64_t n = s.attempts < 0 ? 1 : s.attempts + 1;
+    bool terminal = n >= db->outbox_max_attempts;
+    double now = mae__db_now(db);
+    double next = terminal ? 0 : now + mae__retry_delay(n);
+    if (rc == MAE_OK)
+        rc = mae__db_stmt(db, sql_failed, &st);
+    if (rc == MAE_OK) {
+        sqlite3_bind_int64(st, 1, outbox_id);
+        sqlite3_bind_text(st, 2, terminal ? "dead_letter" : "failed", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, n);
+        bind_text(st, 4, err);
+        if (terminal)
+            sqlite3_bind_null(st, 5);
+        else
+            sqlite3_bind_double(st, 5, next);
+        sqlite3_bind_double(st, 6, now);
+        rc = step_done(db, st, "recording the intent's failure");
+    }
+    if (rc == MAE_OK) {
+        if (mae__db_wants_events(db)) {
+            if (terminal)
+                mae__ev_outbox_dead_letter(&ev, s.internal_id, outbox_id, n, err);
+            else
+                mae__ev_outbox_failed(&ev, s.internal_id, outbox_id, n, err, next);
+        }
+        rc = mae__db_hold(db, &ev);
+    }
+    rc = mae__db_write_end(db, rc);
+    if (rc == MAE_OK && out) {
+        out->attempts = n;
+        out->next_retry_at = next;
+        out->terminal = terminal;
+    }
+out:
+    mae__buf_free(&ev);
+    free(err);
+    return rc;
+}
+
+static const char sql_retry_dead[] =
+    "UPDATE email_outbox SET status = 'pending', attempts = 0, last_error = NULL,"
+    " next_retry_at = NULL, updated_at = ?2 WHERE outbox_id = ?1";
+
+int mae_outbox_retry_dead_letter(mae_db *db, int64_t outbox_id)
+{
+    static const char fn[] = "mae_outbox_retry_dead_letter";
+    char *old = NULL;
+    sqlite3_stmt *st;
+    int64_t twin = 0;
+    state s;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (outbox_id <= 0)
+        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+    int rc = mae__db_write_begin(db);
+    if (rc != MAE_OK)
+        return rc;
+    rc = read_state(db, fn, outbox_id, true, &s);
+    if (rc == MAE_OK && strcmp(s.status, "dead_letter") != 0)
+        rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s, not a dead letter", fn,
+                           (long long)outbox_id, s.status);
+    /* Only one pending intent per (mail, op_type, target) may exist: the
+     * unique index would refuse the update, so say why instead. */
+    if (rc == MAE_OK)
+        rc = find_pending(db, s.internal_id, s.op_type, s.target, &twin, &old);
+    if (rc == MAE_OK && twin != 0)
+        rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld cannot go back to pending: pending"
+                                           " intent %lld has the same mail, op_type and target",
+                           fn, (long long)outbox_id, (long long)twin);
+    if (rc == MAE_OK)
+        rc = mae__db_stmt(db, sql_retry_dead, &st);
+    if (rc == MAE_OK) {
+        sqlite3_bind_int64(st, 1, outbox_id);
+        sqlite3_bind_double(st, 2, mae__db_now(db));
+        rc = step_done(db, st, "putting the dead letter back to pending");
+    }
+    free(old);
+    free(s.op_type);
+    free(s.target);
+    return mae__db_write_end(db, rc);
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+#define OUTBOX_COLUMNS                                                                   \
+    "outbox_id, internal_id, op_type, target, payload_json, source, status, attempts,"  \
+    " last_error, next_retry_at, created_at, updated_at"
+
+static void row_clear(mae_outbox_row *r)
+{
+    free(r->op_type);
+    free(r->target);
+    free(r->payload_json);
+    free(r->source);
+    free(r->status);
+    free(r->last_error);
+    memset(r, 0, sizeof *r);
+}
+
+/* Fills r from the current row of a statement selecting OUTBOX_COLUMNS. */
+static int row_read(mae_db *db, sqlite3_stmt *st, mae_outbox_row *r)
+{
+    bool oom = false;
+    memset(r, 0, sizeof *r);
+    r->outbox_id = mae__col_int(st, 0);
+    r->internal_id = mae__col_int(st, 1);
+    r->op_type = mae__col_text(st, 2, &oom);
+    r->target = mae__col_text(st, 3, &oom);
+    r->payload_json = mae__col_text(st, 4, &oom);
+    r->source = mae__col_text(st, 5, &oom);
+    r->status = mae__col_text(st, 6, &oom);
+    r->attempts = mae__col_int(st, 7);
+    r->last_error = mae__col_text(st, 8, &oom);
+    r->next_retry_at = mae__col_real(st, 9);
+    r->created_at = mae__col_real(st, 10);
+    r->updated_at = mae__col_real(st, 11);
+    if (oom) {
+        row_clear(r);
+        return mae__db_error(db, MAE_ENOMEM, "reading an outbox intent: out of memory");
+    }
+    return MAE_OK;
+}
+
+void mae_outbox_row_free(mae_outbox_row *row)
+{
+    if (!row)
+        return;
+    row_clear(row);
+    free(row);
+}
+
+void mae_outbox_list_free(mae_outbox_list *list)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < list->count; i++)
+        row_clear(&list->rows[i]);
+    free(list->rows);
+    free(list);
+}
+
+/* Steps st (bound by the caller) to the end, collecting every row into a
+ * new list. Resets st in every case. */
+static int collect(mae_db *db, sqlite3_stmt *st, mae_outbox_list **out)
+{
+    mae_outbox_list *list = calloc(1, sizeof *list);
+    size_t cap = 0;
+    int rc = MAE_OK, step;
+
+    if (!list) {
+        sqlite3_reset(st);
+        return mae__db_error(db, MAE_ENOMEM, "listing intents: out of memory");
+    }
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (list->count == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            mae_outbox_row *rows = realloc(list->rows, ncap * sizeof *rows);
+            if (!rows) {
+                rc = mae__db_error(db, MAE_ENOMEM, "listing intents: out of memory");
+                break;
+            }
+            list->rows = rows;
+            cap = ncap;
+        }
+        rc = row_read(db, st, &list->rows[list->count]);
+        if (rc != MAE_OK)
+            break;
+        list->count++;
+    }
+    if (rc == MAE_OK && step != SQLITE_DONE)
+        rc = mae__db_sqlite_error(db, step, "listing intents");
+    sqlite3_reset(st);
+    if (rc != MAE_OK) {
+        mae_outbox_list_free(list);
+        return rc;
+    }
+    *out = list;
+    return MAE_OK;
+}
+
+static const char sql_get[] = "SELECT " OUTBOX_COLUMNS " FROM email_outbox WHERE outbox_id = ?1";
+
+int mae_outbox_get(mae_db *db, int64_t outbox_id, mae_outbox_row **out)
+{
+    static const char fn[] = "mae_outbox_get";
+    sqlite3_stmt *st;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (!out)
+        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
+    if (outbox_id <= 0)
+        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+    int rc = mae__db_stmt(db, sql_get, &st);
+    if (rc != MAE_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, outbox_id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return mae__db_error(db, MAE_ENOTFOUND, "%s: no outbox intent with id %lld", fn,
+                             (long long)outbox_id);
+    }
+    if (step != SQLITE_ROW) {
+        rc = mae__db_sqlite_error(db, step, "reading the outbox intent");
+        sqlite3_reset(st);
+        return rc;
+    }
+    mae_outbox_row *row = malloc(sizeof *row);
+    if (!row) {
+        sqlite3_reset(st);
+        return mae__db_error(db, MAE_ENOMEM, "%s: out of memory", fn);
+    }
+    rc = row_read(db, st, row);
+    sqlite3_reset(st);
+    if (rc != MAE_OK) {
+        free(row);
+        return rc;
+    }
+    *out = row;
+    return MAE_OK;
+}
+
+/* A failed intent with no retry time (left by another writer) counts as due,
+ * or it would never run again. */
+static const char sql_poll[] =
+    "SELECT " OUTBOX_COLUMNS " FROM email_outbox"
+    " WHERE (status = 'pending'"
+    "        OR (status = 'failed' AND (next_retry_at IS NULL OR next_retry_at <= ?1)))"
+    " AND (?2 IS NULL OR target = ?2)"
+    " ORDER BY created_at, outbox_id LIMIT ?3";
+
+int mae_outbox_poll_ready(mae_db *db, const char *target, int limit, mae_outbox_list **out)
+{
+    static const char fn[] = "mae_outbox_poll_ready";
+    sqlite3_stmt *st;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (!out)
+        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
+    if (target && !known_target(target))
+        return mae__db_error(db, MAE_EINVAL, "%s: target must be NULL, \"mailapp\" or \"notion\"",
+                             fn);
+    int rc = mae__db_stmt(db, sql_poll, &st);
+    if (rc != MAE_OK)
+        return rc;
+    sqlite3_bind_double(st, 1, mae__db_now(db));
+    bind_text(st, 2, target);
+    sqlite3_bind_int(st, 3, limit > 0 ? limit : POLL_DEFAULT_LIMIT);
+    return collect(db, st, out);
+}
+
+static const char sql_for_email[] =
+    "SELECT " OUTBOX_COLUMNS " FROM email_outbox WHERE internal_id = ?1"
+    " ORDER BY created_at, outbox_id";
+
+int mae_outbox_list_for_email(mae_db *db, int64_t internal_id, mae_outbox_list **out)
+{
+    static const char fn[] = "mae_outbox_list_for_email";
+    sqlite3_stmt *st;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (!out)
+        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
+    if (internal_id <= 0)
+        return mae__db_error(db, MAE_EINVAL, "%s: internal_id must be > 0", fn);
+    int rc = mae__db_stmt(db, sql_for_email, &st);
+    if (rc != MAE_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, internal_id);
+    return collect(db, st, out);
+}
+
+static const char sql_dead_letters[] =
+    "SELECT " OUTBOX_COLUMNS " FROM email_outbox WHERE status = 'dead_letter'"
+    " ORDER BY updated_at DESC, outbox_id DESC LIMIT ?1";
+
+int mae_outbox_list_dead_letters(mae_db *db, int limit, mae_outbox_list **out)
+{
+    static const char fn[] = "mae_outbox_list_dead_letters";
+    sqlite3_stmt *st;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (!out)
+        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
+    int rc = mae__db_stmt(db, sql_dead_letters, &st);
+    if (rc != MAE_OK)
+        return rc;
+    sqlite3_bind_int(st, 1, limit > 0 ? limit : DEAD_LETTER_DEFAULT_LIMIT);
+    return collect(db, st, out);
+}
+
+/* One statement, so every count comes from the same snapshot. Ages are
+ * computed for pending rows only; a created_at in the future (another
+ * machine's clock) counts as age 0. */
+static const char sql_depth[] =
+    "SELECT status, target, COUNT(*),"
+    " SUM(?1 - created_at < 60),"
+    " SUM(?1 - created_at >= 60 AND ?1 - created_at < 300),"
+    " SUM(?1 - created_at >= 300 AND ?1 - created_at < 1800),"
+    " SUM(?1 - created_at >= 1800),"
+    " MIN(created_at)"
+    " FROM email_outbox GROUP BY status, target";
+
+int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
+{
+    static const char fn[] = "mae_outbox_queue_depth";
+    mae_outbox_depth d;
+    sqlite3_stmt *st;
+    bool any_pending = false;
+    double oldest = 0;
+
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (!out)
+        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
+    int rc = mae__db_stmt(db, sql_depth, &st);
+    if (rc != MAE_OK)
+        return rc;
+    double now = mae__db_now(db);
+    sqlite3_bind_double(st, 1, now);
+    memset(&d, 0, sizeof d);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *status = (const char *)sqlite3_column_text(st, 0);
+        const char *target = (const char *)sqlite3_column_text(st, 1);
+        int64_t count = sqlite3_column_int64(st, 2);
+        if (!status || !target) {
+            if (sqlite3_errcode(mae_db_sqlite(db)) == SQLITE_NOMEM) {
+                sqlite3_reset(st);
+                return mae__db_error(db, MAE_ENOMEM, "%s: out of memory", fn);
+            }
+            continue;
+        }
+        int64_t *by_status = NULL, *by_target = NULL;
+        bool mailapp = strcmp(target, "mailapp") == 0, notion = strcmp(target, "notion") == 0;
+        if (strcmp(status, "pending") == 0) {
+            by_status = &d.pending;
+            by_target = mailapp ? &d.mailapp.pending : notion ? &d.notion.pending : NULL;
+            d.pending_under_1m += sqlite3_column_int64(st, 3);
+            d.pending_under_5m += sqlite3_column_int64(st, 4);
+            d.pending_under_30m += sqlite3_column_int64(st, 5);
+            d.pending_over_30m += sqlite3_column_int64(st, 6);
+            double first = sqlite3_column_double(st, 7);
+            if (!any_pending || first < oldest)
+                oldest = first;
+            any_pending = true;
+        } else if (strcmp(status, "processing") == 0) {
+            by_status = &d.processing;
+            by_target = mailapp ? &d.mailapp.processing : notion ? &d.notion.processing : NULL;
+        } else if (strcmp(status, "failed") == 0) {
+            by_status = &d.failed;
+            by_target = mailapp ? &d.mailapp.failed : notion ? &d.notion.failed : NULL;
+        } else if (strcmp(status, "done") == 0) {
+            by_status = &d.done;
+        } else if (strcmp(status, "dead_letter") == 0) {
+            by_status = &d.dead_letter;
+        }
+        if (by_status)
+            *by_status += count;
+        if (by_target)
+            *by_target += count;
+    }
+    if (step != SQLITE_DONE) {
+        rc = mae__db_sqlite_error(db, step, "counting the outbox");
+        sqlite3_reset(st);
+        return rc;
+    }
+    sqlite3_reset(st);
+    if (any_pending && now > oldest)
+        d.oldest_pending_age_s = now - oldest;
+    *out = d;
+    return MAE_OK;
+}
