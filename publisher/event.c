@@ -1,2 +1,435 @@
-/* placeholder until implemented */
-typedef int mae__placeholder_event;
+/* This module implements the JSON lines of events.md: the mae__ev_* builders
+ * and the public publish calls that build a line and queue it. */
+#include <string.h>
+#include <time.h>
+
+#include "event.h"
+#include "publisher_internal.h"
+
+/* A string literal and its length, for the fixed parts of a line. */
+#define LIT(s) s, sizeof(s) - 1
+
+/* ---- the envelope --------------------------------------------------------- */
+
+/* Writes v in decimal at p; returns the end. */
+static char *put_i64(char *p, int64_t v)
+{
+    char tmp[20];
+    char *e = tmp + sizeof tmp, *s = e;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--s = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *p++ = '-';
+    memcpy(p, s, (size_t)(e - s));
+    return p + (e - s);
+}
+
+/* Writes ,"ts":<now>,"internal_id":<id>,"data": after the event type, composed
+ * on the stack and appended at once (this runs for every event). ts comes
+ * from integer seconds and nanoseconds: exact, where a double near 1.7e9
+ * resolves only about a quarter of a microsecond. */
+static void put_head_rest(mae__buf *b, int64_t id)
+{
+    char tmp[96];
+    char *p = tmp;
+    struct timespec now;
+
+    if (clock_gettime(CLOCK_REALTIME, &now) != 0) {
+        now.tv_sec = 0;
+        now.tv_nsec = 0;
+    }
+    int64_t sec = (int64_t)now.tv_sec;
+    long us = (now.tv_nsec + 500) / 1000;
+    if (us >= 1000000) {
+        us -= 1000000;
+        sec++;
+    }
+    memcpy(p, ",\"ts\":", 6);
+    p = put_i64(p + 6, sec);
+    *p = '.';
+    for (int i = 6; i >= 1; i--) {
+        p[i] = (char)('0' + us % 10);
+        us /= 10;
+    }
+    memcpy(p + 7, ",\"internal_id\":", 15);
+    p += 22;
+    if (id == MAE_NO_ID) {
+        memcpy(p, "null", 4);
+        p += 4;
+    } else {
+        p = put_i64(p, id);
+    }
+    memcpy(p, ",\"data\":", 8);
+    p += 8;
+    mae__buf_put(b, tmp, (size_t)(p - tmp));
+}
+
+/* The start of a line of a fixed event type, up to its closing quote. */
+#define TYPE(t) LIT("{\"event_type\":\"" t "\"")
+/* The end of a line with a fixed source, from the close of data. */
+#define FIXED_SOURCE(s) LIT("},\"source\":\"" s "\"}")
+
+static void open_line(mae__buf *b, const char *start, size_t len, int64_t id)
+{
+    mae__buf_put(b, start, len);
+    put_head_rest(b, id);
+}
+
+/* Same, for an event type given by the caller (escaped and repaired). */
+static void open_line_str(mae__buf *b, const char *type, int64_t id)
+{
+    mae__buf_put(b, LIT("{\"event_type\":"));
+    mae__json_str(b, type, 0);
+    put_head_rest(b, id);
+}
+
+/* Writes ,"source":<source>} after the data object. */
+static void close_line_str(mae__buf *b, const char *source)
+{
+    mae__buf_put(b, LIT(",\"source\":"));
+    mae__json_str(b, source, 0);
+    mae__buf_putc(b, '}');
+}
+
+void mae__ev_envelope(mae__buf *b, const char *event_type, int64_t internal_id,
+                      const char *data, size_t data_len, const char *source)
+{
+    open_line_str(b, event_type, internal_id);
+    if (data && data_len)
+        mae__buf_put(b, data, data_len);
+    else
+        mae__buf_put(b, LIT("{}"));
+    close_line_str(b, source);
+}
+
+/* ---- the ten event types ---------------------------------------------------- */
+
+void mae__ev_email_synced(mae__buf *b, int64_t id, const char *notion_page_id,
+                          const char *source)
+{
+    open_line(b, TYPE("email.synced"), id);
+    mae__buf_put(b, LIT("{\"notion_page_id\":"));
+    mae__json_str(b, notion_page_id, 0);
+    if (source) {
+        mae__buf_putc(b, '}');
+        close_line_str(b, source);
+    } else {
+        mae__buf_put(b, FIXED_SOURCE("sync_store"));
+    }
+}
+
+void mae__ev_email_failed(mae__buf *b, int64_t id, const char *status, int64_t retry_count,
+                          double next_retry_at, const char *error)
+{
+    open_line(b, TYPE("email.failed"), id);
+    mae__buf_put(b, LIT("{\"status\":"));
+    mae__json_str(b, status, 0);
+    mae__buf_put(b, LIT(",\"retry_count\":"));
+    mae__json_i64(b, retry_count);
+    mae__buf_put(b, LIT(",\"next_retry_at\":"));
+    mae__json_epoch(b, next_retry_at);
+    mae__buf_put(b, LIT(",\"error\":"));
+    mae__json_str(b, error, MAE_EVENT_TEXT_MAX);
+    mae__buf_put(b, FIXED_SOURCE("sync_store"));
+}
+
+void mae__ev_email_dead_letter(mae__buf *b, int64_t id, int64_t retry_count, const char *error)
+{
+    open_line(b, TYPE("email.dead_letter"), id);
+    mae__buf_put(b, LIT("{\"retry_count\":"));
+    mae__json_i64(b, retry_count);
+    mae__buf_put(b, LIT(",\"error\":"));
+    mae__json_str(b, error, MAE_EVENT_TEXT_MAX);
+    mae__buf_put(b, FIXED_SOURCE("sync_store"));
+}
+
+void mae__ev_outbox_enqueued(mae__buf *b, int64_t id, int64_t outbox_id, const char *op_type,
+                             const char *target, const char *intent_source)
+{
+    open_line(b, TYPE("outbox.enqueued"), id);
+    mae__buf_put(b, LIT("{\"outbox_id\":"));
+    mae__json_i64(b, outbox_id);
+    mae__buf_put(b, LIT(",\"op_type\":"));
+    mae__json_str(b, op_type, 0);
+    mae__buf_put(b, LIT(",\"target\":"));
+    mae__json_str(b, target, 0);
+    mae__buf_put(b, LIT(",\"source\":"));
+    mae__json_str(b, intent_source, 0);
+    mae__buf_put(b, FIXED_SOURCE("outbox"));
+}
+
+void mae__ev_outbox_done(mae__buf *b, int64_t id, int64_t outbox_id)
+{
+    open_line(b, TYPE("outbox.done"), id);
+    mae__buf_put(b, LIT("{\"outbox_id\":"));
+    mae__json_i64(b, outbox_id);
+    mae__buf_put(b, FIXED_SOURCE("outbox"));
+}
+
+void mae__ev_outbox_failed(mae__buf *b, int64_t id, int64_t outbox_id, int64_t attempts,
+                           const char *last_error, double next_retry_at)
+{
+    open_line(b, TYPE("outbox.failed"), id);
+    mae__buf_put(b, LIT("{\"outbox_id\":"));
+    mae__json_i64(b, outbox_id);
+    mae__buf_put(b, LIT(",\"attempts\":"));
+    mae__json_i64(b, attempts);
+    mae__buf_put(b, LIT(",\"last_error\":"));
+    mae__json_str(b, last_error, MAE_EVENT_TEXT_MAX);
+    mae__buf_put(b, LIT(",\"next_retry_at\":"));
+    mae__json_epoch(b, next_retry_at);
+    mae__buf_put(b, FIXED_SOURCE("outbox"));
+}
+
+void mae__ev_outbox_dead_letter(mae__buf *b, int64_t id, int64_t outbox_id, int64_t attempts,
+                                const char *last_error)
+{
+    open_line(b, TYPE("outbox.dead_letter"), id);
+    mae__buf_put(b, LIT("{\"outbox_id\":"));
+    mae__json_i64(b, outbox_id);
+    mae__buf_put(b, LIT(",\"attempts\":"));
+    mae__json_i64(b, attempts);
+    mae__buf_put(b, LIT(",\"last_error\":"));
+    mae__json_str(b, last_error, MAE_EVENT_TEXT_MAX);
+    mae__buf_put(b, FIXED_SOURCE("outbox"));
+}
+
+void mae__ev_llm_success(mae__buf *b, int64_t id, const char *model, int64_t input_tokens,
+                         int64_t output_tokens, int64_t latency_ms)
+{
+    open_line(b, TYPE("llm.success"), id);
+    mae__buf_put(b, LIT("{\"model\":"));
+    mae__json_str(b, model, 0);
+    mae__buf_put(b, LIT(",\"input_tokens\":"));
+    mae__json_i64(b, input_tokens);
+    mae__buf_put(b, LIT(",\"output_tokens\":"));
+    mae__json_i64(b, output_tokens);
+    mae__buf_put(b, LIT(",\"latency_ms\":"));
+    mae__json_i64(b, latency_ms);
+    mae__buf_put(b, FIXED_SOURCE("llm_agent"));
+}
+
+void mae__ev_llm_failed(mae__buf *b, int64_t id, int64_t retry_count, double next_retry_at,
+                        const char *error)
+{
+    open_line(b, TYPE("llm.failed"), id);
+    mae__buf_put(b, LIT("{\"retry_count\":"));
+    mae__json_i64(b, retry_count);
+    mae__buf_put(b, LIT(",\"next_retry_at\":"));
+    mae__json_epoch(b, next_retry_at);
+    mae__buf_put(b, LIT(",\"error\":"));
+    mae__json_str(b, error, MAE_EVENT_TEXT_MAX);
+    mae__buf_put(b, FIXED_SOURCE("llm_agent"));
+}
+
+void mae__ev_llm_gave_up(mae__buf *b, int64_t id, int64_t retry_count, const char *error)
+{
+    open_line(b, TYPE("llm.gave_up"), id);
+    mae__buf_put(b, LIT("{\"retry_count\":"));
+    mae__json_i64(b, retry_count);
+    mae__buf_put(b, LIT(",\"error\":"));
+    mae__json_str(b, error, MAE_EVENT_TEXT_MAX);
+    mae__buf_put(b, FIXED_SOURCE("llm_agent"));
+}
+
+/* ---- the public calls ----------------------------------------------------------
+ * Each checks liveness first, so a disabled publisher costs no encoding;
+ * the empty buffer only lets the publisher count the call. */
+
+/* Room for a line's fixed parts and numbers (the longest, outbox.failed,
+ * needs about 240 bytes), so with its texts added a line is built in one
+ * allocation. */
+#define LINE_BASE 256
+/* A text's share of the estimate, bounded: an error text is cut to 200 code
+ * points of at most 4 bytes, and a longer text grows the buffer anyway. */
+#define EST(s) ((s) ? strnlen((s), 4 * MAE_EVENT_TEXT_MAX) : 0)
+
+static mae__buf line_buf(size_t texts)
+{
+    mae__buf b;
+    mae__buf_init(&b);
+    mae__buf_reserve(&b, LINE_BASE + texts);
+    return b;
+}
+
+static bool skipped(mae_publisher *p)
+{
+    if (mae__publisher_live(p))
+        return false;
+    mae__buf none;
+    mae__buf_init(&none);
+    mae__publisher_enqueue(p, &none);
+    return true;
+}
+
+void mae_safe_publish(mae_publisher *p, const char *event_type, int64_t internal_id,
+                      const char *data_json, const char *source)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!event_type || !event_type[0] || !source || !source[0]) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(event_type) + EST(data_json) + EST(source));
+    open_line_str(&b, event_type, internal_id);
+    if (!data_json) {
+        mae__buf_put(&b, LIT("{}"));
+    } else if (mae__json_compact_object(&b, data_json) != 0) {
+        mae__buf_free(&b);
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    close_line_str(&b, source);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_email_synced(mae_publisher *p, int64_t internal_id, const char *notion_page_id,
+                              const char *source)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!notion_page_id || (source && !source[0])) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(notion_page_id) + EST(source));
+    mae__ev_email_synced(&b, internal_id, notion_page_id, source);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_email_failed(mae_publisher *p, int64_t internal_id, const char *status,
+                              int64_t retry_count, double next_retry_at, const char *error)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!status || !error) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(status) + EST(error));
+    mae__ev_email_failed(&b, internal_id, status, retry_count, next_retry_at, error);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_email_dead_letter(mae_publisher *p, int64_t internal_id, int64_t retry_count,
+                                   const char *error)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!error) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(error));
+    mae__ev_email_dead_letter(&b, internal_id, retry_count, error);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_outbox_enqueued(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
+                                 const char *op_type, const char *target,
+                                 const char *intent_source)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!op_type || !target) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(op_type) + EST(target) + EST(intent_source));
+    mae__ev_outbox_enqueued(&b, internal_id, outbox_id, op_type, target, intent_source);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_outbox_done(mae_publisher *p, int64_t internal_id, int64_t outbox_id)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    b = line_buf(0);
+    mae__ev_outbox_done(&b, internal_id, outbox_id);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_outbox_failed(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
+                               int64_t attempts, const char *last_error, double next_retry_at)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!last_error) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(last_error));
+    mae__ev_outbox_failed(&b, internal_id, outbox_id, attempts, last_error, next_retry_at);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_outbox_dead_letter(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
+                                    int64_t attempts, const char *last_error)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!last_error) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(last_error));
+    mae__ev_outbox_dead_letter(&b, internal_id, outbox_id, attempts, last_error);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_llm_success(mae_publisher *p, int64_t internal_id, const char *model,
+                             int64_t input_tokens, int64_t output_tokens, int64_t latency_ms)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!model) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(model));
+    mae__ev_llm_success(&b, internal_id, model, input_tokens, output_tokens, latency_ms);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_llm_failed(mae_publisher *p, int64_t internal_id, int64_t retry_count,
+                            double next_retry_at, const char *error)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!error) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(error));
+    mae__ev_llm_failed(&b, internal_id, retry_count, next_retry_at, error);
+    mae__publisher_enqueue(p, &b);
+}
+
+void mae_publish_llm_gave_up(mae_publisher *p, int64_t internal_id, int64_t retry_count,
+                             const char *error)
+{
+    mae__buf b;
+    if (skipped(p))
+        return;
+    if (!error) {
+        mae__publisher_drop_invalid(p);
+        return;
+    }
+    b = line_buf(EST(error));
+    mae__ev_llm_gave_up(&b, internal_id, retry_count, error);
+    mae__publisher_enqueue(p, &b);
+}

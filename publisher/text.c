@@ -1,2 +1,577 @@
-/* placeholder until implemented */
-typedef int mae__placeholder_text;
+/* This module implements the growable buffer and the JSON text writers of
+ * text.h: strings with UTF-8 repair and code-point cuts, integers, epoch
+ * times, and the validating compactor for caller-supplied objects. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "text.h"
+
+/* A typical event line fits in the first allocation, so building one costs
+ * a single malloc (the line is then handed over to the queue as is). */
+#define FIRST_CAP 256
+
+/* ---- buffer ------------------------------------------------------------- */
+
+void mae__buf_init(mae__buf *b)
+{
+    b->ptr = NULL;
+    b->len = b->cap = 0;
+    b->oom = false;
+}
+
+bool mae__buf_reserve(mae__buf *b, size_t extra)
+{
+    if (b->oom)
+        return false;
+    if (b->cap > b->len && extra < b->cap - b->len)
+        return true; /* room for extra bytes and the NUL */
+    if (extra > SIZE_MAX - b->len - 1) {
+        b->oom = true;
+        return false;
+    }
+    size_t need = b->len + extra + 1;
+    size_t cap = b->cap ? b->cap : need > FIRST_CAP ? need : FIRST_CAP;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    char *p = realloc(b->ptr, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    p[b->len] = '\0';
+    b->ptr = p;
+    b->cap = cap;
+    return true;
+}
+
+void mae__buf_put(mae__buf *b, const char *s, size_t n)
+{
+    if (n == 0 || !mae__buf_reserve(b, n))
+        return;
+    memcpy(b->ptr + b->len, s, n);
+    b->len += n;
+    b->ptr[b->len] = '\0';
+}
+
+void mae__buf_puts(mae__buf *b, const char *s)
+{
+    mae__buf_put(b, s, strlen(s));
+}
+
+void mae__buf_putc(mae__buf *b, char c)
+{
+    if (!mae__buf_reserve(b, 1))
+        return;
+    b->ptr[b->len++] = c;
+    b->ptr[b->len] = '\0';
+}
+
+char *mae__buf_take(mae__buf *b, size_t *len)
+{
+    char *s = NULL;
+    size_t n = 0;
+    /* An untouched buffer still yields "", so NULL always means oom. */
+    if (!b->oom && (b->ptr || mae__buf_reserve(b, 0))) {
+        s = b->ptr;
+        n = b->len;
+        b->ptr = NULL;
+    }
+    mae__buf_free(b);
+    if (len)
+        *len = n;
+    return s;
+}
+
+void mae__buf_free(mae__buf *b)
+{
+    free(b->ptr);
+    mae__buf_init(b);
+}
+
+/* ---- UTF-8 -------------------------------------------------------------- */
+
+/* Byte classes of the string scanners. PLAIN bytes are copied in runs; the
+ * others stop the run. */
+enum { PLAIN = 0, ESC = 1, HIGH = 2, END = 3 };
+
+#define X4(c) c, c, c, c
+#define X16(c) X4(c), X4(c), X4(c), X4(c)
+#define HIGH_HALF X16(HIGH), X16(HIGH), X16(HIGH), X16(HIGH), \
+                  X16(HIGH), X16(HIGH), X16(HIGH), X16(HIGH)
+
+/* JSON output: control characters, '"' and '\\' are escaped. */
+static const unsigned char json_class[256] = {
+    END, ESC, ESC, ESC, X4(ESC), X4(ESC), X4(ESC),                     /* 0x00 */
+    X16(ESC),                                                          /* 0x10 */
+    PLAIN, PLAIN, ESC, PLAIN, X4(PLAIN), X4(PLAIN), X4(PLAIN),         /* 0x20 */
+    X16(PLAIN), X16(PLAIN),                                            /* 0x30 */
+    X4(PLAIN), X4(PLAIN), X4(PLAIN), ESC, PLAIN, PLAIN, PLAIN,         /* 0x50 */
+    X16(PLAIN), X16(PLAIN),                                            /* 0x60 */
+    HIGH_HALF,                                                         /* 0x80 */
+};
+
+/* Plain text output: only the UTF-8 structure matters. */
+static const unsigned char raw_class[256] = {
+    END, PLAIN, PLAIN, PLAIN, X4(PLAIN), X4(PLAIN), X4(PLAIN),
+    X16(PLAIN), X16(PLAIN), X16(PLAIN), X16(PLAIN), X16(PLAIN), X16(PLAIN), X16(PLAIN),
+    HIGH_HALF,
+};
+
+static const char replacement[3] = {'\xEF', '\xBF', '\xBD'}; /* U+FFFD */
+
+static bool cont(unsigned char c)
+{
+    return (c & 0xC0) == 0x80;
+}
+
+/* The length of the valid UTF-8 sequence starting with the byte p[0] >= 0x80,
+ * or 0 when that byte starts none. The second byte's range excludes overlong
+ * forms, surrogates and code points above U+10FFFF. Stops at the first bad
+ * byte, so it never reads past a terminating NUL. */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0], lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        return cont(p[1]) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+        return p[1] >= lo && p[1] <= hi && cont(p[2]) ? 3 : 0;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+        return p[1] >= lo && p[1] <= hi && cont(p[2]) && cont(p[3]) ? 4 : 0;
+    }
+    return 0;
+}
+
+static void put_escape(mae__buf *b, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    char e[6] = {'\\', (char)c, '0', '0', '0', '0'};
+    switch (c) {
+    case '"':
+    case '\\':
+        break;
+    case '\b': e[1] = 'b'; break;
+    case '\f': e[1] = 'f'; break;
+    case '\n': e[1] = 'n'; break;
+    case '\r': e[1] = 'r'; break;
+    case '\t': e[1] = 't'; break;
+    default:
+        e[1] = 'u';
+        e[4] = hex[c >> 4];
+        e[5] = hex[c & 15];
+        mae__buf_put(b, e, 6);
+        return;
+    }
+    mae__buf_put(b, e, 2);
+}
+
+/* Word-at-a-time scanning: eight bytes are tested with a few integer
+ * operations, so long runs of plain ASCII cost far less than a byte each. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Nonzero when a byte of x is below 0x20, '"', '\\' or 0x80 and above. When
+ * no byte has its high bit set, a subtraction borrows into a byte's high bit
+ * only where that byte (or one below it) is under the subtrahend, so each
+ * term is exact; when one has, the x term alone flags the word. */
+static uint64_t special8(uint64_t x)
+{
+    uint64_t q = x ^ (ONES * '"'), s = x ^ (ONES * '\\');
+    return (x | (x - ONES * 0x20) | (q - ONES) | (s - ONES)) & HIGHS;
+}
+
+/* How many of the n bytes at p are PLAIN in cls (n stops before the NUL). */
+static size_t plain_len(const unsigned char *p, size_t n, const unsigned char *cls)
+{
+    size_t i = 0;
+    uint64_t x;
+    if (cls == json_class) {
+        for (; n - i >= 8; i += 8) {
+            memcpy(&x, p + i, 8);
+            if (special8(x))
+                break;
+        }
+    } else {
+        for (; n - i >= 8; i += 8) {
+            memcpy(&x, p + i, 8);
+            if (x & HIGHS)
+                break;
+        }
+    }
+    while (i < n && cls[p[i]] == PLAIN)
+        i++;
+    return i;
+}
+
+/* Appends the n bytes at p (NUL-terminated there) repaired to valid UTF-8,
+ * escaping what cls marks ESC, stopping after max_cp code points (0 = no
+ * cut). Valid text is copied in runs. */
+static void put_text(mae__buf *b, const unsigned char *p, size_t n, size_t max_cp,
+                     const unsigned char *cls)
+{
+    const unsigned char *end = p + n, *run = p;
+    size_t left = max_cp ? max_cp : SIZE_MAX;
+
+    /* Enough for the usual case (nothing escaped), bounded for a cut. */
+    mae__buf_reserve(b, (max_cp && n / 4 > max_cp ? 4 * max_cp : n) + 2);
+    while (p < end && left) {
+        size_t k = plain_len(p, (size_t)(end - p), cls);
+        if (k > left)
+            k = left; /* plain bytes are one code point each */
+        p += k;
+        left -= k;
+        if (p == end || !left)
+            break;
+        left--;
+        if (*p >= 0x80) {
+            size_t m = utf8_len(p);
+            if (m) {
+                p += m;
+                continue;
+            }
+            mae__buf_put(b, (const char *)run, (size_t)(p - run));
+            mae__buf_put(b, replacement, 3);
+        } else {
+            mae__buf_put(b, (const char *)run, (size_t)(p - run));
+            put_escape(b, *p);
+        }
+        run = ++p;
+    }
+    mae__buf_put(b, (const char *)run, (size_t)(p - run));
+}
+
+void mae__json_str(mae__buf *b, const char *s, size_t max_cp)
+{
+    if (!s) {
+        mae__buf_put(b, "null", 4);
+        return;
+    }
+    mae__buf_putc(b, '"');
+    put_text(b, (const unsigned char *)s, strlen(s), max_cp, json_class);
+    mae__buf_putc(b, '"');
+}
+
+char *mae__utf8_clean(const char *s, size_t max_cp, bool *oom)
+{
+    mae__buf b;
+    if (oom)
+        *oom = false;
+    if (!s)
+        return NULL;
+    mae__buf_init(&b);
+    put_text(&b, (const unsigned char *)s, strlen(s), max_cp, raw_class);
+    char *out = mae__buf_take(&b, NULL);
+    if (!out && oom)
+        *oom = true;
+    return out;
+}
+
+/* ---- numbers ------------------------------------------------------------ */
+
+/* Writes the decimal digits of u ending just before end; returns the start. */
+static char *digits(char *end, uint64_t u)
+{
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    return end;
+}
+
+void mae__json_i64(mae__buf *b, int64_t v)
+{
+    char tmp[24];
+    char *end = tmp + sizeof tmp;
+    /* Negating in unsigned arithmetic makes INT64_MIN work. */
+    char *s = digits(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+    if (v < 0)
+        *--s = '-';
+    mae__buf_put(b, s, (size_t)(end - s));
+}
+
+void mae__json_epoch(mae__buf *b, double t)
+{
+    char tmp[40];
+    char *end = tmp + sizeof tmp;
+    bool neg = t < 0;
+    double a = neg ? -t : t;
+    uint64_t ip, us;
+
+    if (!isfinite(t)) {
+        neg = false;
+        a = 0;
+    }
+    if (a >= 18446744073709551616.0) {
+        /* Beyond any meaningful time; clamped instead of formatting a huge
+         * double exactly. */
+        ip = UINT64_MAX;
+        us = 0;
+    } else {
+        ip = (uint64_t)a;
+        /* Exact: the fraction is the low bits of a's mantissa. */
+        double frac = a - (double)ip;
+        us = (uint64_t)(frac * 1e6 + 0.5);
+        if (us >= 1000000) {
+            us -= 1000000;
+            ip++;
+        }
+    }
+    char *s = end - 6;
+    for (int i = 5; i >= 0; i--) {
+        s[i] = (char)('0' + us % 10);
+        us /= 10;
+    }
+    *--s = '.';
+    s = digits(s, ip);
+    if (neg && !(s[0] == '0' && s[1] == '.' && memcmp(s + 2, "000000", 6) == 0))
+        *--s = '-';
+    mae__buf_put(b, s, (size_t)(end - s));
+}
+
+/* ---- validation and compaction of a JSON object --------------------------- */
+
+static const unsigned char *skip_ws(const unsigned char *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
+        p++;
+    return p;
+}
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Reads four hex digits; stops at the first non-hex byte (so at a NUL). */
+static bool hex4(const unsigned char *p, unsigned *v)
+{
+    unsigned x = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = hexval(p[i]);
+        if (d < 0)
+            return false;
+        x = x << 4 | (unsigned)d;
+    }
+    *v = x;
+    return true;
+}
+
+/* Copies the string starting at the quote p; returns the byte after its
+ * closing quote, or NULL when it is not a valid JSON string. Escapes are kept
+ * as written except "\/" (written "/") and a \u escape of a lone surrogate,
+ * which no strict parser accepts as text: it becomes U+FFFD like a bad byte. */
+static const unsigned char *copy_string(mae__buf *b, const unsigned char *p,
+                                        const unsigned char *end)
+{
+    const unsigned char *run = p++;
+    unsigned v, w;
+
+    for (;;) {
+        p += plain_len(p, (size_t)(end - p), json_class);
+        unsigned char c = *p;
+        if (c == '"') {
+            p++;
+            mae__buf_put(b, (const char *)run, (size_t)(p - run));
+            return p;
+        }
+        if (c >= 0x80) {
+            size_t n = utf8_len(p);
+            if (n) {
+                p += n;
+                continue;
+            }
+            mae__buf_put(b, (const char *)run, (size_t)(p - run));
+            mae__buf_put(b, replacement, 3);
+            run = ++p;
+            continue;
+        }
+        if (c != '\\')
+            return NULL; /* a raw control character, or the input ended */
+        switch (p[1]) {
+        case '"': case '\\': case 'b': case 'f': case 'n': case 'r': case 't':
+            p += 2;
+            continue;
+        case '/':
+            mae__buf_put(b, (const char *)run, (size_t)(p - run));
+            mae__buf_putc(b, '/');
+            run = p += 2;
+            continue;
+        case 'u':
+            if (!hex4(p + 2, &v))
+                return NULL;
+            if (v < 0xD800 || v > 0xDFFF) {
+                p += 6;
+                continue;
+            }
+            if (v <= 0xDBFF && p[6] == '\\' && p[7] == 'u' && hex4(p + 8, &w) &&
+                w >= 0xDC00 && w <= 0xDFFF) {
+                p += 12;
+                continue;
+            }
+            mae__buf_put(b, (const char *)run, (size_t)(p - run));
+            mae__buf_put(b, replacement, 3);
+            run = p += 6;
+            continue;
+        default:
+            return NULL;
+        }
+    }
+}
+
+static bool is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? copied as written. */
+static const unsigned char *copy_number(mae__buf *b, const unsigned char *p)
+{
+    const unsigned char *s = p;
+    if (*p == '-')
+        p++;
+    if (*p == '0')
+        p++;
+    else if (is_digit(*p))
+        while (is_digit(*p))
+            p++;
+    else
+        return NULL;
+    if (*p == '.') {
+        if (!is_digit(*++p))
+            return NULL;
+        while (is_digit(*p))
+            p++;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        if (!is_digit(*p))
+            return NULL;
+        while (is_digit(*p))
+            p++;
+    }
+    mae__buf_put(b, (const char *)s, (size_t)(p - s));
+    return p;
+}
+
+static const unsigned char *copy_word(mae__buf *b, const unsigned char *p, const char *word,
+                                      size_t n)
+{
+    /* strncmp stops at the input's NUL, so a short input is never overread. */
+    if (strncmp((const char *)p, word, n) != 0)
+        return NULL;
+    mae__buf_put(b, word, n);
+    return p + n;
+}
+
+/* What the parser expects next. */
+enum { VALUE, OBJ_FIRST, OBJ_KEY, ARR_FIRST, AFTER };
+
+int mae__json_compact_object(mae__buf *b, const char *json)
+{
+    /* One byte per open container ('}' or ']' to close it): the nesting
+     * lives here, not on the C stack, so deep input cannot overflow it. */
+    char closer[MAE_JSON_MAX_DEPTH];
+    size_t depth = 0;
+    size_t start = b->len;
+    int want = VALUE;
+
+    if (!json)
+        return -1;
+    const unsigned char *p = skip_ws((const unsigned char *)json);
+    if (*p != '{')
+        return -1;
+    /* Compaction never grows the text except where a bad byte is repaired,
+     * so one reservation usually covers the whole copy. */
+    const unsigned char *end = p + strlen((const char *)p);
+    mae__buf_reserve(b, (size_t)(end - p));
+
+    for (;;) {
+        p = skip_ws(p);
+        unsigned char c = *p;
+        switch (want) {
+        case OBJ_FIRST:
+        case OBJ_KEY:
+            if (c == '}' && want == OBJ_FIRST)
+                break; /* closed below */
+            if (c != '"' || !(p = copy_string(b, p, end)))
+                goto fail;
+            p = skip_ws(p);
+            if (*p++ != ':')
+                goto fail;
+            mae__buf_putc(b, ':');
+            want = VALUE;
+            continue;
+        case ARR_FIRST:
+        case VALUE:
+            if (c == ']' && want == ARR_FIRST)
+                break;
+            if (c == '{' || c == '[') {
+                if (depth == MAE_JSON_MAX_DEPTH)
+                    goto fail;
+                closer[depth++] = c == '{' ? '}' : ']';
+                mae__buf_putc(b, (char)c);
+                p++;
+                want = c == '{' ? OBJ_FIRST : ARR_FIRST;
+                continue;
+            }
+            if (c == '"')
+                p = copy_string(b, p, end);
+            else if (c == 't')
+                p = copy_word(b, p, "true", 4);
+            else if (c == 'f')
+                p = copy_word(b, p, "false", 5);
+            else if (c == 'n')
+                p = copy_word(b, p, "null", 4);
+            else
+                p = copy_number(b, p);
+            if (!p)
+                goto fail;
+            want = AFTER;
+            continue;
+        default: /* AFTER */
+            if (depth == 0) {
+                if (c != '\0')
+                    goto fail; /* something after the object */
+                return 0;
+            }
+            if (c == ',') {
+                mae__buf_putc(b, ',');
+                p++;
+                want = closer[depth - 1] == '}' ? OBJ_KEY : VALUE;
+                continue;
+            }
+            if (c != (unsigned char)closer[depth - 1])
+                goto fail;
+            break;
+        }
+        /* c closes the innermost container. */
+        mae__buf_putc(b, (char)c);
+        p++;
+        depth--;
+        want = AFTER;
+    }
+
+fail:
+    if (b->ptr && b->len > start) {
+        b->len = start;
+        b->ptr[start] = '\0';
+    }
+    return -1;
+}

@@ -1,2 +1,359 @@
-/* placeholder until implemented */
-typedef int mae__placeholder_url;
+/* This module implements mae__url_parse: the redis:// and unix:// URL forms
+ * of publisher.md, rejecting anything malformed with a sentence that names
+ * the offending part. */
+#include <arpa/inet.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+
+#include <mailagent/common.h>
+
+#include "publisher_internal.h"
+
+/* How much of an offending piece an error quotes: enough to recognise it,
+ * short enough for the publisher's error line. */
+#define PIECE 40
+#define DEFAULT_PORT 6379
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return MAE_EINVAL;
+}
+
+static int clip(size_t n)
+{
+    return n > PIECE ? PIECE : (int)n;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Copies s[0..n) percent-decoded into *out (malloc'd). A secret piece (the
+ * password) is never quoted in the error text, since errors end up in logs. */
+static int decode(const char *s, size_t n, const char *what, bool secret, char **out, char *err,
+                  size_t errlen)
+{
+    char *d = malloc(n + 1);
+    size_t j = 0;
+    if (!d)
+        return MAE_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            d[j++] = s[i];
+            continue;
+        }
+        int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
+        int lo = hi >= 0 && i + 2 < n ? hexval(s[i + 2]) : -1;
+        if (lo < 0) {
+            free(d);
+            if (secret)
+                return fail(err, errlen, "redis URL: bad percent escape in the %s", what);
+            return fail(err, errlen, "redis URL: bad percent escape \"%.*s\" in the %s",
+                        (int)(n - i < 3 ? n - i : 3), s + i, what);
+        }
+        if (hi == 0 && lo == 0) {
+            free(d);
+            return fail(err, errlen, "redis URL: %%00 is not allowed in the %s", what);
+        }
+        d[j++] = (char)(hi << 4 | lo);
+        i += 2;
+    }
+    d[j] = '\0';
+    *out = d;
+    return 0;
+}
+
+/* Parses a non-negative decimal of s[0..n) no greater than max; -1 when s is
+ * not all digits (or empty), -2 when it is too large. */
+static long number(const char *s, size_t n, long max)
+{
+    long v = 0;
+    if (n == 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_digit(s[i]))
+            return -1;
+        if (v > (max - (s[i] - '0')) / 10)
+            return -2;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+static int parse_db(const char *s, size_t n, mae__url *u, char *err, size_t errlen)
+{
+    long v = number(s, n, INT_MAX);
+    if (v == -1)
+        return fail(err, errlen, "redis URL: database \"%.*s\" is not a non-negative integer",
+                    clip(n), s);
+    if (v == -2)
+        return fail(err, errlen, "redis URL: database \"%.*s\" is out of range", clip(n), s);
+    u->db = (int)v;
+    return 0;
+}
+
+static bool host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' ||
+           c == '_' || c == '.';
+}
+
+/* A host name (labels of letters, digits, '-' and '_', one optional final
+ * dot) or, when it is all digits and dots, a dotted IPv4 address. */
+static int check_host(const char *h, size_t n, char *err, size_t errlen)
+{
+    bool numeric = true;
+    size_t label = 0;
+
+    if (n == 0)
+        return fail(err, errlen, "redis URL: missing host");
+    if (n > 253)
+        return fail(err, errlen, "redis URL: host name is longer than 253 characters");
+    for (size_t i = 0; i < n; i++) {
+        if (!host_char(h[i]))
+            return fail(err, errlen,
+                        "redis URL: host \"%.*s\" contains a character not allowed in a host name",
+                        clip(n), h);
+        if (h[i] == '.') {
+            if (label == 0)
+                return fail(err, errlen, "redis URL: host \"%.*s\" has an empty label", clip(n),
+                            h);
+            label = 0;
+            continue;
+        }
+        if (!is_digit(h[i]))
+            numeric = false;
+        if (++label > 63)
+            return fail(err, errlen,
+                        "redis URL: host \"%.*s\" has a label longer than 63 characters",
+                        clip(n), h);
+    }
+    if (numeric) {
+        char tmp[INET_ADDRSTRLEN];
+        struct in_addr a;
+        bool ok = n < sizeof tmp;
+        if (ok) {
+            memcpy(tmp, h, n);
+            tmp[n] = '\0';
+            ok = inet_pton(AF_INET, tmp, &a) == 1;
+        }
+        if (!ok)
+            return fail(err, errlen, "redis URL: host \"%.*s\" is not a valid IPv4 address",
+                        clip(n), h);
+    }
+    return 0;
+}
+
+static int check_ipv6(const char *h, size_t n, char *err, size_t errlen)
+{
+    char tmp[INET6_ADDRSTRLEN];
+    struct in6_addr a;
+    bool ok = n > 0 && n < sizeof tmp;
+    if (ok) {
+        memcpy(tmp, h, n);
+        tmp[n] = '\0';
+        ok = inet_pton(AF_INET6, tmp, &a) == 1;
+    }
+    if (!ok)
+        return fail(err, errlen, "redis URL: \"[%.*s]\" is not a valid IPv6 address", clip(n),
+                    h);
+    return 0;
+}
+
+static int copy(const char *s, size_t n, char **out)
+{
+    char *d = malloc(n + 1);
+    if (!d)
+        return MAE_ENOMEM;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    *out = d;
+    return 0;
+}
+
+/* [[user]:password@]host[:port][/db] after "redis://". */
+static int parse_tcp(const char *s, mae__url *u, char *err, size_t errlen)
+{
+    size_t alen = strcspn(s, "/?#");
+    const char *hp = s, *end = s + alen, *at = NULL;
+    int rc;
+
+    for (const char *q = s; q < end; q++)
+        if (*q == '@')
+            at = q; /* the last one: an unencoded '@' in a password still works */
+    if (at) {
+        const char *colon = memchr(s, ':', (size_t)(at - s));
+        if (!colon)
+            return fail(err, errlen,
+                        "redis URL: the part before '@' has no ':'; write "
+                        "redis://:password@host or redis://user:password@host");
+        if (colon > s && (rc = decode(s, (size_t)(colon - s), "user name", false, &u->user,
+                                      err, errlen)) != 0)
+            return rc;
+        rc = decode(colon + 1, (size_t)(at - colon - 1), "password", true, &u->password, err,
+                    errlen);
+        if (rc != 0)
+            return rc;
+        hp = at + 1;
+    }
+
+    const char *host = hp, *hend, *port = NULL;
+    if (*hp == '[') {
+        const char *close = memchr(hp, ']', (size_t)(end - hp));
+        if (!close)
+            return fail(err, errlen, "redis URL: IPv6 address has no closing ']'");
+        host = hp + 1;
+        hend = close;
+        if ((rc = check_ipv6(host, (size_t)(hend - host), err, errlen)) != 0)
+            return rc;
+        if (close + 1 < end) {
+            if (close[1] != ':')
+                return fail(err, errlen, "redis URL: unexpected \"%.*s\" after the IPv6 address",
+                            clip((size_t)(end - close - 1)), close + 1);
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(hp, ':', (size_t)(end - hp));
+        hend = colon ? colon : end;
+        if (colon && memchr(colon + 1, ':', (size_t)(end - colon - 1)))
+            return fail(err, errlen,
+                        "redis URL: an IPv6 address must be written in brackets, e.g. "
+                        "redis://[::1]:6379");
+        if ((rc = check_host(host, (size_t)(hend - host), err, errlen)) != 0)
+            return rc;
+        if (colon)
+            port = colon + 1;
+    }
+
+    u->port = DEFAULT_PORT;
+    if (port) {
+        size_t n = (size_t)(end - port);
+        long v = number(port, n, 1000000);
+        if (n == 0)
+            return fail(err, errlen, "redis URL: empty port after ':'");
+        if (v == -1)
+            return fail(err, errlen, "redis URL: port \"%.*s\" is not a number", clip(n), port);
+        if (v < 1 || v > 65535)
+            return fail(err, errlen, "redis URL: port \"%.*s\" is out of range 1-65535", clip(n),
+                        port);
+        u->port = (int)v;
+    }
+
+    if (*end == '/') {
+        const char *db = end + 1;
+        size_t n = strcspn(db, "/?#");
+        if (n > 0 && (rc = parse_db(db, n, u, err, errlen)) != 0)
+            return rc;
+        end = db + n;
+    }
+    if (*end)
+        return fail(err, errlen, "redis URL: unexpected \"%.*s\" at the end", clip(strlen(end)),
+                    end);
+    return copy(host, (size_t)(hend - host), &u->host);
+}
+
+/* /absolute/path[?db=N] after "unix://". */
+static int parse_unix(const char *s, mae__url *u, char *err, size_t errlen)
+{
+    size_t n = strcspn(s, "?#");
+    int rc;
+
+    if (*s != '/')
+        return fail(err, errlen,
+                    "redis URL: unix socket path must be absolute, as in unix:///path/to/socket");
+    if (n == 1)
+        return fail(err, errlen, "redis URL: unix socket path is missing");
+    if ((rc = decode(s, n, "unix socket path", false, &u->path, err, errlen)) != 0)
+        return rc;
+    if (strlen(u->path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return fail(err, errlen, "redis URL: unix socket path is longer than %zu bytes",
+                    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+    const char *rest = s + n;
+    if (*rest == '?') {
+        if (strncmp(rest, "?db=", 4) != 0)
+            return fail(err, errlen, "redis URL: unsupported query \"%.*s\"; only ?db=N is allowed",
+                        clip(strlen(rest)), rest);
+        size_t dn = strcspn(rest + 4, "&#");
+        if ((rc = parse_db(rest + 4, dn, u, err, errlen)) != 0)
+            return rc;
+        rest += 4 + dn;
+    }
+    if (*rest)
+        return fail(err, errlen, "redis URL: unexpected \"%.*s\" at the end", clip(strlen(rest)),
+                    rest);
+    u->is_unix = true;
+    u->port = 0;
+    return 0;
+}
+
+int mae__url_parse(const char *url, mae__url *out, char *err, size_t errlen)
+{
+    mae__url u = {0};
+    int rc;
+
+    if (!url || !out)
+        return fail(err, errlen, "redis URL: missing");
+    for (size_t i = 0; url[i]; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (c == ' ')
+            return fail(err, errlen, "redis URL: space at offset %zu (write it as %%20)", i);
+        if (c < 0x20 || c == 0x7f)
+            return fail(err, errlen, "redis URL: control character 0x%02x at offset %zu", c, i);
+    }
+    const char *sep = strstr(url, "://");
+    if (!sep || sep == url)
+        return fail(err, errlen, "redis URL: missing scheme; expected redis:// or unix://");
+    size_t sn = (size_t)(sep - url);
+    if (sn == 5 && strncasecmp(url, "redis", 5) == 0)
+        rc = parse_tcp(sep + 3, &u, err, errlen);
+    else if (sn == 4 && strncasecmp(url, "unix", 4) == 0)
+        rc = parse_unix(sep + 3, &u, err, errlen);
+    else
+        return fail(err, errlen, "redis URL: unknown scheme \"%.*s\"; expected redis:// or unix://",
+                    clip(sn), url);
+    if (rc != 0) {
+        if (rc == MAE_ENOMEM && err && errlen)
+            snprintf(err, errlen, "out of memory");
+        mae__url_free(&u);
+        return rc;
+    }
+    *out = u;
+    return 0;
+}
+
+void mae__url_free(mae__url *u)
+{
+    if (!u)
+        return;
+    free(u->host);
+    free(u->path);
+    free(u->user);
+    free(u->password);
+    u->host = u->path = u->user = u->password = NULL;
+}
