@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -82,6 +83,38 @@ static bool answers_ping(mtr_redis *r)
     return ok;
 }
 
+/* Servers still running, killed at exit: a failed assertion leaves its test
+ * function without reaching mtr_cleanup. */
+#define MAX_LIVE 64
+static pid_t live[MAX_LIVE];
+static bool atexit_done;
+
+static void kill_leftovers(void)
+{
+    for (int i = 0; i < MAX_LIVE; i++) {
+        if (live[i] > 0) {
+            kill(live[i], SIGCONT);
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+            live[i] = 0;
+        }
+    }
+}
+
+static void track(pid_t pid, bool add)
+{
+    if (!atexit_done) {
+        atexit(kill_leftovers);
+        atexit_done = true;
+    }
+    for (int i = 0; i < MAX_LIVE; i++) {
+        if (add ? live[i] == 0 : live[i] == pid) {
+            live[i] = add ? pid : 0;
+            return;
+        }
+    }
+}
+
 static int spawn(mtr_redis *r)
 {
     char port[16], log[300];
@@ -112,6 +145,8 @@ static int spawn(mtr_redis *r)
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        /* Dies with the test, even when the test crashes. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int null = open("/dev/null", O_RDWR);
         if (null >= 0) {
             dup2(null, 0);
@@ -122,11 +157,13 @@ static int spawn(mtr_redis *r)
         _exit(127);
     }
     r->pid = pid;
+    track(pid, true);
     for (int i = 0; i < 250; i++) {
         if (answers_ping(r))
             return 0;
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
+            track(pid, false);
             r->pid = 0;
             return -1;
         }
@@ -170,6 +207,7 @@ static void signal_and_wait(mtr_redis *r, int sig)
     int status;
     while (waitpid(r->pid, &status, 0) < 0 && errno == EINTR) {
     }
+    track(r->pid, false);
     r->pid = 0;
 }
 
