@@ -257,6 +257,11 @@ int mtr_command(mtr_redis *r, const char *fmt, ...)
         return -1;
     }
     redisSetTimeout(c, tv);
+    if (r->password[0]) {
+        redisReply *a = redisCommand(c, "AUTH %s", r->password);
+        if (a)
+            freeReplyObject(a);
+    }
     va_list ap;
     va_start(ap, fmt);
     redisReply *rep = redisvCommand(c, fmt, ap);
@@ -333,6 +338,11 @@ mtr_sub *mtr_subscribe(mtr_redis *r, const char *channel)
     if (!s->c || s->c->err)
         goto fail;
     redisSetTimeout(s->c, tv);
+    if (r->password[0]) {
+        redisReply *a = redisCommand(s->c, "AUTH %s", r->password);
+        if (a)
+            freeReplyObject(a);
+    }
     redisReply *rep = redisCommand(s->c, "SUBSCRIBE %s", channel);
     if (!rep)
         goto fail;
@@ -349,6 +359,27 @@ fail:
         redisFree(s->c);
     free(s);
     return NULL;
+}
+
+mtr_sub *mtr_restart_gated(mtr_redis *r, const char *channel)
+{
+    char saved[sizeof r->extra];
+    snprintf(saved, sizeof saved, "%s", r->extra);
+    static const char gate[] = " --requirepass mtr-gate";
+    size_t n = strlen(saved);
+    if (n + sizeof gate > sizeof r->extra)
+        return NULL;
+    memcpy(r->extra + n, gate, sizeof gate);
+    snprintf(r->password, sizeof r->password, "mtr-gate");
+    int rc = mtr_restart(r);
+    snprintf(r->extra, sizeof r->extra, "%s", saved);
+    mtr_sub *s = rc == 0 ? mtr_subscribe(r, channel) : NULL;
+    if (s && mtr_command(r, "CONFIG SET requirepass %s", "") != 0) {
+        mtr_sub_close(s);
+        s = NULL;
+    }
+    r->password[0] = 0;
+    return s;
 }
 
 size_t mtr_sub_wait(mtr_sub *s, size_t n, int timeout_ms)

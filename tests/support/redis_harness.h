@@ -14,6 +14,7 @@ typedef struct mtr_redis {
     char dir[256];       /* its working directory (removed by mtr_stop) */
     char url[96];        /* "redis://127.0.0.1:PORT" */
     char extra[256];     /* extra arguments given at start, reused by restart */
+    char password[64];   /* AUTH sent by mtr_command and mtr_subscribe; "" = none */
 } mtr_redis;
 
 /* True when a redis-server binary is available (integration tests skip
@@ -28,6 +29,10 @@ int mtr_start(mtr_redis *r, const char *extra);
 int mtr_reserve_port(mtr_redis *r);
 /* Starts on r->port again (after kill/stop), same extra arguments. */
 int mtr_restart(mtr_redis *r);
+/* Restarts behind a password and subscribes to channel through it, then
+ * lifts the password: a client without one (the publisher under test)
+ * cannot deliver anything before the subscriber is listening. */
+struct mtr_sub *mtr_restart_gated(mtr_redis *r, const char *channel);
 void mtr_stop(mtr_redis *r);       /* SIGTERM and wait; keeps r->port */
 void mtr_kill(mtr_redis *r);       /* SIGKILL and wait */
 void mtr_pause(mtr_redis *r);      /* SIGSTOP: the server hangs */
