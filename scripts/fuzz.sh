@@ -65,6 +65,8 @@ done
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz.sh: failed: ${failed[*]} (inputs in $build/artifacts/)"
+  echo "fuzz: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
   exit 1
 fi
 echo "fuzz.sh: ${#targets[@]} target(s) passed: ${targets[*]}"
+echo "fuzz: ${#targets[@]} passed, 0 failed"
