@@ -210,9 +210,14 @@ static void destroy(mae_publisher *p)
     mae__url_free(&p->url);
     if (p->ops.release)
         p->ops.release(p->ops.user);
-    pthread_cond_destroy(&p->wake);
-    pthread_cond_destroy(&p->idle);
-    pthread_mutex_destroy(&p->mu);
+    /* In a fork()ed child the condition variables still count the parent's
+     * I/O thread as a waiter, and glibc's pthread_cond_destroy waits for
+     * waiters that will never come: a child only frees the memory. */
+    if (!p->forked) {
+        pthread_cond_destroy(&p->wake);
+        pthread_cond_destroy(&p->idle);
+        pthread_mutex_destroy(&p->mu);
+    }
     free(p);
 }
 

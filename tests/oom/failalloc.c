@@ -45,6 +45,10 @@ long failalloc_live(void)
     return atomic_load(&live_blocks);
 }
 
+/* The project builds with hidden visibility; these must be seen by the
+ * shared libraries (SQLite, json-c, hiredis, libc) to replace theirs. */
+#define EXPORT __attribute__((visibility("default")))
+
 static bool should_fail(void)
 {
     if (countdown > 0 && --countdown == 0) {
@@ -54,7 +58,7 @@ static bool should_fail(void)
     return false;
 }
 
-void *malloc(size_t n)
+EXPORT void *malloc(size_t n)
 {
     if (should_fail()) {
         errno = ENOMEM;
@@ -66,7 +70,7 @@ void *malloc(size_t n)
     return p;
 }
 
-void *calloc(size_t a, size_t b)
+EXPORT void *calloc(size_t a, size_t b)
 {
     if (should_fail()) {
         errno = ENOMEM;
@@ -78,7 +82,7 @@ void *calloc(size_t a, size_t b)
     return p;
 }
 
-void *realloc(void *old, size_t n)
+EXPORT void *realloc(void *old, size_t n)
 {
     if (!old)
         return malloc(n);
@@ -93,7 +97,7 @@ void *realloc(void *old, size_t n)
     return __libc_realloc(old, n);
 }
 
-void free(void *p)
+EXPORT void free(void *p)
 {
     if (p) {
         atomic_fetch_sub(&live_blocks, 1);
@@ -101,7 +105,7 @@ void free(void *p)
     }
 }
 
-char *strdup(const char *s)
+EXPORT char *strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
     char *d = malloc(n);
