@@ -13,36 +13,6 @@
 #define DEFAULT_LIMIT 50
 #define DEFAULT_STALE_S 300.0
 
-/* Copies s repaired to valid UTF-8 (NULL stays NULL). */
-static int clean(mae_db *db, const char *s, size_t max_cp, char **out)
-{
-    bool oom = false;
-    *out = NULL;
-    if (!s)
-        return MAE_OK;
-    *out = mae__utf8_clean(s, max_cp, &oom);
-    if (!*out)
-        return mae__db_error(db, MAE_ENOMEM, "copying a text argument: out of memory");
-    return MAE_OK;
-}
-
-static int bind_text(sqlite3_stmt *st, int i, const char *s)
-{
-    return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
-}
-
-static int step_done(mae_db *db, sqlite3_stmt *st, const char *what)
-{
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
-        int code = mae__db_sqlite_error(db, rc, what);
-        sqlite3_reset(st);
-        return code;
-    }
-    sqlite3_reset(st);
-    return MAE_OK;
-}
-
 /* llm_processing has no foreign key: a mail is known when it has a row in
  * email_metadata or already one here (rows of the original system may
  * outlive their mail). Called inside the write, so the answer holds until
@@ -68,6 +38,24 @@ static int require_mail(mae_db *db, int64_t internal_id, const char *fn)
     return rc;
 }
 
+/* Starts a write on a mail the store knows (fn names the caller in errors)
+ * and prepares sql with the mail id bound to ?1. MAE_OK with the write in
+ * progress, or the error with the write already ended (undone). */
+static int begin_on_mail(mae_db *db, const char *fn, int64_t internal_id, const char *sql,
+                         sqlite3_stmt **st)
+{
+    int rc = mae__db_write_begin(db);
+    if (rc != MAE_OK)
+        return rc;
+    rc = require_mail(db, internal_id, fn);
+    if (rc == MAE_OK)
+        rc = mae__db_stmt(db, sql, st);
+    if (rc != MAE_OK)
+        return mae__db_write_end(db, rc);
+    sqlite3_bind_int64(*st, 1, internal_id);
+    return MAE_OK;
+}
+
 /* ---- writes --------------------------------------------------------------- */
 
 static const char sql_pending[] =
@@ -90,26 +78,20 @@ int mae_llm_store_mark_pending(mae_db *db, int64_t internal_id, const char *noti
     mae__db_clear_error(db);
     if (internal_id <= 0)
         return mae__db_error(db, MAE_EINVAL, "mae_llm_store_mark_pending: internal_id must be > 0");
-    rc = clean(db, notion_page_id, 0, &page);
+    rc = mae__db_clean(db, notion_page_id, 0, &page);
     if (rc == MAE_OK)
-        rc = clean(db, mailbox, 0, &box);
-    if (rc != MAE_OK)
-        goto out;
-    rc = mae__db_write_begin(db);
+        rc = mae__db_clean(db, mailbox, 0, &box);
     if (rc != MAE_OK)
         goto out;
     /* The retry count is kept: marking pending starts an attempt, and the
      * attempts of one mail count towards one limit. */
-    rc = require_mail(db, internal_id, "mae_llm_store_mark_pending");
-    if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_pending, &st);
-    if (rc == MAE_OK) {
-        sqlite3_bind_int64(st, 1, internal_id);
-        bind_text(st, 2, page);
-        bind_text(st, 3, box);
-        sqlite3_bind_double(st, 4, mae__db_now(db));
-        rc = step_done(db, st, "marking the LLM run pending");
-    }
+    rc = begin_on_mail(db, "mae_llm_store_mark_pending", internal_id, sql_pending, &st);
+    if (rc != MAE_OK)
+        goto out;
+    mae__bind_text(st, 2, page);
+    mae__bind_text(st, 3, box);
+    sqlite3_bind_double(st, 4, mae__db_now(db));
+    rc = mae__db_step_done(db, st, "marking the LLM run pending");
     rc = mae__db_write_end(db, rc);
 out:
     free(page);
@@ -171,31 +153,25 @@ int mae_llm_store_mark_success(mae_db *db, int64_t internal_id, const char *noti
         if (rc != MAE_OK)
             goto out;
     }
-    rc = clean(db, notion_page_id, 0, &page);
+    rc = mae__db_clean(db, notion_page_id, 0, &page);
     if (rc == MAE_OK)
-        rc = clean(db, usage->model, 0, &model);
+        rc = mae__db_clean(db, usage->model, 0, &model);
     if (rc != MAE_OK)
         goto out;
 
-    rc = mae__db_write_begin(db);
+    rc = begin_on_mail(db, "mae_llm_store_mark_success", internal_id, sql_success, &st);
     if (rc != MAE_OK)
         goto out;
-    rc = require_mail(db, internal_id, "mae_llm_store_mark_success");
-    if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_success, &st);
-    if (rc == MAE_OK) {
-        sqlite3_bind_int64(st, 1, internal_id);
-        bind_text(st, 2, page);
-        bind_text(st, 3, model);
-        sqlite3_bind_int64(st, 4, usage->input_tokens);
-        sqlite3_bind_int64(st, 5, usage->output_tokens);
-        sqlite3_bind_int64(st, 6, usage->cache_read_input_tokens);
-        sqlite3_bind_int64(st, 7, usage->cache_creation_input_tokens);
-        sqlite3_bind_int64(st, 8, usage->latency_ms);
-        bind_text(st, 9, labels);
-        sqlite3_bind_double(st, 10, mae__db_now(db));
-        rc = step_done(db, st, "recording the LLM run's success");
-    }
+    mae__bind_text(st, 2, page);
+    mae__bind_text(st, 3, model);
+    sqlite3_bind_int64(st, 4, usage->input_tokens);
+    sqlite3_bind_int64(st, 5, usage->output_tokens);
+    sqlite3_bind_int64(st, 6, usage->cache_read_input_tokens);
+    sqlite3_bind_int64(st, 7, usage->cache_creation_input_tokens);
+    sqlite3_bind_int64(st, 8, usage->latency_ms);
+    mae__bind_text(st, 9, labels);
+    sqlite3_bind_double(st, 10, mae__db_now(db));
+    rc = mae__db_step_done(db, st, "recording the LLM run's success");
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db))
             mae__ev_llm_success(&ev, internal_id, model, usage->input_tokens,
@@ -239,7 +215,7 @@ int mae_llm_store_mark_failed(mae_db *db, int64_t internal_id, const char *error
                              "mae_llm_store_mark_failed: error must be a non-empty string");
 
     mae__buf_init(&ev);
-    rc = clean(db, error, MAE_STORED_ERROR_MAX, &err);
+    rc = mae__db_clean(db, error, MAE_STORED_ERROR_MAX, &err);
     if (rc != MAE_OK)
         goto out;
     rc = mae__db_write_begin(db);
@@ -275,9 +251,9 @@ int mae_llm_store_mark_failed(mae_db *db, int64_t internal_id, const char *error
             sqlite3_bind_null(st, 4);
         else
             sqlite3_bind_double(st, 4, next);
-        bind_text(st, 5, err);
+        mae__bind_text(st, 5, err);
         sqlite3_bind_double(st, 6, now);
-        rc = step_done(db, st, "recording the LLM run's failure");
+        rc = mae__db_step_done(db, st, "recording the LLM run's failure");
     }
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db)) {
@@ -324,7 +300,7 @@ int mae_llm_store_reset_stale_pending(mae_db *db, double older_than_s, int64_t *
         double now = mae__db_now(db);
         sqlite3_bind_double(st, 1, now);
         sqlite3_bind_double(st, 2, now - older_than_s);
-        rc = step_done(db, st, "resetting stale pending LLM runs");
+        rc = mae__db_step_done(db, st, "resetting stale pending LLM runs");
         n = sqlite3_changes(db->sql);
     }
     rc = mae__db_write_end(db, rc);
@@ -340,8 +316,9 @@ int mae_llm_store_reset_stale_pending(mae_db *db, double older_than_s, int64_t *
     " last_error, model, input_tokens, output_tokens, cache_read_input_tokens,"       \
     " cache_creation_input_tokens, latency_ms, labels_json, created_at, updated_at"
 
-static void row_clear(mae_llm_row *r)
+static void row_clear(void *row)
 {
+    mae_llm_row *r = row;
     free(r->notion_page_id);
     free(r->mailbox);
     free(r->status);
@@ -351,8 +328,11 @@ static void row_clear(mae_llm_row *r)
     memset(r, 0, sizeof *r);
 }
 
-static int row_read(mae_db *db, sqlite3_stmt *st, mae_llm_row *r)
+/* Fills a mae_llm_row from the current row of a statement selecting
+ * LLM_COLUMNS. */
+static int row_read(mae_db *db, sqlite3_stmt *st, void *row)
 {
+    mae_llm_row *r = row;
     bool oom = false;
     memset(r, 0, sizeof *r);
     r->internal_id = mae__col_int(st, 0);
@@ -378,6 +358,9 @@ static int row_read(mae_db *db, sqlite3_stmt *st, mae_llm_row *r)
     return MAE_OK;
 }
 
+static const mae__row_type llm_rows = {sizeof(mae_llm_row), sizeof(mae_llm_list), 16, row_read,
+                                       row_clear};
+
 void mae_llm_row_free(mae_llm_row *row)
 {
     if (!row)
@@ -390,9 +373,7 @@ void mae_llm_list_free(mae_llm_list *list)
 {
     if (!list)
         return;
-    for (size_t i = 0; i < list->count; i++)
-        row_clear(&list->rows[i]);
-    free(list->rows);
+    mae__db_free_rows(&llm_rows, list->rows, list->count);
     free(list);
 }
 
@@ -401,34 +382,22 @@ static const char sql_get[] = "SELECT " LLM_COLUMNS " FROM llm_processing WHERE 
 int mae_llm_store_get(mae_db *db, int64_t internal_id, mae_llm_row **out)
 {
     sqlite3_stmt *st;
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "mae_llm_store_get: out is NULL");
+    void *row;
+    int rc = mae__db_read_args(db, "mae_llm_store_get", out);
+    if (rc != MAE_OK)
+        return rc;
     if (internal_id <= 0)
         return mae__db_error(db, MAE_EINVAL, "mae_llm_store_get: internal_id must be > 0");
-    int rc = mae__db_stmt(db, sql_get, &st);
+    rc = mae__db_stmt(db, sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
-    int s = sqlite3_step(st);
-    if (s == SQLITE_ROW) {
-        mae_llm_row *r = malloc(sizeof *r);
-        if (!r) {
-            rc = mae__db_error(db, MAE_ENOMEM, "reading an LLM row: out of memory");
-        } else if ((rc = row_read(db, st, r)) != MAE_OK) {
-            free(r);
-        } else {
-            *out = r;
-        }
-    } else if (s == SQLITE_DONE) {
+    rc = mae__db_read_row(db, st, &llm_rows, "reading an LLM row", "reading an LLM row", &row);
+    if (rc == MAE_OK && !row)
         rc = mae__db_error(db, MAE_ENOTFOUND, "mae_llm_store_get: no LLM row for mail %lld",
                            (long long)internal_id);
-    } else {
-        rc = mae__db_sqlite_error(db, s, "reading an LLM row");
-    }
-    sqlite3_reset(st);
+    if (rc == MAE_OK)
+        *out = row;
     return rc;
 }
 
@@ -439,48 +408,21 @@ static const char sql_due[] = "SELECT " LLM_COLUMNS " FROM llm_processing"
 int mae_llm_store_due_for_retry(mae_db *db, double now, int limit, mae_llm_list **out)
 {
     sqlite3_stmt *st;
-    size_t cap = 0;
-    int s;
-
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "mae_llm_store_due_for_retry: out is NULL");
-    int rc = mae__db_stmt(db, sql_due, &st);
+    mae__rows got;
+    int rc = mae__db_read_args(db, "mae_llm_store_due_for_retry", out);
+    if (rc == MAE_OK)
+        rc = mae__db_stmt(db, sql_due, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_double(st, 1, now > 0 ? now : mae__db_now(db));
     sqlite3_bind_int(st, 2, limit > 0 ? limit : DEFAULT_LIMIT);
-
-    mae_llm_list *list = calloc(1, sizeof *list);
-    if (!list) {
-        sqlite3_reset(st);
-        return mae__db_error(db, MAE_ENOMEM, "reading LLM rows: out of memory");
-    }
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        if (list->count == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            mae_llm_row *rows = realloc(list->rows, ncap * sizeof *rows);
-            if (!rows) {
-                rc = mae__db_error(db, MAE_ENOMEM, "reading LLM rows: out of memory");
-                break;
-            }
-            list->rows = rows;
-            cap = ncap;
-        }
-        rc = row_read(db, st, &list->rows[list->count]);
-        if (rc != MAE_OK)
-            break;
-        list->count++;
-    }
-    if (rc == MAE_OK && s != SQLITE_DONE)
-        rc = mae__db_sqlite_error(db, s, "reading LLM rows due for retry");
-    sqlite3_reset(st);
-    if (rc != MAE_OK) {
-        mae_llm_list_free(list);
+    rc = mae__db_collect_rows(db, st, &llm_rows, "reading LLM rows due for retry",
+                              "reading LLM rows", &got);
+    if (rc != MAE_OK)
         return rc;
-    }
+    mae_llm_list *list = got.list;
+    list->rows = got.rows;
+    list->count = got.count;
     *out = list;
     return MAE_OK;
 }
@@ -490,16 +432,8 @@ static const char sql_count[] = "SELECT COALESCE(status, ''), count(*) FROM llm_
 
 int mae_llm_store_count_by_status(mae_db *db, mae_counts **out)
 {
-    sqlite3_stmt *st;
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "mae_llm_store_count_by_status: out is NULL");
-    int rc = mae__db_stmt(db, sql_count, &st);
-    if (rc != MAE_OK)
-        return rc;
-    return mae__db_collect_counts(db, st, "counting LLM rows by status", out);
+    return mae__db_count_by(db, "mae_llm_store_count_by_status", sql_count,
+                            "counting LLM rows by status", out);
 }
 
 static const char sql_totals[] =
@@ -519,13 +453,11 @@ int mae_llm_store_totals(mae_db *db, mae_llm_totals *out)
     int64_t with_latency = 0;
     int s;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "mae_llm_store_totals: out is NULL");
+    int rc = mae__db_read_args(db, "mae_llm_store_totals", out);
+    if (rc != MAE_OK)
+        return rc;
     memset(&t, 0, sizeof t);
-    int rc = mae__db_stmt(db, sql_totals, &st);
+    rc = mae__db_stmt(db, sql_totals, &st);
     if (rc != MAE_OK)
         return rc;
     s = sqlite3_step(st);

@@ -19,38 +19,6 @@ static bool known_target(const char *t)
     return strcmp(t, "mailapp") == 0 || strcmp(t, "notion") == 0;
 }
 
-/* Copies s repaired to valid UTF-8 and cut to max_cp code points (0: whole);
- * NULL stays NULL. */
-static int clean(mae_db *db, const char *s, size_t max_cp, char **out)
-{
-    bool oom = false;
-    *out = NULL;
-    if (!s)
-        return MAE_OK;
-    *out = mae__utf8_clean(s, max_cp, &oom);
-    if (!*out)
-        return mae__db_error(db, MAE_ENOMEM, "copying a text argument: out of memory");
-    return MAE_OK;
-}
-
-/* Binds a text the statement only reads during this step (NULL binds NULL). */
-static void bind_text(sqlite3_stmt *st, int i, const char *s)
-{
-    if (s)
-        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, i);
-}
-
-/* Steps a write statement to its end; MAE_OK or the mapped error. */
-static int step_done(mae_db *db, sqlite3_stmt *st, const char *what)
-{
-    int rc = sqlite3_step(st);
-    int code = rc == SQLITE_DONE ? MAE_OK : mae__db_sqlite_error(db, rc, what);
-    sqlite3_reset(st);
-    return code;
-}
-
 /* The part of a row the state machine decides on. */
 typedef struct state {
     int64_t internal_id, attempts;
@@ -105,6 +73,32 @@ static int read_state(mae_db *db, const char *fn, int64_t outbox_id, bool want_i
     return rc;
 }
 
+/* The prelude of the calls on one intent: MAE_EINVAL for a NULL db (there
+ * is nowhere to put a message); otherwise clears the last error and checks
+ * the id, naming fn. */
+static int intent_args(mae_db *db, const char *fn, int64_t outbox_id)
+{
+    if (!db)
+        return MAE_EINVAL;
+    mae__db_clear_error(db);
+    if (outbox_id <= 0)
+        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+    return MAE_OK;
+}
+
+/* Runs one of the state updates whose only parameters are the intent's id
+ * (?1) and the time (?2); what names it in errors. */
+static int update_intent(mae_db *db, const char *sql, int64_t outbox_id, const char *what)
+{
+    sqlite3_stmt *st;
+    int rc = mae__db_stmt(db, sql, &st);
+    if (rc != MAE_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, outbox_id);
+    sqlite3_bind_double(st, 2, mae__db_now(db));
+    return mae__db_step_done(db, st, what);
+}
+
 /* ---- enqueue -------------------------------------------------------------- */
 
 static const char sql_find_pending[] =
@@ -131,8 +125,8 @@ static int find_pending(mae_db *db, int64_t internal_id, const char *op_type,
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
-    bind_text(st, 2, op_type);
-    bind_text(st, 3, target);
+    mae__bind_text(st, 2, op_type);
+    mae__bind_text(st, 3, target);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
         bool oom = false;
@@ -194,9 +188,9 @@ int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, con
         return mae__db_error(db, rc, "%s: canonicalising the payload: out of memory", fn);
 
     mae__buf_init(&ev);
-    rc = clean(db, op_type, 0, &op);
+    rc = mae__db_clean(db, op_type, 0, &op);
     if (rc == MAE_OK)
-        rc = clean(db, source, 0, &src);
+        rc = mae__db_clean(db, source, 0, &src);
     if (rc != MAE_OK)
         goto out;
 
@@ -220,22 +214,22 @@ int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, con
             rc = mae__db_stmt(db, sql_merge, &st);
         if (rc == MAE_OK) {
             sqlite3_bind_int64(st, 1, id);
-            bind_text(st, 2, merged);
-            bind_text(st, 3, src);
+            mae__bind_text(st, 2, merged);
+            mae__bind_text(st, 3, src);
             sqlite3_bind_double(st, 4, now);
-            rc = step_done(db, st, "merging into the pending intent");
+            rc = mae__db_step_done(db, st, "merging into the pending intent");
         }
     } else if (rc == MAE_OK) {
         rc = mae__db_stmt(db, sql_insert, &st);
         if (rc == MAE_OK) {
             sqlite3_bind_int64(st, 1, internal_id);
-            bind_text(st, 2, op);
-            bind_text(st, 3, target);
-            bind_text(st, 4, payload);
-            bind_text(st, 5, src);
+            mae__bind_text(st, 2, op);
+            mae__bind_text(st, 3, target);
+            mae__bind_text(st, 4, payload);
+            mae__bind_text(st, 5, src);
             sqlite3_bind_double(st, 6, now);
             /* A missing mail fails the foreign key: MAE_ENOTFOUND. */
-            rc = step_done(db, st, "inserting the intent");
+            rc = mae__db_step_done(db, st, "inserting the intent");
         }
         if (rc == MAE_OK) {
             id = sqlite3_last_insert_rowid(mae_db_sqlite(db));
@@ -270,15 +264,12 @@ static const char sql_processing[] =
 int mae_outbox_mark_processing(mae_db *db, int64_t outbox_id)
 {
     static const char fn[] = "mae_outbox_mark_processing";
-    sqlite3_stmt *st;
     state s;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (outbox_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
-    int rc = mae__db_write_begin(db);
+    int rc = intent_args(db, fn, outbox_id);
+    if (rc != MAE_OK)
+        return rc;
+    rc = mae__db_write_begin(db);
     if (rc != MAE_OK)
         return rc;
     rc = read_state(db, fn, outbox_id, false, &s);
@@ -292,12 +283,7 @@ int mae_outbox_mark_processing(mae_db *db, int64_t outbox_id)
         }
     }
     if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_processing, &st);
-    if (rc == MAE_OK) {
-        sqlite3_bind_int64(st, 1, outbox_id);
-        sqlite3_bind_double(st, 2, mae__db_now(db));
-        rc = step_done(db, st, "marking the intent processing");
-    }
+        rc = update_intent(db, sql_processing, outbox_id, "marking the intent processing");
     return mae__db_write_end(db, rc);
 }
 
@@ -308,16 +294,13 @@ static const char sql_done[] =
 int mae_outbox_mark_done(mae_db *db, int64_t outbox_id)
 {
     static const char fn[] = "mae_outbox_mark_done";
-    sqlite3_stmt *st;
     mae__buf ev;
     state s;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (outbox_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
-    int rc = mae__db_write_begin(db);
+    int rc = intent_args(db, fn, outbox_id);
+    if (rc != MAE_OK)
+        return rc;
+    rc = mae__db_write_begin(db);
     if (rc != MAE_OK)
         return rc;
     mae__buf_init(&ev);
@@ -332,12 +315,7 @@ int mae_outbox_mark_done(mae_db *db, int64_t outbox_id)
         }
     }
     if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_done, &st);
-    if (rc == MAE_OK) {
-        sqlite3_bind_int64(st, 1, outbox_id);
-        sqlite3_bind_double(st, 2, mae__db_now(db));
-        rc = step_done(db, st, "marking the intent done");
-    }
+        rc = update_intent(db, sql_done, outbox_id, "marking the intent done");
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db))
             mae__ev_outbox_done(&ev, s.internal_id, outbox_id);
@@ -361,16 +339,14 @@ int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
     mae__buf ev;
     state s;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (outbox_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+    int rc = intent_args(db, fn, outbox_id);
+    if (rc != MAE_OK)
+        return rc;
     if (!error || !error[0])
         return mae__db_error(db, MAE_EINVAL, "%s: error must be a non-empty string", fn);
     /* Cut before anything else, so a huge error is never copied whole; the
      * event builder cuts this further to 200 code points. */
-    int rc = clean(db, error, MAE_STORED_ERROR_MAX, &err);
+    rc = mae__db_clean(db, error, MAE_STORED_ERROR_MAX, &err);
     if (rc != MAE_OK)
         return rc;
 
@@ -396,13 +372,13 @@ int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
         sqlite3_bind_int64(st, 1, outbox_id);
         sqlite3_bind_text(st, 2, terminal ? "dead_letter" : "failed", -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, n);
-        bind_text(st, 4, err);
+        mae__bind_text(st, 4, err);
         if (terminal)
             sqlite3_bind_null(st, 5);
         else
             sqlite3_bind_double(st, 5, next);
         sqlite3_bind_double(st, 6, now);
-        rc = step_done(db, st, "recording the intent's failure");
+        rc = mae__db_step_done(db, st, "recording the intent's failure");
     }
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db)) {
@@ -433,16 +409,13 @@ int mae_outbox_retry_dead_letter(mae_db *db, int64_t outbox_id)
 {
     static const char fn[] = "mae_outbox_retry_dead_letter";
     char *old = NULL;
-    sqlite3_stmt *st;
     int64_t twin = 0;
     state s;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (outbox_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
-    int rc = mae__db_write_begin(db);
+    int rc = intent_args(db, fn, outbox_id);
+    if (rc != MAE_OK)
+        return rc;
+    rc = mae__db_write_begin(db);
     if (rc != MAE_OK)
         return rc;
     rc = read_state(db, fn, outbox_id, true, &s);
@@ -458,12 +431,7 @@ int mae_outbox_retry_dead_letter(mae_db *db, int64_t outbox_id)
                                            " intent %lld has the same mail, op_type and target",
                            fn, (long long)outbox_id, (long long)twin);
     if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_retry_dead, &st);
-    if (rc == MAE_OK) {
-        sqlite3_bind_int64(st, 1, outbox_id);
-        sqlite3_bind_double(st, 2, mae__db_now(db));
-        rc = step_done(db, st, "putting the dead letter back to pending");
-    }
+        rc = update_intent(db, sql_retry_dead, outbox_id, "putting the dead letter back to pending");
     free(old);
     free(s.op_type);
     free(s.target);
@@ -476,8 +444,9 @@ int mae_outbox_retry_dead_letter(mae_db *db, int64_t outbox_id)
     "outbox_id, internal_id, op_type, target, payload_json, source, status, attempts,"  \
     " last_error, next_retry_at, created_at, updated_at"
 
-static void row_clear(mae_outbox_row *r)
+static void row_clear(void *row)
 {
+    mae_outbox_row *r = row;
     free(r->op_type);
     free(r->target);
     free(r->payload_json);
@@ -487,9 +456,11 @@ static void row_clear(mae_outbox_row *r)
     memset(r, 0, sizeof *r);
 }
 
-/* Fills r from the current row of a statement selecting OUTBOX_COLUMNS. */
-static int row_read(mae_db *db, sqlite3_stmt *st, mae_outbox_row *r)
+/* Fills a mae_outbox_row from the current row of a statement selecting
+ * OUTBOX_COLUMNS. */
+static int row_read(mae_db *db, sqlite3_stmt *st, void *row)
 {
+    mae_outbox_row *r = row;
     bool oom = false;
     memset(r, 0, sizeof *r);
     r->outbox_id = mae__col_int(st, 0);
@@ -511,6 +482,9 @@ static int row_read(mae_db *db, sqlite3_stmt *st, mae_outbox_row *r)
     return MAE_OK;
 }
 
+static const mae__row_type outbox_rows = {sizeof(mae_outbox_row), sizeof(mae_outbox_list), 8,
+                                          row_read, row_clear};
+
 void mae_outbox_row_free(mae_outbox_row *row)
 {
     if (!row)
@@ -523,9 +497,7 @@ void mae_outbox_list_free(mae_outbox_list *list)
 {
     if (!list)
         return;
-    for (size_t i = 0; i < list->count; i++)
-        row_clear(&list->rows[i]);
-    free(list->rows);
+    mae__db_free_rows(&outbox_rows, list->rows, list->count);
     free(list);
 }
 
@@ -533,37 +505,13 @@ void mae_outbox_list_free(mae_outbox_list *list)
  * new list. Resets st in every case. */
 static int collect(mae_db *db, sqlite3_stmt *st, mae_outbox_list **out)
 {
-    mae_outbox_list *list = calloc(1, sizeof *list);
-    size_t cap = 0;
-    int rc = MAE_OK, step;
-
-    if (!list) {
-        sqlite3_reset(st);
-        return mae__db_error(db, MAE_ENOMEM, "listing intents: out of memory");
-    }
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (list->count == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            mae_outbox_row *rows = realloc(list->rows, ncap * sizeof *rows);
-            if (!rows) {
-                rc = mae__db_error(db, MAE_ENOMEM, "listing intents: out of memory");
-                break;
-            }
-            list->rows = rows;
-            cap = ncap;
-        }
-        rc = row_read(db, st, &list->rows[list->count]);
-        if (rc != MAE_OK)
-            break;
-        list->count++;
-    }
-    if (rc == MAE_OK && step != SQLITE_DONE)
-        rc = mae__db_sqlite_error(db, step, "listing intents");
-    sqlite3_reset(st);
-    if (rc != MAE_OK) {
-        mae_outbox_list_free(list);
+    mae__rows got;
+    int rc = mae__db_collect_rows(db, st, &outbox_rows, "listing intents", "listing intents", &got);
+    if (rc != MAE_OK)
         return rc;
-    }
+    mae_outbox_list *list = got.list;
+    list->rows = got.rows;
+    list->count = got.count;
     *out = list;
     return MAE_OK;
 }
@@ -574,42 +522,24 @@ int mae_outbox_get(mae_db *db, int64_t outbox_id, mae_outbox_row **out)
 {
     static const char fn[] = "mae_outbox_get";
     sqlite3_stmt *st;
+    void *row;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
+    int rc = mae__db_read_args(db, fn, out);
+    if (rc != MAE_OK)
+        return rc;
     if (outbox_id <= 0)
         return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
-    int rc = mae__db_stmt(db, sql_get, &st);
+    rc = mae__db_stmt(db, sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, outbox_id);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_DONE) {
-        sqlite3_reset(st);
-        return mae__db_error(db, MAE_ENOTFOUND, "%s: no outbox intent with id %lld", fn,
-                             (long long)outbox_id);
-    }
-    if (step != SQLITE_ROW) {
-        rc = mae__db_sqlite_error(db, step, "reading the outbox intent");
-        sqlite3_reset(st);
-        return rc;
-    }
-    mae_outbox_row *row = malloc(sizeof *row);
-    if (!row) {
-        sqlite3_reset(st);
-        return mae__db_error(db, MAE_ENOMEM, "%s: out of memory", fn);
-    }
-    rc = row_read(db, st, row);
-    sqlite3_reset(st);
-    if (rc != MAE_OK) {
-        free(row);
-        return rc;
-    }
-    *out = row;
-    return MAE_OK;
+    rc = mae__db_read_row(db, st, &outbox_rows, "reading the outbox intent", fn, &row);
+    if (rc == MAE_OK && !row)
+        rc = mae__db_error(db, MAE_ENOTFOUND, "%s: no outbox intent with id %lld", fn,
+                           (long long)outbox_id);
+    if (rc == MAE_OK)
+        *out = row;
+    return rc;
 }
 
 /* A failed intent with no retry time (left by another writer) counts as due,
@@ -626,19 +556,17 @@ int mae_outbox_poll_ready(mae_db *db, const char *target, int limit, mae_outbox_
     static const char fn[] = "mae_outbox_poll_ready";
     sqlite3_stmt *st;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
+    int rc = mae__db_read_args(db, fn, out);
+    if (rc != MAE_OK)
+        return rc;
     if (target && !known_target(target))
         return mae__db_error(db, MAE_EINVAL, "%s: target must be NULL, \"mailapp\" or \"notion\"",
                              fn);
-    int rc = mae__db_stmt(db, sql_poll, &st);
+    rc = mae__db_stmt(db, sql_poll, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_double(st, 1, mae__db_now(db));
-    bind_text(st, 2, target);
+    mae__bind_text(st, 2, target);
     sqlite3_bind_int(st, 3, limit > 0 ? limit : POLL_DEFAULT_LIMIT);
     return collect(db, st, out);
 }
@@ -652,14 +580,12 @@ int mae_outbox_list_for_email(mae_db *db, int64_t internal_id, mae_outbox_list *
     static const char fn[] = "mae_outbox_list_for_email";
     sqlite3_stmt *st;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
+    int rc = mae__db_read_args(db, fn, out);
+    if (rc != MAE_OK)
+        return rc;
     if (internal_id <= 0)
         return mae__db_error(db, MAE_EINVAL, "%s: internal_id must be > 0", fn);
-    int rc = mae__db_stmt(db, sql_for_email, &st);
+    rc = mae__db_stmt(db, sql_for_email, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
@@ -675,12 +601,10 @@ int mae_outbox_list_dead_letters(mae_db *db, int limit, mae_outbox_list **out)
     static const char fn[] = "mae_outbox_list_dead_letters";
     sqlite3_stmt *st;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
-    int rc = mae__db_stmt(db, sql_dead_letters, &st);
+    int rc = mae__db_read_args(db, fn, out);
+    if (rc != MAE_OK)
+        return rc;
+    rc = mae__db_stmt(db, sql_dead_letters, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int(st, 1, limit > 0 ? limit : DEAD_LETTER_DEFAULT_LIMIT);
@@ -707,12 +631,10 @@ int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
     bool any_pending = false;
     double oldest = 0;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
-    int rc = mae__db_stmt(db, sql_depth, &st);
+    int rc = mae__db_read_args(db, fn, out);
+    if (rc != MAE_OK)
+        return rc;
+    rc = mae__db_stmt(db, sql_depth, &st);
     if (rc != MAE_OK)
         return rc;
     double now = mae__db_now(db);

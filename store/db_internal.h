@@ -1,6 +1,6 @@
 /* Internal: the mae_db handle and the helpers every store uses to run one
- * write (begin, statements, errors, held events, commit, publish). Shared
- * by store/, outbox/ and llm/. Never installed. */
+ * write (begin, statements, errors, held events, commit, publish) and to
+ * read its rows. Shared by store/, outbox/ and llm/. Never installed. */
 #ifndef MAE_DB_INTERNAL_H
 #define MAE_DB_INTERNAL_H
 
@@ -81,11 +81,6 @@ bool mae__db_wants_events(const mae_db *db);
  * n-th failure (n >= 1): 60, 300, 900, 3600, 7200, 7200, ... */
 double mae__retry_delay(int64_t n);
 
-/* Steps st, which selects (key TEXT, count INTEGER) rows sorted by key, and
- * collects them into a new mae_counts (what names the read in errors).
- * Resets st. MAE_OK and *out, or MAE_ENOMEM / the mapped SQLite error. */
-int mae__db_collect_counts(mae_db *db, sqlite3_stmt *st, const char *what, mae_counts **out);
-
 /* Text limits of stores.md. */
 #define MAE_STORED_ERROR_MAX 500
 
@@ -93,5 +88,62 @@ int mae__db_collect_counts(mae_db *db, sqlite3_stmt *st, const char *what, mae_c
 char *mae__col_text(sqlite3_stmt *st, int col, bool *oom);
 double mae__col_real(sqlite3_stmt *st, int col);     /* 0 for NULL */
 int64_t mae__col_int(sqlite3_stmt *st, int col);     /* 0 for NULL */
+
+/* ---- statements and reads shared by the stores ---------------------------- */
+
+/* Copies s repaired to valid UTF-8 and cut to max_cp code points (0: whole);
+ * NULL stays NULL. MAE_OK, or MAE_ENOMEM with the message set. */
+int mae__db_clean(mae_db *db, const char *s, size_t max_cp, char **out);
+/* Binds a text the statement only reads during this step (NULL binds NULL). */
+void mae__bind_text(sqlite3_stmt *st, int i, const char *s);
+/* Steps a write statement to its end and resets it; MAE_OK or the mapped
+ * error (what names the step). */
+int mae__db_step_done(mae_db *db, sqlite3_stmt *st, const char *what);
+
+/* The prelude of a read: MAE_EINVAL for a NULL db (there is nowhere to put
+ * a message); otherwise clears the last error and returns MAE_OK, or
+ * MAE_EINVAL with "fn: out is NULL". */
+int mae__db_read_args(mae_db *db, const char *fn, const void *out);
+
+/* How a store reads its rows, for the shared readers below. Every public
+ * list type is laid out {T *rows; size_t count;}. */
+typedef struct mae__row_type {
+    size_t size;      /* sizeof one row */
+    size_t list_size; /* sizeof the public list type */
+    size_t first_cap; /* how many rows a list first makes room for */
+    /* Fills row (zeroing it first) from the statement's current row. On
+     * failure the row is left cleared and the error returned, message set. */
+    int (*read)(mae_db *db, sqlite3_stmt *st, void *row);
+    /* Frees what read copied and zeroes the row. */
+    void (*clear)(void *row);
+} mae__row_type;
+
+/* A list collected by mae__db_collect_rows: the caller, which knows the
+ * list's type, points list's rows and count at rows and count. */
+typedef struct mae__rows {
+    void *list; /* zeroed, type->list_size bytes */
+    void *rows;
+    size_t count;
+} mae__rows;
+
+/* Steps st (bound by the caller) once and reads its row into a new
+ * allocation. MAE_OK with *row set, or MAE_OK with *row NULL when there is
+ * no row (the caller says what is missing); otherwise the error, named by
+ * what (SQLite errors) or oom_what ("oom_what: out of memory"). Resets st. */
+int mae__db_read_row(mae_db *db, sqlite3_stmt *st, const mae__row_type *type, const char *what,
+                     const char *oom_what, void **row);
+/* Steps st (bound by the caller) to its end, collecting every row into a new
+ * list (allocated first). Errors are named as for mae__db_read_row. Resets
+ * st. MAE_OK and *out, or the error with nothing left allocated. */
+int mae__db_collect_rows(mae_db *db, sqlite3_stmt *st, const mae__row_type *type,
+                         const char *what, const char *oom_what, mae__rows *out);
+/* Clears count rows of the given type and frees the array (NULL is fine). */
+void mae__db_free_rows(const mae__row_type *type, void *rows, size_t count);
+
+/* A whole count-by-status read, checked as fn: runs sql, which selects
+ * (key TEXT, count INTEGER) rows sorted by key, into a new mae_counts (what
+ * names the read in errors). MAE_OK and *out, or the error. */
+int mae__db_count_by(mae_db *db, const char *fn, const char *sql, const char *what,
+                     mae_counts **out);
 
 #endif

@@ -26,38 +26,6 @@ static bool known_status(const char *s)
     return false;
 }
 
-/* Copies s repaired to valid UTF-8 (NULL stays NULL). */
-static int clean(mae_db *db, const char *s, size_t max_cp, char **out)
-{
-    bool oom = false;
-    *out = NULL;
-    if (!s)
-        return MAE_OK;
-    *out = mae__utf8_clean(s, max_cp, &oom);
-    if (!*out)
-        return mae__db_error(db, MAE_ENOMEM, "copying a text argument: out of memory");
-    return MAE_OK;
-}
-
-/* Binds a text the statement only reads during this step. */
-static int bind_text(sqlite3_stmt *st, int i, const char *s)
-{
-    return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
-}
-
-/* Steps a write statement to its end; MAE_OK or the mapped error. */
-static int step_done(mae_db *db, sqlite3_stmt *st, const char *what)
-{
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
-        int code = mae__db_sqlite_error(db, rc, what);
-        sqlite3_reset(st);
-        return code;
-    }
-    sqlite3_reset(st);
-    return MAE_OK;
-}
-
 /* ---- writes --------------------------------------------------------------- */
 
 static const char sql_upsert[] =
@@ -95,7 +63,7 @@ int mae_sync_store_upsert(mae_db *db, const mae_email *mail)
                              mail->sender,     mail->sender_name, mail->to_addr,
                              mail->cc_addr,    mail->date_received, mail->mailbox};
     for (int i = 0; i < NTEXT; i++) {
-        rc = clean(db, in[i], 0, &text[i]);
+        rc = mae__db_clean(db, in[i], 0, &text[i]);
         if (rc != MAE_OK)
             goto out;
     }
@@ -106,9 +74,9 @@ int mae_sync_store_upsert(mae_db *db, const mae_email *mail)
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, mail->internal_id);
         for (int i = 0; i < NTEXT; i++)
-            bind_text(st, i + 2, text[i]);
+            mae__bind_text(st, i + 2, text[i]);
         sqlite3_bind_double(st, 11, mae__db_now(db));
-        rc = step_done(db, st, "storing the mail's metadata");
+        rc = mae__db_step_done(db, st, "storing the mail's metadata");
     }
     rc = mae__db_write_end(db, rc);
 out:
@@ -145,9 +113,9 @@ int mae_sync_store_mark_synced(mae_db *db, int64_t internal_id, const char *noti
         source = MAE_SOURCE_SYNC_STORE;
 
     mae__buf_init(&ev);
-    rc = clean(db, notion_page_id, 0, &page);
+    rc = mae__db_clean(db, notion_page_id, 0, &page);
     if (rc == MAE_OK)
-        rc = clean(db, notion_thread_id, 0, &thread);
+        rc = mae__db_clean(db, notion_thread_id, 0, &thread);
     if (rc != MAE_OK)
         goto out;
     rc = mae__db_write_begin(db);
@@ -156,10 +124,10 @@ int mae_sync_store_mark_synced(mae_db *db, int64_t internal_id, const char *noti
     rc = mae__db_stmt(db, sql_synced, &st);
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, internal_id);
-        bind_text(st, 2, page);
-        bind_text(st, 3, thread);
+        mae__bind_text(st, 2, page);
+        mae__bind_text(st, 3, thread);
         sqlite3_bind_double(st, 4, mae__db_now(db));
-        rc = step_done(db, st, "marking the mail synced");
+        rc = mae__db_step_done(db, st, "marking the mail synced");
     }
     if (rc == MAE_OK && sqlite3_changes(mae_db_sqlite(db)) == 0)
         rc = mae__db_error(db, MAE_ENOTFOUND, "mae_sync_store_mark_synced: no mail with id %lld",
@@ -231,7 +199,7 @@ int mae_sync_store_mark_failed(mae_db *db, int64_t internal_id, const char *stat
     /* Cutting first keeps a huge error from being copied whole; the prefix
      * is ASCII, so cutting the joined text again gives the same result as
      * cutting the whole once. */
-    rc = clean(db, error, MAE_STORED_ERROR_MAX, &err);
+    rc = mae__db_clean(db, error, MAE_STORED_ERROR_MAX, &err);
     if (rc != MAE_OK)
         goto out;
 
@@ -253,7 +221,7 @@ int mae_sync_store_mark_failed(mae_db *db, int64_t internal_id, const char *stat
         } else {
             memcpy(joined, dead_letter_prefix, plen);
             memcpy(joined + plen, err, elen + 1);
-            rc = clean(db, joined, MAE_STORED_ERROR_MAX, &stored);
+            rc = mae__db_clean(db, joined, MAE_STORED_ERROR_MAX, &stored);
             free(joined);
         }
     }
@@ -267,9 +235,9 @@ int mae_sync_store_mark_failed(mae_db *db, int64_t internal_id, const char *stat
             sqlite3_bind_null(st, 4);
         else
             sqlite3_bind_double(st, 4, next);
-        bind_text(st, 5, terminal ? stored : err);
+        mae__bind_text(st, 5, terminal ? stored : err);
         sqlite3_bind_double(st, 6, now);
-        rc = step_done(db, st, "recording the mail's failure");
+        rc = mae__db_step_done(db, st, "recording the mail's failure");
     }
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db)) {
@@ -301,8 +269,9 @@ out:
     " notion_page_id, notion_thread_id, sync_error, retry_count, next_retry_at,"      \
     " created_at, updated_at"
 
-static void row_clear(mae_email_row *r)
+static void row_clear(void *row)
 {
+    mae_email_row *r = row;
     free(r->message_id);
     free(r->thread_id);
     free(r->subject);
@@ -319,9 +288,11 @@ static void row_clear(mae_email_row *r)
     memset(r, 0, sizeof *r);
 }
 
-/* Fills r from the current row of a statement selecting EMAIL_COLUMNS. */
-static int row_read(mae_db *db, sqlite3_stmt *st, mae_email_row *r)
+/* Fills a mae_email_row from the current row of a statement selecting
+ * EMAIL_COLUMNS. */
+static int row_read(mae_db *db, sqlite3_stmt *st, void *row)
 {
+    mae_email_row *r = row;
     bool oom = false;
     memset(r, 0, sizeof *r);
     r->internal_id = mae__col_int(st, 0);
@@ -351,6 +322,9 @@ static int row_read(mae_db *db, sqlite3_stmt *st, mae_email_row *r)
     return MAE_OK;
 }
 
+static const mae__row_type email_rows = {sizeof(mae_email_row), sizeof(mae_email_list), 16,
+                                         row_read, row_clear};
+
 void mae_email_row_free(mae_email_row *row)
 {
     if (!row)
@@ -363,9 +337,7 @@ void mae_email_list_free(mae_email_list *list)
 {
     if (!list)
         return;
-    for (size_t i = 0; i < list->count; i++)
-        row_clear(&list->rows[i]);
-    free(list->rows);
+    mae__db_free_rows(&email_rows, list->rows, list->count);
     free(list);
 }
 
@@ -374,71 +346,36 @@ static const char sql_get[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata WHER
 int mae_sync_store_get(mae_db *db, int64_t internal_id, mae_email_row **out)
 {
     sqlite3_stmt *st;
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_get: out is NULL");
+    void *row;
+    int rc = mae__db_read_args(db, "mae_sync_store_get", out);
+    if (rc != MAE_OK)
+        return rc;
     if (internal_id <= 0)
         return mae__db_error(db, MAE_EINVAL, "mae_sync_store_get: internal_id must be > 0");
-    int rc = mae__db_stmt(db, sql_get, &st);
+    rc = mae__db_stmt(db, sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
-    int s = sqlite3_step(st);
-    if (s == SQLITE_ROW) {
-        mae_email_row *r = malloc(sizeof *r);
-        if (!r) {
-            rc = mae__db_error(db, MAE_ENOMEM, "reading a mail: out of memory");
-        } else if ((rc = row_read(db, st, r)) != MAE_OK) {
-            free(r);
-        } else {
-            *out = r;
-        }
-    } else if (s == SQLITE_DONE) {
+    rc = mae__db_read_row(db, st, &email_rows, "reading a mail", "reading a mail", &row);
+    if (rc == MAE_OK && !row)
         rc = mae__db_error(db, MAE_ENOTFOUND, "mae_sync_store_get: no mail with id %lld",
                            (long long)internal_id);
-    } else {
-        rc = mae__db_sqlite_error(db, s, "reading a mail");
-    }
-    sqlite3_reset(st);
+    if (rc == MAE_OK)
+        *out = row;
     return rc;
 }
 
-/* Collects every row of a bound statement selecting EMAIL_COLUMNS. */
+/* Collects every row of a bound statement selecting EMAIL_COLUMNS into a new
+ * list. Resets st. */
 static int collect(mae_db *db, sqlite3_stmt *st, mae_email_list **out)
 {
-    mae_email_list *list = calloc(1, sizeof *list);
-    size_t cap = 0;
-    int rc = MAE_OK, s;
-
-    if (!list) {
-        sqlite3_reset(st);
-        return mae__db_error(db, MAE_ENOMEM, "reading mails: out of memory");
-    }
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        if (list->count == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            mae_email_row *rows = realloc(list->rows, ncap * sizeof *rows);
-            if (!rows) {
-                rc = mae__db_error(db, MAE_ENOMEM, "reading mails: out of memory");
-                break;
-            }
-            list->rows = rows;
-            cap = ncap;
-        }
-        rc = row_read(db, st, &list->rows[list->count]);
-        if (rc != MAE_OK)
-            break;
-        list->count++;
-    }
-    if (rc == MAE_OK && s != SQLITE_DONE)
-        rc = mae__db_sqlite_error(db, s, "reading mails");
-    sqlite3_reset(st);
-    if (rc != MAE_OK) {
-        mae_email_list_free(list);
+    mae__rows got;
+    int rc = mae__db_collect_rows(db, st, &email_rows, "reading mails", "reading mails", &got);
+    if (rc != MAE_OK)
         return rc;
-    }
+    mae_email_list *list = got.list;
+    list->rows = got.rows;
+    list->count = got.count;
     *out = list;
     return MAE_OK;
 }
@@ -450,18 +387,16 @@ static const char sql_list[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata"
 int mae_sync_store_list(mae_db *db, const char *status, int limit, mae_email_list **out)
 {
     sqlite3_stmt *st;
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_list: out is NULL");
+    int rc = mae__db_read_args(db, "mae_sync_store_list", out);
+    if (rc != MAE_OK)
+        return rc;
     if (status && !known_status(status))
         return mae__db_error(db, MAE_EINVAL, "mae_sync_store_list: unknown status (expected "
                                              "pending, synced, fetch_failed, failed or dead_letter)");
-    int rc = mae__db_stmt(db, sql_list, &st);
+    rc = mae__db_stmt(db, sql_list, &st);
     if (rc != MAE_OK)
         return rc;
-    bind_text(st, 1, status);
+    mae__bind_text(st, 1, status);
     sqlite3_bind_int(st, 2, limit > 0 ? limit : DEFAULT_LIMIT);
     return collect(db, st, out);
 }
@@ -474,12 +409,9 @@ static const char sql_due[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata"
 int mae_sync_store_due_for_retry(mae_db *db, double now, int limit, mae_email_list **out)
 {
     sqlite3_stmt *st;
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_due_for_retry: out is NULL");
-    int rc = mae__db_stmt(db, sql_due, &st);
+    int rc = mae__db_read_args(db, "mae_sync_store_due_for_retry", out);
+    if (rc == MAE_OK)
+        rc = mae__db_stmt(db, sql_due, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_double(st, 1, now > 0 ? now : mae__db_now(db));
@@ -492,14 +424,6 @@ static const char sql_count[] = "SELECT COALESCE(sync_status, ''), count(*) FROM
 
 int mae_sync_store_count_by_status(mae_db *db, mae_counts **out)
 {
-    sqlite3_stmt *st;
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (!out)
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_count_by_status: out is NULL");
-    int rc = mae__db_stmt(db, sql_count, &st);
-    if (rc != MAE_OK)
-        return rc;
-    return mae__db_collect_counts(db, st, "counting mails by status", out);
+    return mae__db_count_by(db, "mae_sync_store_count_by_status", sql_count,
+                            "counting mails by status", out);
 }
