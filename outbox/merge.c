@@ -104,30 +104,6 @@ static void skip_ws(parser *ps)
         ps->p++;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static bool hex4(const unsigned char *p, unsigned *out)
-{
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
-        if (h < 0)
-            return false;
-        v = v << 4 | (unsigned)h;
-    }
-    *out = v;
-    return true;
-}
-
 static void put_utf8(mae__buf *b, unsigned cp)
 {
     char u[4];
@@ -188,14 +164,14 @@ static char *parse_string(parser *ps)
         case 't': mae__buf_putc(&b, '\t'); break;
         case 'u': {
             unsigned cp, lo;
-            if (!hex4(p, &cp) || cp == 0) {
+            if (!mae__hex4(p, &cp) || cp == 0) {
                 mae__buf_free(&b);
                 fail(ps, MAE_EINVAL);
                 return NULL;
             }
             p += 4;
             if (cp >= 0xD800 && cp <= 0xDBFF && p[0] == '\\' && p[1] == 'u' &&
-                hex4(p + 2, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
+                mae__hex4(p + 2, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 p += 6;
             } else if (cp >= 0xD800 && cp <= 0xDFFF) {
@@ -219,41 +195,12 @@ static char *parse_string(parser *ps)
     return s;
 }
 
-static bool is_digit(unsigned char c)
-{
-    return c >= '0' && c <= '9';
-}
-
 /* A number exactly as RFC 8259 writes it, kept as text. */
 static jval *parse_number(parser *ps)
 {
-    const unsigned char *s = ps->p, *p = s;
-    if (*p == '-')
-        p++;
-    if (*p == '0') {
-        p++;
-    } else if (*p >= '1' && *p <= '9') {
-        while (is_digit(*p))
-            p++;
-    } else {
+    const unsigned char *s = ps->p, *p = mae__json_number_end(s);
+    if (p == NULL)
         return fail(ps, MAE_EINVAL);
-    }
-    if (*p == '.') {
-        p++;
-        if (!is_digit(*p))
-            return fail(ps, MAE_EINVAL);
-        while (is_digit(*p))
-            p++;
-    }
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        if (*p == '+' || *p == '-')
-            p++;
-        if (!is_digit(*p))
-            return fail(ps, MAE_EINVAL);
-        while (is_digit(*p))
-            p++;
-    }
     jval *v = jnew(J_NUM);
     if (v == NULL)
         return fail(ps, MAE_ENOMEM);

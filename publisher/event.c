@@ -107,12 +107,44 @@ void mae__ev_envelope(mae__buf *b, const char *event_type, int64_t internal_id,
 
 /* ---- the ten event types ---------------------------------------------------- */
 
+/* The key of a data member with what precedes it: FIRST opens the data
+ * object, NEXT follows a member. */
+#define FIRST(k) LIT("{\"" k "\":")
+#define NEXT(k) LIT(",\"" k "\":")
+
+/* One data member each: key (from FIRST or NEXT) and value. A text is a
+ * caller's free-form message, cut to MAE_EVENT_TEXT_MAX code points; a str
+ * is written whole. Static, so each builder inlines them to the same writes
+ * it would spell out. */
+static void field_str(mae__buf *b, const char *key, size_t n, const char *s)
+{
+    mae__buf_put(b, key, n);
+    mae__json_str(b, s, 0);
+}
+
+static void field_text(mae__buf *b, const char *key, size_t n, const char *s)
+{
+    mae__buf_put(b, key, n);
+    mae__json_str(b, s, MAE_EVENT_TEXT_MAX);
+}
+
+static void field_i64(mae__buf *b, const char *key, size_t n, int64_t v)
+{
+    mae__buf_put(b, key, n);
+    mae__json_i64(b, v);
+}
+
+static void field_epoch(mae__buf *b, const char *key, size_t n, double t)
+{
+    mae__buf_put(b, key, n);
+    mae__json_epoch(b, t);
+}
+
 void mae__ev_email_synced(mae__buf *b, int64_t id, const char *notion_page_id,
                           const char *source)
 {
     open_line(b, TYPE("email.synced"), id);
-    mae__buf_put(b, LIT("{\"notion_page_id\":"));
-    mae__json_str(b, notion_page_id, 0);
+    field_str(b, FIRST("notion_page_id"), notion_page_id);
     if (source) {
         mae__buf_putc(b, '}');
         close_line_str(b, source);
@@ -125,24 +157,18 @@ void mae__ev_email_failed(mae__buf *b, int64_t id, const char *status, int64_t r
                           double next_retry_at, const char *error)
 {
     open_line(b, TYPE("email.failed"), id);
-    mae__buf_put(b, LIT("{\"status\":"));
-    mae__json_str(b, status, 0);
-    mae__buf_put(b, LIT(",\"retry_count\":"));
-    mae__json_i64(b, retry_count);
-    mae__buf_put(b, LIT(",\"next_retry_at\":"));
-    mae__json_epoch(b, next_retry_at);
-    mae__buf_put(b, LIT(",\"error\":"));
-    mae__json_str(b, error, MAE_EVENT_TEXT_MAX);
+    field_str(b, FIRST("status"), status);
+    field_i64(b, NEXT("retry_count"), retry_count);
+    field_epoch(b, NEXT("next_retry_at"), next_retry_at);
+    field_text(b, NEXT("error"), error);
     mae__buf_put(b, FIXED_SOURCE("sync_store"));
 }
 
 void mae__ev_email_dead_letter(mae__buf *b, int64_t id, int64_t retry_count, const char *error)
 {
     open_line(b, TYPE("email.dead_letter"), id);
-    mae__buf_put(b, LIT("{\"retry_count\":"));
-    mae__json_i64(b, retry_count);
-    mae__buf_put(b, LIT(",\"error\":"));
-    mae__json_str(b, error, MAE_EVENT_TEXT_MAX);
+    field_i64(b, FIRST("retry_count"), retry_count);
+    field_text(b, NEXT("error"), error);
     mae__buf_put(b, FIXED_SOURCE("sync_store"));
 }
 
@@ -150,22 +176,17 @@ void mae__ev_outbox_enqueued(mae__buf *b, int64_t id, int64_t outbox_id, const c
                              const char *target, const char *intent_source)
 {
     open_line(b, TYPE("outbox.enqueued"), id);
-    mae__buf_put(b, LIT("{\"outbox_id\":"));
-    mae__json_i64(b, outbox_id);
-    mae__buf_put(b, LIT(",\"op_type\":"));
-    mae__json_str(b, op_type, 0);
-    mae__buf_put(b, LIT(",\"target\":"));
-    mae__json_str(b, target, 0);
-    mae__buf_put(b, LIT(",\"source\":"));
-    mae__json_str(b, intent_source, 0);
+    field_i64(b, FIRST("outbox_id"), outbox_id);
+    field_str(b, NEXT("op_type"), op_type);
+    field_str(b, NEXT("target"), target);
+    field_str(b, NEXT("source"), intent_source);
     mae__buf_put(b, FIXED_SOURCE("outbox"));
 }
 
 void mae__ev_outbox_done(mae__buf *b, int64_t id, int64_t outbox_id)
 {
     open_line(b, TYPE("outbox.done"), id);
-    mae__buf_put(b, LIT("{\"outbox_id\":"));
-    mae__json_i64(b, outbox_id);
+    field_i64(b, FIRST("outbox_id"), outbox_id);
     mae__buf_put(b, FIXED_SOURCE("outbox"));
 }
 
@@ -173,14 +194,10 @@ void mae__ev_outbox_failed(mae__buf *b, int64_t id, int64_t outbox_id, int64_t a
                            const char *last_error, double next_retry_at)
 {
     open_line(b, TYPE("outbox.failed"), id);
-    mae__buf_put(b, LIT("{\"outbox_id\":"));
-    mae__json_i64(b, outbox_id);
-    mae__buf_put(b, LIT(",\"attempts\":"));
-    mae__json_i64(b, attempts);
-    mae__buf_put(b, LIT(",\"last_error\":"));
-    mae__json_str(b, last_error, MAE_EVENT_TEXT_MAX);
-    mae__buf_put(b, LIT(",\"next_retry_at\":"));
-    mae__json_epoch(b, next_retry_at);
+    field_i64(b, FIRST("outbox_id"), outbox_id);
+    field_i64(b, NEXT("attempts"), attempts);
+    field_text(b, NEXT("last_error"), last_error);
+    field_epoch(b, NEXT("next_retry_at"), next_retry_at);
     mae__buf_put(b, FIXED_SOURCE("outbox"));
 }
 
@@ -188,12 +205,9 @@ void mae__ev_outbox_dead_letter(mae__buf *b, int64_t id, int64_t outbox_id, int6
                                 const char *last_error)
 {
     open_line(b, TYPE("outbox.dead_letter"), id);
-    mae__buf_put(b, LIT("{\"outbox_id\":"));
-    mae__json_i64(b, outbox_id);
-    mae__buf_put(b, LIT(",\"attempts\":"));
-    mae__json_i64(b, attempts);
-    mae__buf_put(b, LIT(",\"last_error\":"));
-    mae__json_str(b, last_error, MAE_EVENT_TEXT_MAX);
+    field_i64(b, FIRST("outbox_id"), outbox_id);
+    field_i64(b, NEXT("attempts"), attempts);
+    field_text(b, NEXT("last_error"), last_error);
     mae__buf_put(b, FIXED_SOURCE("outbox"));
 }
 
@@ -201,14 +215,10 @@ void mae__ev_llm_success(mae__buf *b, int64_t id, const char *model, int64_t inp
                          int64_t output_tokens, int64_t latency_ms)
 {
     open_line(b, TYPE("llm.success"), id);
-    mae__buf_put(b, LIT("{\"model\":"));
-    mae__json_str(b, model, 0);
-    mae__buf_put(b, LIT(",\"input_tokens\":"));
-    mae__json_i64(b, input_tokens);
-    mae__buf_put(b, LIT(",\"output_tokens\":"));
-    mae__json_i64(b, output_tokens);
-    mae__buf_put(b, LIT(",\"latency_ms\":"));
-    mae__json_i64(b, latency_ms);
+    field_str(b, FIRST("model"), model);
+    field_i64(b, NEXT("input_tokens"), input_tokens);
+    field_i64(b, NEXT("output_tokens"), output_tokens);
+    field_i64(b, NEXT("latency_ms"), latency_ms);
     mae__buf_put(b, FIXED_SOURCE("llm_agent"));
 }
 
@@ -216,22 +226,17 @@ void mae__ev_llm_failed(mae__buf *b, int64_t id, int64_t retry_count, double nex
                         const char *error)
 {
     open_line(b, TYPE("llm.failed"), id);
-    mae__buf_put(b, LIT("{\"retry_count\":"));
-    mae__json_i64(b, retry_count);
-    mae__buf_put(b, LIT(",\"next_retry_at\":"));
-    mae__json_epoch(b, next_retry_at);
-    mae__buf_put(b, LIT(",\"error\":"));
-    mae__json_str(b, error, MAE_EVENT_TEXT_MAX);
+    field_i64(b, FIRST("retry_count"), retry_count);
+    field_epoch(b, NEXT("next_retry_at"), next_retry_at);
+    field_text(b, NEXT("error"), error);
     mae__buf_put(b, FIXED_SOURCE("llm_agent"));
 }
 
 void mae__ev_llm_gave_up(mae__buf *b, int64_t id, int64_t retry_count, const char *error)
 {
     open_line(b, TYPE("llm.gave_up"), id);
-    mae__buf_put(b, LIT("{\"retry_count\":"));
-    mae__json_i64(b, retry_count);
-    mae__buf_put(b, LIT(",\"error\":"));
-    mae__json_str(b, error, MAE_EVENT_TEXT_MAX);
+    field_i64(b, FIRST("retry_count"), retry_count);
+    field_text(b, NEXT("error"), error);
     mae__buf_put(b, FIXED_SOURCE("llm_agent"));
 }
 
@@ -255,13 +260,21 @@ static mae__buf line_buf(size_t texts)
     return b;
 }
 
-static bool skipped(mae_publisher *p)
+/* Whether a call goes on to build its line. A publisher that is not live
+ * counts the call with an empty buffer; a call missing a required argument
+ * (valid false, checked only on a live publisher) is counted as invalid. */
+static bool ready(mae_publisher *p, bool valid)
 {
-    if (mae__publisher_live(p))
+    if (!mae__publisher_live(p)) {
+        mae__buf none;
+        mae__buf_init(&none);
+        mae__publisher_enqueue(p, &none);
         return false;
-    mae__buf none;
-    mae__buf_init(&none);
-    mae__publisher_enqueue(p, &none);
+    }
+    if (!valid) {
+        mae__publisher_drop_invalid(p);
+        return false;
+    }
     return true;
 }
 
@@ -269,12 +282,8 @@ void mae_safe_publish(mae_publisher *p, const char *event_type, int64_t internal
                       const char *data_json, const char *source)
 {
     mae__buf b;
-    if (skipped(p))
+    if (!ready(p, event_type && event_type[0] && source && source[0]))
         return;
-    if (!event_type || !event_type[0] || !source || !source[0]) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
     b = line_buf(EST(event_type) + EST(data_json) + EST(source));
     open_line_str(&b, event_type, internal_id);
     if (!data_json) {
@@ -288,148 +297,84 @@ void mae_safe_publish(mae_publisher *p, const char *event_type, int64_t internal
     mae__publisher_enqueue(p, &b);
 }
 
+/* The whole of a typed call: ready, a buffer sized for its texts, the line
+ * built by mae__ev_<build>, queued. A macro rather than a function taking
+ * the builder, so each call stays a direct call with nothing added. */
+#define PUBLISH(p, valid, texts, build, ...)                                                \
+    do {                                                                                   \
+        mae__buf b_;                                                                       \
+        if (!ready((p), (valid)))                                                          \
+            return;                                                                        \
+        b_ = line_buf(texts);                                                              \
+        mae__ev_##build(&b_, __VA_ARGS__);                                                 \
+        mae__publisher_enqueue((p), &b_);                                                  \
+    } while (0)
+
 void mae_publish_email_synced(mae_publisher *p, int64_t internal_id, const char *notion_page_id,
                               const char *source)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    if (!notion_page_id || (source && !source[0])) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    b = line_buf(EST(notion_page_id) + EST(source));
-    mae__ev_email_synced(&b, internal_id, notion_page_id, source);
-    mae__publisher_enqueue(p, &b);
+    /* source NULL means the default "sync_store"; an empty one is refused. */
+    PUBLISH(p, notion_page_id != NULL && !(source && !source[0]),
+            EST(notion_page_id) + EST(source), email_synced, internal_id, notion_page_id, source);
 }
 
 void mae_publish_email_failed(mae_publisher *p, int64_t internal_id, const char *status,
                               int64_t retry_count, double next_retry_at, const char *error)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    if (!status || !error) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    b = line_buf(EST(status) + EST(error));
-    mae__ev_email_failed(&b, internal_id, status, retry_count, next_retry_at, error);
-    mae__publisher_enqueue(p, &b);
+    PUBLISH(p, status != NULL && error != NULL, EST(status) + EST(error), email_failed,
+            internal_id, status, retry_count, next_retry_at, error);
 }
 
 void mae_publish_email_dead_letter(mae_publisher *p, int64_t internal_id, int64_t retry_count,
                                    const char *error)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    if (!error) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    b = line_buf(EST(error));
-    mae__ev_email_dead_letter(&b, internal_id, retry_count, error);
-    mae__publisher_enqueue(p, &b);
+    PUBLISH(p, error != NULL, EST(error), email_dead_letter, internal_id, retry_count, error);
 }
 
 void mae_publish_outbox_enqueued(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
                                  const char *op_type, const char *target,
                                  const char *intent_source)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    if (!op_type || !target) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    b = line_buf(EST(op_type) + EST(target) + EST(intent_source));
-    mae__ev_outbox_enqueued(&b, internal_id, outbox_id, op_type, target, intent_source);
-    mae__publisher_enqueue(p, &b);
+    PUBLISH(p, op_type != NULL && target != NULL,
+            EST(op_type) + EST(target) + EST(intent_source), outbox_enqueued, internal_id,
+            outbox_id, op_type, target, intent_source);
 }
 
 void mae_publish_outbox_done(mae_publisher *p, int64_t internal_id, int64_t outbox_id)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    b = line_buf(0);
-    mae__ev_outbox_done(&b, internal_id, outbox_id);
-    mae__publisher_enqueue(p, &b);
+    PUBLISH(p, true, 0, outbox_done, internal_id, outbox_id);
 }
 
 void mae_publish_outbox_failed(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
                                int64_t attempts, const char *last_error, double next_retry_at)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    if (!last_error) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    b = line_buf(EST(last_error));
-    mae__ev_outbox_failed(&b, internal_id, outbox_id, attempts, last_error, next_retry_at);
-    mae__publisher_enqueue(p, &b);
+    PUBLISH(p, last_error != NULL, EST(last_error), outbox_failed, internal_id, outbox_id,
+            attempts, last_error, next_retry_at);
 }
 
 void mae_publish_outbox_dead_letter(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
                                     int64_t attempts, const char *last_error)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    if (!last_error) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    b = line_buf(EST(last_error));
-    mae__ev_outbox_dead_letter(&b, internal_id, outbox_id, attempts, last_error);
-    mae__publisher_enqueue(p, &b);
+    PUBLISH(p, last_error != NULL, EST(last_error), outbox_dead_letter, internal_id, outbox_id,
+            attempts, last_error);
 }
 
 void mae_publish_llm_success(mae_publisher *p, int64_t internal_id, const char *model,
                              int64_t input_tokens, int64_t output_tokens, int64_t latency_ms)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    if (!model) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    b = line_buf(EST(model));
-    mae__ev_llm_success(&b, internal_id, model, input_tokens, output_tokens, latency_ms);
-    mae__publisher_enqueue(p, &b);
+    PUBLISH(p, model != NULL, EST(model), llm_success, internal_id, model, input_tokens,
+            output_tokens, latency_ms);
 }
 
 void mae_publish_llm_failed(mae_publisher *p, int64_t internal_id, int64_t retry_count,
                             double next_retry_at, const char *error)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    if (!error) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    b = line_buf(EST(error));
-    mae__ev_llm_failed(&b, internal_id, retry_count, next_retry_at, error);
-    mae__publisher_enqueue(p, &b);
+    PUBLISH(p, error != NULL, EST(error), llm_failed, internal_id, retry_count, next_retry_at,
+            error);
 }
 
 void mae_publish_llm_gave_up(mae_publisher *p, int64_t internal_id, int64_t retry_count,
                              const char *error)
 {
-    mae__buf b;
-    if (skipped(p))
-        return;
-    if (!error) {
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    b = line_buf(EST(error));
-    mae__ev_llm_gave_up(&b, internal_id, retry_count, error);
-    mae__publisher_enqueue(p, &b);
+    PUBLISH(p, error != NULL, EST(error), llm_gave_up, internal_id, retry_count, error);
 }

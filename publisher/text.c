@@ -347,22 +347,21 @@ static const unsigned char *skip_ws(const unsigned char *p)
     return p;
 }
 
-static int hexval(unsigned char c)
+int mae__hex_digit(unsigned char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
-    c |= 0x20;
+    c |= 0x20; /* folds 'A'-'F' onto 'a'-'f' and no other byte onto them */
     if (c >= 'a' && c <= 'f')
         return c - 'a' + 10;
     return -1;
 }
 
-/* Reads four hex digits; stops at the first non-hex byte (so at a NUL). */
-static bool hex4(const unsigned char *p, unsigned *v)
+bool mae__hex4(const unsigned char *p, unsigned *v)
 {
     unsigned x = 0;
     for (int i = 0; i < 4; i++) {
-        int d = hexval(p[i]);
+        int d = mae__hex_digit(p[i]);
         if (d < 0)
             return false;
         x = x << 4 | (unsigned)d;
@@ -412,13 +411,13 @@ static const unsigned char *copy_string(mae__buf *b, const unsigned char *p,
             run = p += 2;
             continue;
         case 'u':
-            if (!hex4(p + 2, &v))
+            if (!mae__hex4(p + 2, &v))
                 return NULL;
             if (v < 0xD800 || v > 0xDFFF) {
                 p += 6;
                 continue;
             }
-            if (v <= 0xDBFF && p[6] == '\\' && p[7] == 'u' && hex4(p + 8, &w) &&
+            if (v <= 0xDBFF && p[6] == '\\' && p[7] == 'u' && mae__hex4(p + 8, &w) &&
                 w >= 0xDC00 && w <= 0xDFFF) {
                 p += 12;
                 continue;
@@ -438,10 +437,8 @@ static bool is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
-/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? copied as written. */
-static const unsigned char *copy_number(mae__buf *b, const unsigned char *p)
+const unsigned char *mae__json_number_end(const unsigned char *p)
 {
-    const unsigned char *s = p;
     if (*p == '-')
         p++;
     if (*p == '0')
@@ -466,8 +463,16 @@ static const unsigned char *copy_number(mae__buf *b, const unsigned char *p)
         while (is_digit(*p))
             p++;
     }
-    mae__buf_put(b, (const char *)s, (size_t)(p - s));
     return p;
+}
+
+/* A number copied as written. */
+static const unsigned char *copy_number(mae__buf *b, const unsigned char *p)
+{
+    const unsigned char *end = mae__json_number_end(p);
+    if (end)
+        mae__buf_put(b, (const char *)p, (size_t)(end - p));
+    return end;
 }
 
 static const unsigned char *copy_word(mae__buf *b, const unsigned char *p, const char *word,

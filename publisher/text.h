@@ -1,7 +1,8 @@
 /* Internal: a growable byte buffer and the JSON text writers built on it
  * (strings with UTF-8 repair and code-point cuts, integers, epoch times,
- * validation and compaction of caller-supplied JSON objects). Used by the
- * envelope encoder and by the stores. Never installed. */
+ * validation and compaction of caller-supplied JSON objects, and the hex
+ * and number pieces of the JSON grammar). Used by the envelope encoder, the
+ * URL parser and the stores. Never installed. */
 #ifndef MAE_TEXT_H
 #define MAE_TEXT_H
 
@@ -46,6 +47,18 @@ void mae__json_epoch(mae__buf *b, double t);
  * object or not valid JSON. */
 #define MAE_JSON_MAX_DEPTH 256
 int mae__json_compact_object(mae__buf *b, const char *json);
+
+/* Pieces of the JSON grammar, shared with the outbox's payload parser and
+ * the URL parser. Each stops at the first byte that does not fit, so none
+ * reads past a terminating NUL. */
+/* The value of the hex digit c (either case), or -1. */
+int mae__hex_digit(unsigned char c);
+/* Reads the four hex digits of a \u escape at p into *v; false (*v
+ * untouched) when one of them is not a hex digit. */
+bool mae__hex4(const unsigned char *p, unsigned *v);
+/* The end of the number -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? that
+ * starts at p, or NULL when none does. */
+const unsigned char *mae__json_number_end(const unsigned char *p);
 
 /* Copies s into a new string repaired to valid UTF-8 and cut to max_cp
  * code points (0 = no cut). NULL when s is NULL or out of memory (*oom set). */

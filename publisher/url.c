@@ -38,17 +38,6 @@ static int clip(size_t n)
     return n > PIECE ? PIECE : (int)n;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool is_digit(char c)
 {
     return c >= '0' && c <= '9';
@@ -68,8 +57,8 @@ static int decode(const char *s, size_t n, const char *what, bool secret, char *
             d[j++] = s[i];
             continue;
         }
-        int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
-        int lo = hi >= 0 && i + 2 < n ? hexval(s[i + 2]) : -1;
+        int hi = i + 1 < n ? mae__hex_digit((unsigned char)s[i + 1]) : -1;
+        int lo = hi >= 0 && i + 2 < n ? mae__hex_digit((unsigned char)s[i + 2]) : -1;
         if (lo < 0) {
             free(d);
             if (secret)
