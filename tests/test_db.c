@@ -15,69 +15,31 @@
 #include <cmocka.h>
 
 #include "capture.h"
+#include "testutil.h"
 #include "store/db_internal.h"
 
-#define T0 1716096000.0
+#define T0 TU_T0
 
-static int counter;
-
-static double fixed_clock(void *user)
-{
-    (void)user;
-    return T0;
-}
-
-typedef struct fx {
-    char path[256];
-    mae_publisher *pub;
-    mae_db *db;
-} fx;
-
-static void remove_db(const char *path)
-{
-    char p[300];
-    unlink(path);
-    snprintf(p, sizeof p, "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", path);
-    unlink(p);
-}
-
-static void config(fx *f, mae_db_config *cfg)
-{
-    mae_db_config_init(cfg);
-    cfg->path = f->path;
-    cfg->publisher = f->pub;
-    cfg->clock = fixed_clock;
-}
+typedef tu_db fx;
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->path, sizeof f->path, "%s/db-%d-%d.db", MAE_TEST_TMPDIR, (int)getpid(),
-             counter++);
-    remove_db(f->path);
-    f->pub = cap_open();
-    *state = f;
+    *state = tu_db_new("db");
     return 0;
 }
 
 static int teardown(void **state)
 {
     fx *f = *state;
-    mae_db_close(f->db);
-    mae_publisher_close(f->pub, 5000);
-    chmod(f->path, 0644);
-    remove_db(f->path);
-    free(f);
+    chmod(f->path, 0644); /* a test may have made it read-only */
+    tu_db_free(f);
     return 0;
 }
 
 static void open_db(fx *f)
 {
     mae_db_config cfg;
-    config(f, &cfg);
+    tu_db_config(&cfg, f->path, f->pub, &tu_t0);
     assert_int_equal(mae_db_open(&cfg, &f->db), MAE_OK);
 }
 
@@ -170,7 +132,7 @@ static void test_open_creates_schema(void **state)
     /* A configured busy timeout. */
     mae_db_close(f->db);
     mae_db_config cfg;
-    config(f, &cfg);
+    tu_db_config(&cfg, f->path, f->pub, &tu_t0);
     cfg.busy_timeout_ms = 1234;
     assert_int_equal(mae_db_open(&cfg, &f->db), MAE_OK);
     assert_int_equal(q_int(mae_db_sqlite(f->db), "PRAGMA busy_timeout"), 1234);
@@ -201,10 +163,11 @@ static void test_open_invalid_args(void **state)
     fx *f = *state;
     mae_db_config cfg;
     char err[256];
-    mae_db *db = (mae_db *)&counter; /* must stay untouched */
+    static int sentinel;
+    mae_db *db = (mae_db *)&sentinel; /* must stay untouched */
 
     assert_int_equal(mae_db_open(NULL, &db), MAE_EINVAL);
-    config(f, &cfg);
+    tu_db_config(&cfg, f->path, f->pub, &tu_t0);
     cfg.error_buf = err;
     cfg.error_buf_size = sizeof err;
     assert_int_equal(mae_db_open(&cfg, NULL), MAE_EINVAL);
@@ -213,7 +176,7 @@ static void test_open_invalid_args(void **state)
     assert_non_null(strstr(err, "path"));
     cfg.path = "";
     assert_int_equal(mae_db_open(&cfg, &db), MAE_EINVAL);
-    config(f, &cfg);
+    tu_db_config(&cfg, f->path, f->pub, &tu_t0);
     cfg.error_buf = err;
     cfg.error_buf_size = sizeof err;
     cfg.email_max_retries = 0;
@@ -221,7 +184,7 @@ static void test_open_invalid_args(void **state)
     cfg.email_max_retries = 5;
     cfg.busy_timeout_ms = -1;
     assert_int_equal(mae_db_open(&cfg, &db), MAE_EINVAL);
-    assert_ptr_equal(db, (mae_db *)&counter);
+    assert_ptr_equal(db, (mae_db *)&sentinel);
     mae_db_config_init(NULL); /* no crash */
 }
 
@@ -362,7 +325,7 @@ static void test_read_only(void **state)
     cap_clear(f->pub);
 
     mae_db_config cfg;
-    config(f, &cfg);
+    tu_db_config(&cfg, f->path, f->pub, &tu_t0);
     cfg.read_only = true;
     assert_int_equal(mae_db_open(&cfg, &f->db), MAE_OK);
     mae_email_row *r = NULL;
@@ -395,7 +358,7 @@ static void test_read_only(void **state)
      * when not root. */
     if (geteuid() != 0) {
         assert_int_equal(chmod(f->path, 0444), 0);
-        config(f, &cfg);
+        tu_db_config(&cfg, f->path, f->pub, &tu_t0);
         int rc = mae_db_open(&cfg, &db);
         if (rc == MAE_OK) {
             assert_int_equal(mae_sync_store_mark_synced(db, 1, "p", NULL, NULL), MAE_EDB);
@@ -417,7 +380,7 @@ static void test_missing_directory(void **state)
     mae_db_config cfg;
     mae_db *db = NULL;
     snprintf(path, sizeof path, "%s/no-such-dir-%d/x.db", MAE_TEST_TMPDIR, (int)getpid());
-    config(f, &cfg);
+    tu_db_config(&cfg, f->path, f->pub, &tu_t0);
     cfg.path = path;
     cfg.error_buf = err;
     cfg.error_buf_size = sizeof err;
@@ -440,7 +403,7 @@ static void test_garbage_and_corrupt_files(void **state)
     for (int i = 0; i < 8192; i++)
         fputc((i * 7919 + 13) & 0xff, fp);
     fclose(fp);
-    config(f, &cfg);
+    tu_db_config(&cfg, f->path, f->pub, &tu_t0);
     cfg.error_buf = err;
     cfg.error_buf_size = sizeof err;
     assert_int_equal(mae_db_open(&cfg, &db), MAE_EDB);
@@ -448,7 +411,7 @@ static void test_garbage_and_corrupt_files(void **state)
     assert_non_null(strstr(err, "not an SQLite database"));
 
     /* A database whose pages were overwritten after the header. */
-    remove_db(f->path);
+    tu_remove_db(f->path);
     open_db(f);
     add_mail(f->db, 1);
     mae_db_close(f->db);
@@ -518,7 +481,7 @@ static void test_locked_past_busy_timeout(void **state)
 {
     fx *f = *state;
     mae_db_config cfg;
-    config(f, &cfg);
+    tu_db_config(&cfg, f->path, f->pub, &tu_t0);
     cfg.busy_timeout_ms = 100;
     assert_int_equal(mae_db_open(&cfg, &f->db), MAE_OK);
     add_mail(f->db, 1);

@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 
 #include "capture.h"
+#include "testutil.h"
 
 #define SQLI "'); DROP TABLE email_outbox; --"
 
@@ -192,12 +193,6 @@ static const struct {
 #undef ROW
 };
 
-static double fixed_clock(void *user)
-{
-    (void)user;
-    return 1716096000.0;
-}
-
 /* Every row of the three tables, as text: a write shows up as a change. */
 static int append_row(void *user, int n, char **vals, char **names)
 {
@@ -227,18 +222,12 @@ static char *fingerprint(ctx *c)
 
 static int setup(void **state)
 {
-    static int counter;
     ctx *c = calloc(1, sizeof *c);
     assert_non_null(c);
-    snprintf(c->path, sizeof c->path, "%s/hostile-%d-%d.db", MAE_TEST_TMPDIR, (int)getpid(),
-             counter++);
-    unlink(c->path);
+    tu_db_path(c->path, sizeof c->path, "hostile");
     c->pub = cap_open();
     mae_db_config cfg;
-    mae_db_config_init(&cfg);
-    cfg.path = c->path;
-    cfg.publisher = c->pub;
-    cfg.clock = fixed_clock;
+    tu_db_config(&cfg, c->path, c->pub, &tu_t0);
     assert_int_equal(mae_db_open(&cfg, &c->db), MAE_OK);
     mae_email m = {.internal_id = 7, .message_id = "<m7@example.com>"};
     assert_int_equal(mae_sync_store_upsert(c->db, &m), MAE_OK);
@@ -271,12 +260,7 @@ static int teardown(void **state)
     ctx *c = *state;
     mae_db_close(c->db);
     mae_publisher_close(c->pub, 2000);
-    char p[300];
-    unlink(c->path);
-    snprintf(p, sizeof p, "%s-wal", c->path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", c->path);
-    unlink(p);
+    tu_remove_db(c->path);
     free(c->big);
     free(c->deep);
     free(c);

@@ -19,6 +19,7 @@
 #include <mailagent/events.h>
 
 #include "redis_harness.h"
+#include "testutil.h"
 #include "tests/cli/cli_run.h"
 
 #ifndef MAE_TEST_TMPDIR
@@ -34,12 +35,6 @@ typedef struct fixture {
     char db_env[320];
     char redis_env[160];
 } fixture;
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static mae_db *open_db(const char *path, mae_publisher *pub)
 {
@@ -117,7 +112,7 @@ static void wait_subscribers(fixture *f, const char *channel, long long n, int t
     while (numsub(f, channel) < n) {
         if (cli_now() > end)
             fail_msg("%s never had %lld subscribers", channel, n);
-        sleep_ms(20);
+        tu_sleep_ms(20);
     }
 }
 
@@ -296,7 +291,7 @@ static void test_tail_survives_restart(void **state)
     assert_int_equal(cli_lines(p.out), 1);
 
     mtr_kill(&f->redis);
-    sleep_ms(300);
+    tu_sleep_ms(300);
     assert_int_equal(mtr_restart(&f->redis), 0);
     wait_subscribers(f, CHANNEL, 1, 20000);
 
@@ -332,7 +327,7 @@ static void test_tail_stops_on_signals(void **state)
         /* Gone from the channel. */
         double end = cli_now() + 5;
         while (numsub(f, CHANNEL) != 0 && cli_now() < end)
-            sleep_ms(20);
+            tu_sleep_ms(20);
         assert_int_equal(numsub(f, CHANNEL), 0);
     }
 }

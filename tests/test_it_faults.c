@@ -18,25 +18,13 @@
 #include <mailagent/events.h>
 
 #include "redis_harness.h"
+#include "testutil.h"
 
 #define CHANNEL "mailagent:events:v1"
 /* "Never held up": far below the 1 s I/O timeout a blocking publisher
  * would pay per call under these faults, loose enough for sanitizers. The
  * benchmark measures the real figures. */
 #define HELD_UP_BOUND_S 0.25
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 typedef struct writer {
     mae_db *db;
@@ -52,7 +40,7 @@ typedef struct writer {
 
 static void timed(writer *w, int rc, double t0)
 {
-    double dt = now_s() - t0;
+    double dt = tu_now_s() - t0;
     pthread_mutex_lock(&w->mu);
     if (dt > w->worst)
         w->worst = dt;
@@ -77,21 +65,21 @@ static void *writer_main(void *arg)
             break;
         snprintf(msgid, sizeof msgid, "<fault-%lld@example.com>", (long long)id);
         mae_email m = {.internal_id = id, .message_id = msgid, .subject = "fault"};
-        double t0 = now_s();
+        double t0 = tu_now_s();
         timed(w, mae_sync_store_upsert(w->db, &m), t0);
-        t0 = now_s();
+        t0 = tu_now_s();
         timed(w, mae_sync_store_mark_synced(w->db, id, "page", NULL, MAE_SOURCE_NEW_WATCHER), t0);
         int64_t oid = 0;
-        t0 = now_s();
+        t0 = tu_now_s();
         timed(w, mae_outbox_enqueue(w->db, id, "flag", "notion", "{\"flagged\":true}", "cli",
                                     &oid, NULL),
               t0);
-        t0 = now_s();
+        t0 = tu_now_s();
         timed(w, mae_outbox_mark_done(w->db, oid), t0);
         pthread_mutex_lock(&w->mu);
         w->next_id++;
         pthread_mutex_unlock(&w->mu);
-        sleep_ms(5);
+        tu_sleep_ms(5);
     }
     return NULL;
 }
@@ -106,7 +94,6 @@ typedef struct scenario {
 
 static void start(scenario *s, const char *url)
 {
-    static int counter;
     mae_publisher_config pc;
     mae_publisher_config_init(&pc);
     pc.redis_url = url;
@@ -116,13 +103,9 @@ static void start(scenario *s, const char *url)
     pc.backoff_max_ms = 300; /* so events resume within a second of recovery */
     assert_int_equal(mae_publisher_open(&pc, &s->pub), MAE_OK);
 
-    snprintf(s->dbpath, sizeof s->dbpath, "%s/faults-%d-%d.db", MAE_TEST_TMPDIR, (int)getpid(),
-             counter++);
-    unlink(s->dbpath);
+    tu_db_path(s->dbpath, sizeof s->dbpath, "faults");
     mae_db_config dc;
-    mae_db_config_init(&dc);
-    dc.path = s->dbpath;
-    dc.publisher = s->pub;
+    tu_db_config(&dc, s->dbpath, s->pub, NULL);
     memset(&s->w, 0, sizeof s->w);
     assert_int_equal(mae_db_open(&dc, &s->w.db), MAE_OK);
     s->w.pub = s->pub;
@@ -163,9 +146,7 @@ static void finish(scenario *s)
     mae_publisher_stats_get(s->pub, &st);
     /* synced, enqueued, done per mail, and the recovery markers */
     assert_int_equal(st.calls, (uint64_t)mails * 3 + s->markers);
-    assert_int_equal(st.calls, st.enqueued + st.dropped_queue_full + st.dropped_disabled +
-                                   st.dropped_invalid);
-    assert_int_equal(st.enqueued, st.published + st.dropped_send_error + st.queued + st.in_flight);
+    tu_assert_counters_add_up(s->pub);
     mae_db_close(s->w.db);
     pthread_mutex_destroy(&s->w.mu);
 }
@@ -174,12 +155,7 @@ static void cleanup(scenario *s)
 {
     mae_publisher_close(s->pub, 500);
     mtr_cleanup(&s->redis);
-    char p[300];
-    unlink(s->dbpath);
-    snprintf(p, sizeof p, "%s-wal", s->dbpath);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", s->dbpath);
-    unlink(p);
+    tu_remove_db(s->dbpath);
 }
 
 /* After recovery, a fresh event reaches a subscriber within a second. */
@@ -187,10 +163,10 @@ static void assert_events_resume(scenario *s)
 {
     mtr_sub *sub = mtr_subscribe(&s->redis, CHANNEL);
     assert_non_null(sub);
-    double t0 = now_s();
+    double t0 = tu_now_s();
     bool seen = false;
     size_t checked = 0;
-    while (!seen && now_s() - t0 < 1.0) {
+    while (!seen && tu_now_s() - t0 < 1.0) {
         mae_safe_publish(s->pub, "test.marker", MAE_NO_ID, NULL, "test");
         s->markers++;
         size_t n = mtr_sub_wait(sub, checked + 1, 50);
@@ -219,9 +195,9 @@ static void test_absent_then_up(void **state)
     memset(&s, 0, sizeof s);
     assert_int_equal(mtr_reserve_port(&s.redis), 0);
     start(&s, s.redis.url);
-    sleep_ms(1000);
+    tu_sleep_ms(1000);
     assert_int_equal(mtr_restart(&s.redis), 0);
-    sleep_ms(300);
+    tu_sleep_ms(300);
     assert_events_resume(&s);
     finish(&s);
     cleanup(&s);
@@ -234,9 +210,9 @@ static void test_killed_and_restarted(void **state)
     memset(&s, 0, sizeof s);
     assert_int_equal(mtr_start(&s.redis, NULL), 0);
     start(&s, s.redis.url);
-    sleep_ms(300);
+    tu_sleep_ms(300);
     mtr_kill(&s.redis);
-    sleep_ms(1000);
+    tu_sleep_ms(1000);
     assert_int_equal(mtr_restart(&s.redis), 0);
     assert_events_resume(&s);
     finish(&s);
@@ -250,9 +226,9 @@ static void test_hung_for_five_seconds(void **state)
     memset(&s, 0, sizeof s);
     assert_int_equal(mtr_start(&s.redis, NULL), 0);
     start(&s, s.redis.url);
-    sleep_ms(300);
+    tu_sleep_ms(300);
     mtr_pause(&s.redis);
-    sleep_ms(5000);
+    tu_sleep_ms(5000);
     mtr_resume(&s.redis);
     assert_events_resume(&s);
     finish(&s);
@@ -267,7 +243,7 @@ static void test_client_kill(void **state)
     assert_int_equal(mtr_start(&s.redis, NULL), 0);
     start(&s, s.redis.url);
     for (int i = 0; i < 5; i++) {
-        sleep_ms(200);
+        tu_sleep_ms(200);
         assert_int_equal(mtr_command(&s.redis, "CLIENT KILL TYPE normal"), 0);
     }
     assert_events_resume(&s);
@@ -282,9 +258,9 @@ static void test_client_pause(void **state)
     memset(&s, 0, sizeof s);
     assert_int_equal(mtr_start(&s.redis, NULL), 0);
     start(&s, s.redis.url);
-    sleep_ms(200);
+    tu_sleep_ms(200);
     assert_int_equal(mtr_command(&s.redis, "CLIENT PAUSE 1500"), 0);
-    sleep_ms(1700);
+    tu_sleep_ms(1700);
     assert_events_resume(&s);
     finish(&s);
     cleanup(&s);
@@ -304,7 +280,7 @@ static void test_wrong_or_missing_password(void **state)
         else
             snprintf(url, sizeof url, "redis://127.0.0.1:%d", s.redis.port);
         start(&s, url);
-        sleep_ms(800);
+        tu_sleep_ms(800);
         mae_publisher_stats st;
         mae_publisher_stats_get(s.pub, &st);
         assert_int_equal(st.published, 0);
@@ -315,12 +291,12 @@ static void test_wrong_or_missing_password(void **state)
         mtr_stop(&s.redis);
         snprintf(s.redis.extra, sizeof s.redis.extra, "%s", pw[i] ? "--requirepass wrong" : "");
         assert_int_equal(mtr_restart(&s.redis), 0);
-        double t0 = now_s();
-        while (now_s() - t0 < 1.0) {
+        double t0 = tu_now_s();
+        while (tu_now_s() - t0 < 1.0) {
             mae_publisher_stats_get(s.pub, &st);
             if (st.published > 0)
                 break;
-            sleep_ms(20);
+            tu_sleep_ms(20);
         }
         assert_true(st.published > 0);
         finish(&s);
@@ -337,19 +313,19 @@ static void test_maxclients_reached(void **state)
     mtr_sub *hog = mtr_subscribe(&s.redis, "other"); /* takes the only slot */
     assert_non_null(hog);
     start(&s, s.redis.url);
-    sleep_ms(800);
+    tu_sleep_ms(800);
     mae_publisher_stats st;
     mae_publisher_stats_get(s.pub, &st);
     assert_int_equal(st.published, 0);
     assert_true(st.connect_failures > 0);
     mtr_sub_close(hog); /* a slot frees up */
-    sleep_ms(400);
-    double t0 = now_s();
-    while (now_s() - t0 < 1.0) {
+    tu_sleep_ms(400);
+    double t0 = tu_now_s();
+    while (tu_now_s() - t0 < 1.0) {
         mae_publisher_stats_get(s.pub, &st);
         if (st.published > 0)
             break;
-        sleep_ms(20);
+        tu_sleep_ms(20);
     }
     assert_true(st.published > 0);
     finish(&s);
@@ -364,16 +340,16 @@ static void test_unresolvable_host_and_missing_socket(void **state)
         scenario s;
         memset(&s, 0, sizeof s);
         start(&s, urls[i]);
-        sleep_ms(800);
+        tu_sleep_ms(800);
         mae_publisher_stats st;
         mae_publisher_stats_get(s.pub, &st);
         assert_int_equal(st.published, 0);
         assert_false(st.connected);
         finish(&s);
-        double t0 = now_s();
+        double t0 = tu_now_s();
         mae_publisher_close(s.pub, 200);
         s.pub = NULL;
-        assert_true(now_s() - t0 < 0.2 + HELD_UP_BOUND_S);
+        assert_true(tu_now_s() - t0 < 0.2 + HELD_UP_BOUND_S);
         cleanup(&s);
     }
 }

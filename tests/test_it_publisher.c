@@ -16,21 +16,9 @@
 #include <mailagent/events.h>
 
 #include "redis_harness.h"
+#include "testutil.h"
 
 #define CHANNEL "mailagent:events:v1"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* The caller is "never held up": the slowest single call, over a bound far
  * below the 1-2 s a blocking design costs, and loose enough for sanitizers
@@ -59,22 +47,13 @@ static double publish_n(mae_publisher *p, int from, int n)
     char data[64];
     for (int i = from; i < from + n; i++) {
         snprintf(data, sizeof data, "{\"n\":%d}", i);
-        double t0 = now_s();
+        double t0 = tu_now_s();
         mae_safe_publish(p, "test.event", i, data, "test");
-        double dt = now_s() - t0;
+        double dt = tu_now_s() - t0;
         if (dt > worst)
             worst = dt;
     }
     return worst;
-}
-
-static void assert_adds_up(mae_publisher *p)
-{
-    mae_publisher_stats st;
-    mae_publisher_stats_get(p, &st);
-    assert_int_equal(st.calls, st.enqueued + st.dropped_queue_full + st.dropped_disabled +
-                                   st.dropped_invalid);
-    assert_int_equal(st.enqueued, st.published + st.dropped_send_error + st.queued + st.in_flight);
 }
 
 static int has_n(const char *msg, int n)
@@ -117,7 +96,7 @@ static void test_subscriber_gets_exactly_what_was_published(void **state)
     publish_n(p, 0, 5000);
     assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
     assert_int_equal(mtr_sub_wait(sub, 5011, 10000), 5011);
-    sleep_ms(100);
+    tu_sleep_ms(100);
     assert_int_equal(mtr_sub_count(sub), 5011); /* exactly, no duplicates */
 
     const char *types[] = {"email.synced",   "email.failed",       "email.dead_letter",
@@ -140,7 +119,7 @@ static void test_subscriber_gets_exactly_what_was_published(void **state)
     mae_publisher_stats_get(p, &st);
     assert_int_equal(st.published, 5011);
     assert_int_equal(st.connects, 1);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     mtr_sub_close(sub);
     mtr_cleanup(&r);
@@ -152,13 +131,13 @@ static void test_redis_started_late(void **state)
     mtr_redis r;
     memset(&r, 0, sizeof r);
     assert_int_equal(mtr_reserve_port(&r), 0);
-    double t0 = now_s();
+    double t0 = tu_now_s();
     mae_publisher *p = open_url(r.url, 0);
-    double open_time = now_s() - t0;
+    double open_time = tu_now_s() - t0;
     double worst = publish_n(p, 0, 100);
     assert_true(open_time < HELD_UP_BOUND_S);
     assert_true(worst < HELD_UP_BOUND_S);
-    sleep_ms(300);
+    tu_sleep_ms(300);
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
     assert_true(st.connect_failures >= 1);
@@ -172,7 +151,7 @@ static void test_redis_started_late(void **state)
     assert_int_equal(mtr_sub_wait(sub, 100, 5000), 100);
     for (int i = 0; i < 100; i++)
         assert_true(has_n(mtr_sub_message(sub, (size_t)i), i));
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     mtr_sub_close(sub);
     mtr_cleanup(&r);
@@ -192,7 +171,7 @@ static void test_killed_and_restarted_loses_nothing(void **state)
     mtr_kill(&r);
     double worst = publish_n(p, 100, 200); /* during the outage */
     assert_true(worst < HELD_UP_BOUND_S);
-    sleep_ms(200);
+    tu_sleep_ms(200);
     mtr_sub *sub = mtr_restart_gated(&r, CHANNEL);
     assert_non_null(sub);
     assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
@@ -204,7 +183,7 @@ static void test_killed_and_restarted_loses_nothing(void **state)
     assert_int_equal(st.published, 300);
     assert_int_equal(st.dropped_send_error, 0);
     assert_true(st.connects >= 2);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     sigaction(SIGPIPE, NULL, &after);
     assert_ptr_equal(before.sa_handler, after.sa_handler); /* disposition untouched */
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
@@ -225,11 +204,11 @@ static void test_killed_mid_stream_process_survives(void **state)
         publish_n(p, 0, 20000);
         mtr_kill(&r);
         publish_n(p, 0, 20000);
-        sleep_ms(50);
+        tu_sleep_ms(50);
         assert_int_equal(mtr_restart(&r), 0);
     }
     assert_int_equal(mae_publisher_flush(p, 20000), MAE_OK);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
     assert_int_equal(st.calls, 120000);
@@ -249,7 +228,7 @@ static void test_hung_redis_never_holds_the_caller(void **state)
 
     mtr_pause(&r);
     double worst = publish_n(p, 10, 20000);
-    sleep_ms(800); /* the I/O thread times out on the hung server meanwhile */
+    tu_sleep_ms(800); /* the I/O thread times out on the hung server meanwhile */
     double worst2 = publish_n(p, 30010, 100);
     assert_true(worst < HELD_UP_BOUND_S);
     assert_true(worst2 < HELD_UP_BOUND_S);
@@ -257,7 +236,7 @@ static void test_hung_redis_never_holds_the_caller(void **state)
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
     assert_false(st.connected && st.published == 20110);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
 
     mtr_resume(&r);
     assert_int_equal(mae_publisher_flush(p, 20000), MAE_OK);
@@ -265,7 +244,7 @@ static void test_hung_redis_never_holds_the_caller(void **state)
     /* At most the batch that was on the wire when the server hung is lost. */
     assert_int_equal(st.published + st.dropped_send_error, 20110);
     assert_true(st.dropped_send_error <= 256);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     mtr_cleanup(&r);
 }
@@ -286,10 +265,10 @@ static void test_close_returns_within_timeout_when_hung(void **state)
     strcpy(big + sizeof big - 32, "\"}");
     for (int i = 0; i < 2000; i++)
         mae_safe_publish(p, "test.big", i, big, "test");
-    sleep_ms(200);
-    double t0 = now_s();
+    tu_sleep_ms(200);
+    double t0 = tu_now_s();
     assert_int_equal(mae_publisher_close(p, 300), MAE_ETIMEDOUT);
-    double dt = now_s() - t0;
+    double dt = tu_now_s() - t0;
     assert_true(dt < 0.3 + HELD_UP_BOUND_S);
     mtr_resume(&r);
     mtr_cleanup(&r);
@@ -316,7 +295,7 @@ static void test_password(void **state)
     double worst = publish_n(bad, 0, 10);
     worst += publish_n(none, 0, 10);
     assert_true(worst < HELD_UP_BOUND_S);
-    sleep_ms(300);
+    tu_sleep_ms(300);
     mae_publisher_stats_get(bad, &st);
     assert_int_equal(st.published, 0);
     assert_int_equal(st.queued, 10);
@@ -341,7 +320,7 @@ static void test_client_kill_reconnects(void **state)
     publish_n(p, 0, 10);
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
     assert_int_equal(mtr_command(&r, "CLIENT KILL TYPE normal"), 0);
-    sleep_ms(100);
+    tu_sleep_ms(100);
     publish_n(p, 10, 10);
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
     mae_publisher_stats st;
@@ -362,20 +341,20 @@ static void test_unreachable_targets(void **state)
         "unix:///nonexistent/dir/redis.sock",
     };
     for (size_t i = 0; i < 2; i++) {
-        double t0 = now_s();
+        double t0 = tu_now_s();
         mae_publisher *p = open_url(urls[i], 0);
         double worst = publish_n(p, 0, 1000);
-        assert_true(now_s() - t0 < 1.0);
+        assert_true(tu_now_s() - t0 < 1.0);
         assert_true(worst < HELD_UP_BOUND_S);
-        sleep_ms(200);
+        tu_sleep_ms(200);
         mae_publisher_stats st;
         mae_publisher_stats_get(p, &st);
         assert_int_equal(st.queued, 1000);
         assert_false(st.connected);
-        assert_adds_up(p);
-        t0 = now_s();
+        tu_assert_counters_add_up(p);
+        t0 = tu_now_s();
         assert_int_equal(mae_publisher_close(p, 200), MAE_ETIMEDOUT);
-        assert_true(now_s() - t0 < 0.2 + HELD_UP_BOUND_S);
+        assert_true(tu_now_s() - t0 < 0.2 + HELD_UP_BOUND_S);
     }
 }
 

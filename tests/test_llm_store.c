@@ -14,41 +14,18 @@
 #include <json-c/json.h>
 
 #include "capture.h"
+#include "testutil.h"
 
-#define T0 1716096000.0
+#define T0 TU_T0
 
 static double fake_now = T0;
-static int counter;
 
-static double fake_clock(void *user)
-{
-    (void)user;
-    return fake_now;
-}
-
-typedef struct fx {
-    char path[256];
-    mae_publisher *pub;
-    mae_db *db;
-} fx;
-
-static void remove_db(const char *path)
-{
-    char p[300];
-    unlink(path);
-    snprintf(p, sizeof p, "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", path);
-    unlink(p);
-}
+typedef tu_db fx;
 
 static void open_with_limit(fx *f, int limit)
 {
     mae_db_config cfg;
-    mae_db_config_init(&cfg);
-    cfg.path = f->path;
-    cfg.publisher = f->pub;
-    cfg.clock = fake_clock;
+    tu_db_config(&cfg, f->path, f->pub, &fake_now);
     if (limit > 0)
         cfg.llm_max_retries = limit;
     assert_int_equal(mae_db_open(&cfg, &f->db), MAE_OK);
@@ -64,13 +41,8 @@ static void add_mail(fx *f, int64_t id)
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->path, sizeof f->path, "%s/llm-%d-%d.db", MAE_TEST_TMPDIR, (int)getpid(),
-             counter++);
-    remove_db(f->path);
+    fx *f = tu_db_new("llm");
     fake_now = T0;
-    f->pub = cap_open();
     open_with_limit(f, 0);
     for (int64_t id = 1; id <= 30; id++)
         add_mail(f, id);
@@ -81,11 +53,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    fx *f = *state;
-    mae_db_close(f->db);
-    mae_publisher_close(f->pub, 5000);
-    remove_db(f->path);
-    free(f);
+    tu_db_free(*state);
     return 0;
 }
 

@@ -14,17 +14,11 @@
 #include <cmocka.h>
 
 #include "capture.h"
+#include "testutil.h"
 
-#define T0 1716096000.0
+#define T0 TU_T0
 
-static double now_s = T0;
-static int counter;
-
-static double fake_clock(void *user)
-{
-    (void)user;
-    return now_s;
-}
+static double now_s = T0; /* the stores' clock */
 
 typedef struct fx {
     char path[256];
@@ -36,10 +30,7 @@ typedef struct fx {
 static void open_db(fx *f, int max_attempts, mae_publisher *pub)
 {
     mae_db_config cfg;
-    mae_db_config_init(&cfg);
-    cfg.path = f->path;
-    cfg.publisher = pub;
-    cfg.clock = fake_clock;
+    tu_db_config(&cfg, f->path, pub, &now_s);
     cfg.outbox_max_attempts = max_attempts;
     assert_int_equal(mae_db_open(&cfg, &f->db), MAE_OK);
 }
@@ -57,9 +48,7 @@ static fx *fx_new(int max_attempts)
     fx *f = calloc(1, sizeof *f);
     assert_non_null(f);
     now_s = T0;
-    snprintf(f->path, sizeof f->path, "%s/outbox-%d-%d.db", MAE_TEST_TMPDIR, (int)getpid(),
-             counter++);
-    unlink(f->path);
+    tu_db_path(f->path, sizeof f->path, "outbox");
     f->pub = cap_open();
     open_db(f, max_attempts, f->pub);
     assert_int_equal(sqlite3_open(f->path, &f->peek), SQLITE_OK);
@@ -71,15 +60,10 @@ static fx *fx_new(int max_attempts)
 
 static void fx_free(fx *f)
 {
-    char p[300];
     sqlite3_close(f->peek);
     mae_db_close(f->db);
     mae_publisher_close(f->pub, 5000);
-    unlink(f->path);
-    snprintf(p, sizeof p, "%s-wal", f->path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", f->path);
-    unlink(p);
+    tu_remove_db(f->path);
     free(f);
 }
 

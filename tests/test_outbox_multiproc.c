@@ -17,11 +17,10 @@
 #include <cmocka.h>
 
 #include "capture.h"
+#include "testutil.h"
 
 #define NPROC 6
 #define KFAIL 20
-
-static int counter;
 
 /* What one child reports to the parent through the pipe. */
 typedef struct report {
@@ -34,28 +33,11 @@ typedef struct report {
     int64_t failed_events;
 } report;
 
-static void db_path(char *out, size_t n)
-{
-    snprintf(out, n, "%s/outbox-mp-%d-%d.db", MAE_TEST_TMPDIR, (int)getpid(), counter++);
-}
-
-static void remove_db(const char *path)
-{
-    char p[300];
-    unlink(path);
-    snprintf(p, sizeof p, "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", path);
-    unlink(p);
-}
-
 static mae_db *open_db(const char *path, mae_publisher *pub, int max_attempts)
 {
     mae_db_config cfg;
     mae_db *db = NULL;
-    mae_db_config_init(&cfg);
-    cfg.path = path;
-    cfg.publisher = pub;
+    tu_db_config(&cfg, path, pub, NULL);
     cfg.outbox_max_attempts = max_attempts;
     if (mae_db_open(&cfg, &db) != MAE_OK)
         return NULL;
@@ -66,7 +48,7 @@ static mae_db *open_db(const char *path, mae_publisher *pub, int max_attempts)
  * thread of the parent crosses a fork. */
 static void prepare(const char *path)
 {
-    remove_db(path);
+    tu_remove_db(path);
     mae_db *db = open_db(path, NULL, 5);
     assert_non_null(db);
     assert_int_equal(sqlite3_exec(mae_db_sqlite(db),
@@ -167,7 +149,7 @@ static void test_concurrent_enqueue_one_intent(void **state)
     (void)state;
     char path[256];
     report reports[NPROC];
-    db_path(path, sizeof path);
+    tu_db_path(path, sizeof path, "outbox-mp");
     prepare(path);
     run_children(path, 5, child_enqueue, reports);
 
@@ -204,7 +186,7 @@ static void test_concurrent_enqueue_one_intent(void **state)
     assert_true(last >= 0 && last < NPROC);
     mae_outbox_list_free(l);
     mae_db_close(db);
-    remove_db(path);
+    tu_remove_db(path);
 }
 
 static int64_t shared_id;
@@ -226,7 +208,7 @@ static void test_concurrent_failures_all_counted(void **state)
     (void)state;
     char path[256];
     report reports[NPROC];
-    db_path(path, sizeof path);
+    tu_db_path(path, sizeof path, "outbox-mp");
     prepare(path);
     mae_db *db = open_db(path, NULL, 1000000);
     assert_non_null(db);
@@ -252,7 +234,7 @@ static void test_concurrent_failures_all_counted(void **state)
     assert_non_null(strstr(row->last_error, "child "));
     mae_outbox_row_free(row);
     mae_db_close(db);
-    remove_db(path);
+    tu_remove_db(path);
 }
 
 int main(void)

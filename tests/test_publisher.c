@@ -15,27 +15,7 @@
 #include <cmocka.h>
 
 #include "capture.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Waits up to 5 s for cond; the tests assert on the result. */
-#define EVENTUALLY(cond)                                                                   \
-    do {                                                                                   \
-        double until_ = now_s() + 5;                                                       \
-        while (!(cond) && now_s() < until_)                                                \
-            sleep_ms(2);                                                                   \
-    } while (0)
+#include "testutil.h"
 
 typedef struct fixture {
     fake_redis *fake;
@@ -58,15 +38,6 @@ static mae_publisher *open_fake(fake_redis *f, const char *url, size_t max_event
     mae__transport_ops ops = fake_redis_ops(f);
     assert_int_equal(mae__publisher_open_with(&cfg, &ops, &p), MAE_OK);
     return p;
-}
-
-static void assert_adds_up(mae_publisher *p)
-{
-    mae_publisher_stats st;
-    mae_publisher_stats_get(p, &st);
-    assert_int_equal(st.calls, st.enqueued + st.dropped_queue_full + st.dropped_disabled +
-                                   st.dropped_invalid);
-    assert_int_equal(st.enqueued, st.published + st.dropped_send_error + st.queued + st.in_flight);
 }
 
 static void publish_n(mae_publisher *p, int from, int n)
@@ -188,7 +159,7 @@ static void test_delivers_in_order_and_counts(void **state)
     assert_int_equal(st.queued_bytes, 0);
     assert_int_equal(st.connects, 1);
     assert_true(st.connected);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
     fake_redis_free(f);
 }
@@ -228,7 +199,7 @@ static void test_keeps_events_while_connects_fail(void **state)
     assert_int_equal(st.dropped_send_error, 0);
     assert_non_null(strstr(st.last_error, "refused"));
     assert_true(st.last_error_at > 0);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
     fake_redis_free(f);
 }
@@ -264,14 +235,14 @@ static void test_auth_failure_keeps_events_queued(void **state)
     mae_publisher *p = open_fake(f, "redis://:wrong@localhost", 0, 0);
     publish_n(p, 0, 10);
     mae_publisher_stats st;
-    EVENTUALLY((mae_publisher_stats_get(p, &st), st.connect_failures >= 3));
+    TU_EVENTUALLY((mae_publisher_stats_get(p, &st), st.connect_failures >= 3));
     assert_true(st.connect_failures >= 3);
     assert_int_equal(st.queued, 10);
     assert_int_equal(st.published, 0);
     assert_false(st.connected);
     assert_non_null(strstr(st.last_error, "WRONGPASS"));
     assert_int_equal(mae_publisher_flush(p, 20), MAE_ETIMEDOUT);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
 
     fake_redis_auth_error(f, false); /* the password is fixed on the server */
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
@@ -298,7 +269,7 @@ static void test_error_replies_are_counted(void **state)
     assert_message_n(f, 1, 4); /* 1..3 were refused */
     assert_non_null(strstr(st.last_error, "ERR fake error"));
     assert_int_equal(st.connects, 1); /* an error reply is not a broken connection */
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
     fake_redis_free(f);
 }
@@ -314,7 +285,7 @@ static void test_connection_breaks_mid_batch(void **state)
     fake_redis_hang(f, true);
     publish_n(p, 1, 1);
     mae_publisher_stats st;
-    EVENTUALLY((mae_publisher_stats_get(p, &st), st.in_flight == 1));
+    TU_EVENTUALLY((mae_publisher_stats_get(p, &st), st.in_flight == 1));
     publish_n(p, 2, 100);
     fake_redis_break_after(f, 1); /* event 1 answered, then 30 of the next... */
     fake_redis_hang(f, false);
@@ -325,7 +296,7 @@ static void test_connection_breaks_mid_batch(void **state)
     assert_int_equal(st.published + st.dropped_send_error, 102);
     assert_true(st.dropped_send_error > 0);
     assert_int_equal(fake_redis_published(f), st.published);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     publish_n(p, 500, 5); /* reconnects when there is work again */
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
     assert_message_n(f, fake_redis_published(f) - 1, 504);
@@ -368,7 +339,7 @@ static void test_queue_bounded_by_count_and_bytes(void **state)
     assert_int_equal(st.queued, 10);
     assert_int_equal(st.enqueued, 10);
     assert_int_equal(st.dropped_queue_full, 15);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     fake_redis_fail_connects(f, 0);
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
     assert_int_equal(fake_redis_published(f), 10);
@@ -385,7 +356,7 @@ static void test_queue_bounded_by_count_and_bytes(void **state)
     assert_true(st.queued_bytes <= 1000);
     assert_true(st.queued > 0 && st.queued < 100);
     assert_int_equal(st.dropped_queue_full, 100 - st.queued);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     assert_int_equal(mae_publisher_close(p, 50), MAE_ETIMEDOUT);
     fake_redis_free(f);
 }
@@ -398,13 +369,13 @@ static void test_close_returns_in_time_while_hung(void **state)
     publish_n(p, 0, 1);
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
     fake_redis_hang(f, true);
-    double t0 = now_s();
+    double t0 = tu_now_s();
     publish_n(p, 1, 1000);
-    double publish_time = now_s() - t0;
+    double publish_time = tu_now_s() - t0;
     assert_int_equal(mae_publisher_flush(p, 50), MAE_ETIMEDOUT);
-    t0 = now_s();
+    t0 = tu_now_s();
     assert_int_equal(mae_publisher_close(p, 200), MAE_ETIMEDOUT);
-    double close_time = now_s() - t0;
+    double close_time = tu_now_s() - t0;
     /* Generous bounds: this proves "returns", the benchmark measures. */
     assert_true(close_time < 2.0);
     assert_true(publish_time < 2.0);
@@ -468,7 +439,7 @@ static void test_many_threads(void **state)
     assert_int_equal(st.calls, THREADS * PER_THREAD);
     assert_int_equal(st.published, THREADS * PER_THREAD);
     assert_int_equal(fake_redis_published(f), THREADS * PER_THREAD);
-    assert_adds_up(p);
+    tu_assert_counters_add_up(p);
     assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
     fake_redis_free(f);
 }
@@ -507,7 +478,7 @@ static void test_log_is_rate_limited(void **state)
     assert_int_equal(mae__publisher_open_with(&cfg, &ops, &p), MAE_OK);
     publish_n(p, 0, 1);
     mae_publisher_stats st;
-    EVENTUALLY((mae_publisher_stats_get(p, &st), st.connect_failures >= 20));
+    TU_EVENTUALLY((mae_publisher_stats_get(p, &st), st.connect_failures >= 20));
     assert_true(st.connect_failures >= 20);
     pthread_mutex_lock(&seen.mu);
     assert_int_equal(seen.calls, 1); /* once per kind per minute */

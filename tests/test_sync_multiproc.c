@@ -14,21 +14,12 @@
 #include <cmocka.h>
 
 #include "capture.h"
+#include "testutil.h"
 
 #define NPROC 4
 #define K 40
 
 static char path[256];
-
-static void remove_db(void)
-{
-    char p[300];
-    unlink(path);
-    snprintf(p, sizeof p, "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", path);
-    unlink(p);
-}
 
 /* A child: waits for the start signal, then fails mail 7 K times in both
  * stores. Exit status 0 when every call succeeded. */
@@ -37,9 +28,8 @@ static int child(int start_fd, mae_publisher *inherited)
     char c;
     mae_db_config cfg;
     mae_db *db = NULL;
-    mae_db_config_init(&cfg);
-    cfg.path = path;
-    cfg.publisher = inherited; /* a forked copy: must be a harmless no-op */
+    /* inherited is a forked copy: it must be a harmless no-op. */
+    tu_db_config(&cfg, path, inherited, NULL);
     cfg.email_max_retries = 1000000;
     cfg.llm_max_retries = 1000000;
     if (read(start_fd, &c, 1) != 1)
@@ -64,6 +54,20 @@ static int child(int start_fd, mae_publisher *inherited)
     return 0;
 }
 
+/* Creates a fresh database at path holding mail 7 and closes it again, so
+ * that no connection of the parent crosses a fork; cfg is left ready for
+ * reopening it. */
+static void create_with_mail(const char *tag, mae_publisher *pub, mae_db_config *cfg)
+{
+    mae_db *db = NULL;
+    tu_db_path(path, sizeof path, tag);
+    tu_db_config(cfg, path, pub, NULL);
+    assert_int_equal(mae_db_open(cfg, &db), MAE_OK);
+    mae_email m = {.internal_id = 7, .message_id = "<m7@example.com>"};
+    assert_int_equal(mae_sync_store_upsert(db, &m), MAE_OK);
+    mae_db_close(db);
+}
+
 static void test_concurrent_failures_all_counted(void **state)
 {
     (void)state;
@@ -73,16 +77,7 @@ static void test_concurrent_failures_all_counted(void **state)
     mae_db *db = NULL;
     mae_publisher *pub = cap_open();
 
-    snprintf(path, sizeof path, "%s/multiproc-%d.db", MAE_TEST_TMPDIR, (int)getpid());
-    remove_db();
-    mae_db_config_init(&cfg);
-    cfg.path = path;
-    cfg.publisher = pub;
-    assert_int_equal(mae_db_open(&cfg, &db), MAE_OK);
-    mae_email m = {.internal_id = 7, .message_id = "<m7@example.com>"};
-    assert_int_equal(mae_sync_store_upsert(db, &m), MAE_OK);
-    mae_db_close(db);
-    db = NULL;
+    create_with_mail("multiproc", pub, &cfg);
 
     assert_int_equal(pipe(pipefd), 0);
     for (int i = 0; i < NPROC; i++) {
@@ -123,7 +118,7 @@ static void test_concurrent_failures_all_counted(void **state)
     /* The children's copies of the publisher sent nothing. */
     assert_int_equal(cap_count(pub), 0);
     mae_publisher_close(pub, 5000);
-    remove_db();
+    tu_remove_db(path);
 }
 
 /* At the limit, exactly one of the racing failures is the terminal one. */
@@ -135,14 +130,7 @@ static void test_concurrent_failures_dead_letter_once(void **state)
     pid_t pids[NPROC];
     int pipefd[2];
 
-    snprintf(path, sizeof path, "%s/multiproc-dl-%d.db", MAE_TEST_TMPDIR, (int)getpid());
-    remove_db();
-    mae_db_config_init(&cfg);
-    cfg.path = path;
-    assert_int_equal(mae_db_open(&cfg, &db), MAE_OK);
-    mae_email m = {.internal_id = 7, .message_id = "<m7@example.com>"};
-    assert_int_equal(mae_sync_store_upsert(db, &m), MAE_OK);
-    mae_db_close(db);
+    create_with_mail("multiproc-dl", NULL, &cfg);
 
     assert_int_equal(pipe(pipefd), 0);
     for (int i = 0; i < NPROC; i++) {
@@ -187,7 +175,7 @@ static void test_concurrent_failures_dead_letter_once(void **state)
     assert_string_equal(r->sync_status, "dead_letter");
     mae_email_row_free(r);
     mae_db_close(db);
-    remove_db();
+    tu_remove_db(path);
 }
 
 int main(void)

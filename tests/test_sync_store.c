@@ -13,41 +13,18 @@
 #include <cmocka.h>
 
 #include "capture.h"
+#include "testutil.h"
 
-#define T0 1716096000.0
+#define T0 TU_T0
 
 static double fake_now = T0;
-static int counter;
 
-static double fake_clock(void *user)
-{
-    (void)user;
-    return fake_now;
-}
-
-typedef struct fx {
-    char path[256];
-    mae_publisher *pub;
-    mae_db *db;
-} fx;
-
-static void remove_db(const char *path)
-{
-    char p[300];
-    unlink(path);
-    snprintf(p, sizeof p, "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", path);
-    unlink(p);
-}
+typedef tu_db fx;
 
 static void open_with_limit(fx *f, int limit)
 {
     mae_db_config cfg;
-    mae_db_config_init(&cfg);
-    cfg.path = f->path;
-    cfg.publisher = f->pub;
-    cfg.clock = fake_clock;
+    tu_db_config(&cfg, f->path, f->pub, &fake_now);
     if (limit > 0)
         cfg.email_max_retries = limit;
     assert_int_equal(mae_db_open(&cfg, &f->db), MAE_OK);
@@ -55,13 +32,8 @@ static void open_with_limit(fx *f, int limit)
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->path, sizeof f->path, "%s/sync-%d-%d.db", MAE_TEST_TMPDIR, (int)getpid(),
-             counter++);
-    remove_db(f->path);
+    fx *f = tu_db_new("sync");
     fake_now = T0;
-    f->pub = cap_open();
     open_with_limit(f, 0);
     *state = f;
     return 0;
@@ -69,11 +41,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    fx *f = *state;
-    mae_db_close(f->db);
-    mae_publisher_close(f->pub, 5000);
-    remove_db(f->path);
-    free(f);
+    tu_db_free(*state);
     return 0;
 }
 
@@ -539,8 +507,7 @@ static void test_no_publisher(void **state)
     fx *f = *state;
     mae_db_config cfg;
     mae_db *db = NULL;
-    mae_db_config_init(&cfg);
-    cfg.path = f->path;
+    tu_db_config(&cfg, f->path, NULL, NULL);
     assert_int_equal(mae_db_open(&cfg, &db), MAE_OK);
     mae_email m = {.internal_id = 3, .message_id = "<m3>"};
     assert_int_equal(mae_sync_store_upsert(db, &m), MAE_OK);
@@ -652,8 +619,7 @@ static void test_reads_see_other_writers(void **state)
     mae_email_row_free(r);
     mae_db *other = NULL;
     mae_db_config cfg;
-    mae_db_config_init(&cfg);
-    cfg.path = f->path;
+    tu_db_config(&cfg, f->path, NULL, NULL);
     assert_int_equal(mae_db_open(&cfg, &other), MAE_OK);
     assert_int_equal(mae_sync_store_mark_synced(other, 1, "from-other", NULL, NULL), MAE_OK);
     mae_db_close(other);
