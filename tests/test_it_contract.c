@@ -26,6 +26,7 @@
 #include <mailagent/events.h>
 
 #include "redis_harness.h"
+#include "testutil.h"
 
 #ifndef MAE_TEST_TMPDIR
 #define MAE_TEST_TMPDIR "/tmp"
@@ -175,16 +176,6 @@ typedef struct fx {
     uint64_t markers;         /* marker events sent through mae_safe_publish */
 } fx;
 
-static void rm_db(const char *path)
-{
-    char b[600];
-    unlink(path);
-    snprintf(b, sizeof b, "%s-wal", path);
-    unlink(b);
-    snprintf(b, sizeof b, "%s-shm", path);
-    unlink(b);
-}
-
 static mae_db *open_db(fx *f, const char *path, int limit)
 {
     mae_db_config dc;
@@ -216,7 +207,7 @@ static void fx_open(fx *f, bool default_channel, int limit)
         snprintf(f->channel, sizeof f->channel, "contract:%d:%d", (int)getpid(), g_seq);
     snprintf(f->path, sizeof f->path, "%s/contract-%d-%d.db", MAE_TEST_TMPDIR, (int)getpid(),
              g_seq);
-    rm_db(f->path);
+    tu_remove_db(f->path);
     f->sub = mtr_subscribe(&g_redis, f->channel);
     assert_non_null(f->sub);
 
@@ -268,7 +259,7 @@ static void fx_close(fx *f)
     mae_db_close(f->db);
     assert_int_equal(mae_publisher_close(f->p, 2000), MAE_OK);
     mtr_sub_close(f->sub);
-    rm_db(f->path);
+    tu_remove_db(f->path);
     int fails = g_fail;
     g_fail = 0;
     if (fails)
@@ -865,7 +856,7 @@ static void test_disabled_publisher(void **state)
         char path[512];
         snprintf(path, sizeof path, "%s/contract-disabled-%d-%d.db", MAE_TEST_TMPDIR,
                  (int)getpid(), u);
-        rm_db(path);
+        tu_remove_db(path);
         mae_db_config dc;
         mae_db *db = NULL;
         mae_db_config_init(&dc);
@@ -879,7 +870,7 @@ static void test_disabled_publisher(void **state)
         CHECK(streq(st, "synced"), "stores.md: the state is written with a disabled publisher");
         free(st);
         mae_db_close(db);
-        rm_db(path);
+        tu_remove_db(path);
         mae_publisher_stats s;
         mae_publisher_stats_get(p, &s);
         CHECK(s.dropped_disabled == 3 && s.enqueued == 0 && s.published == 0,
@@ -893,7 +884,7 @@ static void test_disabled_publisher(void **state)
     /* a store with no publisher at all: state only */
     char path[512];
     snprintf(path, sizeof path, "%s/contract-nopub-%d.db", MAE_TEST_TMPDIR, (int)getpid());
-    rm_db(path);
+    tu_remove_db(path);
     mae_db_config dc;
     mae_db *db = NULL;
     mae_db_config_init(&dc);
@@ -903,7 +894,7 @@ static void test_disabled_publisher(void **state)
     CHECK(mae_llm_store_mark_failed(db, 8, "x", NULL) == MAE_OK,
           "api.md: a db with a NULL publisher works, state only");
     mae_db_close(db);
-    rm_db(path);
+    tu_remove_db(path);
     int fails = g_fail;
     g_fail = 0;
     assert_int_equal(fails, 0);
@@ -1299,7 +1290,7 @@ static void test_limits_and_schedule_cap(void **state)
     mae_db *db7 = f.db;
     char path2[600];
     snprintf(path2, sizeof path2, "%s.two", f.path);
-    rm_db(path2);
+    tu_remove_db(path2);
     f.db = open_db(&f, path2, 2);
     add_mail(f.db, M);
     assert_int_equal(mae_outbox_enqueue(f.db, M, "flag", "notion", "{}", NULL, &oid, NULL),
@@ -1311,7 +1302,7 @@ static void test_limits_and_schedule_cap(void **state)
         fail_once(&f, LLM, M, M, n, 2, NULL, "e", NULL, true);
     }
     mae_db_close(f.db);
-    rm_db(path2);
+    tu_remove_db(path2);
     f.db = db7;
     fx_close(&f);
 }
@@ -1562,7 +1553,7 @@ static void test_existing_database(void **state)
     (void)state;
     char path[512];
     snprintf(path, sizeof path, "%s/contract-orig-%d.db", MAE_TEST_TMPDIR, (int)getpid());
-    rm_db(path);
+    tu_remove_db(path);
     sqlite3 *raw = NULL;
     assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
     const char *ddl =
@@ -1588,7 +1579,7 @@ static void test_existing_database(void **state)
     fx f;
     fx_open(&f, false, 0);
     mae_db_close(f.db);
-    rm_db(f.path);
+    tu_remove_db(f.path);
     snprintf(f.path, sizeof f.path, "%s", path);
     f.db = open_db(&f, path, 0);
     fail_once(&f, MAIL, 42, 42, 3, 5, "failed", "again", NULL, true);
