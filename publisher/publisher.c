@@ -31,6 +31,12 @@ typedef struct qnode {
 #define IDLE_POLL_MIN_S 0.0005
 #define IDLE_POLL_MAX_S 0.02
 
+/* Under a steady trickle of events a batch is gathered for this long
+ * before it is sent (unless it is full, or flush or close is waiting):
+ * sending each event as it comes costs a round trip and a Redis wake-up
+ * per few events, CPU the caller's own work competes for. */
+#define LINGER_S 0.001
+
 /* The kinds of problem the log callback hears about, each rate-limited. */
 enum { LOG_CONNECT, LOG_SEND, LOG_KINDS };
 
@@ -58,6 +64,7 @@ struct mae_publisher {
     bool exited;
     bool detached;           /* close returned first: the thread frees p */
     bool forked;             /* this is a fork()ed child's copy */
+    int flushers;            /* threads waiting in flush: send without lingering */
     int sock_fd;             /* the live connection's socket, or -1 */
     mae_publisher_stats st;
 
@@ -637,6 +644,7 @@ static void *io_main(void *arg)
     int failures = 0;
     double next_attempt = 0;
     double idle_poll = IDLE_POLL_MIN_S;
+    double next_send = 0;
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -672,6 +680,14 @@ static void *io_main(void *arg)
             continue;
         }
 
+        if (p->st.queued < p->batch_max && !p->stopping && p->flushers == 0) {
+            double now = mono_now();
+            if (now < next_send) {
+                wait_until(&p->wake, &p->mu, next_send);
+                continue;
+            }
+        }
+
         /* A connection the peer closed while idle (Redis restarted) is
          * replaced before a batch goes out on it, so nothing is lost. */
         pthread_mutex_unlock(&p->mu);
@@ -703,6 +719,7 @@ static void *io_main(void *arg)
         size_t errors;
         bool broken;
         size_t acked = send_batch(p, conn, batch, n, &errors, &broken);
+        next_send = mono_now() + LINGER_S;
         free_queue(batch);
         if (broken)
             drop_connection(p, &conn);
@@ -740,6 +757,7 @@ int mae_publisher_flush(mae_publisher *p, int timeout_ms)
     double deadline = mono_now() + (timeout_ms < 0 ? 1e9 : timeout_ms / 1000.0);
     int rc = MAE_OK;
     pthread_mutex_lock(&p->mu);
+    p->flushers++;
     pthread_cond_signal(&p->wake); /* flush is off the hot path: no need to wait for a poll */
     while ((p->head || p->st.in_flight) && !p->exited) {
         if (mono_now() >= deadline) {
@@ -750,6 +768,7 @@ int mae_publisher_flush(mae_publisher *p, int timeout_ms)
     }
     if (p->head || p->st.in_flight)
         rc = MAE_ETIMEDOUT;
+    p->flushers--;
     pthread_mutex_unlock(&p->mu);
     return rc;
 }

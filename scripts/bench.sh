@@ -26,5 +26,6 @@ fi
 
 mkdir -p bench/results
 # shellcheck disable=SC2086  # MAE_BENCH_ARGS is a list of flags
-exec "$build/bench/mae_bench" ${MAE_BENCH_ARGS:---full} \
+# Not exec: the trap above must still remove the build log.
+"$build/bench/mae_bench" ${MAE_BENCH_ARGS:---full} \
   --results bench/results --plot bench/plot.gp
