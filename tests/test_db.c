@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -510,6 +511,63 @@ static void test_locked_past_busy_timeout(void **state)
     assert_int_equal(cap_count(f->pub), 1);
 }
 
+/* The watcher, the CLI and a fan-out worker are separate processes: a
+ * writer in another process holding the lock past the busy timeout gives
+ * MAE_EBUSY, no row change and no event. */
+static void test_locked_by_another_process(void **state)
+{
+    fx *f = *state;
+    mae_db_config cfg;
+    tu_db_config(&cfg, f->path, f->pub, &tu_t0);
+    cfg.busy_timeout_ms = 100;
+    assert_int_equal(mae_db_open(&cfg, &f->db), MAE_OK);
+    add_mail(f->db, 1);
+    cap_clear(f->pub);
+
+    int locked[2], release[2];
+    assert_int_equal(pipe(locked), 0);
+    assert_int_equal(pipe(release), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        sqlite3 *other;
+        char c = 'L';
+        int ok = sqlite3_open(f->path, &other) == SQLITE_OK &&
+                 sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+        if (!ok)
+            c = 'E';
+        if (write(locked[1], &c, 1) != 1 || read(release[0], &c, 1) != 1)
+            _exit(1);
+        sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(other);
+        _exit(0);
+    }
+    char c = 0;
+    assert_int_equal(read(locked[0], &c, 1), 1);
+    assert_int_equal(c, 'L');
+
+    assert_int_equal(mae_sync_store_mark_synced(f->db, 1, "p", NULL, NULL), MAE_EBUSY);
+    assert_int_equal(mae_outbox_enqueue(f->db, 1, "flag", "notion", "{}", NULL, NULL, NULL),
+                     MAE_EBUSY);
+    mae_email_row *r = NULL;
+    assert_int_equal(mae_sync_store_get(f->db, 1, &r), MAE_OK);
+    assert_string_equal(r->sync_status, "pending");
+    mae_email_row_free(r);
+    assert_int_equal(cap_count(f->pub), 0);
+
+    c = 'R';
+    assert_int_equal(write(release[1], &c, 1), 1);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    for (int i = 0; i < 2; i++) {
+        close(locked[i]);
+        close(release[i]);
+    }
+    assert_int_equal(mae_sync_store_mark_synced(f->db, 1, "p", NULL, NULL), MAE_OK);
+    assert_int_equal(cap_count(f->pub), 1);
+}
+
 /* ---- caller-owned transactions ------------------------------------------- */
 
 static void test_txn_commit_publishes_in_order(void **state)
@@ -805,6 +863,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_and_corrupt_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_past_busy_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_locked_by_another_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_commit_publishes_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_rollback_discards, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_failed_op_keeps_caller_work, setup, teardown),
