@@ -39,6 +39,12 @@ typedef struct mae_db_config {
     size_t error_buf_size;
 } mae_db_config;
 
+/* Conventions of every store call (sync_store.h, outbox.h, llm.h): a NULL
+ * db, a NULL out pointer or an id <= 0 (MAE_NO_ID included) is MAE_EINVAL;
+ * a positive id with no row (INT64_MAX included) is MAE_ENOTFOUND; texts are
+ * repaired to valid UTF-8 before they are stored; every failure leaves its
+ * detail in mae_db_errmsg and writes and publishes nothing. */
+
 /* The outcome of a failure that was counted (mark_failed of any store). */
 typedef struct mae_retry_outcome {
     int64_t attempts;        /* the row's count after this failure */

@@ -49,7 +49,12 @@ typedef struct mae_llm_totals {
 /* Longest string value kept in labels_json, in code points. */
 #define MAE_LLM_LABEL_MAX_CHARS 500
 
-/* Upserts the row with status 'pending'. No event. MAE_EINVAL on a bad id. */
+/* A mail is known to this store when it has a row in email_metadata or in
+ * llm_processing (the table has no foreign key); marks on an unknown mail
+ * are MAE_ENOTFOUND. */
+
+/* Upserts the row with status 'pending' (its retry count is kept, so every
+ * attempt on a mail counts toward one limit). No event. */
 MAE_EXTERN int mae_llm_store_mark_pending(mae_db *db, int64_t internal_id,
                                           const char *notion_page_id, const char *mailbox);
 
@@ -63,7 +68,7 @@ MAE_EXTERN int mae_llm_store_mark_success(mae_db *db, int64_t internal_id,
 
 /* Counts a failure: 'failed' with a retry time (llm.failed) or, at the
  * limit, 'gave_up' (llm.gave_up). A mail with no row gets one.
- * MAE_EINVAL: bad id, NULL error. */
+ * MAE_EINVAL: bad id, NULL or empty error. */
 MAE_EXTERN int mae_llm_store_mark_failed(mae_db *db, int64_t internal_id, const char *error,
                                          mae_retry_outcome *out /* NULL ok */);
 

@@ -36,7 +36,9 @@ typedef struct mae_outbox_depth {
 
 /* Enqueues "make target look like payload_json" for a mail.
  * - MAE_EINVAL: bad id, empty op_type, target not "mailapp"/"notion",
- *   payload not a JSON object, empty source. Nothing written.
+ *   payload not one strict JSON object (no NaN, no "\u0000", at most 64
+ *   levels deep), empty source. Nothing written. Arguments are checked
+ *   before echo prevention.
  * - MAE_SKIPPED, *outbox_id = -1: echo prevention (source "notion_webhook"
  *   with target "notion"). Nothing written, no event.
  * - MAE_OK, *inserted = false, existing id: merged (RFC 7396) into the
@@ -59,7 +61,7 @@ MAE_EXTERN int mae_outbox_mark_processing(mae_db *db, int64_t outbox_id);
 MAE_EXTERN int mae_outbox_mark_done(mae_db *db, int64_t outbox_id);
 
 /* Counts an attempt: failed with a retry time (outbox.failed) or, at the
- * limit, dead_letter (outbox.dead_letter). MAE_EINVAL (NULL error),
+ * limit, dead_letter (outbox.dead_letter). MAE_EINVAL (NULL or empty error),
  * MAE_ENOTFOUND, MAE_ESTATE (done or dead_letter). */
 MAE_EXTERN int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
                                       mae_retry_outcome *out /* NULL ok */);

@@ -52,7 +52,7 @@ MAE_EXTERN int mae_sync_store_mark_synced(mae_db *db, int64_t internal_id,
 /* Counts a failure with status "fetch_failed" or "failed": schedules the
  * retry (email.failed) or, at the limit, dead-letters the mail with
  * sync_error "Max retries exceeded: <error>" (email.dead_letter).
- * MAE_EINVAL (bad id or status, NULL error), MAE_ENOTFOUND. */
+ * MAE_EINVAL (bad id or status, NULL or empty error), MAE_ENOTFOUND. */
 MAE_EXTERN int mae_sync_store_mark_failed(mae_db *db, int64_t internal_id,
                                           const char *status /* "fetch_failed" | "failed" */,
                                           const char *error, mae_retry_outcome *out /* NULL ok */);
