@@ -20,10 +20,11 @@
 
 #define CHANNEL "mailagent:events:v1"
 
-/* The caller is "never held up": the slowest single call, over a bound far
- * below the 1-2 s a blocking design costs, and loose enough for sanitizers
- * and valgrind. The benchmark measures the real figures. */
-#define HELD_UP_BOUND_S 0.25
+/* The caller is "never held up": the slowest single call stays under a
+ * bound half the 2 s a blocking design with the replaced timeouts costs
+ * against a hung server, loose enough for sanitizers and a busy machine.
+ * The benchmark measures the real figures. */
+#define HELD_UP_BOUND_S 1.0
 
 static mae_publisher *open_url(const char *url, int io_timeout_ms)
 {
@@ -222,13 +223,13 @@ static void test_hung_redis_never_holds_the_caller(void **state)
     (void)state;
     mtr_redis r;
     assert_int_equal(mtr_start(&r, NULL), 0);
-    mae_publisher *p = open_url(r.url, 300);
+    mae_publisher *p = open_url(r.url, 2000);
     publish_n(p, 0, 10);
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
 
     mtr_pause(&r);
     double worst = publish_n(p, 10, 20000);
-    tu_sleep_ms(800); /* the I/O thread times out on the hung server meanwhile */
+    tu_sleep_ms(2500); /* the I/O thread times out on the hung server meanwhile */
     double worst2 = publish_n(p, 30010, 100);
     assert_true(worst < HELD_UP_BOUND_S);
     assert_true(worst2 < HELD_UP_BOUND_S);
