@@ -94,17 +94,6 @@ static void close_line_str(mae__buf *b, const char *source)
     mae__buf_putc(b, '}');
 }
 
-void mae__ev_envelope(mae__buf *b, const char *event_type, int64_t internal_id,
-                      const char *data, size_t data_len, const char *source)
-{
-    open_line_str(b, event_type, internal_id);
-    if (data && data_len)
-        mae__buf_put(b, data, data_len);
-    else
-        mae__buf_put(b, LIT("{}"));
-    close_line_str(b, source);
-}
-
 /* ---- the ten event types ---------------------------------------------------- */
 
 /* The key of a data member with what precedes it: FIRST opens the data

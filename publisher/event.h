@@ -8,9 +8,6 @@
 
 #include "text.h"
 
-/* Generic envelope, data already compacted JSON object text ("{}" if none). */
-void mae__ev_envelope(mae__buf *b, const char *event_type, int64_t internal_id,
-                      const char *data, size_t data_len, const char *source);
 
 void mae__ev_email_synced(mae__buf *b, int64_t id, const char *notion_page_id,
                           const char *source);

@@ -15,6 +15,7 @@
 
 #include <mailagent/common.h>
 
+#include "capture.h"
 #include "publisher/event.h"
 
 #define FFFD "\xEF\xBF\xBD"
@@ -210,30 +211,45 @@ static void test_error_cut(void **state)
     mae__buf_free(&b);
 }
 
-/* ---- the generic envelope ------------------------------------------------------- */
+/* ---- the generic envelope, as mae_safe_publish writes it ------------------------ */
 
-static void b_env(mae__buf *b) { mae__ev_envelope(b, "x.y", 1, "{\"k\":[1,2]}", 11, "test"); }
-static void b_env_empty(mae__buf *b) { mae__ev_envelope(b, "x.y", MAE_NO_ID, NULL, 0, "test"); }
-static void b_env_zero_len(mae__buf *b) { mae__ev_envelope(b, "x.y", 2, "{\"k\":1}", 0, "t"); }
-static void b_env_len(mae__buf *b) { mae__ev_envelope(b, "x.y", 2, "{}garbage", 2, "t"); }
-static void b_env_hostile(mae__buf *b)
+/* The line mae_safe_publish sends for these arguments; NULL when it
+ * counted the call as invalid and sent nothing. The caller frees it. */
+static char *safe_line(const char *type, int64_t id, const char *data, const char *source)
 {
-    mae__ev_envelope(b, "we\"ird\xC0", 3, "{}", 2, "s\\rc");
+    mae_publisher *p = cap_open();
+    mae_safe_publish(p, type, id, data, source);
+    char *line = cap_count(p) == 1 ? strdup(cap_line(p, 0)) : NULL;
+    mae_publisher_close(p, 1000);
+    return line;
+}
+
+static void assert_safe_line(const char *type, int64_t id, const char *data, const char *source,
+                             const char *want)
+{
+    char *line = safe_line(type, id, data, source);
+    assert_non_null(line);
+    assert_line(line, want);
+    free(line);
 }
 
 static void test_envelope(void **state)
 {
     (void)state;
-    check(b_env, "{\"event_type\":\"x.y\",\"ts\":TS,\"internal_id\":1,\"data\":{\"k\":[1,2]},"
-                 "\"source\":\"test\"}");
-    check(b_env_empty, "{\"event_type\":\"x.y\",\"ts\":TS,\"internal_id\":null,\"data\":{},"
-                       "\"source\":\"test\"}");
-    check(b_env_zero_len, "{\"event_type\":\"x.y\",\"ts\":TS,\"internal_id\":2,\"data\":{},"
-                          "\"source\":\"t\"}");
-    check(b_env_len, "{\"event_type\":\"x.y\",\"ts\":TS,\"internal_id\":2,\"data\":{},"
+    assert_safe_line("x.y", 1, "{\"k\":[1,2]}", "test",
+                     "{\"event_type\":\"x.y\",\"ts\":TS,\"internal_id\":1,\"data\":{\"k\":[1,2]},"
+                     "\"source\":\"test\"}");
+    assert_safe_line("x.y", MAE_NO_ID, NULL, "test",
+                     "{\"event_type\":\"x.y\",\"ts\":TS,\"internal_id\":null,\"data\":{},"
+                     "\"source\":\"test\"}");
+    assert_safe_line("x.y", 2, "{}", "t",
+                     "{\"event_type\":\"x.y\",\"ts\":TS,\"internal_id\":2,\"data\":{},"
                      "\"source\":\"t\"}");
-    check(b_env_hostile, "{\"event_type\":\"we\\\"ird" FFFD "\",\"ts\":TS,\"internal_id\":3,"
-                         "\"data\":{},\"source\":\"s\\\\rc\"}");
+    char *rejected = safe_line("x.y", 2, "{}garbage", "t");
+    assert_null(rejected);
+    assert_safe_line("we\"ird\xC0", 3, "{}", "s\\rc",
+                     "{\"event_type\":\"we\\\"ird" FFFD "\",\"ts\":TS,\"internal_id\":3,"
+                     "\"data\":{},\"source\":\"s\\\\rc\"}");
 }
 
 /* The builders append: a buffer that already holds text keeps it. */
