@@ -458,17 +458,20 @@ static uint64_t next_rand(mae_publisher *p)
     return x;
 }
 
-/* The delay before reconnect attempt number `failures` (>= 1): doubling from
- * backoff_min to backoff_max, then -25 %/+50 % jitter. */
+double mae__backoff_delay(int min_ms, int max_ms, int failures, double r)
+{
+    double d = (double)min_ms;
+    for (int i = 1; i < failures && d < max_ms; i++)
+        d *= 2;
+    if (d > max_ms)
+        d = max_ms;
+    return d * (0.75 + 0.75 * r) / 1000.0;
+}
+
 static double backoff_delay(mae_publisher *p, int failures)
 {
-    double d = (double)p->backoff_min_ms;
-    for (int i = 1; i < failures && d < p->backoff_max_ms; i++)
-        d *= 2;
-    if (d > p->backoff_max_ms)
-        d = p->backoff_max_ms;
     double r = (double)(next_rand(p) >> 11) / (double)(1ull << 53);
-    return d * (0.75 + 0.75 * r) / 1000.0;
+    return mae__backoff_delay(p->backoff_min_ms, p->backoff_max_ms, failures, r);
 }
 
 /* Records a problem for the counters and, rate-limited, for the log. Called
@@ -633,7 +636,6 @@ static size_t send_batch(mae_publisher *p, void *conn, qnode *batch, size_t n, s
         *broken = true;
         problem(p, LOG_SEND, "out of memory building a batch");
     }
-    (void)n;
     return acked;
 }
 

@@ -503,6 +503,22 @@ static void test_log_is_rate_limited(void **state)
     fake_redis_free(f);
 }
 
+/* publisher.md: reconnect backoff from 100 ms doubling to 5 s, with
+ * -25 %/+50 % jitter. */
+static void test_backoff_schedule(void **state)
+{
+    (void)state;
+    const double base[] = {0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0};
+    for (int n = 1; n <= 9; n++) {
+        double b = base[n - 1];
+        assert_float_equal(mae__backoff_delay(100, 5000, n, 0.0), b * 0.75, 1e-9);
+        assert_float_equal(mae__backoff_delay(100, 5000, n, 0.5), b * 1.125, 1e-9);
+        assert_true(mae__backoff_delay(100, 5000, n, 0.999999) < b * 1.5);
+        assert_true(mae__backoff_delay(100, 5000, n, 0.999999) > b * 1.4999);
+    }
+    assert_float_equal(mae__backoff_delay(100, 5000, 1000, 0.0), 3.75, 1e-9);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -522,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_fork_child_is_harmless),
         cmocka_unit_test(test_many_threads),
         cmocka_unit_test(test_log_is_rate_limited),
+        cmocka_unit_test(test_backoff_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
