@@ -16,7 +16,7 @@
 /* Exit codes, the contract scripts rely on. */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
-#define CLI_DEFAULT_CHANNEL "mailagent:events:v1"
+#define CLI_DEFAULT_CHANNEL MAE_DEFAULT_CHANNEL
 
 /* Where the command finds its database and Redis: the environment, then
  * --db/--redis/--channel wherever they appear. Strings are borrowed from

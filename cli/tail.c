@@ -12,7 +12,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "publisher/publisher_internal.h"
+#include "core/url.h"
 
 #include "cli.h"
 

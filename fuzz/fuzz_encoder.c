@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "publisher/text.h"
+#include "core/text.h"
 
 #define CHECK(cond)                                                                         \
     do {                                                                                    \

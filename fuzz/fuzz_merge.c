@@ -12,7 +12,7 @@
 
 #include <mailagent/common.h>
 
-#include "outbox/merge.h"
+#include "core/json.h"
 
 #define CHECK(cond)              \
     do {                         \

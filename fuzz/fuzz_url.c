@@ -10,7 +10,7 @@
 
 #include <mailagent/common.h>
 
-#include "publisher/publisher_internal.h"
+#include "core/url.h"
 
 #define CHECK(cond)                                                                         \
     do {                                                                                    \

@@ -6,9 +6,9 @@
 
 #include <mailagent/llm.h>
 
-#include "../outbox/merge.h"
-#include "../publisher/event.h"
-#include "../store/db_internal.h"
+#include "core/json.h"
+#include "core/event.h"
+#include "db/db_internal.h"
 
 #define DEFAULT_LIMIT 50
 #define DEFAULT_STALE_S 300.0

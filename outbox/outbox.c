@@ -7,9 +7,9 @@
 
 #include <mailagent/outbox.h>
 
-#include "../publisher/event.h"
-#include "../store/db_internal.h"
-#include "merge.h"
+#include "core/event.h"
+#include "db/db_internal.h"
+#include "core/json.h"
 
 #define POLL_DEFAULT_LIMIT 20
 #define DEAD_LETTER_DEFAULT_LIMIT 100

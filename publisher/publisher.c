@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "publisher_internal.h"
+#include "publisher/publisher_internal.h"
 
-#define DEFAULT_CHANNEL "mailagent:events:v1"
+#define DEFAULT_CHANNEL MAE_DEFAULT_CHANNEL
 
 typedef struct qnode {
     struct qnode *next;
@@ -180,6 +180,7 @@ void mae_publisher_config_init(mae_publisher_config *cfg)
     cfg->queue_max_bytes = 64u << 20;
     cfg->connect_timeout_ms = 1000;
     cfg->io_timeout_ms = 1000;
+    cfg->stream_maxlen = 100000;
     cfg->backoff_min_ms = 100;
     cfg->backoff_max_ms = 5000;
     cfg->batch_max_events = 256;
@@ -269,6 +270,8 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
         return open_fail(cfg, MAE_EINVAL, "connect and I/O timeouts must be positive");
     if (cfg->backoff_min_ms < 0 || cfg->backoff_max_ms < cfg->backoff_min_ms)
         return open_fail(cfg, MAE_EINVAL, "backoff must satisfy 0 <= min <= max");
+    if (cfg->stream_key && cfg->stream_key[0])
+        return open_fail(cfg, MAE_EINVAL, "stream mode is not available in this version");
 
     pthread_once(&atfork_once, install_atfork);
 

@@ -1,6 +1,6 @@
 /* Internal: what the stores and the tests see of the publisher beyond the
  * public API: queueing a prebuilt line, the transport seam the I/O thread
- * talks to Redis through, and the URL parser. Never installed. */
+ * talks to Redis through. Never installed. */
 #ifndef MAE_PUBLISHER_INTERNAL_H
 #define MAE_PUBLISHER_INTERNAL_H
 
@@ -9,7 +9,8 @@
 
 #include <mailagent/publisher.h>
 
-#include "text.h"
+#include "core/text.h"
+#include "core/url.h"
 
 /* Queues a complete line built by the caller and takes b->ptr (b is reset).
  * Counts it like a publish call: disabled, queue full, or enqueued. A NULL
@@ -27,23 +28,6 @@ bool mae__publisher_live(const mae_publisher *p);
  * min_ms doubling per failure up to max_ms, then jitter from -25 % (r = 0)
  * to +50 % (r -> 1), r uniform in [0, 1). */
 double mae__backoff_delay(int min_ms, int max_ms, int failures, double r);
-
-/* ---- URL ------------------------------------------------------------------ */
-typedef struct mae__url {
-    bool is_unix;
-    char *host;         /* host name or address, brackets removed; NULL for unix */
-    int port;           /* default 6379 */
-    char *path;         /* unix socket path; NULL for tcp */
-    char *user;         /* NULL when none */
-    char *password;     /* NULL when none ("" is a password) */
-    int db;             /* default 0 */
-} mae__url;
-
-/* Parses redis://[[user]:password@]host[:port][/db] (host may be [v6]) and
- * unix:///path[?db=N]; user and password are percent-decoded. Returns 0, or
- * MAE_EINVAL with a sentence naming the problem in err, or MAE_ENOMEM. */
-int mae__url_parse(const char *url, mae__url *out, char *err, size_t errlen);
-void mae__url_free(mae__url *u);
 
 /* ---- transport seam ---------------------------------------------------------
  * The I/O thread speaks to Redis only through these calls, so unit tests can

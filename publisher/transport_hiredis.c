@@ -10,7 +10,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "publisher_internal.h"
+#include "publisher/publisher_internal.h"
 
 static struct timeval to_timeval(int ms)
 {

@@ -6,8 +6,8 @@
 
 #include <mailagent/sync_store.h>
 
-#include "db_internal.h"
-#include "../publisher/event.h"
+#include "db/db_internal.h"
+#include "core/event.h"
 
 #define DEFAULT_LIMIT 50
 

@@ -18,7 +18,7 @@
 
 #include "capture.h"
 #include "testutil.h"
-#include "store/db_internal.h"
+#include "db/db_internal.h"
 
 #define T0 TU_T0
 

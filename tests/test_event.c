@@ -16,7 +16,7 @@
 #include <mailagent/common.h>
 
 #include "capture.h"
-#include "publisher/event.h"
+#include "core/event.h"
 
 #define FFFD "\xEF\xBF\xBD"
 

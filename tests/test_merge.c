@@ -1,4 +1,4 @@
-/* Tests of the canonical JSON payloads (outbox/merge.h): sorting and
+/* Tests of the canonical JSON payloads (core/json.h): sorting and
  * compaction, the RFC 7396 merge patch, refusals, text and numbers. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +12,7 @@
 
 #include <mailagent/events.h>
 
-#include "outbox/merge.h"
+#include "core/json.h"
 
 #define SENTINEL ((char *)"untouched")
 

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "publisher/text.h"
+#include "core/text.h"
 
 #define FFFD "\xEF\xBF\xBD"
 

@@ -12,7 +12,7 @@
 
 #include <mailagent/common.h>
 
-#include "publisher/publisher_internal.h"
+#include "core/url.h"
 
 #define NONE ((const char *)0)
 

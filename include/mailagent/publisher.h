@@ -22,6 +22,9 @@ extern "C" {
 
 typedef struct mae_publisher mae_publisher;
 
+/* The channel events go to when none is configured (events.md). */
+#define MAE_DEFAULT_CHANNEL "mailagent:events:v1"
+
 /* Log levels given to the log callback. */
 enum { MAE_LOG_ERROR = 0, MAE_LOG_WARN = 1, MAE_LOG_INFO = 2 };
 
@@ -37,6 +40,10 @@ typedef struct mae_publisher_config {
     size_t queue_max_bytes;     /* default 64 MiB */
     int connect_timeout_ms;     /* default 1000 */
     int io_timeout_ms;          /* default 1000 */
+    /* Stream mode (relay.md): also append each event to this Redis Stream,
+     * exactly once across broken connections. NULL or "" = off. Copied. */
+    const char *stream_key;
+    size_t stream_maxlen;       /* default 100000, approximate (MAXLEN ~) */
     int backoff_min_ms;         /* default 100: first reconnect delay */
     int backoff_max_ms;         /* default 5000: cap of the doubling delay */
     size_t batch_max_events;    /* default 256: PUBLISHes pipelined per batch */

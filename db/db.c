@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "db_internal.h"
-#include "../publisher/publisher_internal.h"
+#include "db/db_internal.h"
+#include "publisher/publisher_internal.h"
 
 /* The schema of stores.md, column for column. Only IF NOT EXISTS: a file
  * made by the original system keeps its tables, extra columns and indexes. */

@@ -6,8 +6,7 @@
 #ifndef MAE_EVENT_H
 #define MAE_EVENT_H
 
-#include "text.h"
-
+#include "core/text.h"
 
 void mae__ev_email_synced(mae__buf *b, int64_t id, const char *notion_page_id,
                           const char *source);
@@ -26,6 +25,12 @@ void mae__ev_llm_success(mae__buf *b, int64_t id, const char *model, int64_t inp
 void mae__ev_llm_failed(mae__buf *b, int64_t id, int64_t retry_count, double next_retry_at,
                         const char *error);
 void mae__ev_llm_gave_up(mae__buf *b, int64_t id, int64_t retry_count, const char *error);
+
+/* A caller's own event: event_type and source escaped and repaired, and
+ * data_json (a JSON object text, NULL for {}) validated and compacted.
+ * Returns 0, or -1 with b as it was when data_json is not a JSON object. */
+int mae__ev_generic(mae__buf *b, const char *event_type, int64_t id, const char *data_json,
+                    const char *source);
 
 /* Cut of error texts in events, in code points. */
 #define MAE_EVENT_TEXT_MAX 200

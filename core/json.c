@@ -1,4 +1,4 @@
-/* This module implements canonical JSON payloads (outbox/merge.h): a strict
+/* This module implements canonical JSON payloads (core/json.h): a strict
  * parser into a small tree whose objects are kept sorted, the RFC 7396
  * merge patch on that tree, and a compact serialisation.
  *
@@ -16,8 +16,8 @@
 
 #include <mailagent/common.h>
 
-#include "../publisher/text.h"
-#include "merge.h"
+#include "core/text.h"
+#include "core/json.h"
 
 typedef enum { J_NULL, J_TRUE, J_FALSE, J_NUM, J_STR, J_ARR, J_OBJ } jtype;
 

@@ -8,7 +8,7 @@
 
 #include <mailagent/db.h>
 
-#include "../publisher/text.h"
+#include "core/text.h"
 
 /* An event line waiting for its write to commit. */
 typedef struct mae__held_event {

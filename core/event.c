@@ -1,10 +1,12 @@
-/* This module implements the JSON lines of events.md: the mae__ev_* builders
- * and the public publish calls that build a line and queue it. */
+/* This module implements the JSON lines of events.md: the envelope and the
+ * mae__ev_* builders of the ten event types, shared by the publisher's
+ * public calls and the stores. */
 #include <string.h>
 #include <time.h>
 
-#include "event.h"
-#include "publisher_internal.h"
+#include <mailagent/common.h>
+
+#include "core/event.h"
 
 /* A string literal and its length, for the fixed parts of a line. */
 #define LIT(s) s, sizeof(s) - 1
@@ -229,141 +231,21 @@ void mae__ev_llm_gave_up(mae__buf *b, int64_t id, int64_t retry_count, const cha
     mae__buf_put(b, FIXED_SOURCE("llm_agent"));
 }
 
-/* ---- the public calls ----------------------------------------------------------
- * Each checks liveness first, so a disabled publisher costs no encoding;
- * the empty buffer only lets the publisher count the call. */
+/* ---- a caller's own event ---------------------------------------------------- */
 
-/* Room for a line's fixed parts and numbers (the longest, outbox.failed,
- * needs about 240 bytes), so with its texts added a line is built in one
- * allocation. */
-#define LINE_BASE 256
-/* A text's share of the estimate, bounded: an error text is cut to 200 code
- * points of at most 4 bytes, and a longer text grows the buffer anyway. */
-#define EST(s) ((s) ? strnlen((s), 4 * MAE_EVENT_TEXT_MAX) : 0)
-
-static mae__buf line_buf(size_t texts)
+int mae__ev_generic(mae__buf *b, const char *event_type, int64_t id, const char *data_json,
+                    const char *source)
 {
-    mae__buf b;
-    mae__buf_init(&b);
-    mae__buf_reserve(&b, LINE_BASE + texts);
-    return b;
-}
-
-/* Whether a call goes on to build its line. A publisher that is not live
- * counts the call with an empty buffer; a call missing a required argument
- * (valid false, checked only on a live publisher) is counted as invalid. */
-static bool ready(mae_publisher *p, bool valid)
-{
-    if (!mae__publisher_live(p)) {
-        mae__buf none;
-        mae__buf_init(&none);
-        mae__publisher_enqueue(p, &none);
-        return false;
-    }
-    if (!valid) {
-        mae__publisher_drop_invalid(p);
-        return false;
-    }
-    return true;
-}
-
-void mae_safe_publish(mae_publisher *p, const char *event_type, int64_t internal_id,
-                      const char *data_json, const char *source)
-{
-    mae__buf b;
-    if (!ready(p, event_type && event_type[0] && source && source[0]))
-        return;
-    b = line_buf(EST(event_type) + EST(data_json) + EST(source));
-    open_line_str(&b, event_type, internal_id);
+    size_t start = b->len;
+    open_line_str(b, event_type, id);
     if (!data_json) {
-        mae__buf_put(&b, LIT("{}"));
-    } else if (mae__json_compact_object(&b, data_json) != 0) {
-        mae__buf_free(&b);
-        mae__publisher_drop_invalid(p);
-        return;
+        mae__buf_put(b, LIT("{}"));
+    } else if (mae__json_compact_object(b, data_json) != 0) {
+        b->len = start;
+        if (b->ptr)
+            b->ptr[start] = '\0';
+        return -1;
     }
-    close_line_str(&b, source);
-    mae__publisher_enqueue(p, &b);
-}
-
-/* The whole of a typed call: ready, a buffer sized for its texts, the line
- * built by mae__ev_<build>, queued. A macro rather than a function taking
- * the builder, so each call stays a direct call with nothing added. */
-#define PUBLISH(p, valid, texts, build, ...)                                                \
-    do {                                                                                   \
-        mae__buf b_;                                                                       \
-        if (!ready((p), (valid)))                                                          \
-            return;                                                                        \
-        b_ = line_buf(texts);                                                              \
-        mae__ev_##build(&b_, __VA_ARGS__);                                                 \
-        mae__publisher_enqueue((p), &b_);                                                  \
-    } while (0)
-
-void mae_publish_email_synced(mae_publisher *p, int64_t internal_id, const char *notion_page_id,
-                              const char *source)
-{
-    /* source NULL means the default "sync_store"; an empty one is refused. */
-    PUBLISH(p, notion_page_id != NULL && !(source && !source[0]),
-            EST(notion_page_id) + EST(source), email_synced, internal_id, notion_page_id, source);
-}
-
-void mae_publish_email_failed(mae_publisher *p, int64_t internal_id, const char *status,
-                              int64_t retry_count, double next_retry_at, const char *error)
-{
-    PUBLISH(p, status != NULL && error != NULL, EST(status) + EST(error), email_failed,
-            internal_id, status, retry_count, next_retry_at, error);
-}
-
-void mae_publish_email_dead_letter(mae_publisher *p, int64_t internal_id, int64_t retry_count,
-                                   const char *error)
-{
-    PUBLISH(p, error != NULL, EST(error), email_dead_letter, internal_id, retry_count, error);
-}
-
-void mae_publish_outbox_enqueued(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
-                                 const char *op_type, const char *target,
-                                 const char *intent_source)
-{
-    PUBLISH(p, op_type != NULL && target != NULL,
-            EST(op_type) + EST(target) + EST(intent_source), outbox_enqueued, internal_id,
-            outbox_id, op_type, target, intent_source);
-}
-
-void mae_publish_outbox_done(mae_publisher *p, int64_t internal_id, int64_t outbox_id)
-{
-    PUBLISH(p, true, 0, outbox_done, internal_id, outbox_id);
-}
-
-void mae_publish_outbox_failed(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
-                               int64_t attempts, const char *last_error, double next_retry_at)
-{
-    PUBLISH(p, last_error != NULL, EST(last_error), outbox_failed, internal_id, outbox_id,
-            attempts, last_error, next_retry_at);
-}
-
-void mae_publish_outbox_dead_letter(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
-                                    int64_t attempts, const char *last_error)
-{
-    PUBLISH(p, last_error != NULL, EST(last_error), outbox_dead_letter, internal_id, outbox_id,
-            attempts, last_error);
-}
-
-void mae_publish_llm_success(mae_publisher *p, int64_t internal_id, const char *model,
-                             int64_t input_tokens, int64_t output_tokens, int64_t latency_ms)
-{
-    PUBLISH(p, model != NULL, EST(model), llm_success, internal_id, model, input_tokens,
-            output_tokens, latency_ms);
-}
-
-void mae_publish_llm_failed(mae_publisher *p, int64_t internal_id, int64_t retry_count,
-                            double next_retry_at, const char *error)
-{
-    PUBLISH(p, error != NULL, EST(error), llm_failed, internal_id, retry_count, next_retry_at,
-            error);
-}
-
-void mae_publish_llm_gave_up(mae_publisher *p, int64_t internal_id, int64_t retry_count,
-                             const char *error)
-{
-    PUBLISH(p, error != NULL, EST(error), llm_gave_up, internal_id, retry_count, error);
+    close_line_str(b, source);
+    return 0;
 }

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "text.h"
+#include "core/text.h"
 
 /* A typical event line fits in the first allocation, so building one costs
  * a single malloc (the line is then handed over to the queue as is). */

@@ -12,7 +12,8 @@
 
 #include <mailagent/common.h>
 
-#include "publisher_internal.h"
+#include "core/text.h"
+#include "core/url.h"
 
 /* How much of an offending piece an error quotes: enough to recognise it,
  * short enough for the publisher's error line. */
