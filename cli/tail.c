@@ -12,6 +12,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "core/backoff.h"
 #include "core/url.h"
 
 #include "cli.h"
@@ -35,6 +36,7 @@ typedef struct tail {
     int write_errno;            /* why stdout failed */
     double deadline;            /* monotonic seconds; 0 = none */
     redisContext *c;
+    uint64_t rng;               /* the backoff's jitter */
 } tail;
 
 /* Why a read loop returned. */
@@ -303,29 +305,30 @@ static int read_loop(tail *t, char *err, size_t errlen)
     }
 }
 
-/* Sleeps about ms (jittered -25 %..+50 %), cut short by a signal or the
- * deadline. */
-static void backoff_sleep(const tail *t, int ms)
+/* Sleeps the schedule's delay before attempt `failures`, cut short by a
+ * signal or the deadline. */
+static void backoff_sleep(tail *t, int failures)
 {
-    int jittered = ms * 3 / 4 + (int)(rand() % (ms * 3 / 4 + 1));
-    poll(NULL, 0, ms_left(t, jittered));
+    double s = mae__backoff_delay(BACKOFF_MIN_MS, BACKOFF_MAX_MS, failures,
+                                  mae__rand_unit(&t->rng));
+    poll(NULL, 0, ms_left(t, (int)(s * 1000)));
 }
 
 /* Reconnects until it works or the tail is finished. */
 static bool reconnect(tail *t, const char *why)
 {
     char err[256];
-    int delay = BACKOFF_MIN_MS;
+    int failures = 1;
     cli_error("lost the connection to Redis at %s (%s); reconnecting", t->where, why);
     while (!finished(t)) {
-        backoff_sleep(t, delay);
+        backoff_sleep(t, failures);
         if (finished(t))
             break;
         if (connect_once(t, err, sizeof err)) {
             cli_error("reconnected to Redis at %s", t->where);
             return true;
         }
-        delay = delay * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay * 2;
+        failures++;
     }
     return false;
 }
@@ -431,7 +434,7 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
                  t.addr.host, t.addr.port);
     if (timeout > 0)
         t.deadline = mono_now() + timeout;
-    srand((unsigned)getpid() ^ (unsigned)time(NULL));
+    t.rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
     install_signals();
     rc = run_tail(&t);
     mae__url_free(&t.addr);

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/backoff.h"
 #include "publisher/publisher_internal.h"
 
 #define DEFAULT_CHANNEL MAE_DEFAULT_CHANNEL
@@ -450,31 +451,10 @@ void mae_publisher_stats_get(const mae_publisher *cp, mae_publisher_stats *out)
 
 /* ---- the I/O thread ---------------------------------------------------------- */
 
-static uint64_t next_rand(mae_publisher *p)
-{
-    /* xorshift64: jitter only needs to spread reconnects apart. */
-    uint64_t x = p->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    p->rng = x;
-    return x;
-}
-
-double mae__backoff_delay(int min_ms, int max_ms, int failures, double r)
-{
-    double d = (double)min_ms;
-    for (int i = 1; i < failures && d < max_ms; i++)
-        d *= 2;
-    if (d > max_ms)
-        d = max_ms;
-    return d * (0.75 + 0.75 * r) / 1000.0;
-}
-
 static double backoff_delay(mae_publisher *p, int failures)
 {
-    double r = (double)(next_rand(p) >> 11) / (double)(1ull << 53);
-    return mae__backoff_delay(p->backoff_min_ms, p->backoff_max_ms, failures, r);
+    return mae__backoff_delay(p->backoff_min_ms, p->backoff_max_ms, failures,
+                              mae__rand_unit(&p->rng));
 }
 
 /* Records a problem for the counters and, rate-limited, for the log. Called

@@ -24,11 +24,6 @@ void mae__publisher_drop_invalid(mae_publisher *p);
  * forked child's copy): lets callers skip building lines nobody will send. */
 bool mae__publisher_live(const mae_publisher *p);
 
-/* The delay in seconds before reconnect attempt number `failures` (>= 1):
- * min_ms doubling per failure up to max_ms, then jitter from -25 % (r = 0)
- * to +50 % (r -> 1), r uniform in [0, 1). */
-double mae__backoff_delay(int min_ms, int max_ms, int failures, double r);
-
 /* ---- transport seam ---------------------------------------------------------
  * The I/O thread speaks to Redis only through these calls, so unit tests can
  * put a scripted fake in place of hiredis. All are called on the I/O thread

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "capture.h"
+#include "core/backoff.h"
 #include "testutil.h"
 
 typedef struct fixture {
