@@ -381,6 +381,12 @@ static void on_write(struct bufferevent *bev, void *arg)
     client *c = arg;
     if (c->state != C_CLOSING)
         return;
+    /* A stream ended by the shutdown: its input was read all along, so
+     * closing now sends a FIN, not a RST. */
+    if (c->r->stopping) {
+        client_free(c, NULL);
+        return;
+    }
     /* The answer is out: shut our side, and drop what the client still
      * sends until it closes, so the answer is not destroyed by a RST. */
     shutdown(bufferevent_getfd(bev), SHUT_WR);
