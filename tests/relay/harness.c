@@ -142,6 +142,12 @@ int rh_wait(pid_t pid, int timeout_ms)
     }
 }
 
+bool rh_running(pid_t pid)
+{
+    int status;
+    return waitpid(pid, &status, WNOHANG) == 0;
+}
+
 /* ---- the relay ---- */
 
 int rh_relay_start(rh_relay *r, const char *redis_url, const char *const *args,

@@ -84,6 +84,8 @@ pid_t rh_spawn(const char *const *argv, const char *const *env, const char *out_
                const char *err_path);
 /* Waits up to timeout_ms; the exit status, or -1 after killing it. */
 int rh_wait(pid_t pid, int timeout_ms);
+/* True while the child has not exited. */
+bool rh_running(pid_t pid);
 /* Reads a whole file (malloc'd, NUL-terminated); NULL when missing. */
 char *rh_slurp(const char *path);
 
