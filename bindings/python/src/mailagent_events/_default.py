@@ -19,7 +19,6 @@ _log = logging.getLogger("mailagent_events")
 
 _lock = threading.Lock()
 _publisher: Optional[Publisher] = None
-_pid = -1
 _shut = False
 # Publishers of parent processes, kept alive in a forked child so that
 # nothing frees them there (their memory is the parent's copy).
@@ -53,16 +52,13 @@ def default_publisher() -> Publisher:
     (waiting at most 1 s for queued events). A child process after fork()
     gets its own on its first call, as redis-py's connection pools do.
     Pass it to Db(publisher=...) to announce store writes through it."""
-    global _publisher, _pid
+    global _publisher
     p = _publisher
-    if p is not None and _pid == os.getpid():
+    if p is not None:
         return p
     with _lock:
-        if _publisher is None or _pid != os.getpid():
-            if _publisher is not None:
-                _orphans.append(_publisher)
+        if _publisher is None:
             _publisher = _from_env()
-            _pid = os.getpid()
         return _publisher
 
 
@@ -80,12 +76,14 @@ def safe_publish(
     arguments (wrong types, data json cannot serialise) are counted as
     dropped_invalid in default_publisher().stats(), and calls after the
     interpreter began to exit are ignored."""
-    if _shut:
-        return
-    try:
-        p = default_publisher()
-    except Exception:  # nothing about publishing may reach the caller
-        return
+    p = _publisher
+    if p is None:
+        if _shut:
+            return
+        try:
+            p = default_publisher()
+        except Exception:  # nothing about publishing may reach the caller
+            return
     try:
         p.publish(event_type, internal_id, data, source)
     except (TypeError, ValueError):
@@ -120,8 +118,11 @@ def _close_all() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock
+    global _lock, _publisher
     _lock = threading.Lock()
+    if _publisher is not None:
+        _orphans.append(_publisher)
+        _publisher = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -25,10 +25,12 @@ def text(value: Optional[Text], name: str) -> Optional[bytes]:
 
     Lone surrogates are passed through as bytes; the library repairs invalid
     UTF-8 to U+FFFD. A NUL would silently cut the C string, so it raises."""
-    if value is None:
-        return None
-    if isinstance(value, str):
+    if type(value) is str:  # the common case first: this is on the hot path
         b = value.encode("utf-8", "surrogatepass")
+    elif value is None:
+        return None
+    elif isinstance(value, str):
+        b = str(value).encode("utf-8", "surrogatepass")
     elif isinstance(value, (bytes, bytearray, memoryview)):
         b = bytes(value)
     else:
@@ -40,6 +42,8 @@ def text(value: Optional[Text], name: str) -> Optional[bytes]:
 
 def int64(value: Any, name: str) -> int:
     """An int in the int64 range (ctypes would wrap anything larger)."""
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+        return value
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not bool")
     try:
@@ -79,6 +83,10 @@ def internal_id(value: Optional[int]) -> int:
     return NO_ID if value is None else int64(value, "internal_id")
 
 
+# One encoder made once: json.dumps with arguments builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def json_object(value: Optional[Union[Mapping[str, Any], Text]], name: str) -> Optional[bytes]:
     """Compact JSON text for a mapping (non-ASCII kept as is, like the
     envelope); a str or bytes is taken as JSON text already and is left for
@@ -91,7 +99,7 @@ def json_object(value: Optional[Union[Mapping[str, Any], Text]], name: str) -> O
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a dict, not {type(value).__name__}")
     try:
-        s = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        s = _encode(value)
     except ValueError as e:  # NaN/inf, or a circular reference
         raise InvalidArgument(f"{name} is not valid JSON: {e}") from None
     except TypeError as e:

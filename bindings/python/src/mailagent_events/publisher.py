@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from . import _layout as L
 from ._lib import lib, slack, strerror
-from ._util import OPEN_PUBLISHERS, Handle, Text, c_int, int64, internal_id, json_object, real, size, text
+from ._util import NO_ID, OPEN_PUBLISHERS, Handle, Text, c_int, int64, internal_id, json_object, real, size, text
 from .errors import InvalidArgument, error_for
 
 __all__ = ["Publisher", "LogFn", "LOG_ERROR", "LOG_WARN", "LOG_INFO", "has_stream_mode"]
@@ -220,11 +220,21 @@ class Publisher:
         sent. Raises TypeError for arguments of the wrong type or data json
         cannot serialise, InvalidArgument for NaN/infinity in data, Closed
         after close."""
-        et = _required_text(event_type, "event_type")
-        iid = _internal_id(internal_id)
-        body = json_object(data, "data")
-        src = _required_text(source, "source")
-        self._call(lib.mae_safe_publish, et, iid, body, src)
+        # The hot path of every event: kept to plain calls, no helpers.
+        if event_type is None or source is None:
+            raise TypeError(f"{'event_type' if event_type is None else 'source'} must be a str, not None")
+        et = text(event_type, "event_type")
+        iid = NO_ID if internal_id is None else int64(internal_id, "internal_id")
+        body = None if data is None else json_object(data, "data")
+        src = text(source, "source")
+        h = self._handle
+        if h is None:
+            raise InvalidArgument("publisher was not opened")
+        p = h.enter()
+        try:
+            lib.mae_safe_publish(p, et, iid, body, src)
+        finally:
+            h.leave()
 
     def publish_email_synced(
         self, internal_id: int, notion_page_id: str, source: Optional[str] = None
