@@ -49,7 +49,7 @@ def test_hung_redis_does_not_hold_the_caller(own_redis: Any, channel: str) -> No
         assert len(sub.take(st["published"], timeout=20)) == st["published"]
     finally:
         own_redis.resume()
-        p.close(0)
+        p.close(5000)
         sub.close()
 
 
