@@ -6,6 +6,7 @@ added to, removed from or moved in a header fails here."""
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,7 +94,6 @@ def test_header_fields_of_the_config_are_all_mirrored() -> None:
     mirror (a field added into padding would not change any offset)."""
     text = (ROOT / "include" / "mailagent" / "publisher.h").read_text()
     text += (ROOT / "include" / "mailagent" / "db.h").read_text()
-    import re
 
     for cls, cname in ((L.PublisherConfig, "mae_publisher_config"), (L.DbConfig, "mae_db_config")):
         body = re.search(r"typedef struct %s \{(.*?)\} %s;" % (cname, cname), text, re.S)

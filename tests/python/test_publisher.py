@@ -238,3 +238,27 @@ def test_a_raising_log_callback_does_not_reach_c(own_redis: Any) -> None:
             time.sleep(0.02)
         p.close(100)
     assert calls
+
+
+def test_flush_or_close_from_the_log_callback_is_refused(own_redis: Any) -> None:
+    url = own_redis.url
+    own_redis.close()
+    seen: List[str] = []
+    holder: List[Publisher] = []
+
+    def log(level: int, msg: str, repeats: int) -> None:
+        for call in (lambda: holder[0].flush(1000), lambda: holder[0].close(1000)):
+            try:
+                call()
+                seen.append("returned")
+            except mae.InvalidArgument as e:
+                seen.append(str(e))
+
+    with Publisher(url, log=log, backoff_min_ms=10) as p:
+        holder.append(p)
+        p.publish("x.y", 1, {}, "cli")
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not p.closed
+    assert len(seen) >= 2 and all("from a log callback" in s for s in seen), seen

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from ctypes import byref, c_char, c_void_p
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
@@ -30,6 +31,10 @@ LOG_INFO = 2
 LogFn = Callable[[int, str, int], None]
 
 _log = logging.getLogger("mailagent_events")
+
+# Set on the library's I/O thread while it runs a log callback: flush and
+# close from there would wait for that very thread.
+_tls = threading.local()
 
 _CONFIG_FIELDS = {name for name, _ in L.PublisherConfig._fields_}
 
@@ -152,6 +157,7 @@ class Publisher:
         dropped. True when that happened, False when timeout_ms passed first
         (negative: wait for ever). A disabled publisher returns True at once."""
         t = c_int(timeout_ms, "timeout_ms")
+        _not_in_callback("flush")
         h = self._h()
         p = h.enter()
         try:
@@ -168,6 +174,7 @@ class Publisher:
         does nothing and returns True. Raises InvalidArgument while a Db
         opened with this publisher is still open."""
         t = self.close_timeout_ms if timeout_ms is None else c_int(timeout_ms, "timeout_ms")
+        _not_in_callback("close")
         h = self._handle
         if h is None:
             return True
@@ -390,12 +397,23 @@ def _required_text(value: Any, name: str) -> bytes:
     return b
 
 
+def _not_in_callback(what: str) -> None:
+    if getattr(_tls, "in_callback", False):
+        raise InvalidArgument(
+            f"{what} cannot be called from a log callback: it runs on the publisher's "
+            f"own I/O thread, which {what} would wait for"
+        )
+
+
 def _log_trampoline(fn: LogFn) -> Callable[[Any, int, Optional[bytes], int], None]:
     def call(_user: Any, level: int, msg: Optional[bytes], repeats: int) -> None:
+        _tls.in_callback = True
         try:
             fn(level, (msg or b"").decode("utf-8", "replace"), repeats)
         except BaseException:  # an exception must not unwind into C
             _log.exception("mailagent_events: the publisher's log callback raised")
+        finally:
+            _tls.in_callback = False
 
     return call
 
