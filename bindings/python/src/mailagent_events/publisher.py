@@ -35,6 +35,8 @@ _log = logging.getLogger("mailagent_events")
 # Set on the library's I/O thread while it runs a log callback: flush and
 # close from there would wait for that very thread.
 _tls = threading.local()
+# Log callbacks of publishers whose close timed out (see close).
+_outliving_callbacks: list = []
 
 _CONFIG_FIELDS = {name for name, _ in L.PublisherConfig._fields_}
 
@@ -182,7 +184,11 @@ class Publisher:
         if address is None:
             return True
         rc = lib.mae_publisher_close(address, t)
-        self._log_fn = None  # the I/O thread, its only caller, has stopped
+        if rc != 0 and self._log_fn is not None:
+            # The I/O thread may have been left to finish on its own (stuck
+            # resolving a name) and may still log: its callback must live on.
+            _outliving_callbacks.append(self._log_fn)
+        self._log_fn = None
         return rc == 0
 
     def stats(self) -> Dict[str, Any]:
