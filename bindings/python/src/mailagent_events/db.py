@@ -137,6 +137,9 @@ class Db:
         """True after close()."""
         return self._db is None
 
+    def __repr__(self) -> str:
+        return f"<mailagent_events.Db {self.path!r} {'closed' if self.closed else 'open'}>"
+
     @property
     def publisher(self) -> Optional[Publisher]:
         """The Publisher this Db announces its writes through (None: none)."""

@@ -154,6 +154,9 @@ class Publisher:
         """True once close() has started."""
         return self._handle is None or self._handle.closed
 
+    def __repr__(self) -> str:
+        return f"<mailagent_events.Publisher {'closed' if self.closed else 'open'}>"
+
     def flush(self, timeout_ms: int = -1) -> bool:
         """Waits until everything queued so far was acknowledged by Redis or
         dropped. True when that happened, False when timeout_ms passed first
