@@ -64,12 +64,9 @@ class PublisherConfig(Structure):
         ("queue_max_bytes", c_size_t),
         ("connect_timeout_ms", c_int),
         ("io_timeout_ms", c_int),
-        # ---- stream mode (api.md orders these right after io_timeout_ms) ----
-        # When publisher.h gains them, uncomment these two lines; the Publisher
-        # keyword arguments and MAILAGENT_STREAM pick them up by themselves.
-        # ("stream_key", c_char_p),
-        # ("stream_maxlen", c_size_t),
-        # ---------------------------------------------------------------------
+        # stream mode (api.md orders these right after io_timeout_ms)
+        ("stream_key", c_char_p),
+        ("stream_maxlen", c_size_t),
         ("backoff_min_ms", c_int),
         ("backoff_max_ms", c_int),
         ("batch_max_events", c_size_t),
