@@ -6,6 +6,8 @@ pkg_check_modules(MAE_STREAM_LIBEVENT REQUIRED IMPORTED_TARGET libevent)
 
 add_library(mae_stream_reader STATIC
   relay/stream_id.c
+  relay/stream_source.c
+  relay/resume.c
 )
 target_include_directories(mae_stream_reader PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(mae_stream_reader PUBLIC mailagent-events-static
