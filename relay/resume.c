@@ -34,20 +34,14 @@ mae__resume_plan mae__resume_decide(int parse_rc, const mae__stream_id *id,
      * before its newest id (nothing after that is kept either). */
     bool before_kept = b->length == 0 ? mae__stream_id_cmp(id, &b->last) < 0
                                       : mae__stream_id_cmp(id, &b->first) < 0;
-    bool missed;
-    if (!b->removed_known)
-        /* An older server does not say what was removed: assume the worst. */
-        missed = before_kept;
-    else if (mae__stream_id_cmp(&b->max_deleted, id) > 0)
-        /* Entries after the client's id were trimmed away. */
-        missed = before_kept;
-    else
-        /* Nothing after the id was removed. A non-zero id before the first
-         * entry of a stream that never lost one comes from an earlier stream
-         * under the same key: what was added between is unknown. 0-0 is the
-         * beginning, and nothing is missing there. */
-        missed = before_kept && !mae__stream_id_is_zero(id) &&
-                 mae__stream_id_is_zero(&b->max_deleted);
+    /* Redis says how many entries were ever added, not which ones were
+     * trimmed: any loss counts, and an older server is assumed to have
+     * lost some. A non-zero id before the first entry of a stream that
+     * never lost one comes from an earlier stream under the same key: what
+     * was added in between is unknown too. Only 0-0 on an intact stream
+     * ("from the beginning") misses nothing. */
+    bool lost_any = !b->added_known || b->entries_added > b->length;
+    bool missed = before_kept && (lost_any || !mae__stream_id_is_zero(id));
     p.replay = true;
     p.after = *id;
     if (missed) {

@@ -58,15 +58,18 @@ typedef struct mae__resume_plan {
  *   malformed (empty, too long, NUL, CR, ...)  BAD_ID
  *   id > the stream's newest id ever           UNKNOWN_ID
  *     (a missing stream's newest id is 0-0)
- *   entries after id were removed, and id is   TRIMMED
- *     before the oldest kept entry
+ *   id before the oldest kept entry, unless    TRIMMED
+ *     it is 0-0 and the stream never lost one
  *   otherwise                                  REPLAY after id
  *
- * "Entries after id were removed": Redis 7's max-deleted-entry-id is after
- * id. Without it (older servers) any id before the oldest kept entry counts,
- * except 0-0 ("from the beginning") on a stream that may never have been
- * trimmed: a needless reset is better than a silent gap. 0-0 on a trimmed
- * stream is TRIMMED; on an untrimmed one, REPLAY of everything.
+ * Redis 7.0 reports how many entries were ever added (entries-added), not
+ * which ones trimming removed, so an id before the oldest kept entry may
+ * get a reset it did not strictly need (it had seen every removed entry);
+ * never the reverse. A non-zero id before the first entry of a stream that
+ * never lost one is from an earlier stream under the same key: TRIMMED too,
+ * as events between the two are unknown. 0-0 ("from the beginning") on an
+ * intact stream is a REPLAY of everything; on one that lost entries (or a
+ * server that does not say) it is TRIMMED.
  *
  * UNKNOWN_ID goes live from now without replaying: the stream's kept
  * entries are all older than the client's id (it has seen them, or they are

@@ -161,10 +161,11 @@ bool mae__stream_parse_info(const redisReply *r, mae__stream_bounds *out)
             if (!reply_id(v, &b.last))
                 return false;
             have_last = true;
-        } else if (name_is(name, "max-deleted-entry-id")) {
-            if (!reply_id(v, &b.max_deleted))
+        } else if (name_is(name, "entries-added")) {
+            if (v->type != REDIS_REPLY_INTEGER || v->integer < 0)
                 return false;
-            b.removed_known = true;
+            b.entries_added = (uint64_t)v->integer;
+            b.added_known = true;
         } else if (name_is(name, "first-entry")) {
             mae__stream_entry e;
             if (v->type == REDIS_REPLY_NIL)

@@ -45,9 +45,9 @@ typedef struct mae__stream_bounds {
     mae__stream_id first;       /* the oldest kept entry; 0-0 when length is 0 */
     mae__stream_id last;        /* last-generated-id: the newest id ever added
                                  * (kept or not); 0-0 when !exists */
-    bool removed_known;         /* the server reports removals (Redis >= 7.0) */
-    mae__stream_id max_deleted; /* the newest id removed by trimming or XDEL;
-                                 * 0-0 when none (valid when removed_known) */
+    bool added_known;           /* the server reports entries-added (Redis >= 7.0) */
+    uint64_t entries_added;     /* every entry ever added; more than length when
+                                 * some were trimmed or deleted */
 } mae__stream_bounds;
 
 /* A new entry on the stream, in order: each id is greater than the one

@@ -14,11 +14,11 @@
 
 #define ID(ms, seq) ((mae__stream_id){(ms), (seq)})
 
-/* A stream with entries first..last kept, max_deleted removed before. */
+/* A stream with length entries first..last kept, of added ever added. */
 static mae__stream_bounds kept(mae__stream_id first, mae__stream_id last, uint64_t length,
-                               mae__stream_id max_deleted)
+                               uint64_t added)
 {
-    mae__stream_bounds b = {true, length, first, last, true, max_deleted};
+    mae__stream_bounds b = {true, length, first, last, true, added};
     return b;
 }
 
@@ -52,7 +52,7 @@ static void expect(const char *text, const mae__stream_bounds *b, mae__resume_ki
 static void test_malformed_and_none(void **state)
 {
     (void)state;
-    mae__stream_bounds b = kept(ID(100, 0), ID(200, 0), 50, ID(0, 0));
+    mae__stream_bounds b = kept(ID(100, 0), ID(200, 0), 50, 50);
     expect(NULL, &b, MAE__RESUME_LIVE, "");
     expect("", &b, MAE__RESUME_BAD_ID, "{\"reason\":\"bad_last_event_id\"}");
     expect("abc", &b, MAE__RESUME_BAD_ID, "{\"reason\":\"bad_last_event_id\"}");
@@ -69,7 +69,7 @@ static void test_untrimmed_stream(void **state)
 {
     (void)state;
     /* Entries 100-0 .. 200-0, nothing ever removed. */
-    mae__stream_bounds b = kept(ID(100, 0), ID(200, 0), 50, ID(0, 0));
+    mae__stream_bounds b = kept(ID(100, 0), ID(200, 0), 50, 50);
     expect("0-0", &b, MAE__RESUME_REPLAY, "");
     expect("100-0", &b, MAE__RESUME_REPLAY, "");
     expect("150-3", &b, MAE__RESUME_REPLAY, "");
@@ -86,23 +86,21 @@ static void test_untrimmed_stream(void **state)
 static void test_trimmed_stream(void **state)
 {
     (void)state;
-    /* Entries up to 99-5 were trimmed; 100-0 .. 200-0 kept. */
-    mae__stream_bounds b = kept(ID(100, 0), ID(200, 0), 50, ID(99, 5));
+    /* 70 entries added, 20 trimmed; 100-0 .. 200-0 kept. */
+    mae__stream_bounds b = kept(ID(100, 0), ID(200, 0), 50, 70);
     const char *trimmed = "{\"reason\":\"history_trimmed\",\"oldest_id\":\"100-0\"}";
     expect("0-0", &b, MAE__RESUME_TRIMMED, trimmed);
     expect("1-0", &b, MAE__RESUME_TRIMMED, trimmed);
-    expect("99-4", &b, MAE__RESUME_TRIMMED, trimmed);
-    /* The client saw the last removed entry: nothing is missing. */
-    expect("99-5", &b, MAE__RESUME_REPLAY, "");
-    expect("99-9", &b, MAE__RESUME_REPLAY, "");
+    expect("99-18446744073709551615", &b, MAE__RESUME_TRIMMED, trimmed);
     expect("100-0", &b, MAE__RESUME_REPLAY, "");
+    expect("100-1", &b, MAE__RESUME_REPLAY, "");
     expect("200-0", &b, MAE__RESUME_REPLAY, "");
     expect("201-0", &b, MAE__RESUME_UNKNOWN_ID, "{\"reason\":\"unknown_id\"}");
-    /* An entry deleted in the middle (XDEL) is not a trim for ids after
+    /* An entry deleted in the middle (XDEL) is no trim for the ids after
      * the oldest kept one. */
-    b = kept(ID(100, 0), ID(200, 0), 50, ID(150, 0));
+    b = kept(ID(100, 0), ID(200, 0), 50, 51);
     expect("120-0", &b, MAE__RESUME_REPLAY, "");
-    expect("99-0", &b, MAE__RESUME_TRIMMED, trimmed);
+    expect("0-0", &b, MAE__RESUME_TRIMMED, trimmed);
 }
 
 static void test_empty_and_missing(void **state)
@@ -114,7 +112,7 @@ static void test_empty_and_missing(void **state)
     expect("0-1", &none, MAE__RESUME_UNKNOWN_ID, "{\"reason\":\"unknown_id\"}");
     expect("1716096000123-0", &none, MAE__RESUME_UNKNOWN_ID, "{\"reason\":\"unknown_id\"}");
     /* Everything trimmed (XTRIM MAXLEN 0): nothing kept to name. */
-    mae__stream_bounds empty = kept(ID(0, 0), ID(300, 0), 0, ID(300, 0));
+    mae__stream_bounds empty = kept(ID(0, 0), ID(300, 0), 0, 8);
     expect("100-0", &empty, MAE__RESUME_TRIMMED,
            "{\"reason\":\"history_trimmed\",\"oldest_id\":null}");
     expect("300-0", &empty, MAE__RESUME_REPLAY, "");
@@ -125,8 +123,8 @@ static void test_server_without_removal_info(void **state)
 {
     (void)state;
     /* Before Redis 7 nothing says whether 0-0 missed a trim: assume so. */
-    mae__stream_bounds b = kept(ID(100, 0), ID(200, 0), 50, ID(0, 0));
-    b.removed_known = false;
+    mae__stream_bounds b = kept(ID(100, 0), ID(200, 0), 50, 0);
+    b.added_known = false;
     const char *trimmed = "{\"reason\":\"history_trimmed\",\"oldest_id\":\"100-0\"}";
     expect("0-0", &b, MAE__RESUME_TRIMMED, trimmed);
     expect("99-0", &b, MAE__RESUME_TRIMMED, trimmed);
