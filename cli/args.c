@@ -18,6 +18,8 @@ static const char global_help[] =
     "                   are not published)\n"
     "  --channel NAME   pub/sub channel (default: $MAILAGENT_CHANNEL or\n"
     "                   " CLI_DEFAULT_CHANNEL ")\n"
+    "  --stream KEY     Redis Stream of the events, for resuming (default:\n"
+    "                   $MAILAGENT_STREAM; none: pub/sub only)\n"
     "  -h, --help       show this help and exit\n";
 
 /* Writes the message as one line: a library's detail text may carry a
@@ -105,6 +107,13 @@ int cli_getopt(const cli_command *cmd, cli_config *cfg, int argc, char **argv,
                 return '?';
             }
             cfg->channel = optarg;
+            break;
+        case OPT_STREAM:
+            if (!*optarg) {
+                cli_usage_error(cmd, "the stream key must not be empty");
+                return '?';
+            }
+            cfg->stream_key = optarg;
             break;
         case 'h':
             print_help(cmd);

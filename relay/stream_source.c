@@ -89,7 +89,7 @@ static bool reply_id(const redisReply *r, mae__stream_id *out)
 }
 
 /* One entry, [id, [field, value, ...]]: the id and the `event` field. */
-static bool parse_entry(const redisReply *r, mae__stream_entry *out)
+bool mae__stream_parse_entry(const redisReply *r, mae__stream_entry *out)
 {
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !reply_id(r->element[0], &out->id))
         return false;
@@ -126,7 +126,7 @@ static bool parse_entries(const redisReply *r, mae__stream_entry **out, size_t *
     if (!v)
         return false;
     for (size_t i = 0; i < r->elements; i++) {
-        if (!parse_entry(r->element[i], &v[i]) ||
+        if (!mae__stream_parse_entry(r->element[i], &v[i]) ||
             (i > 0 && mae__stream_id_cmp(&v[i - 1].id, &v[i].id) >= 0)) {
             free(v);
             return false;
@@ -170,7 +170,7 @@ bool mae__stream_parse_info(const redisReply *r, mae__stream_bounds *out)
             mae__stream_entry e;
             if (v->type == REDIS_REPLY_NIL)
                 continue;
-            if (!parse_entry(v, &e))
+            if (!mae__stream_parse_entry(v, &e))
                 return false;
             b.first = e.id;
         }
@@ -375,7 +375,7 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
         }
         for (size_t i = 0; i < list->elements; i++) {
             mae__stream_entry e;
-            if (!parse_entry(list->element[i], &e)) {
+            if (!mae__stream_parse_entry(list->element[i], &e)) {
                 fail(c, "unexpected entry in a reply to XREAD", true);
                 return;
             }

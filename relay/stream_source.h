@@ -150,11 +150,16 @@ mae__stream_req *mae__stream_source_bounds(mae__stream_source *s, mae__stream_bo
  * no-op. */
 void mae__stream_req_cancel(mae__stream_req *r);
 
-/* ---- parsing (pure, exposed for the unit tests) -------------------------- */
+/* ---- parsing (pure; shared with `events tail --stream`) ------------------ */
+
+struct redisReply;
+
+/* Parses one entry of a reply to XRANGE or XREAD, [id, [field, value,
+ * ...]], into out (line borrowed from r). Returns false when it is not one. */
+bool mae__stream_parse_entry(const struct redisReply *r, mae__stream_entry *out);
 
 /* Parses a reply of XINFO STREAM (RESP2: a flat list of names and values),
  * given as the hiredis reply object. Returns false when it is not one. */
-struct redisReply;
 bool mae__stream_parse_info(const struct redisReply *r, mae__stream_bounds *out);
 
 #endif
