@@ -752,6 +752,76 @@ static void test_restart_without_persistence_rewinds(void **state)
     harness_free(h);
 }
 
+/* A URL with a password and a database: AUTH and SELECT on both links. A
+ * key of another type: the reader says why it is down, and retries. */
+static void test_auth_select_and_wrong_type(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        skip();
+    harness *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    assert_int_equal(mtr_start(&h->redis, "--requirepass s3cret"), 0);
+    h->base = event_base_new();
+    h->ticker = event_new(h->base, -1, EV_PERSIST, on_tick, NULL);
+    struct timeval tick = {0, 5000};
+    event_add(h->ticker, &tick);
+    resync(h);
+    redisReply *r = redisCommand(h->sync, "AUTH s3cret");
+    freeReplyObject(r);
+    r = redisCommand(h->sync, "SELECT 3");
+    freeReplyObject(r);
+    char ids[5][MAE__STREAM_ID_BUFSIZE];
+    for (long i = 0; i < 5; i++)
+        xadd(h, i, ids[i]);
+
+    char url[160];
+    snprintf(url, sizeof url, "redis://:s3cret@127.0.0.1:%d/3", h->redis.port);
+    mae__stream_source_config cfg;
+    mae__stream_source_config_init(&cfg);
+    cfg.base = h->base;
+    cfg.redis_url = url;
+    cfg.key = KEY;
+    cfg.block_ms = 300;
+    cfg.backoff_min_ms = 20;
+    cfg.backoff_max_ms = 100;
+    cfg.on_entry = on_entry;
+    cfg.on_state = on_state;
+    cfg.user = h;
+    char err[200];
+    assert_int_equal(mae__stream_source_new(&cfg, &h->src, err, sizeof err), 0);
+    client *c = add_client(h, ids[1], 0);
+    watch = c;
+    assert_true(run_until(h, watch_live, 5000));
+    xadd(h, 5, NULL);
+    want_n = 4;
+    assert_true(run_until(h, watch_has_n, 5000));
+    mae__stream_id after = parse_id(ids[1]);
+    expect_exactly_after(c, h, &after);
+    mae__stream_source_free(h->src);
+
+    /* The same key holding a string. */
+    r = redisCommand(h->sync, "SET other-key text");
+    freeReplyObject(r);
+    cfg.key = "other-key";
+    h->ups = h->downs = 0;
+    assert_int_equal(mae__stream_source_new(&cfg, &h->src, err, sizeof err), 0);
+    assert_true(run_until(h, is_down, 5000));
+    assert_non_null(strstr(h->last_down, "WRONGTYPE"));
+    run_for(h, 300);
+    assert_true(h->downs > 1);   /* tried again */
+    assert_int_equal(h->ups, 0);
+    /* A wrong password says so too. */
+    mae__stream_source_free(h->src);
+    snprintf(url, sizeof url, "redis://:wrong@127.0.0.1:%d/3", h->redis.port);
+    cfg.key = KEY;
+    h->downs = 0;
+    assert_int_equal(mae__stream_source_new(&cfg, &h->src, err, sizeof err), 0);
+    assert_true(run_until(h, is_down, 5000));
+    assert_true(strstr(h->last_down, "WRONGPASS") || strstr(h->last_down, "invalid password"));
+    harness_free(h);
+}
+
 static void test_rejects_bad_config(void **state)
 {
     (void)state;
@@ -787,6 +857,7 @@ int main(void)
         cmocka_unit_test(test_killed_connections_lose_nothing),
         cmocka_unit_test(test_hung_redis),
         cmocka_unit_test(test_restart_without_persistence_rewinds),
+        cmocka_unit_test(test_auth_select_and_wrong_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
