@@ -17,7 +17,7 @@ target_link_libraries(mae_stream_reader PUBLIC mailagent-events-static
 if(TARGET mailagent)
   target_link_libraries(mailagent PRIVATE mae_stream_reader)
 endif()
-foreach(t test_stream_id test_resume test_it_stream_reader test_it_tail_stream)
+foreach(t test_stream_id test_stream_parse test_resume test_it_stream_reader test_it_tail_stream)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE mae_stream_reader)
   endif()

@@ -308,15 +308,15 @@ static void send_preamble(conn *c)
 }
 
 /* MULTI EXISTS XINFO EXEC: the bounds, atomically, and a missing key told
- * apart from an error without matching error texts. */
-static void send_bounds(conn *c, redisCallbackFn *fn, void *priv)
+ * apart from an error without matching error texts. Returns what queuing
+ * EXEC returned. */
+static int send_bounds(conn *c, redisCallbackFn *fn, void *priv)
 {
     mae__stream_source *s = c->src;
     redisAsyncCommand(c->ac, NULL, NULL, "MULTI");
     redisAsyncCommand(c->ac, NULL, NULL, "EXISTS %b", s->key, s->key_len);
     redisAsyncCommand(c->ac, NULL, NULL, "XINFO STREAM %b", s->key, s->key_len);
-    redisAsyncCommand(c->ac, fn, priv, "EXEC");
-    sent(c);
+    return redisAsyncCommand(c->ac, fn, priv, "EXEC");
 }
 
 /* The EXEC reply of send_bounds. Returns 1, 0 for a reply of another
@@ -492,22 +492,26 @@ static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
 static void req_send(mae__stream_source *s, mae__stream_req *q)
 {
     conn *c = &s->history;
-    q->sent = true;
+    int rc;
     q->sent_at = s->pos;
     if (!q->is_range) {
-        send_bounds(c, on_history_reply, q);
-        return;
-    }
-    char start[MAE__STREAM_ID_BUFSIZE + 1];
-    start[0] = '(';
-    mae__stream_id_format(&q->after, start + 1);
-    if (q->after.ms == UINT64_MAX && q->after.seq == UINT64_MAX)
+        rc = send_bounds(c, on_history_reply, q);
+    } else if (q->after.ms == UINT64_MAX && q->after.seq == UINT64_MAX) {
         /* Nothing can follow the largest id, and Redis refuses "(" before
          * it: an empty range (start after end) answers the same. */
-        redisAsyncCommand(c->ac, on_history_reply, q, "XRANGE %b + - COUNT 1", s->key, s->key_len);
-    else
-        redisAsyncCommand(c->ac, on_history_reply, q, "XRANGE %b %s + COUNT %u", s->key,
-                          s->key_len, start, q->count);
+        rc = redisAsyncCommand(c->ac, on_history_reply, q, "XRANGE %b + - COUNT 1", s->key,
+                               s->key_len);
+    } else {
+        char start[MAE__STREAM_ID_BUFSIZE + 1];
+        start[0] = '(';
+        mae__stream_id_format(&q->after, start + 1);
+        rc = redisAsyncCommand(c->ac, on_history_reply, q, "XRANGE %b %s + COUNT %u", s->key,
+                               s->key_len, start, q->count);
+    }
+    /* Not queued (out of memory): no reply will come for it, so it stays
+     * unsent; the watchdog, armed all the same, resets the link and the
+     * request goes out again after the reconnect. */
+    q->sent = rc == REDIS_OK;
     sent(c);
 }
 
@@ -616,6 +620,7 @@ static void conn_start(conn *c)
     send_preamble(c);
     if (c->is_reader) {
         send_bounds(c, on_reader_bounds, c);
+        sent(c);
     } else {
         redisAsyncCommand(ac, on_history_ready, c, "PING");
         sent(c);
