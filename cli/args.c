@@ -18,8 +18,6 @@ static const char global_help[] =
     "                   are not published)\n"
     "  --channel NAME   pub/sub channel (default: $MAILAGENT_CHANNEL or\n"
     "                   " CLI_DEFAULT_CHANNEL ")\n"
-    "  --stream KEY     Redis Stream of the events, for resuming (default:\n"
-    "                   $MAILAGENT_STREAM; none: pub/sub only)\n"
     "  -h, --help       show this help and exit\n";
 
 /* Writes the message as one line: a library's detail text may carry a

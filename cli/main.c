@@ -38,8 +38,6 @@ static const char top_footer[] =
     "                   not published and `events tail` cannot run)\n"
     "  --channel NAME   pub/sub channel (default: $MAILAGENT_CHANNEL or\n"
     "                   " CLI_DEFAULT_CHANNEL ")\n"
-    "  --stream KEY     Redis Stream of the events, for resuming (default:\n"
-    "                   $MAILAGENT_STREAM; none: pub/sub only)\n"
     "  -h, --help       show help (also after any command)\n"
     "  -V, --version    show the version\n"
     "\n"
