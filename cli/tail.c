@@ -420,7 +420,11 @@ static bool stream_position(tail *t, char *err, size_t errlen)
             mae__resume_plan plan = mae__resume_decide(MAE__STREAM_ID_OK, &t->since, &b);
             mae__stream_id_format(&t->since, a);
             t->pos = t->since;
-            if (plan.kind == MAE__RESUME_TRIMMED && plan.has_oldest) {
+            if (plan.kind == MAE__RESUME_TRIMMED && plan.has_oldest &&
+                mae__stream_id_is_zero(&t->since)) {
+                mae__stream_id_format(&plan.oldest, z);
+                cli_error("the stream's history before %s was trimmed; printing from %s", z, z);
+            } else if (plan.kind == MAE__RESUME_TRIMMED && plan.has_oldest) {
                 mae__stream_id_format(&plan.oldest, z);
                 cli_error("the stream's history before %s was trimmed: events after %s may be "
                           "missing; printing from %s", z, a, z);

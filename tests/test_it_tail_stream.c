@@ -264,6 +264,16 @@ static void test_trimmed_unknown_and_rewound(void **state)
     char msg[256];
     snprintf(msg, sizeof msg, "history before %s was trimmed", ids[7]);
     assert_non_null(strstr(p.err, msg));
+    assert_non_null(strstr(p.err, "may be missing"));
+    cli_free(&p);
+
+    /* From the start: the same history, and a word on what is gone. */
+    assert_int_equal(cli_run(&p, env, ARGS("events", "tail", "--json", "--since", "start",
+                                           "--count", "3")),
+                     0);
+    assert_string_equal(p.out, want);
+    snprintf(msg, sizeof msg, "history before %s was trimmed; printing from %s", ids[7], ids[7]);
+    assert_non_null(strstr(p.err, msg));
     cli_free(&p);
 
     /* An id after the stream's last: said, then only new entries. */
