@@ -303,6 +303,26 @@ static void test_trimmed_unknown_and_rewound(void **state)
     cli_free(&p);
 }
 
+/* SIGTERM or SIGINT while blocked in XREAD: exit 0 at once, not after the
+ * BLOCK. */
+static void test_stops_on_signals(void **state)
+{
+    fixture *f = *state;
+    const char *env[] = {f->redis_env, f->stream_env, NULL};
+    const int sigs[] = {SIGTERM, SIGINT};
+    for (size_t i = 0; i < 2; i++) {
+        cli_proc p;
+        cli_start(&p, env, ARGS("events", "tail"));
+        wait_following(f, 10000);
+        double t0 = cli_now();
+        kill(p.pid, sigs[i]);
+        assert_int_equal(cli_wait(&p, 10000), 0);
+        assert_true(cli_now() - t0 < 1.5);
+        assert_string_equal(p.err, "");
+        cli_free(&p);
+    }
+}
+
 static void test_usage_errors(void **state)
 {
     fixture *f = *state;
@@ -343,6 +363,7 @@ int main(void)
         T(test_since_start_plain_and_env),
         T(test_reconnects_lose_and_double_nothing),
         T(test_trimmed_unknown_and_rewound),
+        T(test_stops_on_signals),
         T(test_usage_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
