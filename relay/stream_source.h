@@ -12,8 +12,10 @@
  * meanwhile (recreated, or restored from an older snapshot) on_rewound says
  * so, because then clients may have missed events.
  *
- * A source is not thread-safe: every call, and every callback, happens on
- * the thread running its event_base. Never installed. */
+ * Connecting resolves a host name with hiredis' blocking getaddrinfo: give
+ * an address (127.0.0.1, [::1]) or a unix socket to keep the loop free of
+ * DNS. A source is not thread-safe: every call, and every callback, happens
+ * on the thread running its event_base. Never installed. */
 #ifndef MAE_STREAM_SOURCE_H
 #define MAE_STREAM_SOURCE_H
 
