@@ -17,11 +17,19 @@ target_link_libraries(mae_stream_reader PUBLIC mailagent-events-static
 if(TARGET mailagent)
   target_link_libraries(mailagent PRIVATE mae_stream_reader)
 endif()
-foreach(t test_stream_id test_stream_parse test_resume test_it_stream_reader test_it_tail_stream)
+foreach(t test_stream_id test_stream_parse test_resume test_resume_handoff test_it_stream_reader
+         test_it_tail_stream)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE mae_stream_reader)
   endif()
 endforeach()
+# The hand-off test plays the stream source itself.
+if(TARGET test_resume_handoff)
+  target_link_options(test_resume_handoff PRIVATE
+    -Wl,--wrap=mae__stream_source_range -Wl,--wrap=mae__stream_source_bounds
+    -Wl,--wrap=mae__stream_req_cancel -Wl,--wrap=mae__stream_source_position
+    -Wl,--wrap=mae__stream_source_epoch -Wl,--wrap=mae__stream_source_base)
+endif()
 if(TARGET test_it_tail_stream AND TARGET mailagent)
   add_dependencies(test_it_tail_stream mailagent)
 endif()

@@ -179,6 +179,7 @@ static void on_page(void *user, const mae__stream_entry *v, size_t n, const mae_
     }
     if (n < r->page && mae__stream_id_cmp(&r->last, sent_at) < 0)
         r->last = *sent_at;
+    /* The source answers pages only once its position is known. */
     if (!mae__stream_source_position(r->src, &s) || mae__stream_id_cmp(&r->last, &s) >= 0) {
         go_live(r);
         return;
