@@ -16,6 +16,7 @@ have_cmd pkg-config && have_pc hiredis || need+=(libhiredis-dev)
 have_cmd pkg-config && have_pc json-c  || need+=(libjson-c-dev)
 have_cmd pkg-config && have_pc sqlite3 || need+=(libsqlite3-dev)
 have_cmd pkg-config && have_pc cmocka  || need+=(libcmocka-dev)
+have_cmd pkg-config && have_pc libevent || need+=(libevent-dev)
 have_cmd redis-server || need+=(redis-server)
 have_cmd redis-cli    || need+=(redis-tools)
 if [ "${MAE_DEPS_FULL:-1}" = 1 ]; then
