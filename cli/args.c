@@ -106,6 +106,13 @@ int cli_getopt(const cli_command *cmd, cli_config *cfg, int argc, char **argv,
             }
             cfg->channel = optarg;
             break;
+        case OPT_STREAM:
+            if (!*optarg) {
+                cli_usage_error(cmd, "the stream key must not be empty");
+                return '?';
+            }
+            cfg->stream_key = optarg;
+            break;
         case 'h':
             print_help(cmd);
             return 'h';

@@ -25,6 +25,7 @@ typedef struct cli_config {
     const char *db_path;    /* NULL when not configured */
     const char *redis_url;  /* NULL when not configured: publishing disabled */
     const char *channel;    /* never NULL */
+    const char *stream_key; /* Redis Stream of the events; NULL: pub/sub only */
 } cli_config;
 
 typedef struct cli_command cli_command;
@@ -51,7 +52,7 @@ extern const cli_command cli_events_tail, cli_events_serve;
 
 /* Ids of the options every command accepts; a command's own long options
  * use small characters, so these cannot clash. */
-enum { OPT_DB = 0x100, OPT_REDIS, OPT_CHANNEL };
+enum { OPT_DB = 0x100, OPT_REDIS, OPT_CHANNEL, OPT_STREAM };
 
 /* The global options, to end every command's struct option array with
  * (before the terminating zero entry). --help maps to 'h'. */
@@ -59,6 +60,7 @@ enum { OPT_DB = 0x100, OPT_REDIS, OPT_CHANNEL };
     {"db", required_argument, NULL, OPT_DB},                    \
     {"redis", required_argument, NULL, OPT_REDIS},              \
     {"channel", required_argument, NULL, OPT_CHANNEL},          \
+    {"stream", required_argument, NULL, OPT_STREAM},            \
     {"help", no_argument, NULL, 'h'}
 
 /* Like getopt_long over the leaf command's argv (permuting, so options may

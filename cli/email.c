@@ -388,11 +388,14 @@ static int open_publisher(const cli_config *cfg, mae_publisher **out)
     mae_publisher_config_init(&pc);
     pc.redis_url = cfg->redis_url;
     pc.channel = cfg->channel;
+    /* MAILAGENT_STREAM / --stream: the event goes to the stream too, so a
+     * relay in stream mode sees it. */
+    pc.stream_key = cfg->stream_key;
     pc.error_buf = err;
     pc.error_buf_size = sizeof err;
     int rc = mae_publisher_open(&pc, out);
     if (rc == MAE_EINVAL) {
-        cli_error("invalid Redis URL: %s", err[0] ? err : mae_strerror(rc));
+        cli_error("cannot start the publisher: %s", err[0] ? err : mae_strerror(rc));
         return CLI_USAGE;
     }
     if (rc != MAE_OK) {

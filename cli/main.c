@@ -126,6 +126,11 @@ static int parse_prefix(const group *g, cli_config *cfg, int argc, char **argv)
                 return usage_error(g, "the channel must not be empty");
             cfg->channel = optarg;
             break;
+        case OPT_STREAM:
+            if (!*optarg)
+                return usage_error(g, "the stream key must not be empty");
+            cfg->stream_key = optarg;
+            break;
         case 'h':
             if (g)
                 group_help(g);
@@ -153,6 +158,7 @@ static void config_from_env(cli_config *cfg)
     cfg->db_path = (v = getenv("MAILAGENT_DB")) && *v ? v : NULL;
     cfg->redis_url = (v = getenv("MAILAGENT_REDIS_URL")) && *v ? v : NULL;
     cfg->channel = (v = getenv("MAILAGENT_CHANNEL")) && *v ? v : CLI_DEFAULT_CHANNEL;
+    cfg->stream_key = (v = getenv("MAILAGENT_STREAM")) && *v ? v : NULL;
 }
 
 int main(int argc, char **argv)

@@ -1,5 +1,8 @@
 /* The `mailagent events tail` command: subscribes to the event channel with
- * hiredis and prints each event as it arrives, surviving Redis restarts. */
+ * hiredis and prints each event as it arrives, surviving Redis restarts; or,
+ * with --stream, reads the events' Redis Stream from an id (--since) and
+ * follows it, continuing from the last id after a reconnect, so nothing is
+ * missed or printed twice. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,6 +17,9 @@
 
 #include "core/backoff.h"
 #include "core/url.h"
+#include "relay/resume.h"
+#include "relay/stream_id.h"
+#include "relay/stream_source.h"
 
 #include "cli.h"
 
@@ -24,6 +30,12 @@
 /* The longest the loop sleeps in poll(): a signal that lands just before
  * poll() is still seen this soon. */
 #define POLL_SLICE_MS 250
+/* Stream mode: XREAD BLOCK for at most this long, and a server that has not
+ * answered STREAM_MARGIN_MS after that is taken for hung. */
+#define STREAM_BLOCK_MS 2000
+#define STREAM_MARGIN_MS 3000
+/* Entries per XREAD: the history comes in pages of this many. */
+#define STREAM_PAGE 500
 
 typedef struct tail {
     const cli_config *cfg;
@@ -37,10 +49,16 @@ typedef struct tail {
     double deadline;            /* monotonic seconds; 0 = none */
     redisContext *c;
     uint64_t rng;               /* the backoff's jitter */
+    /* Stream mode (cfg->stream_key set). */
+    bool stream;
+    bool since_set;             /* --since given: print history after since */
+    mae__stream_id since;       /* 0-0 for --since start */
+    mae__stream_id pos;         /* the last entry seen (printed or filtered) */
+    bool positioned;            /* pos is set: reconnects continue from it */
 } tail;
 
-/* Why a read loop returned. */
-enum { TAIL_DONE, TAIL_LOST, TAIL_OUTPUT_FAILED };
+/* Why a read loop returned; TAIL_MORE: a step succeeded, go on. */
+enum { TAIL_DONE, TAIL_LOST, TAIL_OUTPUT_FAILED, TAIL_MORE };
 
 static volatile sig_atomic_t stop_requested;
 
@@ -161,13 +179,33 @@ static void print_line(json_object *ev)
     fputc('\n', stdout);
 }
 
-/* Prints one message if it passes the filter. Returns false when stdout
- * cannot be written. */
-static bool on_message(tail *t, const char *msg, size_t len)
+/* With --json in stream mode: {"id":"<id>","event":<message>}, the message
+ * byte for byte when it is one JSON value, else as a JSON string. */
+static void print_json_with_id(const char *id, const char *msg, size_t len, bool is_json)
+{
+    printf("{\"id\":\"%s\",\"event\":", id);
+    if (is_json) {
+        fwrite(msg, 1, len, stdout);
+    } else {
+        json_object *str = json_object_new_string_len(msg, (int)len);
+        fputs(str ? json_object_to_json_string_ext(str, JSON_C_TO_STRING_PLAIN |
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE)
+                  : "null",
+              stdout);
+        json_object_put(str);
+    }
+    fputs("}\n", stdout);
+}
+
+/* Prints one message if it passes the filter; id is its stream id (NULL in
+ * pub/sub mode), printed first. Returns false when stdout cannot be
+ * written. */
+static bool on_message(tail *t, const char *id, const char *msg, size_t len)
 {
     json_tokener *tok = json_tokener_new();
     json_object *ev = tok ? json_tokener_parse_ex(tok, msg, (int)len) : NULL;
     json_object *type = NULL;
+    bool is_json = ev && json_tokener_get_parse_end(tok) == len;
     bool is_event = ev && json_object_is_type(ev, json_type_object) &&
                     json_object_object_get_ex(ev, "event_type", &type) &&
                     json_object_is_type(type, json_type_string);
@@ -180,7 +218,17 @@ static bool on_message(tail *t, const char *msg, size_t len)
     }
     /* With --json the message is passed on byte for byte; a message that
      * is not an event is shown raw rather than hidden. */
-    if (t->json || !is_event) {
+    if (id && t->json) {
+        print_json_with_id(id, msg, len, is_json);
+    } else if (id) {
+        printf("%s ", id);
+        if (is_event) {
+            print_line(ev);
+        } else {
+            fwrite(msg, 1, len, stdout);
+            fputc('\n', stdout);
+        }
+    } else if (t->json || !is_event) {
         fwrite(msg, 1, len, stdout);
         fputc('\n', stdout);
     } else {
@@ -203,7 +251,10 @@ static void disconnect(tail *t)
     t->c = NULL;
 }
 
-/* Connects, authenticates and subscribes. Returns false with the reason. */
+static bool stream_position(tail *t, char *err, size_t errlen);
+
+/* Connects, authenticates and subscribes (in stream mode: settles the
+ * position to read from). Returns false with the reason. */
 static bool connect_once(tail *t, char *err, size_t errlen)
 {
     int ms = ms_left(t, CONNECT_TIMEOUT_MS);
@@ -240,6 +291,12 @@ static bool connect_once(tail *t, char *err, size_t errlen)
             goto refused;
         }
         freeReplyObject(r);
+    }
+    if (t->stream) {
+        if (stream_position(t, err, errlen))
+            return true;
+        disconnect(t);
+        return false;
     }
     r = redisCommand(c, "SUBSCRIBE %b", t->cfg->channel, strlen(t->cfg->channel));
     if (!r)
@@ -286,7 +343,7 @@ static int read_loop(tail *t, char *err, size_t errlen)
                 r->element[0]->type == REDIS_REPLY_STRING &&
                 strcmp(r->element[0]->str, "message") == 0 &&
                 r->element[2]->type == REDIS_REPLY_STRING)
-                ok = on_message(t, r->element[2]->str, r->element[2]->len);
+                ok = on_message(t, NULL, r->element[2]->str, r->element[2]->len);
             freeReplyObject(r);
             if (!ok)
                 return TAIL_OUTPUT_FAILED;
@@ -302,6 +359,205 @@ static int read_loop(tail *t, char *err, size_t errlen)
             snprintf(err, errlen, "%s", t->c->errstr);
             return TAIL_LOST;
         }
+    }
+}
+
+/* ---- stream mode -------------------------------------------------------- */
+
+static const char *key_of(const tail *t)
+{
+    return t->cfg->stream_key;
+}
+
+/* The stream's bounds on the fresh connection (EXISTS, then XINFO STREAM).
+ * Returns false with the reason. */
+static bool stream_bounds(tail *t, mae__stream_bounds *b, char *err, size_t errlen)
+{
+    const char *key = key_of(t);
+    redisReply *r = redisCommand(t->c, "EXISTS %b", key, strlen(key));
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        snprintf(err, errlen, "%s", r && r->type == REDIS_REPLY_ERROR ? r->str
+                                    : t->c->errstr[0]               ? t->c->errstr
+                                                                    : "unexpected reply to EXISTS");
+        goto fail;
+    }
+    if (r->integer == 0) {
+        freeReplyObject(r);
+        memset(b, 0, sizeof *b);
+        return true;
+    }
+    freeReplyObject(r);
+    r = redisCommand(t->c, "XINFO STREAM %b", key, strlen(key));
+    if (!r || !mae__stream_parse_info(r, b)) {
+        snprintf(err, errlen, "%s", r && r->type == REDIS_REPLY_ERROR ? r->str
+                                    : t->c->errstr[0]               ? t->c->errstr
+                                                                    : "unexpected reply to XINFO");
+        goto fail;
+    }
+    freeReplyObject(r);
+    return true;
+fail:
+    if (r)
+        freeReplyObject(r);
+    return false;
+}
+
+/* Where to read from. The first time: after --since (with a word on
+ * stderr when the history it asks for was trimmed, or the id is newer than
+ * the stream), or after the newest entry. After a reconnect: after the last
+ * entry seen, unless the stream went back meanwhile (recreated, or Redis
+ * restored an older copy), which is said and followed. */
+static bool stream_position(tail *t, char *err, size_t errlen)
+{
+    mae__stream_bounds b;
+    char a[MAE__STREAM_ID_BUFSIZE], z[MAE__STREAM_ID_BUFSIZE];
+    if (!stream_bounds(t, &b, err, errlen))
+        return false;
+    mae__stream_id_format(&b.last, z);
+    if (!t->positioned) {
+        t->pos = b.last;
+        if (t->since_set) {
+            mae__resume_plan plan = mae__resume_decide(MAE__STREAM_ID_OK, &t->since, &b);
+            mae__stream_id_format(&t->since, a);
+            t->pos = t->since;
+            if (plan.kind == MAE__RESUME_TRIMMED && plan.has_oldest &&
+                mae__stream_id_is_zero(&t->since)) {
+                mae__stream_id_format(&plan.oldest, z);
+                cli_error("the stream's history before %s was trimmed; printing from %s", z, z);
+            } else if (plan.kind == MAE__RESUME_TRIMMED && plan.has_oldest) {
+                mae__stream_id_format(&plan.oldest, z);
+                cli_error("the stream's history before %s was trimmed: events after %s may be "
+                          "missing; printing from %s", z, a, z);
+            } else if (plan.kind == MAE__RESUME_TRIMMED) {
+                cli_error("the stream's history was trimmed away: events after %s may be missing",
+                          a);
+            } else if (plan.kind == MAE__RESUME_UNKNOWN_ID) {
+                cli_error("%s is newer than the stream's last id %s (was the stream recreated?); "
+                          "following it from there", a, z);
+                t->pos = b.last;
+            }
+        }
+        t->positioned = true;
+    } else if (mae__stream_id_cmp(&b.last, &t->pos) < 0) {
+        mae__stream_id_format(&t->pos, a);
+        cli_error("the stream went back from %s to %s while Redis was away (recreated, or an "
+                  "older copy restored): events may be missing; following it from there", a, z);
+        t->pos = b.last;
+    }
+    return true;
+}
+
+/* Sends what hiredis has buffered and waits for one reply, up to
+ * timeout_ms, in slices so that a signal or the deadline is seen: TAIL_MORE
+ * and *out, TAIL_DONE when the tail is finished meanwhile, or TAIL_LOST with
+ * the reason (a hung server included). */
+static int await_reply(tail *t, int timeout_ms, redisReply **out, char *err, size_t errlen)
+{
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(t->c, &done) != REDIS_OK) {
+            snprintf(err, errlen, "%s", t->c->errstr);
+            return TAIL_LOST;
+        }
+    }
+    double until = mono_now() + timeout_ms / 1000.0;
+    for (;;) {
+        void *reply = NULL;
+        if (redisGetReplyFromReader(t->c, &reply) != REDIS_OK) {
+            snprintf(err, errlen, "%s", t->c->errstr);
+            return TAIL_LOST;
+        }
+        if (reply) {
+            *out = reply;
+            return TAIL_MORE;
+        }
+        if (finished(t))
+            return TAIL_DONE;
+        double left = (until - mono_now()) * 1000.0;
+        if (left <= 0) {
+            snprintf(err, errlen, "no reply within %d ms", timeout_ms);
+            return TAIL_LOST;
+        }
+        struct pollfd pfd = {.fd = t->c->fd, .events = POLLIN};
+        int n = poll(&pfd, 1, ms_left(t, left < POLL_SLICE_MS ? (int)left + 1 : POLL_SLICE_MS));
+        if (n < 0 && errno != EINTR) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            return TAIL_LOST;
+        }
+        if (n > 0 && redisBufferRead(t->c) != REDIS_OK) {
+            snprintf(err, errlen, "%s", t->c->errstr);
+            return TAIL_LOST;
+        }
+    }
+}
+
+/* Prints the entries of one XREAD reply (nil: none yet), advancing the
+ * position past each, printed or filtered out. */
+static int print_entries(tail *t, const redisReply *r, char *err, size_t errlen)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%s", r->str);
+        return TAIL_LOST;
+    }
+    if (r->type == REDIS_REPLY_NIL)
+        return TAIL_MORE;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
+        r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2 ||
+        r->element[0]->element[1]->type != REDIS_REPLY_ARRAY) {
+        snprintf(err, errlen, "unexpected reply to XREAD");
+        return TAIL_LOST;
+    }
+    const redisReply *list = r->element[0]->element[1];
+    for (size_t i = 0; i < list->elements; i++) {
+        mae__stream_entry e;
+        char id[MAE__STREAM_ID_BUFSIZE];
+        if (!mae__stream_parse_entry(list->element[i], &e)) {
+            snprintf(err, errlen, "unexpected entry in a reply to XREAD");
+            return TAIL_LOST;
+        }
+        if (mae__stream_id_cmp(&e.id, &t->pos) <= 0)
+            continue;
+        t->pos = e.id;
+        if (!e.line)
+            continue;
+        mae__stream_id_format(&e.id, id);
+        if (!on_message(t, id, e.line, e.len))
+            return TAIL_OUTPUT_FAILED;
+        if (finished(t))
+            return TAIL_DONE;
+    }
+    return TAIL_MORE;
+}
+
+/* Reads the stream after the position until finished: the history first,
+ * in pages of STREAM_PAGE (XREAD answers at once while entries are there),
+ * then new entries as they come (it blocks when caught up). One loop for
+ * both, so a reconnect in the middle of the history needs nothing
+ * special. Returns like read_loop. */
+static int stream_loop(tail *t, char *err, size_t errlen)
+{
+    const char *key = key_of(t);
+    for (;;) {
+        char id[MAE__STREAM_ID_BUFSIZE];
+        redisReply *r = NULL;
+        if (finished(t))
+            return TAIL_DONE;
+        int block = ms_left(t, STREAM_BLOCK_MS);
+        if (block < 1)
+            block = 1;   /* BLOCK 0 would wait forever */
+        mae__stream_id_format(&t->pos, id);
+        if (redisAppendCommand(t->c, "XREAD COUNT %d BLOCK %d STREAMS %b %s", STREAM_PAGE, block,
+                               key, strlen(key), id) != REDIS_OK) {
+            snprintf(err, errlen, "out of memory");
+            return TAIL_LOST;
+        }
+        int rc = await_reply(t, block + STREAM_MARGIN_MS, &r, err, errlen);
+        if (rc != TAIL_MORE)
+            return rc;
+        rc = print_entries(t, r, err, errlen);
+        freeReplyObject(r);
+        if (rc != TAIL_MORE)
+            return rc;
     }
 }
 
@@ -344,7 +600,7 @@ static int run_tail(const tail *proto)
         return CLI_FAIL;
     }
     for (;;) {
-        int r = read_loop(&t, err, sizeof err);
+        int r = t.stream ? stream_loop(&t, err, sizeof err) : read_loop(&t, err, sizeof err);
         if (r == TAIL_DONE)
             break;
         if (r == TAIL_OUTPUT_FAILED) {
@@ -386,11 +642,13 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {"count", required_argument, NULL, 'n'},
         {"timeout", required_argument, NULL, 'T'},
+        {"since", required_argument, NULL, 's'},
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     tail t;
     double timeout = 0;
+    const char *since = NULL;
     char err[256];
     int c, rc;
 
@@ -413,6 +671,9 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
                 return cli_usage_error(cmd, "--timeout wants a positive number of seconds, "
                                        "not '%s'", optarg);
             break;
+        case 's':
+            since = optarg;
+            break;
         case 'h':
             return CLI_OK;
         default:
@@ -421,6 +682,17 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     }
     if (!cli_positionals(cmd, argc, argv, 0, 0))
         return CLI_USAGE;
+    t.stream = cfg->stream_key != NULL;
+    if (since && !t.stream)
+        return cli_usage_error(cmd, "--since reads a stream: pass --stream KEY or set "
+                                    "MAILAGENT_STREAM");
+    if (since) {
+        t.since_set = true;
+        if (strcmp(since, "start") != 0 &&
+            mae__stream_id_parse(since, strlen(since), &t.since) != MAE__STREAM_ID_OK)
+            return cli_usage_error(cmd, "--since wants a stream id such as 1716096000123-0, or "
+                                        "start, not '%s'", since);
+    }
     if (!cfg->redis_url)
         return cli_usage_error(cmd, "no Redis URL: set MAILAGENT_REDIS_URL or pass --redis URL");
     if (mae__url_parse(cfg->redis_url, &t.addr, err, sizeof err) != MAE_OK) {
@@ -442,19 +714,31 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
 }
 
 const cli_command cli_events_tail = {
-    "events", "tail", "[--type PREFIX] [--json] [--count N] [--timeout SECONDS]",
+    "events", "tail",
+    "[--type PREFIX] [--json] [--count N] [--timeout SECONDS] [--stream KEY [--since ID|start]]",
     "Print the events published on the channel as they arrive.",
     "Each event is one line: local time, event type, #mail, source, then the\n"
     "data fields, e.g.\n"
     "  12:00:01.123456 email.synced #53675 new_watcher notion_page_id=page-abc\n"
+    "With --stream the entry's id comes first:\n"
+    "  1716096000123-0 12:00:01.123456 email.synced #53675 new_watcher ...\n"
     "When Redis goes away the tail says so on stderr and reconnects (events\n"
-    "published meanwhile are missed: pub/sub keeps no history). Stops on\n"
-    "SIGINT or SIGTERM. Needs a Redis URL.\n"
+    "published meanwhile are missed: pub/sub keeps no history; with --stream\n"
+    "it continues after the last id). Stops on SIGINT or SIGTERM. Needs a\n"
+    "Redis URL.\n"
     "Options:\n"
     "  --type PREFIX    only events whose event_type starts with PREFIX\n"
     "                   (e.g. outbox. or email.synced)\n"
     "  --json           print each message exactly as published, one a line\n"
     "  --count N        exit after N events\n"
-    "  --timeout SECONDS  exit after this long (may have a fraction)\n",
+    "  --timeout SECONDS  exit after this long (may have a fraction)\n"
+    "  --stream KEY     read the events' Redis Stream instead of the channel\n"
+    "                   (default: $MAILAGENT_STREAM): each line starts with the\n"
+    "                   entry's id, and --json prints {\"id\":\"ID\",\"event\":EVENT}\n"
+    "                   with the event byte for byte. Nothing is missed across\n"
+    "                   a reconnect: it continues after the last id seen.\n"
+    "  --since ID|start print the stream's history after ID (or all of it) first,\n"
+    "                   then follow; says so on stderr when part of that history\n"
+    "                   was trimmed. Needs --stream.\n",
     run,
 };

@@ -16,6 +16,7 @@ have_cmd pkg-config && have_pc hiredis || need+=(libhiredis-dev)
 have_cmd pkg-config && have_pc json-c  || need+=(libjson-c-dev)
 have_cmd pkg-config && have_pc sqlite3 || need+=(libsqlite3-dev)
 have_cmd pkg-config && have_pc cmocka  || need+=(libcmocka-dev)
+have_cmd pkg-config && have_pc libevent || need+=(libevent-dev)
 have_cmd redis-server || need+=(redis-server)
 have_cmd redis-cli    || need+=(redis-tools)
 if [ "${MAE_DEPS_FULL:-1}" = 1 ]; then
@@ -25,6 +26,12 @@ if [ "${MAE_DEPS_FULL:-1}" = 1 ]; then
                     || need+=(libclang-rt-14-dev)
   have_cmd valgrind || need+=(valgrind)
   have_cmd gnuplot  || need+=(gnuplot-nox)
+  # The Python package's tests and benchmark part run Debian's interpreter.
+  have_py() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import $1" 2>/dev/null; }
+  have_py pytest     || need+=(python3-pytest)
+  have_py redis      || need+=(python3-redis)
+  have_py setuptools || need+=(python3-setuptools)
+  have_py pip        || need+=(python3-pip)
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -16,7 +16,7 @@ jobs=${MAE_JOBS:-2}
 count_ctest() {
   local log=$1 line total nfail
   # Stages that are not ctest end with "NAME: N passed, M failed".
-  line=$(grep -E '^(memcheck|fuzz): [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+  line=$(grep -E '^(memcheck|fuzz|python): [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
   if [ -n "$line" ]; then
     passed=$((passed + $(sed -E 's/^[a-z]+: ([0-9]+) passed.*/\1/' <<<"$line")))
     failed=$((failed + $(sed -E 's/.*passed, ([0-9]+) failed/\1/' <<<"$line")))
@@ -92,12 +92,35 @@ memcheck() {
   return $status
 }
 
+# The Python package (bindings/python) over the plain build's library, with
+# Debian's interpreter and pytest. Turns pytest's closing line ("3 failed,
+# 40 passed, 1 error in 9.1s") into "python: N passed, M failed"; any
+# non-zero exit fails the stage, 5 (no tests collected) included.
+python_pkg() {
+  [ -f build/libmailagent-events.so.1 ] ||
+    configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || return 1
+  local log rc last ok bad
+  log=$(mktemp)
+  MAILAGENT_EVENTS_LIB=$PWD/build/libmailagent-events.so.1 PYTHONDONTWRITEBYTECODE=1 \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  last=$(grep -E ' in [0-9.]+s( \([0-9:]+\))?( =+)?$' "$log" | tail -1)
+  rm -f "$log"
+  ok=$(grep -oE '[0-9]+ passed' <<<"$last" | grep -oE '[0-9]+' || echo 0)
+  bad=$(( $(grep -oE '[0-9]+ failed' <<<"$last" | grep -oE '[0-9]+' || echo 0) +
+          $(grep -oE '[0-9]+ errors?' <<<"$last" | grep -oE '[0-9]+' || echo 0) ))
+  [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+  echo "python: $ok passed, $bad failed"
+  [ "$rc" -eq 0 ]
+}
+
 fuzz_replay() {
   [ -f scripts/fuzz.sh ] || { echo "no fuzz targets yet"; return 0; }
   bash scripts/fuzz.sh --corpus-only
 }
 
 stage "build + tests (gcc)" plain
+stage "Python package (pytest)" python_pkg
 stage "ASan + UBSan" asan
 stage "TSan (clang)" tsan
 stage "valgrind memcheck (unit tests)" memcheck
