@@ -167,6 +167,8 @@ static mae__req_status parse_header(const char *p, const char *e, mae__request *
 
 mae__req_status mae__request_parse(const char *buf, size_t len, mae__request *out)
 {
+    if (len == 0)
+        return MAE__REQ_INCOMPLETE;   /* buf may be NULL then */
     const char *p = buf, *end = buf + (len > MAE__REQ_MAX_BYTES ? MAE__REQ_MAX_BYTES : len);
     const char *ce;
     bool bad = false;

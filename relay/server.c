@@ -351,6 +351,8 @@ static void on_read(struct bufferevent *bev, void *arg)
             return;
         }
         size_t len = evbuffer_get_length(in);
+        if (len == 0)
+            return;
         size_t n = len > MAE__REQ_MAX_BYTES + 1 ? MAE__REQ_MAX_BYTES + 1 : len;
         const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
         mae__request req;

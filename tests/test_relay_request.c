@@ -100,6 +100,8 @@ static void test_incomplete(void **state)
     for (size_t n = 0; n < strlen(full); n++)
         assert_int_equal(mae__request_parse(full, n, &r), MAE__REQ_INCOMPLETE);
     assert_int_equal(mae__request_parse(full, strlen(full), &r), MAE__REQ_DONE);
+    /* Nothing at all, as an empty socket buffer gives it: no pointer. */
+    assert_int_equal(mae__request_parse(NULL, 0, &r), MAE__REQ_INCOMPLETE);
 }
 
 static void test_malformed(void **state)
