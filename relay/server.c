@@ -159,11 +159,30 @@ static bool stream_write(client *c, const char *bytes, size_t len)
         client_free(c, "cut: over --client-buffer (not reading fast enough)");
         return false;
     }
+    r->counters.bytes_total += len;
+    /* Nothing waiting: try the socket first. Most clients take the whole
+     * frame at once, and then the write costs one send() instead of
+     * arming and disarming a write event (two epoll_ctl calls and a loop
+     * turn) per client per event, which dominated the fan-out to 10 000. */
+    if (evbuffer_get_length(out) == 0) {
+        ssize_t n = send(bufferevent_getfd(c->bev), bytes, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n == (ssize_t)len)
+            return true;
+        if (n < 0) {
+            int err = errno;
+            if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+                client_free(c, strerror(err));
+                return false;
+            }
+            n = 0;
+        }
+        bytes += n;
+        len -= (size_t)n;
+    }
     if (bufferevent_write(c->bev, bytes, len) != 0) {
         client_free(c, "out of memory");
         return false;
     }
-    r->counters.bytes_total += len;
     return true;
 }
 
