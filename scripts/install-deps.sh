@@ -19,6 +19,8 @@ have_cmd pkg-config && have_pc cmocka  || need+=(libcmocka-dev)
 have_cmd pkg-config && have_pc libevent || need+=(libevent-dev)
 have_cmd redis-server || need+=(redis-server)
 have_cmd redis-cli    || need+=(redis-tools)
+# The demo shows the relay's frames as `curl -N` receives them.
+have_cmd curl         || need+=(curl)
 if [ "${MAE_DEPS_FULL:-1}" = 1 ]; then
   # Sanitizer runtimes, fuzzing, memcheck and the benchmark's plot.
   have_cmd clang    || need+=(clang)
@@ -32,6 +34,11 @@ if [ "${MAE_DEPS_FULL:-1}" = 1 ]; then
   have_py redis      || need+=(python3-redis)
   have_py setuptools || need+=(python3-setuptools)
   have_py pip        || need+=(python3-pip)
+  # The relay's tests read it with real clients: httpx (the cookbook's
+  # reader), headless Chromium (the dashboard), nginx in front of it.
+  have_py httpx      || need+=(python3-httpx)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/sbin/nginx ]   || need+=(nginx-light)
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0
