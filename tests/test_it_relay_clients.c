@@ -248,10 +248,28 @@ static int free_port(void)
     return tmp.port;
 }
 
+/* The example's location blocks with their read timeout shortened. */
+static char *example_locations(const char *read_timeout)
+{
+    char *ex = rh_slurp(MAE_RELAY_TEST_DIR "/../../examples/relay/nginx.conf");
+    assert_non_null(ex);
+    const char *t = "proxy_read_timeout 1h;";
+    char *at = strstr(ex, t);
+    assert_non_null(at);   /* the README's recommendation is what is tested */
+    size_t n = strlen(ex) + 64;
+    char *out = malloc(n);
+    assert_non_null(out);
+    snprintf(out, n, "%.*sproxy_read_timeout %s;%s", (int)(at - ex), ex, read_timeout,
+             at + strlen(t));
+    free(ex);
+    return out;
+}
+
 static void write_conf(const char *dir, int port, int upstream, const char *read_timeout)
 {
     char *tmpl = rh_slurp(MAE_RELAY_TEST_DIR "/nginx.conf.in");
     assert_non_null(tmpl);
+    char *locations = example_locations(read_timeout);
     char path[600], num[16];
     snprintf(path, sizeof path, "%s/nginx.conf", dir);
     FILE *f = fopen(path, "w");
@@ -271,12 +289,16 @@ static void write_conf(const char *dir, int port, int upstream, const char *read
         } else if (strncmp(p, "@READ_TIMEOUT@", 14) == 0) {
             fputs(read_timeout, f);
             p += 14;
+        } else if (strncmp(p, "@LOCATIONS@", 11) == 0) {
+            fputs(locations, f);
+            p += 11;
         } else {
             fputc(*p++, f);
         }
     }
     fclose(f);
     free(tmpl);
+    free(locations);
 }
 
 static void test_behind_nginx(void **state)
