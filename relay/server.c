@@ -63,6 +63,7 @@ struct relay {
     client *conns;                /* every connection, streams included */
     size_t nconns;
     bool stopping;
+    bool accept_failing;          /* logged once per run of accept failures */
     uint64_t rng;
     mae__relay_counters counters;
     mae__buf frame;               /* scratch for one chunked frame */
@@ -457,6 +458,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     relay *r = arg;
     (void)l;
     (void)salen;
+    if (r->accept_failing) {
+        r->accept_failing = false;
+        say("accepting connections again");
+    }
     client *c = calloc(1, sizeof *c);
     if (!c) {
         evutil_closesocket(fd);
@@ -503,7 +508,10 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     int err = EVUTIL_SOCKET_ERROR();
     /* Out of descriptors: the pending connection stays in the backlog and
      * the listener would fire again at once; pause it for a moment. */
-    say("accept failed: %s; pausing new connections for 100 ms", strerror(err));
+    if (!r->accept_failing)
+        say("accept failed: %s; pausing new connections, retrying every 100 ms",
+            strerror(err));
+    r->accept_failing = true;
     evconnlistener_disable(l);
     struct timeval tv = {0, 100000};
     evtimer_add(r->resume_accept, &tv);

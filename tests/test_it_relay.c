@@ -3,6 +3,7 @@
  * table, the max-clients answer, a client that stops reading, 1 000
  * clients, Redis killed, hung and restarted, slow-loris headers, SIGTERM,
  * and the command's exit codes. Everything on loopback. */
+#define _GNU_SOURCE   /* prlimit(2), to take descriptors away from the relay */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -449,6 +450,67 @@ static void test_slowloris_and_sigterm(void **state)
     print_message("SIGTERM to exit: %.3f s\n", took);
 }
 
+/* ---- file descriptors ---------------------------------------------------------------------- */
+
+static long long proc_limit(pid_t pid, bool soft)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/limits", (int)pid);
+    char *t = rh_slurp(path);
+    const char *p = t ? strstr(t, "Max open files") : NULL;
+    long long s = -1, h = -1;
+    if (p)
+        sscanf(p + strlen("Max open files"), "%lld %lld", &s, &h);
+    free(t);
+    return soft ? s : h;
+}
+
+static void test_descriptors(void **state)
+{
+    (void)state;
+    /* Started with a low soft limit, the relay raises it to the hard one. */
+    struct rlimit mine, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &mine), 0);
+    low = mine;
+    low.rlim_cur = 256;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    rh_relay r;
+    start_relay(&r, "fds", NULL, NULL);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &mine), 0);
+    assert_int_equal(proc_limit(r.pid, true), (long long)mine.rlim_max);
+
+    /* Out of descriptors: the relay pauses accepting instead of spinning,
+     * serves what it holds, and takes the waiting clients once some leave. */
+    struct rlimit tiny = {40, 40};
+    assert_int_equal(prlimit(r.pid, RLIMIT_NOFILE, &tiny, NULL), 0);
+    enum { N = 60 };
+    rh_conn *cs[N];
+    for (int i = 0; i < N; i++)
+        cs[i] = rh_get(r.port, "/api/events/stream", NULL);
+    double until = rh_now() + 10;
+    while (!rh_log_has(&r, "accept failed") && rh_now() < until)
+        rh_sleep_ms(20);
+    assert_true(rh_log_has(&r, "accept failed"));
+    int served = 0;
+    for (int i = 0; i < N; i++)
+        served += rh_wait_for(cs[i], 0, "retry: 3000", 100) > 0;
+    assert_true(served > 10 && served < N);
+    for (int i = 0; i < N; i++)
+        rh_close(cs[i]);
+    wait_clients(r.port, NULL, 0);
+    rh_conn *again[5];
+    for (int i = 0; i < 5; i++)
+        again[i] = rh_get(r.port, "/api/events/stream", NULL);
+    wait_clients(r.port, NULL, 5);
+    publish("{\"event_type\":\"after-emfile\"}");
+    for (int i = 0; i < 5; i++) {
+        assert_true(rh_wait_for(again[i], 0, "after-emfile", 5000) > 0);
+        rh_close(again[i]);
+    }
+    print_message("served %d of %d streams with 40 descriptors\n", served, N);
+    stop_relay(&r);
+}
+
 /* ---- the command's exit codes -------------------------------------------------------------- */
 
 static int run_cmd(const char *const *argv, const char *const *env, const char *tag, char **err)
@@ -531,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_thousand_clients),
         cmocka_unit_test(test_redis_lost_and_back),
         cmocka_unit_test(test_slowloris_and_sigterm),
+        cmocka_unit_test(test_descriptors),
         cmocka_unit_test(test_exit_codes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
