@@ -64,7 +64,6 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},
         {"path", required_argument, NULL, 'p'},
         {"ping-interval", required_argument, NULL, 'i'},
-        {"stream", required_argument, NULL, 's'},
         {"max-clients", required_argument, NULL, 'm'},
         {"client-buffer", required_argument, NULL, 'b'},
         {"allow-open", no_argument, NULL, 'o'},
@@ -75,8 +74,6 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     mae__relay_config rc;
     char host[256];
     bool allow_open = false;
-    const char *stream = env_or_null("MAILAGENT_STREAM");
-    const char *stream_from = "MAILAGENT_STREAM";
     int64_t n;
     int c;
 
@@ -100,10 +97,6 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
                 rc.ping_interval < MAE__RELAY_MIN_PING || rc.ping_interval > 86400)
                 return cli_usage_error(cmd, "--ping-interval wants seconds from 0.05 to 86400, "
                                        "not '%s'", optarg);
-            break;
-        case 's':
-            stream = optarg;
-            stream_from = "--stream";
             break;
         case 'm':
             if (!cli_parse_int64(optarg, 1, 1000000, &n))
@@ -131,9 +124,6 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     }
     if (!cli_positionals(cmd, argc, argv, 0, 0))
         return CLI_USAGE;
-    if (stream)
-        return cli_usage_error(cmd, "stream mode (%s) is not available in this version; "
-                               "unset it to serve the pub/sub channel", stream_from);
     if (!cfg->redis_url)
         return cli_usage_error(cmd, "no Redis URL: set MAILAGENT_REDIS_URL or pass --redis URL");
     mae__url url;
@@ -147,6 +137,7 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     rc.host = host;
     rc.redis_url = cfg->redis_url;
     rc.channel = cfg->channel;
+    rc.stream_key = cfg->stream_key;   /* --stream or $MAILAGENT_STREAM */
     rc.credentials.webhook_secret = env_or_null("WEBHOOK_SECRET");
     rc.credentials.local_token = env_or_null("MAILAGENT_LOCAL_TOKEN");
     if (!mae__credentials_required(&rc.credentials) && !allow_open &&
@@ -180,8 +171,10 @@ const cli_command cli_events_serve = {
     "                         IPv6 as [::1]:9200; port 0 picks a free one)\n"
     "  --path PATH            the stream's path (default /api/events/stream)\n"
     "  --ping-interval SECONDS  heartbeat period, at least 0.05 (default 15)\n"
-    "  --stream KEY           stream mode (default $MAILAGENT_STREAM; not yet\n"
-    "                         available: refused)\n"
+    "  --stream KEY           stream mode: read the events' Redis Stream instead\n"
+    "                         of the channel (default $MAILAGENT_STREAM); every\n"
+    "                         frame has an id, and a client that comes back with\n"
+    "                         Last-Event-ID (or ?last_event_id=) gets what it missed\n"
     "  --max-clients N        streams served at once (default 10000); over it a\n"
     "                         client is told to retry later\n"
     "  --client-buffer BYTES  most bytes a client may have waiting (default\n"

@@ -44,6 +44,8 @@ typedef struct mae__relay_config {
     double ping_interval;       /* seconds, >= MAE__RELAY_MIN_PING */
     const char *redis_url;
     const char *channel;
+    const char *stream_key;     /* stream mode: read this Redis Stream (XREAD BLOCK)
+                                 * instead of the channel; NULL: pub/sub */
     size_t max_clients;
     size_t client_buffer;       /* bytes a client may have waiting */
     bool quiet;                 /* no per-client log lines */

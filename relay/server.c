@@ -27,8 +27,11 @@
 #include "relay/metrics.h"
 #include "relay/page.h"
 #include "relay/relay.h"
+#include "relay/resume.h"
 #include "relay/source.h"
 #include "relay/sse.h"
+#include "relay/stream_id.h"
+#include "relay/stream_source.h"
 
 typedef enum {
     C_REQUEST,   /* reading a request's headers (deadline running) */
@@ -47,6 +50,7 @@ typedef struct client {
     struct event *timer;          /* header deadline or linger; NULL while streaming */
     client_state state;
     bool chunked;                 /* HTTP/1.1 stream: frames go out as chunks */
+    mae__resume *resume;          /* stream mode: the client's catch-up and position */
     char addr[56];                /* "[v6]:port" or "v4:port", for the log */
 } client;
 
@@ -58,7 +62,9 @@ struct relay {
     struct event *sigterm, *sigint;
     struct event *resume_accept;  /* re-enables the listener after EMFILE */
     struct event *drain;          /* the shutdown's last moment */
-    mae__source *source;
+    mae__source *source;          /* pub/sub mode */
+    mae__stream_source *stream;   /* stream mode (--stream KEY) */
+    bool stream_was_up;
     client *streams;              /* the open streams, newest first */
     client *conns;                /* every connection, streams included */
     size_t nconns;
@@ -111,6 +117,8 @@ static void unlink_stream(client *c)
 static void client_free(client *c, const char *reason)
 {
     relay *r = c->r;
+    mae__resume_free(c->resume);
+    c->resume = NULL;
     if (c->state == C_STREAM) {
         unlink_stream(c);
         if (!r->cfg->quiet && reason)
@@ -211,6 +219,91 @@ static void build_frame(relay *r, const char *event, const char *id, const char 
         mae__sse_chunk(&r->frame, r->raw.ptr, r->raw.len);
 }
 
+/* True while events arrive from Redis, in either mode. */
+static bool source_up(const relay *r)
+{
+    return r->stream ? mae__stream_source_connected(r->stream) : mae__source_up(r->source);
+}
+
+/* Writes the frame in r->frame / r->raw to one stream. */
+static bool frame_to(client *c)
+{
+    relay *r = c->r;
+    if (r->frame.oom || r->raw.oom)
+        return true;
+    return c->chunked ? stream_write(c, r->frame.ptr, r->frame.len)
+                      : stream_write(c, r->raw.ptr, r->raw.len);
+}
+
+/* ---- stream mode: one client's catch-up (relay/resume.h) ------------------------ */
+
+static void on_resume_reset(void *user, const char *json, size_t len)
+{
+    client *c = user;
+    c->r->counters.resets_total++;
+    build_frame(c->r, "reset", NULL, json, len);
+    frame_to(c);
+}
+
+static void on_resume_entry(void *user, const mae__stream_id *id, const char *line, size_t len)
+{
+    client *c = user;
+    char text[MAE__STREAM_ID_BUFSIZE];
+    mae__stream_id_format(id, text);
+    build_frame(c->r, "mailagent", text, line, len);
+    frame_to(c);
+}
+
+static void on_resume_live(void *user)
+{
+    (void)user;
+}
+
+/* A replay goes on while the client keeps up: at most half its buffer
+ * waiting, so a resuming client is never cut for its own history. */
+static bool on_resume_want_more(void *user)
+{
+    client *c = user;
+    return evbuffer_get_length(bufferevent_get_output(c->bev)) < c->r->cfg->client_buffer / 2;
+}
+
+static const mae__resume_events resume_events = {on_resume_reset, on_resume_entry,
+                                                 on_resume_live, on_resume_want_more};
+
+/* The id a client resumes after: the Last-Event-ID header (what EventSource
+ * sends when it reconnects), else ?last_event_id= (percent-decoded into
+ * buf, at most size bytes). NULL when it gave none. */
+static const char *resume_id(const mae__request *req, char *buf, size_t size, size_t *len)
+{
+    if (req->last_event_id.p) {
+        *len = req->last_event_id.n;
+        return req->last_event_id.p;
+    }
+    static const char key[] = "last_event_id=";
+    const char *q = req->query.p, *end = q ? q + req->query.n : NULL;
+    while (q && q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - q) >= sizeof key - 1 && memcmp(q, key, sizeof key - 1) == 0) {
+            size_t n = 0;
+            for (const char *p = q + sizeof key - 1; p < stop && n < size; p++) {
+                int hi, lo;
+                if (*p == '%' && stop - p >= 3 && (hi = mae__hex_digit((unsigned char)p[1])) >= 0 &&
+                    (lo = mae__hex_digit((unsigned char)p[2])) >= 0) {
+                    buf[n++] = (char)(hi * 16 + lo);
+                    p += 2;
+                } else {
+                    buf[n++] = *p;
+                }
+            }
+            *len = n;
+            return buf;
+        }
+        q = stop + 1;
+    }
+    return NULL;
+}
+
 /* ---- answers ----------------------------------------------------------------- */
 
 /* Writes a complete short answer. After it the connection either waits for
@@ -301,6 +394,16 @@ static void open_stream(client *c, const mae__request *req)
     if (!r->cfg->quiet)
         say("client %s connected (%llu streams)", c->addr,
             (unsigned long long)r->counters.clients);
+    if (r->stream) {
+        /* Sized past the longest id the parser takes, so an over-long one
+         * stays over-long (and is refused as such). */
+        char buf[MAE__STREAM_ID_MAX_LEN + 8];
+        size_t len = 0;
+        const char *id = resume_id(req, buf, sizeof buf, &len);
+        c->resume = mae__resume_start(r->stream, id, len, 0, &resume_events, c);
+        if (!c->resume)
+            client_free(c, "out of memory");
+    }
 }
 
 /* Answers one parsed request; returns false when the client was freed. */
@@ -330,12 +433,12 @@ static bool serve(client *c, const mae__request *req)
                     "{\"error\":\"method_not_allowed\"}", keep);
         break;
     case MAE__ROUTE_HEALTHZ:
-        r->counters.redis_connected = mae__source_up(r->source);
+        r->counters.redis_connected = source_up(r);
         mae__healthz_render(&body, &r->counters);
         answer(c, 200, "OK", "application/json", NULL, body.ptr, body.len, keep);
         break;
     case MAE__ROUTE_METRICS:
-        r->counters.redis_connected = mae__source_up(r->source);
+        r->counters.redis_connected = source_up(r);
         mae__metrics_render(&body, &r->counters);
         answer(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body.ptr,
                body.len, keep);
@@ -401,6 +504,9 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     client *c = arg;
+    /* A replay parked for a slow reader goes on once its output is out. */
+    if (c->state == C_STREAM && c->resume && !mae__resume_is_live(c->resume))
+        mae__resume_wake(c->resume);
     if (c->state != C_CLOSING)
         return;
     /* A stream ended by the shutdown: its input was read all along, so
@@ -552,6 +658,54 @@ static void on_source_log(void *ctx, const char *line)
     say("%s", line);
 }
 
+/* ---- stream source callbacks (stream mode) -------------------------------------------- */
+
+static void on_stream_entry(void *user, const mae__stream_entry *e)
+{
+    relay *r = user;
+    r->counters.events_total++;
+    if (!e->line)
+        return;   /* a foreign entry: a place in the order, nothing to send */
+    char text[MAE__STREAM_ID_BUFSIZE];
+    mae__stream_id_format(&e->id, text);
+    build_frame(r, "mailagent", text, e->line, e->len);
+    for (client *c = r->streams, *next; c; c = next) {
+        next = c->next;
+        /* A client still replaying gets nothing live yet; one whose replay
+         * ran ahead of the reader gets only what it has not had. */
+        if (c->resume && !mae__resume_admit(c->resume, &e->id))
+            continue;
+        frame_to(c);
+    }
+}
+
+static void on_stream_state(void *user, bool connected, const char *why)
+{
+    relay *r = user;
+    if (connected == r->counters.redis_connected)
+        return;   /* repeated failures while down */
+    r->counters.redis_connected = connected;
+    if (connected) {
+        if (r->stream_was_up)
+            r->counters.redis_reconnects_total++;
+        r->stream_was_up = true;
+        say("redis: reading the stream %s", r->cfg->stream_key);
+    } else {
+        say("redis: %s; retrying with backoff", why ? why : "connection lost");
+    }
+}
+
+static void on_stream_rewound(void *user, const mae__stream_id *last)
+{
+    relay *r = user;
+    char text[MAE__STREAM_ID_BUFSIZE];
+    mae__stream_id_format(last, text);
+    say("redis: the stream %s went back before %s (recreated or restored); clients get a reset",
+        r->cfg->stream_key, text);
+    build_frame(r, "reset", NULL, mae__resume_rewound_json, strlen(mae__resume_rewound_json));
+    r->counters.resets_total += broadcast(r);
+}
+
 /* ---- timers and signals ------------------------------------------------------------ */
 
 static void on_ping(evutil_socket_t fd, short what, void *arg)
@@ -587,8 +741,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     r->stopping = true;
     evconnlistener_free(r->listener);
     r->listener = NULL;
+    /* A resume holds requests of the stream source: gone before it is. */
+    for (client *c = r->conns; c; c = c->cnext) {
+        mae__resume_free(c->resume);
+        c->resume = NULL;
+    }
     mae__source_free(r->source);
     r->source = NULL;
+    mae__stream_source_free(r->stream);
+    r->stream = NULL;
     event_del(r->ping);
     /* Every stream gets its last chunk, so clients see a clean end rather
      * than a cut; the loop ends once all are out or at the drain timeout.
@@ -738,10 +899,24 @@ int mae__relay_run(const mae__relay_config *cfg, char *err, size_t errlen)
     if (listen_on(&r, err, errlen) != 0)
         goto done;
 
-    mae__source_config sc = {cfg->redis_url, cfg->channel};
-    mae__source_cb cb = {&r, on_source_event, on_source_up, on_source_down, on_source_log};
     char serr[256] = "";
-    int src = mae__subscriber_new(r.base, &sc, &cb, &r.source, serr, sizeof serr);
+    int src;
+    if (cfg->stream_key) {
+        mae__stream_source_config sc;
+        mae__stream_source_config_init(&sc);
+        sc.base = r.base;
+        sc.redis_url = cfg->redis_url;
+        sc.key = cfg->stream_key;
+        sc.on_entry = on_stream_entry;
+        sc.on_state = on_stream_state;
+        sc.on_rewound = on_stream_rewound;
+        sc.user = &r;
+        src = mae__stream_source_new(&sc, &r.stream, serr, sizeof serr);
+    } else {
+        mae__source_config sc = {cfg->redis_url, cfg->channel};
+        mae__source_cb cb = {&r, on_source_event, on_source_up, on_source_down, on_source_log};
+        src = mae__subscriber_new(r.base, &sc, &cb, &r.source, serr, sizeof serr);
+    }
     if (src != 0) {
         snprintf(err, errlen, "%s", *serr ? serr : "out of memory");
         goto done;
@@ -762,6 +937,7 @@ done:
     while (r.conns)
         client_free(r.conns, NULL);
     mae__source_free(r.source);
+    mae__stream_source_free(r.stream);
     if (r.listener)
         evconnlistener_free(r.listener);
     if (r.ping)

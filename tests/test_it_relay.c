@@ -539,7 +539,7 @@ static void test_exit_codes(void **state)
         {"--path", "/healthz", NULL},
         {"--bogus", NULL},
         {"extra-argument", NULL},
-        {"--stream", "events", NULL},
+        {"--stream", "", NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *argv[10] = {MAE_CLI_PATH, "--redis", url, "events", "serve"};
