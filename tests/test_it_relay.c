@@ -511,6 +511,49 @@ static void test_descriptors(void **state)
     stop_relay(&r);
 }
 
+/* ---- IPv6 ------------------------------------------------------------------------------------ */
+
+static void test_ipv6_loopback(void **state)
+{
+    (void)state;
+    char *lo = rh_slurp("/proc/net/if_inet6");
+    bool have = lo && strstr(lo, "00000000000000000000000000000001");
+    free(lo);
+    if (!have) {
+        print_message("skipped: this kernel has no ::1\n");
+        skip();
+    }
+    RH_REQUIRE(CURL);
+    char log[600];
+    snprintf(log, sizeof log, "%s/ipv6.log", g_out);
+    unlink(log);
+    const char *argv[] = {MAE_CLI_PATH, "--redis", g_redis.url, "events", "serve", "--listen",
+                          "[::1]:0", NULL};
+    pid_t pid = rh_spawn(argv, NULL, NULL, log);
+    int port = 0;
+    double until = rh_now() + 10;
+    while (!port && rh_now() < until) {
+        char *t = rh_slurp(log);
+        const char *p = t ? strstr(t, "listening on http://[::1]:") : NULL;
+        if (p)
+            port = atoi(p + strlen("listening on http://[::1]:"));
+        free(t);
+        rh_sleep_ms(10);
+    }
+    assert_true(port > 0);
+    char url[64], out[600];
+    snprintf(url, sizeof url, "http://[::1]:%d/healthz", port);
+    snprintf(out, sizeof out, "%s/ipv6.out", g_out);
+    const char *cargv[] = {CURL, "-sg", url, NULL};
+    assert_int_equal(rh_wait(rh_spawn(cargv, NULL, out, NULL), 10000), 0);
+    char *body = rh_slurp(out);
+    assert_non_null(body);
+    assert_non_null(strstr(body, "{\"status\":\"ok\""));
+    free(body);
+    kill(pid, SIGTERM);
+    assert_int_equal(rh_wait(pid, 5000), 0);
+}
+
 /* ---- the command's exit codes -------------------------------------------------------------- */
 
 static int run_cmd(const char *const *argv, const char *const *env, const char *tag, char **err)
@@ -594,6 +637,7 @@ int main(void)
         cmocka_unit_test(test_redis_lost_and_back),
         cmocka_unit_test(test_slowloris_and_sigterm),
         cmocka_unit_test(test_descriptors),
+        cmocka_unit_test(test_ipv6_loopback),
         cmocka_unit_test(test_exit_codes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
