@@ -137,6 +137,11 @@ static void test_resume_gets_exactly_the_missed(void **state)
     expect_ids(b, (int[]){4, 5, 6, 7}, 4, NULL, 0);
     expect_ids(q, (int[]){4, 5, 6, 7}, 4, NULL, 0);
     assert_null(strstr(b->buf, "event: reset"));
+    /* 0-0 on a stream that never lost an entry: all of it, no reset. */
+    rh_conn *all = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 0-0\r\n");
+    expect_ids(all, (int[]){1, 2, 3, 4, 5, 6, 7}, 7, NULL, 0);
+    assert_null(strstr(all->buf, "event: reset"));
+    rh_close(all);
     rh_close(b);
     rh_close(q);
     assert_int_equal(rh_relay_stop(&r, SIGTERM, 5000, NULL), 0);
@@ -160,6 +165,11 @@ static void test_history_trimmed(void **state)
     expect_ids(c, (int[]){4, 5, 6}, 3, NULL, 0);
     /* The reset comes first. */
     assert_true(strstr(c->buf, "event: reset") < strstr(c->buf, "event: mailagent"));
+    rh_close(c);
+    /* 0-0, "from the beginning", on a stream that lost entries: the same. */
+    c = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 0-0\r\n");
+    assert_true(rh_wait_for(c, 0, "\"reason\":\"history_trimmed\",\"oldest_id\":\"4-0\"", 5000) > 0);
+    expect_ids(c, (int[]){4, 5, 6}, 3, NULL, 0);
     rh_close(c);
     assert_int_equal(rh_relay_stop(&r, SIGTERM, 5000, NULL), 0);
 }
