@@ -2,11 +2,12 @@
  * with 100, 1 000 and 10 000 idle clients held open, the relay's resident
  * memory per client, the delay from PUBLISH to the last client's receipt
  * of each event (p50/p99), and the relay's CPU per event per 1 000
- * clients. The clients live in this process (one epoll loop, its own file
+ * clients. Then stream mode: the time a client that comes back with
+ * Last-Event-ID takes to receive 10 000 missed events. The clients live in this process (one epoll loop, its own file
  * descriptors), the relay and redis-server in their own.
  *
  * Usage: mae_relay_bench MAILAGENT REDIS_SERVER [--events N] [--clients a,b,c]
- *                        [--json PATH]
+ *                        [--replay N] [--json PATH]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -317,6 +318,92 @@ static int run_one(pid_t relay, int port, redisContext *rc, int n, int events, r
     return out->complete == events ? 0 : -1;
 }
 
+/* Stream mode: n entries appended while no client listens, then one
+ * client asks for everything after 0-0; the time from its request to its
+ * last frame. Returns milliseconds, or -1. */
+static double replay_ms(const char *mailagent, const char *url, redisContext *rc, int n,
+                        const char *dir)
+{
+    const char *key = "bench:replay";
+    redisReply *r = redisCommand(rc, "DEL %s", key);
+    if (r)
+        freeReplyObject(r);
+    char line[160];
+    for (int i = 1; i <= n; i++) {
+        snprintf(line, sizeof line, "{\"event_type\":\"bench.replay\",\"internal_id\":%08d}", i);
+        redisAppendCommand(rc, "XADD %s * event %s", key, line);
+    }
+    for (int i = 1; i <= n; i++) {
+        if (redisGetReply(rc, (void **)&r) != REDIS_OK)
+            return -1;
+        freeReplyObject(r);
+    }
+    char log[300];
+    snprintf(log, sizeof log, "%s/relay-stream.log", dir);
+    char *argv[] = {(char *)mailagent, "--redis", (char *)url, "--stream", (char *)key, "events",
+                    "serve", "--listen", "127.0.0.1:0", "--quiet", NULL};
+    pid_t relay = spawn(argv, log);
+    int port = 0;
+    for (int i = 0; i < 500 && port == 0; i++) {
+        sleep_ms(10);
+        FILE *f = fopen(log, "r");
+        char l[256];
+        while (f && fgets(l, sizeof l, f)) {
+            char *p = strstr(l, "listening on http://127.0.0.1:");
+            if (p)
+                port = atoi(p + strlen("listening on http://127.0.0.1:"));
+        }
+        if (f)
+            fclose(f);
+    }
+    sleep_ms(300);   /* the reader's position established */
+    double ms = -1;
+    int fd = port ? connect_nb(port) : -1;
+    if (fd >= 0) {
+        int flags = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+        sleep_ms(20);
+        static const char req[] = "GET /api/events/stream HTTP/1.1\r\nHost: bench\r\n"
+                                  "Last-Event-ID: 0-0\r\n\r\n";
+        char want[64];
+        snprintf(want, sizeof want, "\"internal_id\":%08d}", n);
+        size_t cap = (size_t)n * 200 + 65536, len = 0;
+        char *buf = malloc(cap);
+        double t0 = now_s();
+        if (buf && send(fd, req, sizeof req - 1, 0) == (ssize_t)(sizeof req - 1)) {
+            struct timeval tv = {10, 0};
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            for (;;) {
+                ssize_t got = recv(fd, buf + len, cap - len - 1, 0);
+                if (got <= 0)
+                    break;
+                len += (size_t)got;
+                buf[len] = '\0';
+                size_t from = len > (size_t)got + 64 ? len - (size_t)got - 64 : 0;
+                if (strstr(buf + from, want)) {
+                    ms = (now_s() - t0) * 1000.0;
+                    break;
+                }
+                if (cap - len < 4096)
+                    break;
+            }
+            /* Every event once, in order. */
+            int frames = 0;
+            for (const char *p = buf; (p = strstr(p, "event: mailagent\n")) != NULL; p++)
+                frames++;
+            if (frames != n) {
+                fprintf(stderr, "relay bench: replay gave %d frames, want %d\n", frames, n);
+                ms = -1;
+            }
+        }
+        free(buf);
+        close(fd);
+    }
+    kill(relay, SIGTERM);
+    waitpid(relay, NULL, 0);
+    return ms;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -325,6 +412,7 @@ int main(int argc, char **argv)
         return 2;
     }
     int events = 200;
+    int replay = 10000;
     int sizes[8] = {100, 1000, 10000};
     int nsizes = 3;
     const char *json = NULL;
@@ -335,6 +423,8 @@ int main(int argc, char **argv)
             nsizes = 0;
             for (char *t = strtok(argv[++i], ","); t && nsizes < 8; t = strtok(NULL, ","))
                 sizes[nsizes++] = atoi(t);
+        } else if (strcmp(argv[i], "--replay") == 0 && i + 1 < argc) {
+            replay = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
             json = argv[++i];
         }
@@ -398,10 +488,21 @@ int main(int argc, char **argv)
                r->cpu_per_event_per_1000_ms);
         fflush(stdout);
     }
+    kill(relay, SIGTERM);
+    waitpid(relay, NULL, 0);
+    double rms = replay > 0 ? replay_ms(argv[1], url, rc, replay, dir) : 0;
+    if (replay > 0) {
+        if (rms < 0)
+            status = 1;
+        printf("relay: stream mode, a client back with Last-Event-ID gets %d missed events in "
+               "%.1f ms (%.0f events/s)\n", replay, rms, rms > 0 ? replay / (rms / 1000.0) : 0);
+    }
     if (json) {
         FILE *f = fopen(json, "w");
         if (f) {
-            fprintf(f, "{\n  \"events_per_size\": %d,\n  \"sizes\": [\n", events);
+            fprintf(f, "{\n  \"events_per_size\": %d,\n", events);
+            fprintf(f, "  \"stream_replay\": {\"events\": %d, \"ms\": %.3f},\n", replay, rms);
+            fprintf(f, "  \"sizes\": [\n");
             for (int s = 0; s < nsizes; s++) {
                 result *r = &res[s];
                 fprintf(f,
@@ -417,8 +518,6 @@ int main(int argc, char **argv)
             fclose(f);
         }
     }
-    kill(relay, SIGTERM);
-    waitpid(relay, NULL, 0);
     redisFree(rc);
     kill(redis, SIGTERM);
     waitpid(redis, NULL, 0);
