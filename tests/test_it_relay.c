@@ -607,7 +607,9 @@ static void test_exit_codes(void **state)
     assert_non_null(err);
     assert_non_null(strstr(err, "Address already in use"));
     free(err);
-    stop_relay(&r);
+    /* SIGINT (Ctrl-C) ends it like SIGTERM: exit 0. */
+    assert_int_equal(rh_relay_stop(&r, SIGINT, 5000, NULL), 0);
+    assert_true(rh_log_has(&r, "SIGINT: closing"));
 
     /* No credential on a non-loopback address: refused, naming --allow-open
      * (it never gets to listen). */

@@ -102,10 +102,6 @@ static void wait_clients(int port, const char *auth, long long n)
     assert_int_equal(got, n);
 }
 
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    return rh_wait(pid, timeout_ms);
-}
 
 /* ---- Python httpx ------------------------------------------------------------------- */
 
@@ -130,7 +126,7 @@ static void test_python_httpx(void **state)
     stores s;
     stores_open(&s, "relay-httpx");
     mail_lifecycle(&s, 101);
-    int rc = wait_exit(py, 20000);
+    int rc = rh_wait(py, 20000);
     char *got = rh_slurp(out), *why = rh_slurp(err);
     if (rc != 0)
         fail_msg("reader exit %d\nstdout: %s\nstderr: %s", rc, got ? got : "", why ? why : "");
@@ -190,7 +186,7 @@ static void dashboard(const char *name, const char *const *env, const char *frag
     mail_lifecycle(&s, 202);
     /* The relay loses its subscription: the page lists the reset. */
     assert_int_equal(mtr_command(&g_redis, "CLIENT KILL TYPE pubsub"), 0);
-    int rc = wait_exit(drv, 40000);
+    int rc = rh_wait(drv, 40000);
     char path[600];
     snprintf(path, sizeof path, "%s/page.txt", dir);
     char *text = rh_slurp(path);

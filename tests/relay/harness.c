@@ -220,7 +220,6 @@ rh_conn *rh_connect(int port, int rcvbuf)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        print_message("cannot connect to 127.0.0.1:%d: %s\n", port, strerror(errno));
         if (c->fd >= 0)
             close(c->fd);
         free(c);
