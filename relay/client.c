@@ -357,6 +357,15 @@ void mae__client_accept(struct evconnlistener *l, evutil_socket_t fd, struct soc
     /* Frames are small and must leave at once, not wait for Nagle. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifdef TCP_USER_TIMEOUT
+    /* A peer that vanished without a FIN (cable, NAT, suspended laptop)
+     * leaves the heartbeats unacknowledged in the kernel, where the write
+     * timeout cannot see them: the kernel gives the connection up after
+     * this long instead of after its ~15 minutes of retransmissions, and
+     * the read side reports the error. */
+    unsigned int user_timeout = MAE__RELAY_WRITE_TIMEOUT_MS;
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+#endif
     c->bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
         evutil_closesocket(fd);
