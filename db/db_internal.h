@@ -130,6 +130,24 @@ void mae__db_force_rollback(mae_db *db);
  * n-th failure (n >= 1): 60, 300, 900, 3600, 7200, 7200, ... */
 double mae__retry_delay(int64_t n);
 
+/* One failure of a row, as the three stores count it. */
+typedef struct mae__failure {
+    int64_t attempts;     /* the row's count after this failure */
+    bool terminal;        /* the count reached the limit */
+    double now;           /* the store's clock when it was counted */
+    double next_retry_at; /* now + the schedule's delay; 0 when terminal */
+} mae__failure;
+
+/* Counts one failure of a row whose stored count was stored, against a
+ * limit of limit attempts. A negative stored count counts as 0. A stored
+ * count of INT64_MAX (left by another writer: the library never writes
+ * one) saturates: attempts stays INT64_MAX and the failure is terminal,
+ * since count + 1 would overflow. Cannot fail. */
+void mae__failure_count(mae_db *db, int64_t stored, int limit, mae__failure *f);
+/* Ends the failure's write (mae__db_write_end(db, rc)) and, when it
+ * committed and out is not NULL, writes f into *out. Returns the result. */
+int mae__failure_end(mae_db *db, int rc, const mae__failure *f, mae_retry_outcome *out);
+
 /* Text limits of stores.md. */
 #define MAE_STORED_ERROR_MAX 500
 

@@ -237,39 +237,32 @@ int mae_llm_store_mark_failed(mae_db *db, int64_t internal_id, const char *error
     }
     /* The schedule starts at its first step with the first failure, like
      * the other stores (the original's off-by-one was a slip). */
-    int64_t n = count < 0 ? 1 : count + 1;
-    bool terminal = n >= db->llm_max_retries;
-    double now = mae__db_now(db);
-    double next = terminal ? 0 : now + mae__retry_delay(n);
+    mae__failure f;
+    mae__failure_count(db, count, db->llm_max_retries, &f);
     if (rc == MAE_OK)
         rc = mae__db_stmt(db, sql_failed, &st);
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, internal_id);
-        sqlite3_bind_text(st, 2, terminal ? "gave_up" : "failed", -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, n);
-        if (terminal)
+        sqlite3_bind_text(st, 2, f.terminal ? "gave_up" : "failed", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, f.attempts);
+        if (f.terminal)
             sqlite3_bind_null(st, 4);
         else
-            sqlite3_bind_double(st, 4, next);
+            sqlite3_bind_double(st, 4, f.next_retry_at);
         mae__bind_text(st, 5, err);
-        sqlite3_bind_double(st, 6, now);
+        sqlite3_bind_double(st, 6, f.now);
         rc = mae__db_step_done(db, st, "recording the LLM run's failure");
     }
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db)) {
-            if (terminal)
-                mae__ev_llm_gave_up(&ev, internal_id, n, err);
+            if (f.terminal)
+                mae__ev_llm_gave_up(&ev, internal_id, f.attempts, err);
             else
-                mae__ev_llm_failed(&ev, internal_id, n, next, err);
+                mae__ev_llm_failed(&ev, internal_id, f.attempts, f.next_retry_at, err);
         }
         rc = mae__db_hold(db, &ev);
     }
-    rc = mae__db_write_end(db, rc);
-    if (rc == MAE_OK && out) {
-        out->attempts = n;
-        out->next_retry_at = next;
-        out->terminal = terminal;
-    }
+    rc = mae__failure_end(db, rc, &f, out);
 out:
     mae__buf_free(&ev);
     free(err);

@@ -362,39 +362,33 @@ int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
         rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; only a pending, processing or"
                                            " failed intent can fail", fn, (long long)outbox_id,
                            s.status);
-    int64_t n = s.attempts < 0 ? 1 : s.attempts + 1;
-    bool terminal = n >= db->outbox_max_attempts;
-    double now = mae__db_now(db);
-    double next = terminal ? 0 : now + mae__retry_delay(n);
+    mae__failure f;
+    mae__failure_count(db, s.attempts, db->outbox_max_attempts, &f);
     if (rc == MAE_OK)
         rc = mae__db_stmt(db, sql_failed, &st);
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, outbox_id);
-        sqlite3_bind_text(st, 2, terminal ? "dead_letter" : "failed", -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, n);
+        sqlite3_bind_text(st, 2, f.terminal ? "dead_letter" : "failed", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, f.attempts);
         mae__bind_text(st, 4, err);
-        if (terminal)
+        if (f.terminal)
             sqlite3_bind_null(st, 5);
         else
-            sqlite3_bind_double(st, 5, next);
-        sqlite3_bind_double(st, 6, now);
+            sqlite3_bind_double(st, 5, f.next_retry_at);
+        sqlite3_bind_double(st, 6, f.now);
         rc = mae__db_step_done(db, st, "recording the intent's failure");
     }
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db)) {
-            if (terminal)
-                mae__ev_outbox_dead_letter(&ev, s.internal_id, outbox_id, n, err);
+            if (f.terminal)
+                mae__ev_outbox_dead_letter(&ev, s.internal_id, outbox_id, f.attempts, err);
             else
-                mae__ev_outbox_failed(&ev, s.internal_id, outbox_id, n, err, next);
+                mae__ev_outbox_failed(&ev, s.internal_id, outbox_id, f.attempts, err,
+                                      f.next_retry_at);
         }
         rc = mae__db_hold(db, &ev);
     }
-    rc = mae__db_write_end(db, rc);
-    if (rc == MAE_OK && out) {
-        out->attempts = n;
-        out->next_retry_at = next;
-        out->terminal = terminal;
-    }
+    rc = mae__failure_end(db, rc, &f, out);
 out:
     mae__buf_free(&ev);
     free(err);

@@ -209,11 +209,9 @@ int mae_sync_store_mark_failed(mae_db *db, int64_t internal_id, const char *stat
     /* BEGIN IMMEDIATE (or the caller's, which is one) holds the write lock
      * from this read to the update: two processes count two attempts. */
     rc = read_retry_count(db, internal_id, &count);
-    int64_t n = count < 0 ? 1 : count + 1;
-    bool terminal = n >= db->email_max_retries;
-    double now = mae__db_now(db);
-    double next = terminal ? 0 : now + mae__retry_delay(n);
-    if (rc == MAE_OK && terminal) {
+    mae__failure f;
+    mae__failure_count(db, count, db->email_max_retries, &f);
+    if (rc == MAE_OK && f.terminal) {
         size_t plen = sizeof dead_letter_prefix - 1, elen = strlen(err);
         char *joined = malloc(plen + elen + 1);
         if (!joined) {
@@ -229,31 +227,26 @@ int mae_sync_store_mark_failed(mae_db *db, int64_t internal_id, const char *stat
         rc = mae__db_stmt(db, sql_failed, &st);
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, internal_id);
-        sqlite3_bind_text(st, 2, terminal ? "dead_letter" : status, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, n);
-        if (terminal)
+        sqlite3_bind_text(st, 2, f.terminal ? "dead_letter" : status, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, f.attempts);
+        if (f.terminal)
             sqlite3_bind_null(st, 4);
         else
-            sqlite3_bind_double(st, 4, next);
-        mae__bind_text(st, 5, terminal ? stored : err);
-        sqlite3_bind_double(st, 6, now);
+            sqlite3_bind_double(st, 4, f.next_retry_at);
+        mae__bind_text(st, 5, f.terminal ? stored : err);
+        sqlite3_bind_double(st, 6, f.now);
         rc = mae__db_step_done(db, st, "recording the mail's failure");
     }
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db)) {
-            if (terminal)
-                mae__ev_email_dead_letter(&ev, internal_id, n, err);
+            if (f.terminal)
+                mae__ev_email_dead_letter(&ev, internal_id, f.attempts, err);
             else
-                mae__ev_email_failed(&ev, internal_id, status, n, next, err);
+                mae__ev_email_failed(&ev, internal_id, status, f.attempts, f.next_retry_at, err);
         }
         rc = mae__db_hold(db, &ev);
     }
-    rc = mae__db_write_end(db, rc);
-    if (rc == MAE_OK && out) {
-        out->attempts = n;
-        out->next_retry_at = next;
-        out->terminal = terminal;
-    }
+    rc = mae__failure_end(db, rc, &f, out);
 out:
     mae__buf_free(&ev);
     free(err);
