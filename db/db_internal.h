@@ -60,6 +60,23 @@ int mae__db_map_sqlite(int rc);
 /* Records "code: detail" on the handle and returns code. */
 int mae__db_error(mae_db *db, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Records "code: fn: detail" and returns code. Called through MAE__DB_FAIL,
+ * which names the calling function. */
+int mae__db_error_in(mae_db *db, int code, const char *fn, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The failure of a public call, named after it: MAE__DB_FAIL(db, MAE_EINVAL,
+ * "internal_id must be > 0") records "invalid argument: mae_...: internal_id
+ * must be > 0" and evaluates to MAE_EINVAL. A helper that reports for its
+ * caller takes the caller's __func__ as fn and calls mae__db_error_in. */
+#define MAE__DB_FAIL(db, code, ...) mae__db_error_in((db), (code), __func__, __VA_ARGS__)
+/* The prelude of every public call on a handle: a NULL db is MAE_EINVAL
+ * (there is nowhere to put a message); otherwise the last error is cleared. */
+#define MAE__DB_ENTER(db)                                                          \
+    do {                                                                           \
+        if (!(db))                                                                 \
+            return MAE_EINVAL;                                                     \
+        mae__db_clear_error(db);                                                   \
+    } while (0)
 /* Maps an SQLite result to MAE_EBUSY / MAE_ENOMEM / MAE_EDB, or MAE_ENOTFOUND
  * for a foreign-key failure (the schema's only foreign key is the mail id),
  * records sqlite3_errmsg with what was being done, and returns the code. */

@@ -62,6 +62,20 @@ int mae__db_error(mae_db *db, int code, const char *fmt, ...)
     return code;
 }
 
+int mae__db_error_in(mae_db *db, int code, const char *fn, const char *fmt, ...)
+{
+    va_list ap;
+    if (!db)
+        return code;
+    int n = snprintf(db->errmsg, sizeof db->errmsg, "%s: %s: ", mae_strerror(code), fn);
+    if (n < 0 || (size_t)n >= sizeof db->errmsg)
+        return code;
+    va_start(ap, fmt);
+    mae__vformat(db->errmsg + n, sizeof db->errmsg - (size_t)n, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
 int mae__db_sqlite_error(mae_db *db, int rc, const char *what)
 {
     int code = mae__db_map_sqlite(rc);

@@ -87,20 +87,20 @@ static int open_fail(const mae_db_config *cfg, mae_db *db, int rc, const char *w
     return code;
 }
 
-/* MAE_OK, or MAE_EINVAL with the reason in cfg's error buffer. */
-static int check_config(const mae_db_config *cfg, mae_db **out)
+/* MAE_OK, or MAE_EINVAL with the reason (naming fn) in cfg's error buffer. */
+static int check_config(const char *fn, const mae_db_config *cfg, mae_db **out)
 {
     if (!cfg || !out) {
-        put_open_error(cfg, "mae_db_open: cfg and out must not be NULL");
+        put_open_error(cfg, "%s: cfg and out must not be NULL", fn);
         return MAE_EINVAL;
     }
     if (!cfg->path || !cfg->path[0]) {
-        put_open_error(cfg, "mae_db_open: the database path is empty");
+        put_open_error(cfg, "%s: the database path is empty", fn);
         return MAE_EINVAL;
     }
     if (cfg->busy_timeout_ms < 0 || cfg->email_max_retries < 1 || cfg->outbox_max_attempts < 1 ||
         cfg->llm_max_retries < 1) {
-        put_open_error(cfg, "mae_db_open: busy_timeout_ms must be >= 0 and the retry limits >= 1");
+        put_open_error(cfg, "%s: busy_timeout_ms must be >= 0 and the retry limits >= 1", fn);
         return MAE_EINVAL;
     }
     return MAE_OK;
@@ -153,7 +153,7 @@ static int setup_connection(const mae_db_config *cfg, mae_db *db)
 
 int mae_db_open(const mae_db_config *cfg, mae_db **out)
 {
-    int rc = check_config(cfg, out);
+    int rc = check_config(__func__, cfg, out);
     if (rc != MAE_OK)
         return rc;
     mae_db *db = new_handle(cfg);

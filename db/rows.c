@@ -57,11 +57,9 @@ int mae__db_clean(mae_db *db, const char *s, size_t max_cp, char **out)
 
 int mae__db_read_args(mae_db *db, const char *fn, const void *out)
 {
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (!out)
-        return mae__db_error(db, MAE_EINVAL, "%s: out is NULL", fn);
+        return mae__db_error_in(db, MAE_EINVAL, fn, "out is NULL");
     return MAE_OK;
 }
 

@@ -18,11 +18,9 @@ void mae__db_force_rollback(mae_db *db)
 
 int mae_db_begin(mae_db *db)
 {
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (db->in_user_txn || !sqlite3_get_autocommit(db->sql))
-        return mae__db_error(db, MAE_EINVAL, "mae_db_begin: a transaction is already open");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "a transaction is already open");
     mae__db_reset_all(db);
     int rc = mae__db_run_control(db, mae__sql_begin);
     if (rc != SQLITE_OK)
@@ -33,18 +31,17 @@ int mae_db_begin(mae_db *db)
 
 int mae_db_commit(mae_db *db)
 {
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (!db->in_user_txn)
-        return mae__db_error(db, MAE_EINVAL, "mae_db_commit: no transaction is open");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "no transaction is open");
     if (sqlite3_get_autocommit(db->sql)) {
         /* SQLite rolled it back after an error (or raw SQL ended it): what
          * the events announce may not be in the file. */
         db->in_user_txn = false;
         mae__db_discard_all(db);
-        return mae__db_error(db, MAE_EDB, "mae_db_commit: the transaction is no longer active "
-                                          "(rolled back after an error); nothing was committed");
+        return MAE__DB_FAIL(db, MAE_EDB,
+                            "the transaction is no longer active (rolled back after an error); "
+                            "nothing was committed");
     }
     mae__db_reset_all(db);
     int rc = mae__db_run_control(db, mae__sql_commit);
@@ -63,11 +60,9 @@ int mae_db_commit(mae_db *db)
 
 int mae_db_rollback(mae_db *db)
 {
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (!db->in_user_txn)
-        return mae__db_error(db, MAE_EINVAL, "mae_db_rollback: no transaction is open");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "no transaction is open");
     mae__db_discard_all(db);
     db->in_user_txn = false;
     mae__db_force_rollback(db);

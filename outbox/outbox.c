@@ -47,7 +47,7 @@ static int read_state(mae_db *db, const char *fn, int64_t outbox_id, bool want_i
         s->internal_id = sqlite3_column_int64(st, 0);
         s->attempts = sqlite3_column_int64(st, 2);
         if (status == NULL && sqlite3_column_type(st, 1) != SQLITE_NULL) {
-            rc = mae__db_error(db, MAE_ENOMEM, "%s: reading the row: out of memory", fn);
+            rc = mae__db_error_in(db, MAE_ENOMEM, fn, "reading the row: out of memory");
         } else {
             /* A status longer than any known one reads as unknown. */
             snprintf(s->status, sizeof s->status, "%s", status ? (const char *)status : "");
@@ -60,12 +60,12 @@ static int read_state(mae_db *db, const char *fn, int64_t outbox_id, bool want_i
                 free(s->op_type);
                 free(s->target);
                 s->op_type = s->target = NULL;
-                rc = mae__db_error(db, MAE_ENOMEM, "%s: reading the row: out of memory", fn);
+                rc = mae__db_error_in(db, MAE_ENOMEM, fn, "reading the row: out of memory");
             }
         }
     } else if (step == SQLITE_DONE) {
-        rc = mae__db_error(db, MAE_ENOTFOUND, "%s: no outbox intent with id %lld", fn,
-                           (long long)outbox_id);
+        rc = mae__db_error_in(db, MAE_ENOTFOUND, fn, "no outbox intent with id %lld",
+                              (long long)outbox_id);
     } else {
         rc = mae__db_sqlite_error(db, step, "reading the outbox intent");
     }
@@ -78,11 +78,9 @@ static int read_state(mae_db *db, const char *fn, int64_t outbox_id, bool want_i
  * the id, naming fn. */
 static int intent_args(mae_db *db, const char *fn, int64_t outbox_id)
 {
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (outbox_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+        return mae__db_error_in(db, MAE_EINVAL, fn, "outbox_id must be > 0");
     return MAE_OK;
 }
 
@@ -150,7 +148,6 @@ int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, con
                        const char *payload_json, const char *source, int64_t *outbox_id,
                        bool *inserted)
 {
-    static const char fn[] = "mae_outbox_enqueue";
     char *op = NULL, *src = NULL, *payload = NULL, *old = NULL, *merged = NULL;
     mae__buf ev;
     sqlite3_stmt *st;
@@ -158,19 +155,17 @@ int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, con
     bool is_new = false;
     int rc;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: internal_id must be > 0", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     if (!op_type || !op_type[0])
-        return mae__db_error(db, MAE_EINVAL, "%s: op_type must be a non-empty string", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "op_type must be a non-empty string");
     if (!target || !known_target(target))
-        return mae__db_error(db, MAE_EINVAL, "%s: target must be \"mailapp\" or \"notion\"", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "target must be \"mailapp\" or \"notion\"");
     if (source && !source[0])
-        return mae__db_error(db, MAE_EINVAL, "%s: source must be NULL or a non-empty string", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "source must be NULL or a non-empty string");
     if (!payload_json)
-        return mae__db_error(db, MAE_EINVAL, "%s: payload_json is NULL", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "payload_json is NULL");
 
     /* Echo prevention: a change that came from Notion must not be sent back
      * to Notion (Notion -> webhook -> outbox -> Notion -> webhook ...). */
@@ -182,10 +177,11 @@ int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, con
 
     rc = mae__json_canonical(payload_json, 0, &payload);
     if (rc == MAE_EINVAL)
-        return mae__db_error(db, rc, "%s: payload_json must be one JSON object (at most %d levels"
-                                     " deep, no \\u0000)", fn, MAE_PAYLOAD_MAX_DEPTH);
+        return MAE__DB_FAIL(
+            db, rc, "payload_json must be one JSON object (at most %d levels deep, no \\u0000)",
+            MAE_PAYLOAD_MAX_DEPTH);
     if (rc != MAE_OK)
-        return mae__db_error(db, rc, "%s: canonicalising the payload: out of memory", fn);
+        return MAE__DB_FAIL(db, rc, "canonicalising the payload: out of memory");
 
     mae__buf_init(&ev);
     rc = mae__db_clean(db, op_type, 0, &op);
@@ -206,10 +202,12 @@ int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, con
     if (rc == MAE_OK && id != 0) {
         rc = mae__json_merge_patch(old, payload, &merged);
         if (rc == MAE_EINVAL)
-            rc = mae__db_error(db, MAE_EDB, "%s: the stored payload of pending intent %lld is not"
-                                            " a JSON object; not merged", fn, (long long)id);
+            rc = MAE__DB_FAIL(
+                db, MAE_EDB,
+                "the stored payload of pending intent %lld is not a JSON object; not merged",
+                (long long)id);
         else if (rc != MAE_OK)
-            rc = mae__db_error(db, rc, "%s: merging the payload: out of memory", fn);
+            rc = MAE__DB_FAIL(db, rc, "merging the payload: out of memory");
         if (rc == MAE_OK)
             rc = mae__db_stmt(db, sql_merge, &st);
         if (rc == MAE_OK) {
@@ -263,23 +261,23 @@ static const char sql_processing[] =
 
 int mae_outbox_mark_processing(mae_db *db, int64_t outbox_id)
 {
-    static const char fn[] = "mae_outbox_mark_processing";
     state s;
 
-    int rc = intent_args(db, fn, outbox_id);
+    int rc = intent_args(db, __func__, outbox_id);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_write_begin(db);
     if (rc != MAE_OK)
         return rc;
-    rc = read_state(db, fn, outbox_id, false, &s);
+    rc = read_state(db, __func__, outbox_id, false, &s);
     if (rc == MAE_OK) {
         if (strcmp(s.status, "processing") == 0) {
             rc = MAE_SKIPPED;
         } else if (strcmp(s.status, "pending") != 0 && strcmp(s.status, "failed") != 0) {
-            rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; only a pending or failed"
-                                               " intent can start processing", fn,
-                               (long long)outbox_id, s.status);
+            rc = MAE__DB_FAIL(db, MAE_ESTATE,
+                              "intent %lld is %s; only a pending or failed"
+                              " intent can start processing",
+                              (long long)outbox_id, s.status);
         }
     }
     if (rc == MAE_OK)
@@ -293,25 +291,24 @@ static const char sql_done[] =
 
 int mae_outbox_mark_done(mae_db *db, int64_t outbox_id)
 {
-    static const char fn[] = "mae_outbox_mark_done";
     mae__buf ev;
     state s;
 
-    int rc = intent_args(db, fn, outbox_id);
+    int rc = intent_args(db, __func__, outbox_id);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_write_begin(db);
     if (rc != MAE_OK)
         return rc;
     mae__buf_init(&ev);
-    rc = read_state(db, fn, outbox_id, false, &s);
+    rc = read_state(db, __func__, outbox_id, false, &s);
     if (rc == MAE_OK) {
         if (strcmp(s.status, "done") == 0) {
             rc = MAE_SKIPPED;
         } else if (strcmp(s.status, "pending") != 0 && strcmp(s.status, "processing") != 0 &&
                    strcmp(s.status, "failed") != 0) {
-            rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; retry the dead letter"
-                                               " first", fn, (long long)outbox_id, s.status);
+            rc = MAE__DB_FAIL(db, MAE_ESTATE, "intent %lld is %s; retry the dead letter first",
+                              (long long)outbox_id, s.status);
         }
     }
     if (rc == MAE_OK)
@@ -333,17 +330,16 @@ static const char sql_failed[] =
 int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
                            mae_retry_outcome *out)
 {
-    static const char fn[] = "mae_outbox_mark_failed";
     char *err = NULL;
     sqlite3_stmt *st;
     mae__buf ev;
     state s;
 
-    int rc = intent_args(db, fn, outbox_id);
+    int rc = intent_args(db, __func__, outbox_id);
     if (rc != MAE_OK)
         return rc;
     if (!error || !error[0])
-        return mae__db_error(db, MAE_EINVAL, "%s: error must be a non-empty string", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "error must be a non-empty string");
     /* Cut before anything else, so a huge error is never copied whole; the
      * event builder cuts this further to 200 code points. */
     rc = mae__db_clean(db, error, MAE_STORED_ERROR_MAX, &err);
@@ -356,12 +352,13 @@ int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
         goto out;
     /* The attempt count is read and written under the write lock taken by
      * BEGIN IMMEDIATE: N processes failing the same row count N. */
-    rc = read_state(db, fn, outbox_id, false, &s);
+    rc = read_state(db, __func__, outbox_id, false, &s);
     if (rc == MAE_OK && strcmp(s.status, "pending") != 0 && strcmp(s.status, "processing") != 0 &&
         strcmp(s.status, "failed") != 0)
-        rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; only a pending, processing or"
-                                           " failed intent can fail", fn, (long long)outbox_id,
-                           s.status);
+        rc = MAE__DB_FAIL(db, MAE_ESTATE,
+                          "intent %lld is %s; only a pending, processing or"
+                          " failed intent can fail",
+                          (long long)outbox_id, s.status);
     mae__failure f;
     mae__failure_count(db, s.attempts, db->outbox_max_attempts, &f);
     if (rc == MAE_OK)
@@ -401,29 +398,29 @@ static const char sql_retry_dead[] =
 
 int mae_outbox_retry_dead_letter(mae_db *db, int64_t outbox_id)
 {
-    static const char fn[] = "mae_outbox_retry_dead_letter";
     char *old = NULL;
     int64_t twin = 0;
     state s;
 
-    int rc = intent_args(db, fn, outbox_id);
+    int rc = intent_args(db, __func__, outbox_id);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_write_begin(db);
     if (rc != MAE_OK)
         return rc;
-    rc = read_state(db, fn, outbox_id, true, &s);
+    rc = read_state(db, __func__, outbox_id, true, &s);
     if (rc == MAE_OK && strcmp(s.status, "dead_letter") != 0)
-        rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s, not a dead letter", fn,
-                           (long long)outbox_id, s.status);
+        rc = MAE__DB_FAIL(db, MAE_ESTATE, "intent %lld is %s, not a dead letter",
+                          (long long)outbox_id, s.status);
     /* Only one pending intent per (mail, op_type, target) may exist: the
      * unique index would refuse the update, so say why instead. */
     if (rc == MAE_OK)
         rc = find_pending(db, s.internal_id, s.op_type, s.target, &twin, &old);
     if (rc == MAE_OK && twin != 0)
-        rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld cannot go back to pending: pending"
-                                           " intent %lld has the same mail, op_type and target",
-                           fn, (long long)outbox_id, (long long)twin);
+        rc = MAE__DB_FAIL(db, MAE_ESTATE,
+                          "intent %lld cannot go back to pending: pending intent %lld has the same "
+                          "mail, op_type and target",
+                          (long long)outbox_id, (long long)twin);
     if (rc == MAE_OK)
         rc = update_intent(db, sql_retry_dead, outbox_id, "putting the dead letter back to pending");
     free(old);
@@ -514,23 +511,21 @@ static const char sql_get[] = "SELECT " OUTBOX_COLUMNS " FROM email_outbox WHERE
 
 int mae_outbox_get(mae_db *db, int64_t outbox_id, mae_outbox_row **out)
 {
-    static const char fn[] = "mae_outbox_get";
     sqlite3_stmt *st;
     void *row;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     if (outbox_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "outbox_id must be > 0");
     rc = mae__db_stmt(db, sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, outbox_id);
-    rc = mae__db_read_row(db, st, &outbox_rows, "reading the outbox intent", fn, &row);
+    rc = mae__db_read_row(db, st, &outbox_rows, "reading the outbox intent", __func__, &row);
     if (rc == MAE_OK && !row)
-        rc = mae__db_error(db, MAE_ENOTFOUND, "%s: no outbox intent with id %lld", fn,
-                           (long long)outbox_id);
+        rc = MAE__DB_FAIL(db, MAE_ENOTFOUND, "no outbox intent with id %lld", (long long)outbox_id);
     if (rc == MAE_OK)
         *out = row;
     return rc;
@@ -547,15 +542,13 @@ static const char sql_poll[] =
 
 int mae_outbox_poll_ready(mae_db *db, const char *target, int limit, mae_outbox_list **out)
 {
-    static const char fn[] = "mae_outbox_poll_ready";
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     if (target && !known_target(target))
-        return mae__db_error(db, MAE_EINVAL, "%s: target must be NULL, \"mailapp\" or \"notion\"",
-                             fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "target must be NULL, \"mailapp\" or \"notion\"");
     rc = mae__db_stmt(db, sql_poll, &st);
     if (rc != MAE_OK)
         return rc;
@@ -571,14 +564,13 @@ static const char sql_for_email[] =
 
 int mae_outbox_list_for_email(mae_db *db, int64_t internal_id, mae_outbox_list **out)
 {
-    static const char fn[] = "mae_outbox_list_for_email";
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: internal_id must be > 0", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     rc = mae__db_stmt(db, sql_for_email, &st);
     if (rc != MAE_OK)
         return rc;
@@ -592,10 +584,9 @@ static const char sql_dead_letters[] =
 
 int mae_outbox_list_dead_letters(mae_db *db, int limit, mae_outbox_list **out)
 {
-    static const char fn[] = "mae_outbox_list_dead_letters";
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_stmt(db, sql_dead_letters, &st);
@@ -619,13 +610,12 @@ static const char sql_depth[] =
 
 int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
 {
-    static const char fn[] = "mae_outbox_queue_depth";
     mae_outbox_depth d;
     sqlite3_stmt *st;
     bool any_pending = false;
     double oldest = 0;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_stmt(db, sql_depth, &st);
@@ -642,7 +632,7 @@ int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
         if (!status || !target) {
             if (sqlite3_errcode(mae_db_sqlite(db)) == SQLITE_NOMEM) {
                 sqlite3_reset(st);
-                return mae__db_error(db, MAE_ENOMEM, "%s: out of memory", fn);
+                return MAE__DB_FAIL(db, MAE_ENOMEM, "out of memory");
             }
             continue;
         }
