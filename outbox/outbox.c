@@ -19,12 +19,70 @@ static bool known_target(const char *t)
     return strcmp(t, "mailapp") == 0 || strcmp(t, "notion") == 0;
 }
 
+/* ---- the state machine of stores.md -------------------------------------- */
+
+/* The statuses of email_outbox (its CHECK constraint), and UNKNOWN for a
+ * text another writer may have left in a file without that constraint. */
+typedef enum intent_status {
+    PENDING, PROCESSING, DONE, FAILED, DEAD_LETTER, STATUS_COUNT, UNKNOWN = STATUS_COUNT
+} intent_status;
+
+static const char *const status_names[STATUS_COUNT] = {
+    [PENDING] = "pending", [PROCESSING] = "processing", [DONE] = "done",
+    [FAILED] = "failed",   [DEAD_LETTER] = "dead_letter",
+};
+
+static intent_status status_of(const char *text)
+{
+    for (int i = 0; i < STATUS_COUNT; i++)
+        if (strcmp(text, status_names[i]) == 0)
+            return (intent_status)i;
+    return UNKNOWN;
+}
+
+#define BIT(s) (1u << (s))
+
+/* The transitions a caller asks for, and for each the statuses it may start
+ * from, the status in which it has nothing to do (MAE_SKIPPED), and what
+ * the refusal (MAE_ESTATE) says after "intent <id> is <status>". Failing
+ * into failed or dead_letter is decided by the attempt count, not here. */
+typedef enum transition { TO_PROCESSING, TO_DONE, TO_FAILED, RETRY_DEAD_LETTER } transition;
+
+static const struct {
+    unsigned from;
+    intent_status already; /* UNKNOWN: never skipped */
+    const char *refusal;
+} transitions[] = {
+    [TO_PROCESSING] = {BIT(PENDING) | BIT(FAILED), PROCESSING,
+                       "; only a pending or failed intent can start processing"},
+    [TO_DONE] = {BIT(PENDING) | BIT(PROCESSING) | BIT(FAILED), DONE,
+                 "; retry the dead letter first"},
+    [TO_FAILED] = {BIT(PENDING) | BIT(PROCESSING) | BIT(FAILED), UNKNOWN,
+                   "; only a pending, processing or failed intent can fail"},
+    [RETRY_DEAD_LETTER] = {BIT(DEAD_LETTER), UNKNOWN, ", not a dead letter"},
+};
+
 /* The part of a row the state machine decides on. */
 typedef struct state {
     int64_t internal_id, attempts;
-    char status[16];
+    intent_status status;
+    char status_text[16]; /* as stored (cut), for messages */
     char *op_type, *target; /* only read by want_intent */
 } state;
+
+/* MAE_OK when the intent in state s may take transition t, MAE_SKIPPED when
+ * it is already where t leads, else MAE_ESTATE with the message (naming
+ * fn). */
+static int check_transition(mae_db *db, const char *fn, transition t, int64_t outbox_id,
+                            const state *s)
+{
+    if (s->status != UNKNOWN && (transitions[t].from & BIT(s->status)))
+        return MAE_OK;
+    if (transitions[t].already != UNKNOWN && s->status == transitions[t].already)
+        return MAE_SKIPPED;
+    return mae__db_error_in(db, MAE_ESTATE, fn, "intent %lld is %s%s", (long long)outbox_id,
+                            s->status_text, transitions[t].refusal);
+}
 
 static const char sql_state[] =
     "SELECT internal_id, status, attempts, op_type, target FROM email_outbox"
@@ -50,7 +108,9 @@ static int read_state(mae_db *db, const char *fn, int64_t outbox_id, bool want_i
             rc = mae__db_error_in(db, MAE_ENOMEM, fn, "reading the row: out of memory");
         } else {
             /* A status longer than any known one reads as unknown. */
-            snprintf(s->status, sizeof s->status, "%s", status ? (const char *)status : "");
+            snprintf(s->status_text, sizeof s->status_text, "%s",
+                     status ? (const char *)status : "");
+            s->status = status_of(s->status_text);
         }
         if (rc == MAE_OK && want_intent) {
             bool oom = false;
@@ -270,16 +330,8 @@ int mae_outbox_mark_processing(mae_db *db, int64_t outbox_id)
     if (rc != MAE_OK)
         return rc;
     rc = read_state(db, __func__, outbox_id, false, &s);
-    if (rc == MAE_OK) {
-        if (strcmp(s.status, "processing") == 0) {
-            rc = MAE_SKIPPED;
-        } else if (strcmp(s.status, "pending") != 0 && strcmp(s.status, "failed") != 0) {
-            rc = MAE__DB_FAIL(db, MAE_ESTATE,
-                              "intent %lld is %s; only a pending or failed"
-                              " intent can start processing",
-                              (long long)outbox_id, s.status);
-        }
-    }
+    if (rc == MAE_OK)
+        rc = check_transition(db, __func__, TO_PROCESSING, outbox_id, &s);
     if (rc == MAE_OK)
         rc = update_intent(db, sql_processing, outbox_id, "marking the intent processing");
     return mae__db_write_end(db, rc);
@@ -302,15 +354,8 @@ int mae_outbox_mark_done(mae_db *db, int64_t outbox_id)
         return rc;
     mae__buf_init(&ev);
     rc = read_state(db, __func__, outbox_id, false, &s);
-    if (rc == MAE_OK) {
-        if (strcmp(s.status, "done") == 0) {
-            rc = MAE_SKIPPED;
-        } else if (strcmp(s.status, "pending") != 0 && strcmp(s.status, "processing") != 0 &&
-                   strcmp(s.status, "failed") != 0) {
-            rc = MAE__DB_FAIL(db, MAE_ESTATE, "intent %lld is %s; retry the dead letter first",
-                              (long long)outbox_id, s.status);
-        }
-    }
+    if (rc == MAE_OK)
+        rc = check_transition(db, __func__, TO_DONE, outbox_id, &s);
     if (rc == MAE_OK)
         rc = update_intent(db, sql_done, outbox_id, "marking the intent done");
     if (rc == MAE_OK) {
@@ -353,19 +398,16 @@ int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
     /* The attempt count is read and written under the write lock taken by
      * BEGIN IMMEDIATE: N processes failing the same row count N. */
     rc = read_state(db, __func__, outbox_id, false, &s);
-    if (rc == MAE_OK && strcmp(s.status, "pending") != 0 && strcmp(s.status, "processing") != 0 &&
-        strcmp(s.status, "failed") != 0)
-        rc = MAE__DB_FAIL(db, MAE_ESTATE,
-                          "intent %lld is %s; only a pending, processing or"
-                          " failed intent can fail",
-                          (long long)outbox_id, s.status);
+    if (rc == MAE_OK)
+        rc = check_transition(db, __func__, TO_FAILED, outbox_id, &s);
     mae__failure f;
     mae__failure_count(db, s.attempts, db->outbox_max_attempts, &f);
     if (rc == MAE_OK)
         rc = mae__db_stmt(db, sql_failed, &st);
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, outbox_id);
-        sqlite3_bind_text(st, 2, f.terminal ? "dead_letter" : "failed", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, status_names[f.terminal ? DEAD_LETTER : FAILED], -1,
+                          SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, f.attempts);
         mae__bind_text(st, 4, err);
         if (f.terminal)
@@ -409,9 +451,8 @@ int mae_outbox_retry_dead_letter(mae_db *db, int64_t outbox_id)
     if (rc != MAE_OK)
         return rc;
     rc = read_state(db, __func__, outbox_id, true, &s);
-    if (rc == MAE_OK && strcmp(s.status, "dead_letter") != 0)
-        rc = MAE__DB_FAIL(db, MAE_ESTATE, "intent %lld is %s, not a dead letter",
-                          (long long)outbox_id, s.status);
+    if (rc == MAE_OK)
+        rc = check_transition(db, __func__, RETRY_DEAD_LETTER, outbox_id, &s);
     /* Only one pending intent per (mail, op_type, target) may exist: the
      * unique index would refuse the update, so say why instead. */
     if (rc == MAE_OK)
@@ -636,11 +677,24 @@ int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
             }
             continue;
         }
-        int64_t *by_status = NULL, *by_target = NULL;
-        bool mailapp = strcmp(target, "mailapp") == 0, notion = strcmp(target, "notion") == 0;
-        if (strcmp(status, "pending") == 0) {
-            by_status = &d.pending;
-            by_target = mailapp ? &d.mailapp.pending : notion ? &d.notion.pending : NULL;
+        /* Rows of an unknown status or target (another writer's) are
+         * counted nowhere, as before. */
+        intent_status k = status_of(status);
+        int64_t *by_status[STATUS_COUNT + 1] = {
+            [PENDING] = &d.pending, [PROCESSING] = &d.processing, [DONE] = &d.done,
+            [FAILED] = &d.failed,   [DEAD_LETTER] = &d.dead_letter,
+        };
+        if (by_status[k])
+            *by_status[k] += count;
+        int64_t *by_target[STATUS_COUNT + 1][2] = {
+            [PENDING] = {&d.mailapp.pending, &d.notion.pending},
+            [PROCESSING] = {&d.mailapp.processing, &d.notion.processing},
+            [FAILED] = {&d.mailapp.failed, &d.notion.failed},
+        };
+        int ti = strcmp(target, "mailapp") == 0 ? 0 : strcmp(target, "notion") == 0 ? 1 : -1;
+        if (ti >= 0 && by_target[k][ti])
+            *by_target[k][ti] += count;
+        if (k == PENDING) {
             d.pending_under_1m += sqlite3_column_int64(st, 3);
             d.pending_under_5m += sqlite3_column_int64(st, 4);
             d.pending_under_30m += sqlite3_column_int64(st, 5);
@@ -649,21 +703,7 @@ int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
             if (!any_pending || first < oldest)
                 oldest = first;
             any_pending = true;
-        } else if (strcmp(status, "processing") == 0) {
-            by_status = &d.processing;
-            by_target = mailapp ? &d.mailapp.processing : notion ? &d.notion.processing : NULL;
-        } else if (strcmp(status, "failed") == 0) {
-            by_status = &d.failed;
-            by_target = mailapp ? &d.mailapp.failed : notion ? &d.notion.failed : NULL;
-        } else if (strcmp(status, "done") == 0) {
-            by_status = &d.done;
-        } else if (strcmp(status, "dead_letter") == 0) {
-            by_status = &d.dead_letter;
         }
-        if (by_status)
-            *by_status += count;
-        if (by_target)
-            *by_target += count;
     }
     if (step != SQLITE_DONE) {
         rc = mae__db_sqlite_error(db, step, "counting the outbox");
