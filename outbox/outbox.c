@@ -204,28 +204,121 @@ static int find_pending(mae_db *db, int64_t internal_id, const char *op_type,
     return rc;
 }
 
+/* An intent as enqueue writes it: copied and checked arguments. */
+typedef struct intent {
+    int64_t internal_id;
+    const char *op_type, *target, *payload, *source; /* payload canonical */
+} intent;
+
+/* Checks enqueue's arguments; MAE_EINVAL with the reason (naming fn). */
+static int enqueue_args(mae_db *db, const char *fn, int64_t internal_id, const char *op_type,
+                        const char *target, const char *payload_json, const char *source)
+{
+    const char *why = NULL;
+    if (internal_id <= 0)
+        why = "internal_id must be > 0";
+    else if (!op_type || !op_type[0])
+        why = "op_type must be a non-empty string";
+    else if (!target || !known_target(target))
+        why = "target must be \"mailapp\" or \"notion\"";
+    else if (source && !source[0])
+        why = "source must be NULL or a non-empty string";
+    else if (!payload_json)
+        why = "payload_json is NULL";
+    return why ? mae__db_error_in(db, MAE_EINVAL, fn, "%s", why) : MAE_OK;
+}
+
+/* Inside the write: merges the intent's payload into its pending twin
+ * (found with id *id and payload old); no event. MAE_OK or the error. */
+static int merge_into_twin(mae_db *db, const char *fn, const intent *in, int64_t id,
+                           const char *old, double now)
+{
+    sqlite3_stmt *st;
+    char *merged = NULL;
+    int rc = mae__json_merge_patch(old, in->payload, &merged);
+    if (rc == MAE_EINVAL)
+        rc = mae__db_error_in(db, MAE_EDB, fn, "the stored payload of pending intent %lld is not"
+                                                " a JSON object; not merged", (long long)id);
+    else if (rc != MAE_OK)
+        rc = mae__db_error_in(db, rc, fn, "merging the payload: out of memory");
+    if (rc == MAE_OK)
+        rc = mae__db_stmt(db, sql_merge, &st);
+    if (rc == MAE_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        mae__bind_text(st, 2, merged);
+        mae__bind_text(st, 3, in->source);
+        sqlite3_bind_double(st, 4, now);
+        rc = mae__db_step_done(db, st, "merging into the pending intent");
+    }
+    free(merged);
+    return rc;
+}
+
+/* Inside the write: inserts the intent and holds its outbox.enqueued event.
+ * MAE_OK and *id, or the error (MAE_ENOTFOUND for a missing mail). */
+static int insert_intent(mae_db *db, const intent *in, double now, int64_t *id)
+{
+    sqlite3_stmt *st;
+    mae__buf ev;
+    mae__buf_init(&ev);
+    int rc = mae__db_stmt(db, sql_insert, &st);
+    if (rc == MAE_OK) {
+        sqlite3_bind_int64(st, 1, in->internal_id);
+        mae__bind_text(st, 2, in->op_type);
+        mae__bind_text(st, 3, in->target);
+        mae__bind_text(st, 4, in->payload);
+        mae__bind_text(st, 5, in->source);
+        sqlite3_bind_double(st, 6, now);
+        /* A missing mail fails the foreign key: MAE_ENOTFOUND. */
+        rc = mae__db_step_done(db, st, "inserting the intent");
+    }
+    if (rc == MAE_OK) {
+        *id = sqlite3_last_insert_rowid(mae_db_sqlite(db));
+        if (mae__db_wants_events(db))
+            mae__ev_outbox_enqueued(&ev, in->internal_id, *id, in->op_type, in->target,
+                                    in->source);
+        rc = mae__db_hold(db, &ev);
+    }
+    mae__buf_free(&ev);
+    return rc;
+}
+
+/* One write: merge into the pending twin, or insert. */
+static int write_intent(mae_db *db, const char *fn, const intent *in, int64_t *id, bool *is_new)
+{
+    char *old = NULL;
+    /* BEGIN IMMEDIATE (or the caller's transaction, which is one) takes the
+     * write lock before the lookup, so two processes enqueueing the same
+     * intent are serialised: the second one finds the first one's row. The
+     * partial unique index ux_outbox_pending_intent is the backstop. */
+    int rc = mae__db_write_begin(db);
+    if (rc != MAE_OK)
+        return rc;
+    double now = mae__db_now(db);
+    rc = find_pending(db, in->internal_id, in->op_type, in->target, id, &old);
+    if (rc == MAE_OK && *id != 0) {
+        rc = merge_into_twin(db, fn, in, *id, old, now);
+        *is_new = false;
+    } else if (rc == MAE_OK) {
+        rc = insert_intent(db, in, now, id);
+        *is_new = true;
+    }
+    free(old);
+    return mae__db_write_end(db, rc);
+}
+
 int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, const char *target,
                        const char *payload_json, const char *source, int64_t *outbox_id,
                        bool *inserted)
 {
-    char *op = NULL, *src = NULL, *payload = NULL, *old = NULL, *merged = NULL;
-    mae__buf ev;
-    sqlite3_stmt *st;
+    char *op = NULL, *src = NULL, *payload = NULL;
     int64_t id = 0;
     bool is_new = false;
-    int rc;
 
     MAE__DB_ENTER(db);
-    if (internal_id <= 0)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
-    if (!op_type || !op_type[0])
-        return MAE__DB_FAIL(db, MAE_EINVAL, "op_type must be a non-empty string");
-    if (!target || !known_target(target))
-        return MAE__DB_FAIL(db, MAE_EINVAL, "target must be \"mailapp\" or \"notion\"");
-    if (source && !source[0])
-        return MAE__DB_FAIL(db, MAE_EINVAL, "source must be NULL or a non-empty string");
-    if (!payload_json)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "payload_json is NULL");
+    int rc = enqueue_args(db, __func__, internal_id, op_type, target, payload_json, source);
+    if (rc != MAE_OK)
+        return rc;
 
     /* Echo prevention: a change that came from Notion must not be sent back
      * to Notion (Notion -> webhook -> outbox -> Notion -> webhook ...). */
@@ -237,80 +330,27 @@ int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, con
 
     rc = mae__json_canonical(payload_json, 0, &payload);
     if (rc == MAE_EINVAL)
-        return MAE__DB_FAIL(
-            db, rc, "payload_json must be one JSON object (at most %d levels deep, no \\u0000)",
-            MAE_PAYLOAD_MAX_DEPTH);
+        return MAE__DB_FAIL(db, rc, "payload_json must be one JSON object (at most %d levels"
+                                    " deep, no \\u0000)", MAE_PAYLOAD_MAX_DEPTH);
     if (rc != MAE_OK)
         return MAE__DB_FAIL(db, rc, "canonicalising the payload: out of memory");
 
-    mae__buf_init(&ev);
     rc = mae__db_clean(db, op_type, 0, &op);
     if (rc == MAE_OK)
         rc = mae__db_clean(db, source, 0, &src);
-    if (rc != MAE_OK)
-        goto out;
-
-    /* BEGIN IMMEDIATE (or the caller's transaction, which is one) takes the
-     * write lock before the lookup, so two processes enqueueing the same
-     * intent are serialised: the second one finds the first one's row. The
-     * partial unique index ux_outbox_pending_intent is the backstop. */
-    rc = mae__db_write_begin(db);
-    if (rc != MAE_OK)
-        goto out;
-    double now = mae__db_now(db);
-    rc = find_pending(db, internal_id, op, target, &id, &old);
-    if (rc == MAE_OK && id != 0) {
-        rc = mae__json_merge_patch(old, payload, &merged);
-        if (rc == MAE_EINVAL)
-            rc = MAE__DB_FAIL(
-                db, MAE_EDB,
-                "the stored payload of pending intent %lld is not a JSON object; not merged",
-                (long long)id);
-        else if (rc != MAE_OK)
-            rc = MAE__DB_FAIL(db, rc, "merging the payload: out of memory");
-        if (rc == MAE_OK)
-            rc = mae__db_stmt(db, sql_merge, &st);
-        if (rc == MAE_OK) {
-            sqlite3_bind_int64(st, 1, id);
-            mae__bind_text(st, 2, merged);
-            mae__bind_text(st, 3, src);
-            sqlite3_bind_double(st, 4, now);
-            rc = mae__db_step_done(db, st, "merging into the pending intent");
-        }
-    } else if (rc == MAE_OK) {
-        rc = mae__db_stmt(db, sql_insert, &st);
-        if (rc == MAE_OK) {
-            sqlite3_bind_int64(st, 1, internal_id);
-            mae__bind_text(st, 2, op);
-            mae__bind_text(st, 3, target);
-            mae__bind_text(st, 4, payload);
-            mae__bind_text(st, 5, src);
-            sqlite3_bind_double(st, 6, now);
-            /* A missing mail fails the foreign key: MAE_ENOTFOUND. */
-            rc = mae__db_step_done(db, st, "inserting the intent");
-        }
-        if (rc == MAE_OK) {
-            id = sqlite3_last_insert_rowid(mae_db_sqlite(db));
-            is_new = true;
-            if (mae__db_wants_events(db))
-                mae__ev_outbox_enqueued(&ev, internal_id, id, op, target, src);
-            rc = mae__db_hold(db, &ev);
-        }
+    if (rc == MAE_OK) {
+        intent in = {internal_id, op, target, payload, src};
+        rc = write_intent(db, __func__, &in, &id, &is_new);
     }
-    rc = mae__db_write_end(db, rc);
     if (rc == MAE_OK) {
         if (outbox_id)
             *outbox_id = id;
         if (inserted)
             *inserted = is_new;
     }
-out:
-    mae__buf_free(&ev);
     free(op);
     free(src);
     free(payload);
-    free(old);
-    free(merged);
     return rc;
 }
 
@@ -458,12 +498,12 @@ int mae_outbox_retry_dead_letter(mae_db *db, int64_t outbox_id)
     if (rc == MAE_OK)
         rc = find_pending(db, s.internal_id, s.op_type, s.target, &twin, &old);
     if (rc == MAE_OK && twin != 0)
-        rc = MAE__DB_FAIL(db, MAE_ESTATE,
-                          "intent %lld cannot go back to pending: pending intent %lld has the same "
-                          "mail, op_type and target",
+        rc = MAE__DB_FAIL(db, MAE_ESTATE, "intent %lld cannot go back to pending: pending intent"
+                                          " %lld has the same mail, op_type and target",
                           (long long)outbox_id, (long long)twin);
     if (rc == MAE_OK)
-        rc = update_intent(db, sql_retry_dead, outbox_id, "putting the dead letter back to pending");
+        rc = update_intent(db, sql_retry_dead, outbox_id,
+                           "putting the dead letter back to pending");
     free(old);
     free(s.op_type);
     free(s.target);
