@@ -100,8 +100,7 @@ static jval *fail(parser *ps, int code)
 
 static void skip_ws(parser *ps)
 {
-    while (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r')
-        ps->p++;
+    ps->p = mae__json_skip_ws(ps->p);
 }
 
 static void put_utf8(mae__buf *b, unsigned cp)
@@ -130,8 +129,8 @@ static void put_utf8(mae__buf *b, unsigned cp)
 
 /* Parses a string at ps->p (on the opening quote) into a new C string.
  * Escapes are decoded; a lone surrogate becomes U+FFFD; raw bytes are kept
- * as they are (invalid UTF-8 is repaired on output). "\u0000" is refused:
- * every consumer of these payloads works on NUL-terminated text. */
+ * as they are (invalid UTF-8 is repaired on output). "\u0000" is refused,
+ * as the grammar of core/text.h says. */
 static char *parse_string(parser *ps)
 {
     mae__buf b;
@@ -152,6 +151,20 @@ static char *parse_string(parser *ps)
         }
         mae__buf_put(&b, (const char *)run, (size_t)(p - run));
         c = p[1];
+        if (c == 'u') {
+            unsigned cp;
+            bool lone;
+            size_t n = mae__json_u_escape(p, &cp, &lone);
+            if (n == 0) {
+                mae__buf_free(&b);
+                fail(ps, MAE_EINVAL);
+                return NULL;
+            }
+            put_utf8(&b, cp);
+            p += n;
+            run = p;
+            continue;
+        }
         p += 2;
         switch (c) {
         case '"': mae__buf_putc(&b, '"'); break;
@@ -162,24 +175,6 @@ static char *parse_string(parser *ps)
         case 'n': mae__buf_putc(&b, '\n'); break;
         case 'r': mae__buf_putc(&b, '\r'); break;
         case 't': mae__buf_putc(&b, '\t'); break;
-        case 'u': {
-            unsigned cp, lo;
-            if (!mae__hex4(p, &cp) || cp == 0) {
-                mae__buf_free(&b);
-                fail(ps, MAE_EINVAL);
-                return NULL;
-            }
-            p += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF && p[0] == '\\' && p[1] == 'u' &&
-                mae__hex4(p + 2, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                p += 6;
-            } else if (cp >= 0xD800 && cp <= 0xDFFF) {
-                cp = 0xFFFD;
-            }
-            put_utf8(&b, cp);
-            break;
-        }
         default:
             mae__buf_free(&b);
             fail(ps, MAE_EINVAL);
@@ -245,7 +240,7 @@ static jval *parse_value(parser *ps, int depth);
 
 static jval *parse_object(parser *ps, int depth)
 {
-    if (depth > MAE_PAYLOAD_MAX_DEPTH)
+    if (depth > MAE_JSON_MAX_DEPTH)
         return fail(ps, MAE_EINVAL);
     jval *obj = jnew(J_OBJ);
     if (obj == NULL)
@@ -311,7 +306,7 @@ out:
 
 static jval *parse_array(parser *ps, int depth)
 {
-    if (depth > MAE_PAYLOAD_MAX_DEPTH)
+    if (depth > MAE_JSON_MAX_DEPTH)
         return fail(ps, MAE_EINVAL);
     jval *arr = jnew(J_ARR);
     if (arr == NULL)

@@ -340,7 +340,7 @@ void mae__json_epoch(mae__buf *b, double t)
 
 /* ---- validation and compaction of a JSON object --------------------------- */
 
-static const unsigned char *skip_ws(const unsigned char *p)
+const unsigned char *mae__json_skip_ws(const unsigned char *p)
 {
     while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
         p++;
@@ -370,6 +370,26 @@ bool mae__hex4(const unsigned char *p, unsigned *v)
     return true;
 }
 
+size_t mae__json_u_escape(const unsigned char *p, unsigned *cp, bool *lone)
+{
+    unsigned v, w;
+    *lone = false;
+    if (!mae__hex4(p + 2, &v) || v == 0)
+        return 0;
+    if (v < 0xD800 || v > 0xDFFF) {
+        *cp = v;
+        return 6;
+    }
+    if (v <= 0xDBFF && p[6] == '\\' && p[7] == 'u' && mae__hex4(p + 8, &w) && w >= 0xDC00 &&
+        w <= 0xDFFF) {
+        *cp = 0x10000 + ((v - 0xD800) << 10) + (w - 0xDC00);
+        return 12;
+    }
+    *cp = 0xFFFD;
+    *lone = true;
+    return 6;
+}
+
 /* Copies the string starting at the quote p; returns the byte after its
  * closing quote, or NULL when it is not a valid JSON string. Escapes are kept
  * as written except "\/" (written "/") and a \u escape of a lone surrogate,
@@ -378,7 +398,9 @@ static const unsigned char *copy_string(mae__buf *b, const unsigned char *p,
                                         const unsigned char *end)
 {
     const unsigned char *run = p++;
-    unsigned v, w;
+    unsigned cp;
+    bool lone;
+    size_t n;
 
     for (;;) {
         p += plain_len(p, (size_t)(end - p), json_class);
@@ -411,20 +433,15 @@ static const unsigned char *copy_string(mae__buf *b, const unsigned char *p,
             run = p += 2;
             continue;
         case 'u':
-            if (!mae__hex4(p + 2, &v))
+            if (!(n = mae__json_u_escape(p, &cp, &lone)))
                 return NULL;
-            if (v < 0xD800 || v > 0xDFFF) {
-                p += 6;
-                continue;
-            }
-            if (v <= 0xDBFF && p[6] == '\\' && p[7] == 'u' && mae__hex4(p + 8, &w) &&
-                w >= 0xDC00 && w <= 0xDFFF) {
-                p += 12;
+            if (!lone) {
+                p += n;
                 continue;
             }
             mae__buf_put(b, (const char *)run, (size_t)(p - run));
             mae__buf_put(b, replacement, 3);
-            run = p += 6;
+            run = p += n;
             continue;
         default:
             return NULL;
@@ -499,7 +516,7 @@ int mae__json_compact_object(mae__buf *b, const char *json)
 
     if (!json)
         return -1;
-    const unsigned char *p = skip_ws((const unsigned char *)json);
+    const unsigned char *p = mae__json_skip_ws((const unsigned char *)json);
     if (*p != '{')
         return -1;
     /* Compaction never grows the text except where a bad byte is repaired,
@@ -508,7 +525,7 @@ int mae__json_compact_object(mae__buf *b, const char *json)
     mae__buf_reserve(b, (size_t)(end - p));
 
     for (;;) {
-        p = skip_ws(p);
+        p = mae__json_skip_ws(p);
         unsigned char c = *p;
         switch (want) {
         case OBJ_FIRST:
@@ -517,7 +534,7 @@ int mae__json_compact_object(mae__buf *b, const char *json)
                 break; /* closed below */
             if (c != '"' || !(p = copy_string(b, p, end)))
                 goto fail;
-            p = skip_ws(p);
+            p = mae__json_skip_ws(p);
             if (*p++ != ':')
                 goto fail;
             mae__buf_putc(b, ':');

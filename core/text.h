@@ -40,17 +40,42 @@ void mae__json_i64(mae__buf *b, int64_t v);
  * the locale (no printf %f). Non-finite values are written as 0. */
 void mae__json_epoch(mae__buf *b, double t);
 
-/* Validates json as exactly one JSON object (nesting at most
- * MAE_JSON_MAX_DEPTH) and appends it compacted: whitespace between tokens
- * removed, "\/" written as "/", invalid UTF-8 inside strings repaired to
- * U+FFFD. Returns 0, or -1 (b unchanged in length) when json is not an
- * object or not valid JSON. */
-#define MAE_JSON_MAX_DEPTH 256
+/* ---- the JSON grammar -------------------------------------------------------
+ *
+ * The library reads caller-supplied JSON in two places, with one grammar:
+ * mae__json_compact_object (an event's data_json, copied as written) and
+ * mae__json_canonical / mae__json_merge_patch in core/json.h (outbox
+ * payloads and LLM labels, parsed and rewritten). Both accept exactly one
+ * RFC 8259 object with:
+ * - at most MAE_JSON_MAX_DEPTH levels of nesting, the object itself being
+ *   level 1 (the parser of json.h recurses; 64 levels keep its stack small
+ *   on any thread);
+ * - no "\u0000" escape: every consumer of these texts (SQLite columns read
+ *   as C strings, subscribers in C) works on NUL-terminated text, where a
+ *   NUL would silently cut the value;
+ * - no NaN or Infinity, no raw control characters in strings, nothing but
+ *   whitespace after the object;
+ * - invalid UTF-8 and lone surrogate escapes accepted and repaired to
+ *   U+FFFD (never refused).
+ * The pieces below are that grammar's shared parts. Each stops at the first
+ * byte that does not fit, so none reads past a terminating NUL. */
+#define MAE_JSON_MAX_DEPTH 64
+
+/* Validates json as one JSON object of the grammar above and appends it
+ * compacted: whitespace between tokens removed, "\/" written as "/", other
+ * escapes kept as written, invalid UTF-8 and lone surrogates repaired to
+ * U+FFFD, key order and duplicates kept. Returns 0, or -1 (b unchanged in
+ * length) when json is not such an object. */
 int mae__json_compact_object(mae__buf *b, const char *json);
 
-/* Pieces of the JSON grammar, shared with the outbox's payload parser and
- * the URL parser. Each stops at the first byte that does not fit, so none
- * reads past a terminating NUL. */
+/* The first byte at or after p that is not JSON whitespace. */
+const unsigned char *mae__json_skip_ws(const unsigned char *p);
+/* Reads the \u escape at p (p[0] == '\\', p[1] == 'u'), joined with the
+ * \u escape of a low surrogate that follows a high one. Returns the bytes
+ * read (6 or 12) with the code point in *cp, U+FFFD for a lone surrogate
+ * (*lone set); or 0 when the escape is outside the grammar: a bad hex
+ * digit, or \u0000. */
+size_t mae__json_u_escape(const unsigned char *p, unsigned *cp, bool *lone);
 /* The value of the hex digit c (either case), or -1. */
 int mae__hex_digit(unsigned char c);
 /* Reads the four hex digits of a \u escape at p into *v; false (*v

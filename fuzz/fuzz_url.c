@@ -10,6 +10,7 @@
 
 #include <mailagent/common.h>
 
+#include "core/text.h"
 #include "core/url.h"
 
 #define CHECK(cond)                                                                         \

@@ -331,7 +331,7 @@ int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, con
     rc = mae__json_canonical(payload_json, 0, &payload);
     if (rc == MAE_EINVAL)
         return MAE__DB_FAIL(db, rc, "payload_json must be one JSON object (at most %d levels"
-                                    " deep, no \\u0000)", MAE_PAYLOAD_MAX_DEPTH);
+                                    " deep, no \\u0000)", MAE_JSON_MAX_DEPTH);
     if (rc != MAE_OK)
         return MAE__DB_FAIL(db, rc, "canonicalising the payload: out of memory");
 
