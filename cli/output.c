@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "core/text.h"
 
 /* ---- UTF-8 ---------------------------------------------------------------- */
 
@@ -264,7 +265,12 @@ json_object *cli_json_fixed(double v, int decimals)
 
 json_object *cli_json_time(double epoch)
 {
-    return epoch > 0 ? cli_json_fixed(epoch, 6) : NULL;
+    char text[MAE__EPOCH_MAX + 1];
+    if (!(epoch > 0))
+        return NULL;
+    /* The formatter of the events' times, so both print the same digits. */
+    *mae__put_epoch(text, epoch) = '\0';
+    return json_object_new_double_s(epoch, text);
 }
 
 json_object *cli_json_counts(const mae_counts *counts)

@@ -278,34 +278,44 @@ char *mae__utf8_clean(const char *s, size_t max_cp, bool *oom)
 
 /* ---- numbers ------------------------------------------------------------ */
 
-/* Writes the decimal digits of u ending just before end; returns the start. */
-static char *digits(char *end, uint64_t u)
+/* Writes u in decimal at p; returns the end. */
+static char *put_u64(char *p, uint64_t u)
 {
+    char tmp[20];
+    char *e = tmp + sizeof tmp, *s = e;
     do {
-        *--end = (char)('0' + u % 10);
+        *--s = (char)('0' + u % 10);
         u /= 10;
     } while (u);
-    return end;
+    memcpy(p, s, (size_t)(e - s));
+    return p + (e - s);
 }
 
-void mae__json_i64(mae__buf *b, int64_t v)
+char *mae__put_i64(char *p, int64_t v)
 {
-    char tmp[24];
-    char *end = tmp + sizeof tmp;
-    /* Negating in unsigned arithmetic makes INT64_MIN work. */
-    char *s = digits(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
     if (v < 0)
-        *--s = '-';
-    mae__buf_put(b, s, (size_t)(end - s));
+        *p++ = '-';
+    /* Negating in unsigned arithmetic makes INT64_MIN work. */
+    return put_u64(p, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
 }
 
-void mae__json_epoch(mae__buf *b, double t)
+char *mae__put_epoch_us(char *p, uint64_t sec, uint32_t us)
 {
-    char tmp[40];
-    char *end = tmp + sizeof tmp;
+    p = put_u64(p, sec);
+    *p = '.';
+    for (int i = 6; i >= 1; i--) {
+        p[i] = (char)('0' + us % 10);
+        us /= 10;
+    }
+    return p + 7;
+}
+
+char *mae__put_epoch(char *p, double t)
+{
     bool neg = t < 0;
     double a = neg ? -t : t;
-    uint64_t ip, us;
+    uint64_t ip;
+    uint32_t us;
 
     if (!isfinite(t)) {
         neg = false;
@@ -320,22 +330,28 @@ void mae__json_epoch(mae__buf *b, double t)
         ip = (uint64_t)a;
         /* Exact: the fraction is the low bits of a's mantissa. */
         double frac = a - (double)ip;
-        us = (uint64_t)(frac * 1e6 + 0.5);
+        us = (uint32_t)(frac * 1e6 + 0.5);
         if (us >= 1000000) {
             us -= 1000000;
             ip++;
         }
     }
-    char *s = end - 6;
-    for (int i = 5; i >= 0; i--) {
-        s[i] = (char)('0' + us % 10);
-        us /= 10;
-    }
-    *--s = '.';
-    s = digits(s, ip);
-    if (neg && !(s[0] == '0' && s[1] == '.' && memcmp(s + 2, "000000", 6) == 0))
-        *--s = '-';
-    mae__buf_put(b, s, (size_t)(end - s));
+    /* No "-0.000000": a negative time that rounds to zero is zero. */
+    if (neg && (ip != 0 || us != 0))
+        *p++ = '-';
+    return mae__put_epoch_us(p, ip, us);
+}
+
+void mae__json_i64(mae__buf *b, int64_t v)
+{
+    char tmp[MAE__I64_MAX];
+    mae__buf_put(b, tmp, (size_t)(mae__put_i64(tmp, v) - tmp));
+}
+
+void mae__json_epoch(mae__buf *b, double t)
+{
+    char tmp[MAE__EPOCH_MAX];
+    mae__buf_put(b, tmp, (size_t)(mae__put_epoch(tmp, t) - tmp));
 }
 
 /* ---- validation and compaction of a JSON object --------------------------- */

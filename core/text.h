@@ -36,9 +36,22 @@ void mae__buf_free(mae__buf *b);
  * one), never inside a sequence. NULL s writes null. */
 void mae__json_str(mae__buf *b, const char *s, size_t max_cp);
 void mae__json_i64(mae__buf *b, int64_t v);
-/* Epoch seconds as a JSON number with exactly six decimals, independent of
- * the locale (no printf %f). Non-finite values are written as 0. */
+/* Epoch seconds as a JSON number with exactly six decimals (mae__put_epoch). */
 void mae__json_epoch(mae__buf *b, double t);
+
+/* The one decimal writer and the one epoch formatter of the library (the
+ * envelope, the event fields and the command's JSON all use them). They
+ * write at p, which has room for the _MAX bytes, no NUL, and return the
+ * end. Independent of the locale (no printf). */
+#define MAE__I64_MAX 20   /* "-9223372036854775808" */
+#define MAE__EPOCH_MAX 28 /* "-18446744073709551615.000000" */
+char *mae__put_i64(char *p, int64_t v);
+/* Epoch seconds with exactly six decimals, rounded to the microsecond.
+ * Non-finite t is written as 0.000000; |t| >= 2^64 is clamped. */
+char *mae__put_epoch(char *p, double t);
+/* The same from whole seconds (>= 0) and microseconds (< 1000000): exact,
+ * where a double near 1.7e9 resolves only about a quarter of a microsecond. */
+char *mae__put_epoch_us(char *p, uint64_t sec, uint32_t us);
 
 /* ---- the JSON grammar -------------------------------------------------------
  *
