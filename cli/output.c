@@ -1,6 +1,7 @@
 /* Output of the mailagent command: aligned text tables for people, and JSON
  * values built with json-c for scripts. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,8 @@ static size_t text_width(const char *s)
 static char *utf8_repair(const char *s)
 {
     size_t n = strlen(s), len;
-    char *out = malloc(n * 3 + 1);   /* a bad byte grows to 3 bytes */
+    /* A bad byte grows to 3 bytes. */
+    char *out = n < (SIZE_MAX - 1) / 3 ? malloc(n * 3 + 1) : NULL;
     char *o = out;
     const unsigned char *p = (const unsigned char *)s;
     if (!out)
@@ -153,14 +155,11 @@ struct cli_table {
 
 static bool add_row(cli_table *t, const char *const *cells)
 {
-    if (t->nrows + 1 == t->cap) {
-        size_t cap = t->cap * 2;
-        char **c = realloc(t->cells, cap * t->ncols * sizeof *c);
-        if (!c)
-            return false;
-        t->cells = c;
-        t->cap = cap;
-    }
+    /* Grown a row (ncols cells) at a time; the header is row 0. */
+    char **c = mae__grow(t->cells, &t->cap, t->nrows + 1, t->ncols * sizeof *c, 8);
+    if (!c)
+        return false;
+    t->cells = c;
     char **row = t->cells + (t->nrows + 1) * t->ncols;
     for (size_t i = 0; i < t->ncols; i++) {
         row[i] = strdup(cells[i] ? cells[i] : "-");

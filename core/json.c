@@ -67,21 +67,6 @@ static jval *jnew(jtype type)
     return v;
 }
 
-/* Grows an array of elem-sized slots so that one more fits. */
-static bool grow(void **arr, size_t *cap, size_t n, size_t elem)
-{
-    if (n < *cap)
-        return true;
-    size_t ncap = *cap ? *cap * 2 : 4;
-    if (ncap > SIZE_MAX / elem)
-        return false;
-    void *p = realloc(*arr, ncap * elem);
-    if (p == NULL)
-        return false;
-    *arr = p;
-    *cap = ncap;
-    return true;
-}
 
 /* ---- parsing -------------------------------------------------------------- */
 
@@ -274,12 +259,15 @@ static jval *parse_object(parser *ps, int depth)
         ps->p++;
         skip_ws(ps);
         jval *val = parse_value(ps, depth + 1);
-        if (val == NULL || !grow((void **)&obj->members, &obj->cap, obj->n, sizeof(member))) {
+        member *members = val ? mae__grow(obj->members, &obj->cap, obj->n, sizeof(member), 4)
+                              : NULL;
+        if (members == NULL) {
             free(key);
             jfree(val);
             fail(ps, MAE_ENOMEM); /* no-op when parse_value set the reason */
             goto out;
         }
+        obj->members = members;
         obj->members[obj->n].key = key;
         obj->members[obj->n].val = val;
         obj->members[obj->n].order = ps->next_order++;
@@ -319,12 +307,14 @@ static jval *parse_array(parser *ps, int depth)
     }
     for (;;) {
         jval *val = parse_value(ps, depth + 1);
-        if (val == NULL || !grow((void **)&arr->items, &arr->cap, arr->n, sizeof(jval *))) {
+        jval **items = val ? mae__grow(arr->items, &arr->cap, arr->n, sizeof(jval *), 4) : NULL;
+        if (items == NULL) {
             jfree(val);
             fail(ps, MAE_ENOMEM);
             jfree(arr);
             return NULL;
         }
+        arr->items = items;
         arr->items[arr->n++] = val;
         skip_ws(ps);
         if (*ps->p == ',') {

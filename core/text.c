@@ -90,6 +90,25 @@ void mae__buf_free(mae__buf *b)
     mae__buf_init(b);
 }
 
+void *mae__grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first)
+{
+    if (n < *cap)
+        return arr;
+    size_t ncap = *cap ? *cap : first ? first : 1;
+    while (ncap <= n) {
+        if (ncap > SIZE_MAX / 2)
+            return NULL;
+        ncap *= 2;
+    }
+    if (elem == 0 || ncap > SIZE_MAX / elem)
+        return NULL;
+    void *p = realloc(arr, ncap * elem);
+    if (!p)
+        return NULL;
+    *cap = ncap;
+    return p;
+}
+
 /* ---- UTF-8 -------------------------------------------------------------- */
 
 /* Byte classes of the string scanners. PLAIN bytes are copied in runs; the

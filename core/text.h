@@ -29,6 +29,13 @@ void mae__buf_putc(mae__buf *b, char c);
 char *mae__buf_take(mae__buf *b, size_t *len);
 void mae__buf_free(mae__buf *b);
 
+/* The growth of every array of the library: returns arr, or a reallocation
+ * of it, with room for more than n elements of elem bytes; *cap (the
+ * elements arr has room for) becomes first when 0, else doubles. NULL, with
+ * arr and *cap untouched (arr still the caller's), when the size in bytes
+ * would overflow size_t or realloc fails. */
+void *mae__grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first);
+
 /* Writes s as a JSON string with quotes: raw UTF-8, '/' unescaped, '"' '\\'
  * and control characters escaped, each byte that is not part of a valid
  * UTF-8 sequence (overlong, surrogate, > U+10FFFF, truncated) replaced by

@@ -106,16 +106,12 @@ int mae__db_collect_rows(mae_db *db, sqlite3_stmt *st, const mae__row_type *type
         return mae__db_error(db, MAE_ENOMEM, "%s: out of memory", oom_what);
     }
     while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        if (count == cap) {
-            size_t ncap = cap ? cap * 2 : type->first_cap;
-            char *grown = realloc(rows, ncap * type->size);
-            if (!grown) {
-                rc = mae__db_error(db, MAE_ENOMEM, "%s: out of memory", oom_what);
-                break;
-            }
-            rows = grown;
-            cap = ncap;
+        char *grown = mae__grow(rows, &cap, count, type->size, type->first_cap);
+        if (!grown) {
+            rc = mae__db_error(db, MAE_ENOMEM, "%s: out of memory", oom_what);
+            break;
         }
+        rows = grown;
         rc = type->read(db, st, rows + count * type->size);
         if (rc != MAE_OK)
             break;
@@ -148,16 +144,12 @@ static int collect_counts(mae_db *db, sqlite3_stmt *st, const char *what, mae_co
     int rc = MAE_OK, s = SQLITE_DONE;
 
     while (!oom && (s = sqlite3_step(st)) == SQLITE_ROW) {
-        if (c->count == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            mae_count *items = realloc(c->items, ncap * sizeof *items);
-            if (!items) {
-                oom = true;
-                break;
-            }
-            c->items = items;
-            cap = ncap;
+        mae_count *items = mae__grow(c->items, &cap, c->count, sizeof *items, 8);
+        if (!items) {
+            oom = true;
+            break;
         }
+        c->items = items;
         char *key = mae__col_text(st, 0, &oom);
         if (!key) {
             oom = true; /* the queries never give a NULL key */

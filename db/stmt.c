@@ -15,14 +15,11 @@ const char mae__sql_rollback_to[] = "ROLLBACK TO mae_write";
 /* Makes room for one more statement beyond the fixed cache. */
 static int grow_more(mae_db *db)
 {
-    if (db->stmt_more_count < db->stmt_more_cap)
-        return MAE_OK;
-    size_t cap = db->stmt_more_cap ? db->stmt_more_cap * 2 : 16;
-    struct mae__stmt_slot *more = realloc(db->stmt_more, cap * sizeof *more);
+    struct mae__stmt_slot *more = mae__grow(db->stmt_more, &db->stmt_more_cap,
+                                            db->stmt_more_count, sizeof *more, 16);
     if (!more)
         return mae__db_error(db, MAE_ENOMEM, "preparing a statement: out of memory");
     db->stmt_more = more;
-    db->stmt_more_cap = cap;
     return MAE_OK;
 }
 
