@@ -537,17 +537,91 @@ static const unsigned char *copy_word(mae__buf *b, const unsigned char *p, const
     return p + n;
 }
 
+/* A scalar value (string, literal or number) copied; NULL when p starts
+ * none. */
+static const unsigned char *copy_scalar(mae__buf *b, const unsigned char *p,
+                                        const unsigned char *end)
+{
+    switch (*p) {
+    case '"':
+        return copy_string(b, p, end);
+    case 't':
+        return copy_word(b, p, "true", 4);
+    case 'f':
+        return copy_word(b, p, "false", 5);
+    case 'n':
+        return copy_word(b, p, "null", 4);
+    default:
+        return copy_number(b, p);
+    }
+}
+
 /* What the parser expects next. */
 enum { VALUE, OBJ_FIRST, OBJ_KEY, ARR_FIRST, AFTER };
 
+/* The state of the compactor's walk: the nesting lives here, one byte per
+ * open container ('}' or ']' to close it), not on the C stack, so deep
+ * input cannot overflow it. */
+typedef struct walk {
+    char closer[MAE_JSON_MAX_DEPTH];
+    size_t depth;
+    int want;
+} walk;
+
+/* One step of the walk at p (past whitespace): copies the token there and
+ * returns the byte after it, or NULL when it does not fit the grammar. */
+static const unsigned char *step(walk *w, mae__buf *b, const unsigned char *p,
+                                 const unsigned char *end)
+{
+    unsigned char c = *p;
+    switch (w->want) {
+    case OBJ_FIRST:
+    case OBJ_KEY:
+        if (c == '}' && w->want == OBJ_FIRST)
+            break; /* closed below */
+        if (c != '"' || !(p = copy_string(b, p, end)))
+            return NULL;
+        p = mae__json_skip_ws(p);
+        if (*p++ != ':')
+            return NULL;
+        mae__buf_putc(b, ':');
+        w->want = VALUE;
+        return p;
+    case ARR_FIRST:
+    case VALUE:
+        if (c == ']' && w->want == ARR_FIRST)
+            break;
+        if (c == '{' || c == '[') {
+            if (w->depth == MAE_JSON_MAX_DEPTH)
+                return NULL;
+            w->closer[w->depth++] = c == '{' ? '}' : ']';
+            mae__buf_putc(b, (char)c);
+            w->want = c == '{' ? OBJ_FIRST : ARR_FIRST;
+            return p + 1;
+        }
+        w->want = AFTER;
+        return copy_scalar(b, p, end);
+    default: /* AFTER, inside a container */
+        if (c == ',') {
+            mae__buf_putc(b, ',');
+            w->want = w->closer[w->depth - 1] == '}' ? OBJ_KEY : VALUE;
+            return p + 1;
+        }
+        if (c != (unsigned char)w->closer[w->depth - 1])
+            return NULL;
+        break;
+    }
+    /* c closes the innermost container. */
+    mae__buf_putc(b, (char)c);
+    w->depth--;
+    w->want = AFTER;
+    return p + 1;
+}
+
 int mae__json_compact_object(mae__buf *b, const char *json)
 {
-    /* One byte per open container ('}' or ']' to close it): the nesting
-     * lives here, not on the C stack, so deep input cannot overflow it. */
-    char closer[MAE_JSON_MAX_DEPTH];
-    size_t depth = 0;
+    walk w = {.depth = 0, .want = VALUE};
     size_t start = b->len;
-    int want = VALUE;
 
     if (!json)
         return -1;
@@ -561,71 +635,14 @@ int mae__json_compact_object(mae__buf *b, const char *json)
 
     for (;;) {
         p = mae__json_skip_ws(p);
-        unsigned char c = *p;
-        switch (want) {
-        case OBJ_FIRST:
-        case OBJ_KEY:
-            if (c == '}' && want == OBJ_FIRST)
-                break; /* closed below */
-            if (c != '"' || !(p = copy_string(b, p, end)))
-                goto fail;
-            p = mae__json_skip_ws(p);
-            if (*p++ != ':')
-                goto fail;
-            mae__buf_putc(b, ':');
-            want = VALUE;
-            continue;
-        case ARR_FIRST:
-        case VALUE:
-            if (c == ']' && want == ARR_FIRST)
-                break;
-            if (c == '{' || c == '[') {
-                if (depth == MAE_JSON_MAX_DEPTH)
-                    goto fail;
-                closer[depth++] = c == '{' ? '}' : ']';
-                mae__buf_putc(b, (char)c);
-                p++;
-                want = c == '{' ? OBJ_FIRST : ARR_FIRST;
-                continue;
-            }
-            if (c == '"')
-                p = copy_string(b, p, end);
-            else if (c == 't')
-                p = copy_word(b, p, "true", 4);
-            else if (c == 'f')
-                p = copy_word(b, p, "false", 5);
-            else if (c == 'n')
-                p = copy_word(b, p, "null", 4);
-            else
-                p = copy_number(b, p);
-            if (!p)
-                goto fail;
-            want = AFTER;
-            continue;
-        default: /* AFTER */
-            if (depth == 0) {
-                if (c != '\0')
-                    goto fail; /* something after the object */
+        if (w.want == AFTER && w.depth == 0) {
+            if (*p == '\0')
                 return 0;
-            }
-            if (c == ',') {
-                mae__buf_putc(b, ',');
-                p++;
-                want = closer[depth - 1] == '}' ? OBJ_KEY : VALUE;
-                continue;
-            }
-            if (c != (unsigned char)closer[depth - 1])
-                goto fail;
-            break;
+            break; /* something after the object */
         }
-        /* c closes the innermost container. */
-        mae__buf_putc(b, (char)c);
-        p++;
-        depth--;
-        want = AFTER;
+        if (!(p = step(&w, b, p, end)))
+            break;
     }
-
-fail:
     if (b->ptr && b->len > start) {
         b->len = start;
         b->ptr[start] = '\0';
