@@ -230,8 +230,8 @@ static void test_depth(void **state)
 {
     (void)state;
     char *out = NULL;
-    /* The top object is level 1: MAE_PAYLOAD_MAX_DEPTH levels pass. */
-    char *ok = nest(MAE_PAYLOAD_MAX_DEPTH, true);
+    /* The top object is level 1: MAE_JSON_MAX_DEPTH levels pass. */
+    char *ok = nest(MAE_JSON_MAX_DEPTH, true);
     assert_int_equal(mae__json_canonical(ok, 0, &out), MAE_OK);
     assert_string_equal(out, ok);
     free(out);
@@ -240,12 +240,12 @@ static void test_depth(void **state)
     free(out);
     free(ok);
 
-    char *deep = nest(MAE_PAYLOAD_MAX_DEPTH + 1, true);
+    char *deep = nest(MAE_JSON_MAX_DEPTH + 1, true);
     check_refused(deep, MAE_EINVAL);
     free(deep);
 
     /* Arrays count as levels too: {"a":[[...]]}. */
-    char *arr = nest(MAE_PAYLOAD_MAX_DEPTH - 1, false);
+    char *arr = nest(MAE_JSON_MAX_DEPTH - 1, false);
     size_t n = strlen(arr);
     char *wrapped = malloc(n + 8);
     assert_non_null(wrapped);
@@ -255,7 +255,7 @@ static void test_depth(void **state)
     free(out);
     free(wrapped);
     free(arr);
-    arr = nest(MAE_PAYLOAD_MAX_DEPTH, false);
+    arr = nest(MAE_JSON_MAX_DEPTH, false);
     n = strlen(arr);
     wrapped = malloc(n + 8);
     assert_non_null(wrapped);

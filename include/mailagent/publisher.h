@@ -99,7 +99,10 @@ MAE_EXTERN void mae_publisher_stats_get(const mae_publisher *p, mae_publisher_st
 /* Fire-and-forget. Never blocks on I/O, never reports failure. data_json is
  * a JSON object text or NULL for {}; internal_id may be MAE_NO_ID. A NULL or
  * empty event_type or source, or a data_json that is not one JSON object, is
- * counted as dropped_invalid and nothing is sent. All strings are borrowed. */
+ * counted as dropped_invalid and nothing is sent. data_json follows the
+ * grammar of outbox payloads: strict RFC 8259, at most 64 levels of nesting,
+ * no "\u0000" (invalid UTF-8 is repaired, not refused); it is sent compacted,
+ * keys in the order given. All strings are borrowed. */
 MAE_EXTERN void mae_safe_publish(mae_publisher *p, const char *event_type, int64_t internal_id,
                                  const char *data_json, const char *source);
 
