@@ -18,6 +18,8 @@ const char cli_global_help[] =
     "                   are not published and `events tail` cannot run)\n"
     "  --channel NAME   pub/sub channel (default: $MAILAGENT_CHANNEL or\n"
     "                   " CLI_DEFAULT_CHANNEL ")\n"
+    "  --stream KEY     Redis Stream of stream mode (default: $MAILAGENT_STREAM;\n"
+    "                   none: pub/sub only)\n"
     "  -h, --help       show help (also after any command)\n";
 
 /* Writes the message as one line: a library's detail text may carry a
