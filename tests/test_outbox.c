@@ -333,12 +333,15 @@ static void test_mark_processing(void **state)
     char *before = table_text(f);
     assert_int_equal(mae_outbox_mark_processing(f->db, id), MAE_ESTATE);
     assert_non_null(strstr(mae_db_errmsg(f->db), "done"));
-    set_status(f, id, "dead_letter");
+    char *after = table_text(f);
+    assert_string_equal(before, after);
     free(before);
+    free(after);
+    set_status(f, id, "dead_letter");
     before = table_text(f);
     assert_int_equal(mae_outbox_mark_processing(f->db, id), MAE_ESTATE);
     assert_int_equal(mae_outbox_mark_processing(f->db, 12345), MAE_ENOTFOUND);
-    char *after = table_text(f);
+    after = table_text(f);
     assert_string_equal(before, after);
     free(before);
     free(after);
