@@ -12,7 +12,7 @@
 #include "db/db_internal.h"
 #include "publisher/publisher_internal.h"
 
-/* The schema of stores.md, column for column. Only IF NOT EXISTS: a file
+/* The schema of docs/stores.md, column for column. Only IF NOT EXISTS: a file
  * made by the original system keeps its tables, extra columns and indexes. */
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS email_metadata ("

@@ -81,7 +81,7 @@ bool mae__db_wants_events(const mae_db *db);
  * n-th failure (n >= 1): 60, 300, 900, 3600, 7200, 7200, ... */
 double mae__retry_delay(int64_t n);
 
-/* Text limits of stores.md. */
+/* Text limits of docs/stores.md. */
 #define MAE_STORED_ERROR_MAX 500
 
 /* Strings read from a column, copied (NULL for NULL); sets *oom on failure. */

@@ -115,7 +115,7 @@ static void test_open_creates_schema(void **state)
     assert_non_null(strstr(ux, "(internal_id, op_type, target)"));
     assert_non_null(strstr(ux, "WHERE status='pending'"));
     free(ux);
-    /* The columns of stores.md, in order. */
+    /* The columns of docs/stores.md, in order. */
     char *cols = q_text(sql, "SELECT group_concat(name, ',') FROM pragma_table_info('email_metadata')");
     assert_string_equal(cols, "internal_id,message_id,thread_id,subject,sender,sender_name,"
                               "to_addr,cc_addr,date_received,mailbox,is_read,is_flagged,"

@@ -1,5 +1,5 @@
 /* Unit tests of the event line builders: the exact bytes of each of the ten
- * event types of events.md and of the generic envelope. */
+ * event types of docs/events.md and of the generic envelope. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,8 +1,8 @@
 /* Independent contract harness: drives the stores and the publisher through
- * the fixed public API only (api.md, plus the read functions and
+ * the fixed public API only (docs/api.md, plus the read functions and
  * mae_db_sqlite for reading rows back), with a real redis-server and a real
  * subscriber, and compares every line received and every row written with
- * the normative spec (events.md, stores.md, publisher.md, api.md).
+ * the normative spec (docs/events.md, docs/stores.md, docs/publisher.md, docs/api.md).
  *
  * Checks are "soft": a deviation is printed with the spec promise it breaks
  * and counted, the test goes on, and each test fails at its end when any
@@ -227,14 +227,14 @@ static void check_counters(mae_publisher *p, const char *when)
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
     CHECK(st.enqueued == st.published + st.dropped_send_error + st.queued + st.in_flight,
-          "publisher.md Counters: enqueued = published + dropped_send_error + queued "
+          "docs/publisher.md Counters: enqueued = published + dropped_send_error + queued "
           "(+ in flight) (%s): %llu != %llu + %llu + %llu + %llu",
           when, (unsigned long long)st.enqueued, (unsigned long long)st.published,
           (unsigned long long)st.dropped_send_error, (unsigned long long)st.queued,
           (unsigned long long)st.in_flight);
     CHECK(st.calls == st.enqueued + st.dropped_queue_full + st.dropped_disabled +
                           st.dropped_invalid,
-          "publisher.md Counters: every call is counted exactly once (%s): calls %llu",
+          "docs/publisher.md Counters: every call is counted exactly once (%s): calls %llu",
           when, (unsigned long long)st.calls);
 }
 
@@ -244,17 +244,17 @@ static void fx_close(fx *f)
         json_object_put(f->root);
     f->root = NULL;
     CHECK(mae_publisher_flush(f->p, 5000) == MAE_OK,
-          "publisher.md: flush empties the queue of a healthy Redis");
+          "docs/publisher.md: flush empties the queue of a healthy Redis");
     check_counters(f->p, "at the end of the test");
     mae_publisher_stats st;
     mae_publisher_stats_get(f->p, &st);
     CHECK(st.queued == 0 && st.dropped_send_error == 0,
-          "publisher.md: a flushed publisher on a healthy Redis has nothing queued or lost "
+          "docs/publisher.md: a flushed publisher on a healthy Redis has nothing queued or lost "
           "(queued %llu, dropped_send_error %llu)",
           (unsigned long long)st.queued, (unsigned long long)st.dropped_send_error);
     mtr_sub_wait(f->sub, (size_t)st.published, 3000);
     CHECK(mtr_sub_count(f->sub) == st.published,
-          "publisher.md: published counts what Redis acknowledged: %llu, the subscriber got %zu",
+          "docs/publisher.md: published counts what Redis acknowledged: %llu, the subscriber got %zu",
           (unsigned long long)st.published, mtr_sub_count(f->sub));
     mae_db_close(f->db);
     assert_int_equal(mae_publisher_close(f->p, 2000), MAE_OK);
@@ -294,14 +294,14 @@ static const char *raw_value(const char *raw, const char *key)
 static void check_raw_line(const char *raw)
 {
     size_t len = strlen(raw);
-    CHECK(u8_valid(raw), "events.md Envelope: every message is valid UTF-8: %s", raw);
+    CHECK(u8_valid(raw), "docs/events.md Envelope: every message is valid UTF-8: %s", raw);
     CHECK(strchr(raw, '\n') == NULL && len > 0 && raw[len - 1] == '}',
-          "events.md Transport: one JSON object on one line, no trailing newline: [%s]", raw);
-    CHECK(strstr(raw, "\\/") == NULL, "events.md Envelope: '/' is not escaped: %s", raw);
+          "docs/events.md Transport: one JSON object on one line, no trailing newline: [%s]", raw);
+    CHECK(strstr(raw, "\\/") == NULL, "docs/events.md Envelope: '/' is not escaped: %s", raw);
 
     /* ts: a number with a fractional part of microsecond resolution */
     const char *ts = raw_value(raw, "ts");
-    CHECK(ts != NULL, "events.md Envelope: a ts key: %s", raw);
+    CHECK(ts != NULL, "docs/events.md Envelope: a ts key: %s", raw);
     if (ts) {
         size_t i = 0, intd = 0, frac = 0;
         while (ts[i] >= '0' && ts[i] <= '9')
@@ -314,12 +314,12 @@ static void check_raw_line(const char *raw)
         }
         const char *after = skip_ws(ts + i);
         CHECK(intd >= 10 && dot && frac == 6 && *after == ',',
-              "events.md Envelope: ts is epoch seconds with a fractional part of microsecond "
+              "docs/events.md Envelope: ts is epoch seconds with a fractional part of microsecond "
               "resolution (6 digits, e.g. 1716096000.123456), no exponent: %.30s", ts);
     }
     /* internal_id: an integer token or null */
     const char *id = raw_value(raw, "internal_id");
-    CHECK(id != NULL, "events.md Envelope: an internal_id key: %s", raw);
+    CHECK(id != NULL, "docs/events.md Envelope: an internal_id key: %s", raw);
     if (id) {
         size_t i = 0;
         if (strncmp(id, "null", 4) == 0) {
@@ -330,10 +330,10 @@ static void check_raw_line(const char *raw)
             size_t d = i;
             while (id[i] >= '0' && id[i] <= '9')
                 i++;
-            CHECK(i > d, "events.md Envelope: internal_id is an integer or null: %.30s", id);
+            CHECK(i > d, "docs/events.md Envelope: internal_id is an integer or null: %.30s", id);
         }
         CHECK(*skip_ws(id + i) == ',',
-              "events.md Envelope: internal_id is an integer (no fraction/exponent) or null: "
+              "docs/events.md Envelope: internal_id is an integer (no fraction/exponent) or null: "
               "%.30s", id);
     }
 }
@@ -348,9 +348,9 @@ static json_object *parse_envelope(const char *raw)
     enum json_tokener_error err = json_tokener_get_error(tok);
     json_tokener_free(tok);
     CHECK(root && err == json_tokener_success,
-          "events.md Envelope: every message is valid JSON for a strict parser: %s", raw);
+          "docs/events.md Envelope: every message is valid JSON for a strict parser: %s", raw);
     if (!root || !json_object_is_type(root, json_type_object)) {
-        CHECK(false, "events.md Envelope: the message is one JSON object: %s", raw);
+        CHECK(false, "docs/events.md Envelope: the message is one JSON object: %s", raw);
         if (root)
             json_object_put(root);
         return NULL;
@@ -365,23 +365,23 @@ static json_object *parse_envelope(const char *raw)
             ok = false;
         i++;
     }
-    CHECK(ok, "events.md Envelope: exactly the keys event_type, ts, internal_id, data, source "
+    CHECK(ok, "docs/events.md Envelope: exactly the keys event_type, ts, internal_id, data, source "
               "in this order: %s", raw);
     json_object *v;
     CHECK(json_object_object_get_ex(root, "event_type", &v) &&
               json_object_is_type(v, json_type_string),
-          "events.md Envelope: event_type is a string: %s", raw);
+          "docs/events.md Envelope: event_type is a string: %s", raw);
     CHECK(json_object_object_get_ex(root, "ts", &v) && json_object_is_type(v, json_type_double),
-          "events.md Envelope: ts is a number with a fractional part: %s", raw);
+          "docs/events.md Envelope: ts is a number with a fractional part: %s", raw);
     CHECK(json_object_object_get_ex(root, "internal_id", &v) &&
               (v == NULL || json_object_is_type(v, json_type_int)),
-          "events.md Envelope: internal_id is an integer or null: %s", raw);
+          "docs/events.md Envelope: internal_id is an integer or null: %s", raw);
     CHECK(json_object_object_get_ex(root, "data", &v) && v &&
               json_object_is_type(v, json_type_object),
-          "events.md Envelope: data is an object, {} never null: %s", raw);
+          "docs/events.md Envelope: data is an object, {} never null: %s", raw);
     CHECK(json_object_object_get_ex(root, "source", &v) && v &&
               json_object_is_type(v, json_type_string) && json_object_get_string_len(v) > 0,
-          "events.md Envelope: source is a non-empty string: %s", raw);
+          "docs/events.md Envelope: source is a non-empty string: %s", raw);
     return root;
 }
 
@@ -448,28 +448,28 @@ static json_object *expect_event_(fx *f, const char *type, int64_t id, const cha
     }
     json_object_object_get_ex(root, "internal_id", &v);
     if (id == MAE_NO_ID)
-        CHECK(v == NULL, "(line %d) events.md: internal_id null for MAE_NO_ID: %s", line, raw);
+        CHECK(v == NULL, "(line %d) docs/events.md: internal_id null for MAE_NO_ID: %s", line, raw);
     else
         CHECK(v && json_object_is_type(v, json_type_int) && json_object_get_int64(v) == id,
-              "(line %d) events.md: %s carries the mail %lld as internal_id: %s", line, type,
+              "(line %d) docs/events.md: %s carries the mail %lld as internal_id: %s", line, type,
               (long long)id, raw);
     json_object_object_get_ex(root, "source", &v);
     CHECK(v && strcmp(json_object_get_string(v), source) == 0,
-          "(line %d) events.md: %s has envelope source \"%s\": %s", line, type, source, raw);
+          "(line %d) docs/events.md: %s has envelope source \"%s\": %s", line, type, source, raw);
     json_object_object_get_ex(root, "data", &data);
     if (!data || !json_object_is_type(data, json_type_object))
         return NULL;
-    /* exactly the keys of events.md */
+    /* exactly the keys of docs/events.md */
     char buf[256];
     snprintf(buf, sizeof buf, "%s", keys_csv);
     size_t want = 0;
     for (char *save = NULL, *k = strtok_r(buf, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
         want++;
         CHECK(json_object_object_get_ex(data, k, NULL),
-              "(line %d) events.md: %s data has the key %s: %s", line, type, k, raw);
+              "(line %d) docs/events.md: %s data has the key %s: %s", line, type, k, raw);
     }
     CHECK((size_t)json_object_object_length(data) == want,
-          "(line %d) events.md: %s data has exactly the keys {%s}, no extras: %s", line, type,
+          "(line %d) docs/events.md: %s data has exactly the keys {%s}, no extras: %s", line, type,
           keys_csv, raw);
     return data;
 }
@@ -488,7 +488,7 @@ static void d_int(fx *f, json_object *data, const char *key, int64_t want)
         return;
     bool ok = json_object_object_get_ex(data, key, &v) && v &&
               json_object_is_type(v, json_type_int) && json_object_get_int64(v) == want;
-    CHECK(ok, "events.md: data.%s is the integer %lld: %s", key, (long long)want, last_raw(f));
+    CHECK(ok, "docs/events.md: data.%s is the integer %lld: %s", key, (long long)want, last_raw(f));
 }
 
 static void d_num(fx *f, json_object *data, const char *key, double want)
@@ -500,7 +500,7 @@ static void d_num(fx *f, json_object *data, const char *key, double want)
               (json_object_is_type(v, json_type_double) ||
                json_object_is_type(v, json_type_int)) &&
               near(json_object_get_double(v), want);
-    CHECK(ok, "events.md/stores.md: data.%s is the number %.6f: %s", key, want, last_raw(f));
+    CHECK(ok, "docs/events.md, docs/stores.md: data.%s is the number %.6f: %s", key, want, last_raw(f));
 }
 
 static void d_str(fx *f, json_object *data, const char *key, const char *want)
@@ -515,7 +515,7 @@ static void d_str(fx *f, json_object *data, const char *key, const char *want)
     else
         ok = has && v && json_object_is_type(v, json_type_string) &&
              strcmp(json_object_get_string(v), want) == 0;
-    CHECK(ok, "events.md: data.%s is %s%s%s: %s", key, want ? "\"" : "", want ? want : "null",
+    CHECK(ok, "docs/events.md: data.%s is %s%s%s: %s", key, want ? "\"" : "", want ? want : "null",
           want ? "\"" : "", last_raw(f));
     /* raw UTF-8, not \u-escaped */
     if (ok && want) {
@@ -525,7 +525,7 @@ static void d_str(fx *f, json_object *data, const char *key, const char *want)
                 ascii = false;
         if (!ascii)
             CHECK(strstr(last_raw(f), want) != NULL,
-                  "events.md Envelope: text is emitted as raw UTF-8, not \\u-escaped: %s",
+                  "docs/events.md Envelope: text is emitted as raw UTF-8, not \\u-escaped: %s",
                   last_raw(f));
     }
 }
@@ -652,11 +652,11 @@ static void fail_once(fx *f, enum store_kind kind, int64_t id, int64_t mail_id, 
         rc = mae_outbox_mark_failed(f->db, id, err, &out);
     else
         rc = mae_llm_store_mark_failed(f->db, id, err, &out);
-    CHECK(rc == MAE_OK, "stores.md: %s mark failed (failure %d) succeeds: %d %s", name, n, rc,
+    CHECK(rc == MAE_OK, "docs/stores.md: %s mark failed (failure %d) succeeds: %d %s", name, n, rc,
           mae_db_errmsg(f->db));
     CHECK(out.attempts == n && out.terminal == terminal &&
               (terminal ? out.next_retry_at == 0 : near(out.next_retry_at, now + delay)),
-          "api.md/stores.md: %s failure %d of limit %d: outcome attempts %d, terminal %d, "
+          "docs/api.md, docs/stores.md: %s failure %d of limit %d: outcome attempts %d, terminal %d, "
           "next_retry_at %s; got %lld, %d, %.3f (now %.3f)",
           name, n, limit, n, terminal, terminal ? "0" : "now + schedule[min(n-1,4)]",
           (long long)out.attempts, out.terminal, out.next_retry_at, now);
@@ -710,14 +710,14 @@ static void fail_once(fx *f, enum store_kind kind, int64_t id, int64_t mail_id, 
                               : kind == OUTBOX ? (terminal ? "dead_letter" : "failed")
                                                : (terminal ? "gave_up" : "failed");
     CHECK(r.found && streq(r.status, want_status) && r.count == n,
-          "stores.md: after %s failure %d/%d the row is %s with count %d; got %s, %lld", name, n,
+          "docs/stores.md: after %s failure %d/%d the row is %s with count %d; got %s, %lld", name, n,
           limit, want_status, n, nz(r.status), (long long)r.count);
     if (terminal)
-        CHECK(r.nra_null, "stores.md Retries: a terminal row has next_retry_at NULL (%s): %.3f",
+        CHECK(r.nra_null, "docs/stores.md Retries: a terminal row has next_retry_at NULL (%s): %.3f",
               name, r.nra);
     else
         CHECK(!r.nra_null && near(r.nra, now + delay),
-              "stores.md Retries: failure %d waits schedule[min(n-1,4)] = %.0f s from now: "
+              "docs/stores.md Retries: failure %d waits schedule[min(n-1,4)] = %.0f s from now: "
               "next_retry_at %.3f, want %.3f (%s)", n, delay, r.nra, now + delay, name);
     if (check_stored) {
         char *cut500 = u8_prefix(err, 500);
@@ -726,20 +726,20 @@ static void fail_once(fx *f, enum store_kind kind, int64_t id, int64_t mail_id, 
                 char want[1200];
                 snprintf(want, sizeof want, "Max retries exceeded: %s", err);
                 CHECK(streq(r.err, want),
-                      "stores.md Retries: a dead-lettered mail stores \"Max retries exceeded: "
+                      "docs/stores.md Retries: a dead-lettered mail stores \"Max retries exceeded: "
                       "<error>\" in sync_error; got \"%s\"", nz(r.err));
             } else {
                 const char *pfx = "Max retries exceeded: ";
                 bool ok = r.err && strncmp(r.err, pfx, strlen(pfx)) == 0 &&
                           strncmp(r.err + strlen(pfx), err, strlen(r.err) - strlen(pfx)) == 0 &&
                           u8_valid(r.err) && u8_count(r.err) <= 500 + strlen(pfx);
-                CHECK(ok, "stores.md Retries: a dead-lettered mail stores \"Max retries "
+                CHECK(ok, "docs/stores.md Retries: a dead-lettered mail stores \"Max retries "
                           "exceeded: <error>\" (error cut to 500 code points); got \"%.80s...\"",
                       nz(r.err));
             }
         } else {
             CHECK(streq(r.err, cut500),
-                  "stores.md Retries: the error is stored cut to 500 code points (%s, %zu "
+                  "docs/stores.md Retries: the error is stored cut to 500 code points (%s, %zu "
                   "code points stored, want %zu)", name, r.err ? u8_count(r.err) : 0,
                   u8_count(cut500));
         }
@@ -785,15 +785,15 @@ static void test_envelope_and_safe_publish(void **state)
     mae_safe_publish(f.p, "custom.thing", MAE_NO_ID, NULL, "contract");
     json_object *d = expect_event(&f, "custom.thing", MAE_NO_ID, "contract", "");
     CHECK(d != NULL && json_object_object_length(d) == 0,
-          "api.md: data_json NULL gives data {}");
+          "docs/api.md: data_json NULL gives data {}");
     CHECK(strstr(last_raw(&f), "\"internal_id\":null") != NULL,
-          "events.md Envelope: internal_id null for MAE_NO_ID: %s", last_raw(&f));
+          "docs/events.md Envelope: internal_id null for MAE_NO_ID: %s", last_raw(&f));
     if (f.root) {
         json_object *ts;
         json_object_object_get_ex(f.root, "ts", &ts);
         double tv = json_object_get_double(ts);
         CHECK(tv >= t0 - 1 && tv <= t0 + 5,
-              "events.md Envelope: ts is the epoch time the event was built: %.6f vs %.6f", tv,
+              "docs/events.md Envelope: ts is the epoch time the event was built: %.6f vs %.6f", tv,
               t0);
     }
 
@@ -805,7 +805,7 @@ static void test_envelope_and_safe_publish(void **state)
     d_str(&f, d, "url", "https://notion.so/a/b");
     d_str(&f, d, "t", "\xE4\xB8\xAD\xC3\xA9\xF0\x9F\x98\x80");
     CHECK(strstr(last_raw(&f), "https://notion.so/a/b") != NULL,
-          "events.md Envelope: '/' is not escaped: %s", last_raw(&f));
+          "docs/events.md Envelope: '/' is not escaped: %s", last_raw(&f));
 
     /* every call counted once: invalid ones as dropped_invalid, nothing sent */
     mae_publisher_stats before, after;
@@ -821,7 +821,7 @@ static void test_envelope_and_safe_publish(void **state)
     mae_publisher_stats_get(f.p, &after);
     CHECK(after.dropped_invalid - before.dropped_invalid == 12 &&
               after.enqueued == before.enqueued,
-          "publisher.md Counters / api.md: invalid data_json or arguments are counted "
+          "docs/publisher.md Counters / docs/api.md: invalid data_json or arguments are counted "
           "dropped_invalid and not enqueued: dropped_invalid +%llu (want +12), enqueued +%llu",
           (unsigned long long)(after.dropped_invalid - before.dropped_invalid),
           (unsigned long long)(after.enqueued - before.enqueued));
@@ -833,8 +833,8 @@ static void test_envelope_and_safe_publish(void **state)
     mae_publisher_stats z;
     memset(&z, 0xff, sizeof z);
     mae_publisher_stats_get(NULL, &z);
-    CHECK(z.enqueued == 0 && z.published == 0, "api.md: a NULL publisher is a harmless no-op");
-    CHECK(mae_publisher_flush(NULL, 10) == MAE_OK, "api.md: flush of NULL is harmless");
+    CHECK(z.enqueued == 0 && z.published == 0, "docs/api.md: a NULL publisher is a harmless no-op");
+    CHECK(mae_publisher_flush(NULL, 10) == MAE_OK, "docs/api.md: flush of NULL is harmless");
     fx_close(&f);
 }
 
@@ -850,7 +850,7 @@ static void test_disabled_publisher(void **state)
         mae_publisher_config_init(&pc);
         pc.redis_url = urls[u];
         CHECK(mae_publisher_open(&pc, &p) == MAE_OK,
-              "publisher.md: a publisher with no Redis URL is a valid no-op publisher");
+              "docs/publisher.md: a publisher with no Redis URL is a valid no-op publisher");
         if (!p)
             continue;
         mae_safe_publish(p, "custom.thing", 1, NULL, "contract");
@@ -867,21 +867,21 @@ static void test_disabled_publisher(void **state)
         assert_int_equal(mae_db_open(&dc, &db), MAE_OK);
         add_mail(db, 7);
         CHECK(mae_sync_store_mark_synced(db, 7, "page-7", NULL, NULL) == MAE_OK,
-              "stores.md: a publishing problem never fails a write");
+              "docs/stores.md: a publishing problem never fails a write");
         char *st = sql_text(db, "SELECT sync_status FROM email_metadata WHERE internal_id=7");
-        CHECK(streq(st, "synced"), "stores.md: the state is written with a disabled publisher");
+        CHECK(streq(st, "synced"), "docs/stores.md: the state is written with a disabled publisher");
         free(st);
         mae_db_close(db);
         tu_remove_db(path);
         mae_publisher_stats s;
         mae_publisher_stats_get(p, &s);
         CHECK(s.dropped_disabled == 3 && s.enqueued == 0 && s.published == 0,
-              "publisher.md: a disabled publisher counts every call as dropped_disabled "
+              "docs/publisher.md: a disabled publisher counts every call as dropped_disabled "
               "(url %s): dropped_disabled %llu (want 3), enqueued %llu",
               urls[u] ? "\"\"" : "NULL", (unsigned long long)s.dropped_disabled,
               (unsigned long long)s.enqueued);
-        CHECK(mae_publisher_flush(p, 10) == MAE_OK, "api.md: flush of a disabled publisher");
-        CHECK(mae_publisher_close(p, 100) == MAE_OK, "api.md: close of a disabled publisher");
+        CHECK(mae_publisher_flush(p, 10) == MAE_OK, "docs/api.md: flush of a disabled publisher");
+        CHECK(mae_publisher_close(p, 100) == MAE_OK, "docs/api.md: close of a disabled publisher");
     }
     /* a store with no publisher at all: state only */
     char path[512];
@@ -894,7 +894,7 @@ static void test_disabled_publisher(void **state)
     assert_int_equal(mae_db_open(&dc, &db), MAE_OK);
     add_mail(db, 8);
     CHECK(mae_llm_store_mark_failed(db, 8, "x", NULL) == MAE_OK,
-          "api.md: a db with a NULL publisher works, state only");
+          "docs/api.md: a db with a NULL publisher works, state only");
     mae_db_close(db);
     tu_remove_db(path);
     int fails = g_fail;
@@ -915,12 +915,12 @@ static void test_sync_store_lifecycle(void **state)
     expect_none(&f, "adding a mail");
     row4 r = read_row4(f.db, MAIL_SQL, A);
     CHECK(r.found && streq(r.status, "pending") && r.count == 0 && r.nra_null,
-          "stores.md Sync store: new mails start pending with 0 retries; got %s %lld",
+          "docs/stores.md Sync store: new mails start pending with 0 retries; got %s %lld",
           nz(r.status), (long long)r.count);
     row4_free(&r);
     mae_email upd = {.internal_id = A, .message_id = "<m53675@example.org>",
                      .subject = "Updated"};
-    CHECK(mae_sync_store_upsert(f.db, &upd) == MAE_OK, "stores.md: update a mail's metadata");
+    CHECK(mae_sync_store_upsert(f.db, &upd) == MAE_OK, "docs/stores.md: update a mail's metadata");
     expect_none(&f, "updating a mail's metadata");
 
     /* four failures with a long multi-byte error, then the terminal one */
@@ -932,12 +932,12 @@ static void test_sync_store_lifecycle(void **state)
     /* synced: cleared, default source */
     g_now += 10;
     CHECK(mae_sync_store_mark_synced(f.db, A, "https://notion.so/page-uuid-abc", "thread-1",
-                                     NULL) == MAE_OK, "stores.md: mark synced");
+                                     NULL) == MAE_OK, "docs/stores.md: mark synced");
     json_object *d = expect_event(&f, "email.synced", A, "sync_store", "notion_page_id");
     d_str(&f, d, "notion_page_id", "https://notion.so/page-uuid-abc");
     r = read_row4(f.db, MAIL_SQL, A);
     CHECK(streq(r.status, "synced") && r.nra_null && r.err == NULL,
-          "stores.md Sync store: mark synced sets synced, clears sync_error and "
+          "docs/stores.md Sync store: mark synced sets synced, clears sync_error and "
           "next_retry_at; got %s, nra null %d, error %s", nz(r.status), r.nra_null, nz(r.err));
     row4_free(&r);
     char *pg = sql_text(f.db, "SELECT notion_page_id FROM email_metadata WHERE internal_id=%lld",
@@ -946,7 +946,7 @@ static void test_sync_store_lifecycle(void **state)
                         "SELECT notion_thread_id FROM email_metadata WHERE internal_id=%lld",
                         (long long)A);
     CHECK(streq(pg, "https://notion.so/page-uuid-abc") && streq(th, "thread-1"),
-          "stores.md Sync store: mark synced sets notion_page_id and notion_thread_id");
+          "docs/stores.md Sync store: mark synced sets notion_page_id and notion_thread_id");
     free(pg);
     free(th);
 
@@ -955,12 +955,12 @@ static void test_sync_store_lifecycle(void **state)
     fail_once(&f, MAIL, B, B, 1, 5, "fetch_failed", "bad\xFFtext\xC3(x\x80y",
               "bad\xEF\xBF\xBDtext\xEF\xBF\xBD(x\xEF\xBF\xBDy", false);
     CHECK(mae_sync_store_mark_synced(f.db, B, "page-b", NULL, MAE_SOURCE_NEW_WATCHER) == MAE_OK,
-          "stores.md: mark synced with a source");
+          "docs/stores.md: mark synced with a source");
     d = expect_event(&f, "email.synced", B, "new_watcher", "notion_page_id");
     d_str(&f, d, "notion_page_id", "page-b");
     add_mail(f.db, C);
     CHECK(mae_sync_store_mark_synced(f.db, C, "page-c", NULL, MAE_SOURCE_CLI) == MAE_OK,
-          "stores.md: mark synced with a source");
+          "docs/stores.md: mark synced with a source");
     d = expect_event(&f, "email.synced", C, "cli", "notion_page_id");
 
     /* dead letter with a long error: the event carries the plain error, cut */
@@ -970,18 +970,18 @@ static void test_sync_store_lifecycle(void **state)
 
     /* errors: no such mail, bad status; no event, nothing changed */
     CHECK(mae_sync_store_mark_synced(f.db, 999, "p", NULL, NULL) == MAE_ENOTFOUND,
-          "api.md: marking a missing mail is MAE_ENOTFOUND");
+          "docs/api.md: marking a missing mail is MAE_ENOTFOUND");
     CHECK(mae_sync_store_mark_failed(f.db, 999, "failed", "x", NULL) == MAE_ENOTFOUND,
-          "api.md: marking a missing mail is MAE_ENOTFOUND");
+          "docs/api.md: marking a missing mail is MAE_ENOTFOUND");
     CHECK(mae_sync_store_mark_failed(f.db, C, "bogus", "x", NULL) == MAE_EINVAL,
-          "api.md: a bad status is MAE_EINVAL");
+          "docs/api.md: a bad status is MAE_EINVAL");
     expect_none(&f, "failed sync-store writes");
     r = read_row4(f.db, MAIL_SQL, C);
     CHECK(streq(r.status, "synced") && r.count == 0,
-          "api.md: MAE_EINVAL writes nothing; got %s %lld", nz(r.status), (long long)r.count);
+          "docs/api.md: MAE_EINVAL writes nothing; got %s %lld", nz(r.status), (long long)r.count);
     row4_free(&r);
     CHECK(sql_int(f.db, "SELECT COUNT(*) FROM email_metadata WHERE internal_id=999") == 0,
-          "stores.md: marking a missing mail writes nothing");
+          "docs/stores.md: marking a missing mail writes nothing");
     free(longerr);
     fx_close(&f);
 }
@@ -1004,7 +1004,7 @@ static void test_outbox_lifecycle(void **state)
     int rc = mae_outbox_enqueue(f.db, M, "flag", "notion",
                                 "{ \"b\": 1, \"a\": {\"d\": 2, \"c\": 3}, \"arr\": [1, 2] }",
                                 MAE_SOURCE_CLI, &id, &ins);
-    CHECK(rc == MAE_OK && ins && id > 0, "api.md: a new intent is inserted: rc %d ins %d", rc,
+    CHECK(rc == MAE_OK && ins && id > 0, "docs/api.md: a new intent is inserted: rc %d ins %d", rc,
           ins);
     json_object *d = expect_event(&f, "outbox.enqueued", M, "outbox",
                                   "outbox_id,op_type,target,source");
@@ -1015,12 +1015,12 @@ static void test_outbox_lifecycle(void **state)
     char *pl = sql_text(f.db, "SELECT payload_json FROM email_outbox WHERE outbox_id=%lld",
                         (long long)id);
     CHECK(streq(pl, "{\"a\":{\"c\":3,\"d\":2},\"arr\":[1,2],\"b\":1}"),
-          "stores.md Outbox: payload stored compact with sorted keys at every level: %s",
+          "docs/stores.md Outbox: payload stored compact with sorted keys at every level: %s",
           nz(pl));
     free(pl);
     row4 r = read_row4(f.db, OUTBOX_SQL, id);
     CHECK(streq(r.status, "pending") && r.count == 0,
-          "stores.md Outbox: a new intent is pending with 0 attempts: %s %lld", nz(r.status),
+          "docs/stores.md Outbox: a new intent is pending with 0 attempts: %s %lld", nz(r.status),
           (long long)r.count);
     row4_free(&r);
 
@@ -1033,38 +1033,38 @@ static void test_outbox_lifecycle(void **state)
                             "\"arr\":[3],\"b\":{\"y\":1,\"x\":null},\"f\":\"v\"}",
                             NULL, &id2, &ins);
     CHECK(rc == MAE_OK && !ins && id2 == id,
-          "api.md: merge into a pending intent: MAE_OK, *inserted = false, existing id: "
+          "docs/api.md: merge into a pending intent: MAE_OK, *inserted = false, existing id: "
           "rc %d ins %d id %lld/%lld", rc, ins, (long long)id2, (long long)id);
     expect_none(&f, "a merge into a pending intent");
     pl = sql_text(f.db, "SELECT payload_json FROM email_outbox WHERE outbox_id=%lld",
                   (long long)id);
     CHECK(streq(pl, "{\"a\":{\"d\":2,\"e\":{\"y\":[{\"p\":2,\"q\":1}],\"z\":1}},\"arr\":[3],"
                     "\"b\":{\"y\":1},\"f\":\"v\"}"),
-          "stores.md Outbox: merge is an RFC 7396 merge patch (null removes, objects merge, "
+          "docs/stores.md Outbox: merge is an RFC 7396 merge patch (null removes, objects merge, "
           "arrays replace), stored compact with sorted keys at every level: %s", nz(pl));
     free(pl);
     char *src = sql_text(f.db, "SELECT source FROM email_outbox WHERE outbox_id=%lld",
                          (long long)id);
-    CHECK(streq(src, "cli"), "stores.md Outbox: merge keeps the old source when none is given: "
+    CHECK(streq(src, "cli"), "docs/stores.md Outbox: merge keeps the old source when none is given: "
                              "%s", nz(src));
     free(src);
     char *ts = sql_text(f.db, "SELECT printf('%%.3f|%%.3f', created_at, updated_at) FROM "
                               "email_outbox WHERE outbox_id=%lld", (long long)id);
     char want_ts[64];
     snprintf(want_ts, sizeof want_ts, "%.3f|%.3f", created, g_now);
-    CHECK(streq(ts, want_ts), "stores.md Outbox: merge refreshes updated_at (created|updated "
+    CHECK(streq(ts, want_ts), "docs/stores.md Outbox: merge refreshes updated_at (created|updated "
                               "%s, want %s)", nz(ts), want_ts);
     free(ts);
     rc = mae_outbox_enqueue(f.db, M, "flag", "notion", "{}", MAE_SOURCE_REVERSE_SYNC_POLL, &id2,
                             &ins);
-    CHECK(rc == MAE_OK && !ins && id2 == id, "api.md: merge again");
+    CHECK(rc == MAE_OK && !ins && id2 == id, "docs/api.md: merge again");
     expect_none(&f, "a merge into a pending intent");
     src = sql_text(f.db, "SELECT source FROM email_outbox WHERE outbox_id=%lld", (long long)id);
     CHECK(streq(src, "reverse_sync_poll"),
-          "stores.md Outbox: merge takes the new source when given: %s", nz(src));
+          "docs/stores.md Outbox: merge takes the new source when given: %s", nz(src));
     free(src);
     CHECK(sql_int(f.db, "SELECT COUNT(*) FROM email_outbox") == 1,
-          "stores.md Outbox: a merge leaves one pending row");
+          "docs/stores.md Outbox: a merge leaves one pending row");
 
     /* echo prevention */
     int64_t eid = 12345;
@@ -1072,11 +1072,11 @@ static void test_outbox_lifecycle(void **state)
     rc = mae_outbox_enqueue(f.db, M, "archive", "notion", "{\"x\":1}", MAE_SOURCE_NOTION_WEBHOOK,
                             &eid, &ins);
     CHECK(rc == MAE_SKIPPED && eid == -1,
-          "api.md: echo prevention: MAE_SKIPPED, *outbox_id = -1: rc %d id %lld", rc,
+          "docs/api.md: echo prevention: MAE_SKIPPED, *outbox_id = -1: rc %d id %lld", rc,
           (long long)eid);
     expect_none(&f, "echo prevention");
     CHECK(sql_int(f.db, "SELECT COUNT(*) FROM email_outbox") == 1,
-          "stores.md Outbox: echo prevention writes nothing");
+          "docs/stores.md Outbox: echo prevention writes nothing");
 
     /* invalid arguments: nothing written, no event */
     const char *bad[][3] = {{"flag", "slack", "{}"},  {"", "notion", "{}"},
@@ -1085,18 +1085,18 @@ static void test_outbox_lifecycle(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         rc = mae_outbox_enqueue(f.db, M, bad[i][0], bad[i][1], bad[i][2], MAE_SOURCE_CLI, NULL,
                                 NULL);
-        CHECK(rc == MAE_EINVAL, "api.md: a bad target, op_type or payload is MAE_EINVAL "
+        CHECK(rc == MAE_EINVAL, "docs/api.md: a bad target, op_type or payload is MAE_EINVAL "
                                 "(%s/%s/%s): %d", bad[i][0], bad[i][1], bad[i][2], rc);
     }
     expect_none(&f, "invalid enqueues");
     CHECK(sql_int(f.db, "SELECT COUNT(*) FROM email_outbox") == 1,
-          "stores.md Outbox: invalid enqueues write nothing");
+          "docs/stores.md Outbox: invalid enqueues write nothing");
 
     /* notion_webhook towards mailapp is not an echo; intent source null */
     int64_t m1 = 0, m2 = 0;
     rc = mae_outbox_enqueue(f.db, M, "mark_read", "mailapp", "{\"read\":true}",
                             MAE_SOURCE_NOTION_WEBHOOK, &m1, &ins);
-    CHECK(rc == MAE_OK && ins, "stores.md: notion_webhook -> mailapp is enqueued: %d", rc);
+    CHECK(rc == MAE_OK && ins, "docs/stores.md: notion_webhook -> mailapp is enqueued: %d", rc);
     d = expect_event(&f, "outbox.enqueued", M, "outbox", "outbox_id,op_type,target,source");
     d_int(&f, d, "outbox_id", m1);
     d_str(&f, d, "target", "mailapp");
@@ -1104,7 +1104,7 @@ static void test_outbox_lifecycle(void **state)
     rc = mae_outbox_enqueue(f.db, M, "move", "mailapp",
                             "{\"l\":[{\"z\":1,\"y\":{\"k\":2,\"j\":1}}],\"a\":0}", NULL, &m2,
                             &ins);
-    CHECK(rc == MAE_OK && ins, "stores.md: enqueue with no source");
+    CHECK(rc == MAE_OK && ins, "docs/stores.md: enqueue with no source");
     d = expect_event(&f, "outbox.enqueued", M, "outbox", "outbox_id,op_type,target,source");
     d_int(&f, d, "outbox_id", m2);
     d_str(&f, d, "op_type", "move");
@@ -1112,84 +1112,84 @@ static void test_outbox_lifecycle(void **state)
     pl = sql_text(f.db, "SELECT payload_json FROM email_outbox WHERE outbox_id=%lld",
                   (long long)m2);
     CHECK(streq(pl, "{\"a\":0,\"l\":[{\"y\":{\"j\":1,\"k\":2},\"z\":1}]}"),
-          "stores.md Outbox: payload stored compact with sorted keys at every level "
+          "docs/stores.md Outbox: payload stored compact with sorted keys at every level "
           "(objects inside arrays too): %s", nz(pl));
     free(pl);
 
     /* processing, failures with the schedule, dead letter */
-    CHECK(mae_outbox_mark_processing(f.db, id) == MAE_OK, "stores.md: pending -> processing");
+    CHECK(mae_outbox_mark_processing(f.db, id) == MAE_OK, "docs/stores.md: pending -> processing");
     expect_none(&f, "mark processing");
     r = read_row4(f.db, OUTBOX_SQL, id);
-    CHECK(streq(r.status, "processing"), "stores.md: the row is processing: %s", nz(r.status));
+    CHECK(streq(r.status, "processing"), "docs/stores.md: the row is processing: %s", nz(r.status));
     row4_free(&r);
     char *longerr = make_text(650);
     fail_once(&f, OUTBOX, id, M, 1, 5, NULL, longerr, NULL, true);
-    CHECK(mae_outbox_mark_processing(f.db, id) == MAE_OK, "stores.md: failed -> processing");
+    CHECK(mae_outbox_mark_processing(f.db, id) == MAE_OK, "docs/stores.md: failed -> processing");
     expect_none(&f, "mark processing");
     fail_once(&f, OUTBOX, id, M, 2, 5, NULL, "HTTP 502 /v1/pages \xE4\xB8\xAD", NULL, true);
     fail_once(&f, OUTBOX, id, M, 3, 5, NULL, longerr, NULL, true); /* from failed */
-    CHECK(mae_outbox_mark_processing(f.db, id) == MAE_OK, "stores.md: failed -> processing");
+    CHECK(mae_outbox_mark_processing(f.db, id) == MAE_OK, "docs/stores.md: failed -> processing");
     fail_once(&f, OUTBOX, id, M, 4, 5, NULL, "bad\xFF", "bad\xEF\xBF\xBD", false);
     fail_once(&f, OUTBOX, id, M, 5, 5, NULL, longerr, NULL, true);
 
     /* a dead letter: done refused, processing refused, failed refused */
     CHECK(mae_outbox_mark_done(f.db, id) == MAE_ESTATE,
-          "api.md: mae_outbox_mark_done on a dead letter is MAE_ESTATE");
+          "docs/api.md: mae_outbox_mark_done on a dead letter is MAE_ESTATE");
     CHECK(mae_outbox_mark_processing(f.db, id) == MAE_ESTATE,
-          "stores.md: mark processing only from pending or failed (dead letter: MAE_ESTATE)");
+          "docs/stores.md: mark processing only from pending or failed (dead letter: MAE_ESTATE)");
     rc = mae_outbox_mark_failed(f.db, id, "again", NULL);
-    CHECK(rc == MAE_ESTATE, "stores.md: mark failed only from pending, processing or failed "
+    CHECK(rc == MAE_ESTATE, "docs/stores.md: mark failed only from pending, processing or failed "
                             "(dead letter): %d", rc);
     expect_none(&f, "refused transitions of a dead letter");
     r = read_row4(f.db, OUTBOX_SQL, id);
     CHECK(streq(r.status, "dead_letter") && r.count == 5 && r.nra_null,
-          "stores.md: refused transitions change nothing: %s %lld", nz(r.status),
+          "docs/stores.md: refused transitions change nothing: %s %lld", nz(r.status),
           (long long)r.count);
     row4_free(&r);
 
     /* admin retry -> pending with 0 attempts, no event */
-    CHECK(mae_outbox_retry_dead_letter(f.db, id) == MAE_OK, "stores.md: admin retry");
+    CHECK(mae_outbox_retry_dead_letter(f.db, id) == MAE_OK, "docs/stores.md: admin retry");
     expect_none(&f, "admin retry of a dead letter");
     r = read_row4(f.db, OUTBOX_SQL, id);
     CHECK(streq(r.status, "pending") && r.count == 0,
-          "stores.md Outbox: admin retry -> pending with 0 attempts: %s %lld", nz(r.status),
+          "docs/stores.md Outbox: admin retry -> pending with 0 attempts: %s %lld", nz(r.status),
           (long long)r.count);
     row4_free(&r);
 
     /* done from pending; done again skipped; missing rows */
-    CHECK(mae_outbox_mark_done(f.db, id) == MAE_OK, "stores.md: pending -> done");
+    CHECK(mae_outbox_mark_done(f.db, id) == MAE_OK, "docs/stores.md: pending -> done");
     d = expect_event(&f, "outbox.done", M, "outbox", "outbox_id");
     d_int(&f, d, "outbox_id", id);
     r = read_row4(f.db, OUTBOX_SQL, id);
     CHECK(streq(r.status, "done") && r.nra_null && r.err == NULL,
-          "stores.md Outbox: mark done clears last_error and next_retry_at: %s %d %s",
+          "docs/stores.md Outbox: mark done clears last_error and next_retry_at: %s %d %s",
           nz(r.status), r.nra_null, nz(r.err));
     row4_free(&r);
     CHECK(mae_outbox_mark_done(f.db, id) == MAE_SKIPPED,
-          "api.md: mae_outbox_mark_done on a row already done is MAE_SKIPPED");
+          "docs/api.md: mae_outbox_mark_done on a row already done is MAE_SKIPPED");
     CHECK(mae_outbox_mark_done(f.db, 99999) == MAE_ENOTFOUND,
-          "api.md: marking a missing outbox row is MAE_ENOTFOUND");
+          "docs/api.md: marking a missing outbox row is MAE_ENOTFOUND");
     CHECK(mae_outbox_mark_failed(f.db, 99999, "x", NULL) == MAE_ENOTFOUND,
-          "api.md: marking a missing outbox row is MAE_ENOTFOUND");
+          "docs/api.md: marking a missing outbox row is MAE_ENOTFOUND");
     CHECK(mae_outbox_mark_processing(f.db, id) == MAE_ESTATE,
-          "stores.md: mark processing only from pending or failed (done: MAE_ESTATE)");
+          "docs/stores.md: mark processing only from pending or failed (done: MAE_ESTATE)");
     CHECK(mae_outbox_mark_failed(f.db, id, "late", NULL) == MAE_ESTATE,
-          "stores.md: mark failed only from pending, processing or failed (done: MAE_ESTATE)");
+          "docs/stores.md: mark failed only from pending, processing or failed (done: MAE_ESTATE)");
     expect_none(&f, "mark done on done / missing rows");
 
     /* done from failed clears last_error and next_retry_at */
     fail_once(&f, OUTBOX, m1, M, 1, 5, NULL, "timeout", NULL, true);
-    CHECK(mae_outbox_mark_done(f.db, m1) == MAE_OK, "stores.md: failed -> done");
+    CHECK(mae_outbox_mark_done(f.db, m1) == MAE_OK, "docs/stores.md: failed -> done");
     d = expect_event(&f, "outbox.done", M, "outbox", "outbox_id");
     d_int(&f, d, "outbox_id", m1);
     r = read_row4(f.db, OUTBOX_SQL, m1);
     CHECK(streq(r.status, "done") && r.nra_null && r.err == NULL,
-          "stores.md Outbox: mark done clears last_error and next_retry_at: %s nra-null %d "
+          "docs/stores.md Outbox: mark done clears last_error and next_retry_at: %s nra-null %d "
           "err %s", nz(r.status), r.nra_null, nz(r.err));
     row4_free(&r);
     /* done from processing */
-    CHECK(mae_outbox_mark_processing(f.db, m2) == MAE_OK, "stores.md: pending -> processing");
-    CHECK(mae_outbox_mark_done(f.db, m2) == MAE_OK, "stores.md: processing -> done");
+    CHECK(mae_outbox_mark_processing(f.db, m2) == MAE_OK, "docs/stores.md: pending -> processing");
+    CHECK(mae_outbox_mark_done(f.db, m2) == MAE_OK, "docs/stores.md: processing -> done");
     d = expect_event(&f, "outbox.done", M, "outbox", "outbox_id");
     d_int(&f, d, "outbox_id", m2);
     /* failed straight from pending */
@@ -1203,13 +1203,13 @@ static void test_outbox_lifecycle(void **state)
     /* once the pending intent is done, the same intent is a new insert */
     rc = mae_outbox_enqueue(f.db, M, "flag", "notion", "{\"z\":1}", MAE_SOURCE_CLI, &id2, &ins);
     CHECK(rc == MAE_OK && ins && id2 != id,
-          "stores.md: with no pending twin the intent is inserted: %d %d", rc, ins);
+          "docs/stores.md: with no pending twin the intent is inserted: %d %d", rc, ins);
     d = expect_event(&f, "outbox.enqueued", M, "outbox", "outbox_id,op_type,target,source");
     d_int(&f, d, "outbox_id", id2);
 
     /* missing mail */
     rc = mae_outbox_enqueue(f.db, 424242, "flag", "notion", "{}", MAE_SOURCE_CLI, NULL, NULL);
-    CHECK(rc == MAE_ENOTFOUND, "api.md/outbox.h: enqueue for a missing mail: %d", rc);
+    CHECK(rc == MAE_ENOTFOUND, "docs/api.md, outbox.h: enqueue for a missing mail: %d", rc);
     expect_none(&f, "enqueue for a missing mail");
     free(longerr);
     fx_close(&f);
@@ -1225,10 +1225,10 @@ static void test_llm_lifecycle(void **state)
     const int64_t M = 53675, N = 53680;
     add_mail(f.db, M);
     CHECK(mae_llm_store_mark_pending(f.db, M, "page-1", "INBOX") == MAE_OK,
-          "stores.md LLM: mark pending");
+          "docs/stores.md LLM: mark pending");
     expect_none(&f, "LLM mark pending");
     row4 r = read_row4(f.db, LLM_SQL, M);
-    CHECK(streq(r.status, "pending"), "stores.md LLM: mark pending: status pending: %s",
+    CHECK(streq(r.status, "pending"), "docs/stores.md LLM: mark pending: status pending: %s",
           nz(r.status));
     row4_free(&r);
 
@@ -1244,7 +1244,7 @@ static void test_llm_lifecycle(void **state)
                        .cache_creation_input_tokens = 6, .latency_ms = 950,
                        .labels_json = "{\"labels\":[\"a\"]}"};
     CHECK(mae_llm_store_mark_success(f.db, M, "page-1", &u) == MAE_OK,
-          "stores.md LLM: mark success");
+          "docs/stores.md LLM: mark success");
     json_object *d = expect_event(&f, "llm.success", M, "llm_agent",
                                   "model,input_tokens,output_tokens,latency_ms");
     d_str(&f, d, "model", "claude-\xE4\xB8\xAD/x");
@@ -1253,7 +1253,7 @@ static void test_llm_lifecycle(void **state)
     d_int(&f, d, "latency_ms", 950);
     r = read_row4(f.db, LLM_SQL, M);
     CHECK(streq(r.status, "success") && r.count == 0 && r.err == NULL && r.nra_null,
-          "stores.md LLM: mark success: status success, retries and errors reset: %s %lld %s "
+          "docs/stores.md LLM: mark success: status success, retries and errors reset: %s %lld %s "
           "nra-null %d", nz(r.status), (long long)r.count, nz(r.err), r.nra_null);
     row4_free(&r);
 
@@ -1263,7 +1263,7 @@ static void test_llm_lifecycle(void **state)
     mae_llm_usage u2 = {.model = "m\xFF", .input_tokens = 1, .output_tokens = 2,
                         .latency_ms = 3};
     fail_once(&f, LLM, N, N, 2, 5, NULL, "tab\t nl\n q\" bs\\ c\x01 del\x7f", NULL, true);
-    CHECK(mae_llm_store_mark_success(f.db, N, NULL, &u2) == MAE_OK, "stores.md LLM: success");
+    CHECK(mae_llm_store_mark_success(f.db, N, NULL, &u2) == MAE_OK, "docs/stores.md LLM: success");
     d = expect_event(&f, "llm.success", N, "llm_agent",
                      "model,input_tokens,output_tokens,latency_ms");
     d_str(&f, d, "model", "m\xEF\xBF\xBD");
@@ -1322,16 +1322,16 @@ static void test_caller_transactions(void **state)
     int64_t oid = 0;
     bool ins = false;
     CHECK(mae_outbox_enqueue(f.db, M, "mark_read", "notion", "{\"read\":true}", MAE_SOURCE_CLI,
-                             &oid, &ins) == MAE_OK, "stores.md: enqueue inside a transaction");
+                             &oid, &ins) == MAE_OK, "docs/stores.md: enqueue inside a transaction");
     CHECK(sqlite3_exec(mae_db_sqlite(f.db),
                        "UPDATE email_metadata SET is_read = 1 WHERE internal_id = 53675", NULL,
-                       NULL, NULL) == SQLITE_OK, "stores.md: the caller's own SQL in it");
+                       NULL, NULL) == SQLITE_OK, "docs/stores.md: the caller's own SQL in it");
     CHECK(mae_sync_store_mark_synced(f.db, M, "page-t", NULL, MAE_SOURCE_NEW_WATCHER) == MAE_OK,
-          "stores.md: mark synced inside a transaction");
+          "docs/stores.md: mark synced inside a transaction");
     CHECK(mae_llm_store_mark_failed(f.db, M, "in tx", NULL) == MAE_OK,
-          "stores.md: LLM failure inside a transaction");
+          "docs/stores.md: LLM failure inside a transaction");
     expect_none(&f, "store writes inside an open caller transaction (events are held)");
-    CHECK(mae_db_commit(f.db) == MAE_OK, "stores.md: commit");
+    CHECK(mae_db_commit(f.db) == MAE_OK, "docs/stores.md: commit");
     json_object *d = expect_event(&f, "outbox.enqueued", M, "outbox",
                                   "outbox_id,op_type,target,source");
     d_int(&f, d, "outbox_id", oid);
@@ -1340,7 +1340,7 @@ static void test_caller_transactions(void **state)
     d = expect_event(&f, "llm.failed", M, "llm_agent", "retry_count,next_retry_at,error");
     d_int(&f, d, "retry_count", 1);
     CHECK(sql_int(f.db, "SELECT is_read FROM email_metadata WHERE internal_id=53675") == 1,
-          "stores.md: the caller's SQL committed with the store writes");
+          "docs/stores.md: the caller's SQL committed with the store writes");
 
     /* rollback: nothing published, nothing written */
     assert_int_equal(mae_db_begin(f.db), MAE_OK);
@@ -1348,23 +1348,23 @@ static void test_caller_transactions(void **state)
           "enqueue in tx");
     CHECK(mae_sync_store_mark_failed(f.db, M, "failed", "boom", NULL) == MAE_OK, "fail in tx");
     CHECK(mae_outbox_mark_done(f.db, oid) == MAE_OK, "done in tx");
-    CHECK(mae_db_rollback(f.db) == MAE_OK, "stores.md: rollback");
+    CHECK(mae_db_rollback(f.db) == MAE_OK, "docs/stores.md: rollback");
     expect_none(&f, "a rolled-back caller transaction");
     CHECK(sql_int(f.db, "SELECT COUNT(*) FROM email_outbox WHERE op_type='archive'") == 0,
-          "stores.md: a rollback writes nothing");
+          "docs/stores.md: a rollback writes nothing");
     row4 r = read_row4(f.db, MAIL_SQL, M);
-    CHECK(streq(r.status, "synced") && r.count == 0, "stores.md: a rollback writes nothing: %s",
+    CHECK(streq(r.status, "synced") && r.count == 0, "docs/stores.md: a rollback writes nothing: %s",
           nz(r.status));
     row4_free(&r);
     r = read_row4(f.db, OUTBOX_SQL, oid);
-    CHECK(streq(r.status, "pending"), "stores.md: a rollback writes nothing: %s", nz(r.status));
+    CHECK(streq(r.status, "pending"), "docs/stores.md: a rollback writes nothing: %s", nz(r.status));
     row4_free(&r);
 
     /* a failing write inside a transaction publishes nothing, the rest commits */
     assert_int_equal(mae_db_begin(f.db), MAE_OK);
     CHECK(mae_outbox_mark_done(f.db, oid) == MAE_OK, "done in tx");
     CHECK(mae_sync_store_mark_failed(f.db, 31337, "failed", "x", NULL) == MAE_ENOTFOUND,
-          "api.md: missing mail in tx");
+          "docs/api.md: missing mail in tx");
     CHECK(mae_db_commit(f.db) == MAE_OK, "commit");
     d = expect_event(&f, "outbox.done", M, "outbox", "outbox_id");
     d_int(&f, d, "outbox_id", oid);
@@ -1397,17 +1397,17 @@ static void check_table(mae_db *db, const char *table, const colspec *cols, size
                 continue;
             seen[i] = true;
             CHECK(strcasecmp(type, cols[i].type) == 0 && notnull == cols[i].notnull,
-                  "stores.md Tables: %s.%s is %s%s; got %s%s", table, name, cols[i].type,
+                  "docs/stores.md Tables: %s.%s is %s%s; got %s%s", table, name, cols[i].type,
                   cols[i].notnull ? " NOT NULL" : "", type, notnull ? " NOT NULL" : "");
             if (cols[i].dflt)
                 CHECK(dflt && strcmp(dflt, cols[i].dflt) == 0,
-                      "stores.md Tables: %s.%s DEFAULT %s; got %s", table, name, cols[i].dflt,
+                      "docs/stores.md Tables: %s.%s DEFAULT %s; got %s", table, name, cols[i].dflt,
                       nz(dflt));
         }
     }
     sqlite3_finalize(st);
     for (size_t i = 0; i < n; i++)
-        CHECK(seen[i], "stores.md Tables: %s has the column %s", table, cols[i].name);
+        CHECK(seen[i], "docs/stores.md Tables: %s has the column %s", table, cols[i].name);
 }
 
 /* An index on `table` whose leading columns are `cols` (comma-separated);
@@ -1482,42 +1482,42 @@ static void test_schema_and_pragmas(void **state)
     check_table(f.db, "llm_processing", llm, sizeof llm / sizeof *llm);
 
     CHECK(has_index(f.db, "email_metadata", "message_id", -1, -1),
-          "stores.md: index on email_metadata(message_id)");
+          "docs/stores.md: index on email_metadata(message_id)");
     CHECK(has_index(f.db, "email_metadata", "thread_id", -1, -1),
-          "stores.md: index on email_metadata(thread_id)");
+          "docs/stores.md: index on email_metadata(thread_id)");
     CHECK(has_index(f.db, "email_metadata", "date_received", -1, -1),
-          "stores.md: index on email_metadata(date_received DESC)");
+          "docs/stores.md: index on email_metadata(date_received DESC)");
     CHECK(has_index(f.db, "email_metadata", "sync_status", -1, -1),
-          "stores.md: index on email_metadata(sync_status)");
+          "docs/stores.md: index on email_metadata(sync_status)");
     CHECK(has_index(f.db, "email_metadata", "mailbox", -1, -1),
-          "stores.md: index on email_metadata(mailbox)");
+          "docs/stores.md: index on email_metadata(mailbox)");
     CHECK(has_index(f.db, "email_metadata", "next_retry_at", -1, 1),
-          "stores.md: partial index on email_metadata(next_retry_at) WHERE sync_status IN "
+          "docs/stores.md: partial index on email_metadata(next_retry_at) WHERE sync_status IN "
           "('fetch_failed','failed')");
     CHECK(sql_int(f.db, "SELECT COUNT(*) FROM sqlite_master WHERE type='index' AND "
                         "name='ux_outbox_pending_intent'") == 1 &&
               has_index(f.db, "email_outbox", "internal_id,op_type,target", 1, 1),
-          "stores.md: ux_outbox_pending_intent UNIQUE on (internal_id, op_type, target) "
+          "docs/stores.md: ux_outbox_pending_intent UNIQUE on (internal_id, op_type, target) "
           "WHERE status='pending'");
     CHECK(has_index(f.db, "email_outbox", "status,next_retry_at", -1, 1),
-          "stores.md: partial index on email_outbox(status, next_retry_at)");
+          "docs/stores.md: partial index on email_outbox(status, next_retry_at)");
     CHECK(has_index(f.db, "email_outbox", "internal_id", -1, 0),
-          "stores.md: index on email_outbox(internal_id)");
+          "docs/stores.md: index on email_outbox(internal_id)");
     CHECK(has_index(f.db, "email_outbox", "target,status", -1, -1),
-          "stores.md: index on email_outbox(target, status)");
+          "docs/stores.md: index on email_outbox(target, status)");
     CHECK(has_index(f.db, "llm_processing", "status", -1, -1),
-          "stores.md: index on llm_processing(status)");
+          "docs/stores.md: index on llm_processing(status)");
     CHECK(has_index(f.db, "llm_processing", "next_retry_at", -1, 1),
-          "stores.md: partial index on llm_processing(next_retry_at) WHERE status='failed'");
+          "docs/stores.md: partial index on llm_processing(next_retry_at) WHERE status='failed'");
     CHECK(sql_int(f.db, "SELECT COUNT(*) FROM sqlite_master WHERE name='sqlite_sequence'") == 1,
-          "stores.md: email_outbox.outbox_id is AUTOINCREMENT");
+          "docs/stores.md: email_outbox.outbox_id is AUTOINCREMENT");
 
     char *jm = sql_text(f.db, "PRAGMA journal_mode");
-    CHECK(jm && strcasecmp(jm, "wal") == 0, "stores.md: journal_mode=WAL: %s", nz(jm));
+    CHECK(jm && strcasecmp(jm, "wal") == 0, "docs/stores.md: journal_mode=WAL: %s", nz(jm));
     free(jm);
-    CHECK(sql_int(f.db, "PRAGMA foreign_keys") == 1, "stores.md: foreign_keys=ON");
+    CHECK(sql_int(f.db, "PRAGMA foreign_keys") == 1, "docs/stores.md: foreign_keys=ON");
     CHECK(sql_int(f.db, "PRAGMA busy_timeout") == 30000,
-          "stores.md/api.md: busy timeout default 30 s: %lld",
+          "docs/stores.md, docs/api.md: busy timeout default 30 s: %lld",
           (long long)sql_int(f.db, "PRAGMA busy_timeout"));
 
     /* constraints: CHECK on target/status, cascade on delete */
@@ -1526,25 +1526,25 @@ static void test_schema_and_pragmas(void **state)
                        "INSERT INTO email_outbox(internal_id,op_type,target,payload_json,"
                        "created_at,updated_at) VALUES(1,'x','slack','{}',1,1)",
                        NULL, NULL, NULL) != SQLITE_OK,
-          "stores.md: CHECK (target IN ('mailapp','notion'))");
+          "docs/stores.md: CHECK (target IN ('mailapp','notion'))");
     CHECK(sqlite3_exec(mae_db_sqlite(f.db),
                        "INSERT INTO email_outbox(internal_id,op_type,target,payload_json,status,"
                        "created_at,updated_at) VALUES(1,'x','notion','{}','weird',1,1)",
                        NULL, NULL, NULL) != SQLITE_OK,
-          "stores.md: CHECK on email_outbox.status");
+          "docs/stores.md: CHECK on email_outbox.status");
     assert_int_equal(mae_outbox_enqueue(f.db, 1, "flag", "notion", "{}", NULL, NULL, NULL),
                      MAE_OK);
     expect_event(&f, "outbox.enqueued", 1, "outbox", "outbox_id,op_type,target,source");
     CHECK(sqlite3_exec(mae_db_sqlite(f.db), "DELETE FROM email_metadata WHERE internal_id=1",
                        NULL, NULL, NULL) == SQLITE_OK, "delete a mail");
     CHECK(sql_int(f.db, "SELECT COUNT(*) FROM email_outbox") == 0,
-          "stores.md: email_outbox.internal_id REFERENCES email_metadata ON DELETE CASCADE");
+          "docs/stores.md: email_outbox.internal_id REFERENCES email_metadata ON DELETE CASCADE");
 
     /* timestamps are REAL epoch seconds */
     add_mail(f.db, 2);
     CHECK(sql_int(f.db, "SELECT typeof(created_at)='real' AND typeof(updated_at)='real' FROM "
                         "email_metadata WHERE internal_id=2") == 1,
-          "stores.md: all timestamps are REAL Unix epoch seconds");
+          "docs/stores.md: all timestamps are REAL Unix epoch seconds");
     fx_close(&f);
 }
 
@@ -1587,14 +1587,14 @@ static void test_existing_database(void **state)
     fail_once(&f, MAIL, 42, 42, 3, 5, "failed", "again", NULL, true);
     fail_once(&f, LLM, 42, 42, 2, 5, NULL, "again", NULL, true);
     mae_email upd = {.internal_id = 42, .message_id = "<old@x>", .subject = "s"};
-    CHECK(mae_sync_store_upsert(f.db, &upd) == MAE_OK, "stores.md: update in an existing db");
+    CHECK(mae_sync_store_upsert(f.db, &upd) == MAE_OK, "docs/stores.md: update in an existing db");
     char *note = sql_text(f.db, "SELECT legacy_note FROM email_metadata WHERE internal_id=42");
-    CHECK(streq(note, "keep me"), "stores.md: extra columns are left alone: %s", nz(note));
+    CHECK(streq(note, "keep me"), "docs/stores.md: extra columns are left alone: %s", nz(note));
     free(note);
     CHECK(sql_int(f.db, "SELECT extra_x FROM llm_processing WHERE internal_id=42") == 7,
-          "stores.md: extra columns are left alone");
+          "docs/stores.md: extra columns are left alone");
     CHECK(sql_int(f.db, "SELECT COUNT(*) FROM sqlite_master WHERE name='email_outbox'") == 1,
-          "stores.md: the library creates the missing tables");
+          "docs/stores.md: the library creates the missing tables");
     fx_close(&f);
 }
 
@@ -1613,22 +1613,22 @@ static void test_reads_and_stale_reset(void **state)
     g_now += 1;
     int64_t n = -1;
     CHECK(mae_llm_store_reset_stale_pending(f.db, 0, &n) == MAE_OK && n == 1,
-          "stores.md LLM: reset stale pending rows (older than 300 s by default): %lld",
+          "docs/stores.md LLM: reset stale pending rows (older than 300 s by default): %lld",
           (long long)n);
     expect_none(&f, "reset of stale pending rows");
     row4 r = read_row4(f.db, LLM_SQL, 1);
     CHECK(streq(r.status, "failed") && !r.nra_null && r.nra <= g_now + 1e-3,
-          "stores.md LLM: a stale pending row becomes failed, due now: %s %.3f (now %.3f)",
+          "docs/stores.md LLM: a stale pending row becomes failed, due now: %s %.3f (now %.3f)",
           nz(r.status), r.nra, g_now);
     row4_free(&r);
     r = read_row4(f.db, LLM_SQL, 2);
-    CHECK(streq(r.status, "pending"), "stores.md LLM: a recent pending row is left: %s",
+    CHECK(streq(r.status, "pending"), "docs/stores.md LLM: a recent pending row is left: %s",
           nz(r.status));
     row4_free(&r);
     mae_llm_list *ll = NULL;
     CHECK(mae_llm_store_due_for_retry(f.db, 0, 10, &ll) == MAE_OK && ll && ll->count == 1 &&
               ll->rows[0].internal_id == 1,
-          "stores.md LLM: rows due for retry include the reset row");
+          "docs/stores.md LLM: rows due for retry include the reset row");
     mae_llm_list_free(ll);
 
     /* mails due for retry */
@@ -1636,11 +1636,11 @@ static void test_reads_and_stale_reset(void **state)
     double due = g_now + 60;
     mae_email_list *el = NULL;
     CHECK(mae_sync_store_due_for_retry(f.db, due - 1, 10, &el) == MAE_OK && el &&
-              el->count == 0, "stores.md: a mail is not due before next_retry_at");
+              el->count == 0, "docs/stores.md: a mail is not due before next_retry_at");
     mae_email_list_free(el);
     el = NULL;
     CHECK(mae_sync_store_due_for_retry(f.db, due, 10, &el) == MAE_OK && el && el->count == 1 &&
-              el->rows[0].internal_id == 3, "stores.md: a mail is due at next_retry_at");
+              el->rows[0].internal_id == 3, "docs/stores.md: a mail is due at next_retry_at");
     mae_email_list_free(el);
 
     /* poll ready: pending, or failed and due; oldest first */
@@ -1657,18 +1657,18 @@ static void test_reads_and_stale_reset(void **state)
     mae_outbox_list *ol = NULL;
     CHECK(mae_outbox_poll_ready(f.db, NULL, 0, &ol) == MAE_OK && ol && ol->count == 1 &&
               ol->rows[0].outbox_id == b,
-          "stores.md Outbox: poll ready gives pending and due failed intents only (a failed "
+          "docs/stores.md Outbox: poll ready gives pending and due failed intents only (a failed "
           "intent not yet due is left out, processing too)");
     mae_outbox_list_free(ol);
     g_now += 61;
     ol = NULL;
     CHECK(mae_outbox_poll_ready(f.db, NULL, 0, &ol) == MAE_OK && ol && ol->count == 2 &&
               ol->rows[0].outbox_id == a && ol->rows[1].outbox_id == b,
-          "stores.md Outbox: poll ready, oldest first, includes due failed intents");
+          "docs/stores.md Outbox: poll ready, oldest first, includes due failed intents");
     mae_outbox_list_free(ol);
     ol = NULL;
     CHECK(mae_outbox_poll_ready(f.db, "mailapp", 0, &ol) == MAE_OK && ol && ol->count == 1 &&
-              ol->rows[0].outbox_id == b, "stores.md Outbox: poll ready by target");
+              ol->rows[0].outbox_id == b, "docs/stores.md Outbox: poll ready by target");
     mae_outbox_list_free(ol);
     fx_close(&f);
 }
@@ -1699,7 +1699,7 @@ static void test_queue_bounds_and_late_redis(void **state)
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
     CHECK(st.enqueued == 3 && st.dropped_queue_full == 2 && st.queued + st.in_flight == 3,
-          "publisher.md: a full queue drops the new event and counts it: enqueued %llu, "
+          "docs/publisher.md: a full queue drops the new event and counts it: enqueued %llu, "
           "dropped_queue_full %llu, queued %llu",
           (unsigned long long)st.enqueued, (unsigned long long)st.dropped_queue_full,
           (unsigned long long)st.queued);
@@ -1709,10 +1709,10 @@ static void test_queue_bounds_and_late_redis(void **state)
     mtr_sub *sub = mtr_subscribe(&late, DEFAULT_CHANNEL);
     assert_non_null(sub);
     /* the subscriber may come after the first sends: only check what came */
-    CHECK(mae_publisher_flush(p, 5000) == MAE_OK, "publisher.md: flush once Redis is back");
+    CHECK(mae_publisher_flush(p, 5000) == MAE_OK, "docs/publisher.md: flush once Redis is back");
     mae_publisher_stats_get(p, &st);
     CHECK(st.published == 3 && st.queued == 0,
-          "publisher.md: events queued while Redis is away are sent when it comes back: "
+          "docs/publisher.md: events queued while Redis is away are sent when it comes back: "
           "published %llu", (unsigned long long)st.published);
     check_counters(p, "after Redis came back");
     mtr_sub_close(sub);
@@ -1731,7 +1731,7 @@ static void test_queue_bounds_and_late_redis(void **state)
         mae_safe_publish(p, "custom.big", i, big, "contract");
     mae_publisher_stats_get(p, &st);
     CHECK(st.dropped_queue_full >= 2 && st.queued_bytes <= 1000,
-          "publisher.md: the queue is bounded by bytes: dropped_queue_full %llu, queued_bytes "
+          "docs/publisher.md: the queue is bounded by bytes: dropped_queue_full %llu, queued_bytes "
           "%llu", (unsigned long long)st.dropped_queue_full,
           (unsigned long long)st.queued_bytes);
     check_counters(p, "queue full by bytes");

@@ -402,7 +402,7 @@ static void test_mark_done(void **state)
     assert_int_equal(cap_count(f->pub), 0);
 }
 
-/* The schedule of stores.md: 60, 300, 900, 3600 s; the 5th failure is the
+/* The schedule of docs/stores.md: 60, 300, 900, 3600 s; the 5th failure is the
  * dead letter. Each step checked in the row, the outcome and the event. */
 static void test_retry_schedule_and_dead_letter(void **state)
 {
