@@ -22,7 +22,7 @@
 #define MAE_TEST_TMPDIR "/tmp"
 #endif
 
-static void test_envelope_and_safe_publish(void **state)
+static void test_envelope_bytes_on_the_default_channel(void **state)
 {
     (void)state;
     fx f;
@@ -93,7 +93,7 @@ static void test_envelope_and_safe_publish(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_envelope_and_safe_publish),
+        cmocka_unit_test(test_envelope_bytes_on_the_default_channel),
     };
     return cmocka_run_group_tests(tests, contract_group_setup, contract_group_teardown);
 }

@@ -21,7 +21,7 @@
 #define MAE_TEST_TMPDIR "/tmp"
 #endif
 
-static void test_disabled_publisher(void **state)
+static void test_disabled_publisher_counts_and_writes_go_on(void **state)
 {
     (void)state;
     const char *urls[] = {NULL, ""};
@@ -87,7 +87,7 @@ static void test_disabled_publisher(void **state)
 /* A mail's sync life: pending, fetch_failed/failed with the schedule,
  * dead_letter at the limit, synced. */
 
-static void test_queue_bounds_and_late_redis(void **state)
+static void test_queue_bounds_and_events_kept_until_redis_is_up(void **state)
 {
     (void)state;
     mtr_redis late;
@@ -158,8 +158,8 @@ static void test_queue_bounds_and_late_redis(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_disabled_publisher),
-        cmocka_unit_test(test_queue_bounds_and_late_redis),
+        cmocka_unit_test(test_disabled_publisher_counts_and_writes_go_on),
+        cmocka_unit_test(test_queue_bounds_and_events_kept_until_redis_is_up),
     };
     return cmocka_run_group_tests(tests, contract_group_setup, contract_group_teardown);
 }

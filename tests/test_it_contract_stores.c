@@ -516,7 +516,7 @@ static void test_llm_lifecycle(void **state)
 }
 
 /* Limits are configurable per store; the schedule caps at 7200 s. */
-static void test_limits_and_schedule_cap(void **state)
+static void test_configured_limits_and_the_7200_s_cap(void **state)
 {
     (void)state;
     fx f;
@@ -554,7 +554,7 @@ static void test_limits_and_schedule_cap(void **state)
 }
 
 /* Caller transactions: events held until commit, in order; dropped on rollback. */
-static void test_caller_transactions(void **state)
+static void test_events_wait_for_the_callers_commit(void **state)
 {
     (void)state;
     fx f;
@@ -844,7 +844,7 @@ static void test_existing_database(void **state)
 }
 
 /* LLM stale pending reset, and the due-for-retry / poll-ready reads. */
-static void test_reads_and_stale_reset(void **state)
+static void test_reads_and_stale_pending_reset(void **state)
 {
     (void)state;
     fx f;
@@ -928,11 +928,11 @@ int main(void)
         cmocka_unit_test(test_sync_store_lifecycle),
         cmocka_unit_test(test_outbox_lifecycle),
         cmocka_unit_test(test_llm_lifecycle),
-        cmocka_unit_test(test_limits_and_schedule_cap),
-        cmocka_unit_test(test_caller_transactions),
+        cmocka_unit_test(test_configured_limits_and_the_7200_s_cap),
+        cmocka_unit_test(test_events_wait_for_the_callers_commit),
         cmocka_unit_test(test_schema_and_pragmas),
         cmocka_unit_test(test_existing_database),
-        cmocka_unit_test(test_reads_and_stale_reset),
+        cmocka_unit_test(test_reads_and_stale_pending_reset),
     };
     return cmocka_run_group_tests(tests, contract_group_setup, contract_group_teardown);
 }

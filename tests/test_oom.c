@@ -514,7 +514,7 @@ static void read_sweep(const char *name, read_fn op)
     assert_true(n < MAX_N);
 }
 
-static void test_store_operations(void **state)
+static void test_store_writes_fail_cleanly(void **state)
 {
     (void)state;
     /* Warm SQLite's global state up so it does not count as a leak. */
@@ -538,7 +538,7 @@ static void test_store_operations(void **state)
     sweep("mae_llm_store_reset_stale_pending", op_reset_stale);
 }
 
-static void test_store_reads(void **state)
+static void test_store_reads_fail_cleanly(void **state)
 {
     (void)state;
     ctx c;
@@ -561,7 +561,7 @@ static void test_store_reads(void **state)
     read_sweep("mae_llm_store_totals", rd_llm_totals);
 }
 
-static void test_db_open(void **state)
+static void test_db_open_fails_cleanly(void **state)
 {
     (void)state;
     char path[256];
@@ -592,7 +592,7 @@ static void test_db_open(void **state)
     assert_true(n < MAX_N);
 }
 
-static void test_publisher_open(void **state)
+static void test_publisher_open_fails_cleanly(void **state)
 {
     (void)state;
     long n;
@@ -629,7 +629,7 @@ static void test_publisher_open(void **state)
     assert_true(n < MAX_N);
 }
 
-static void test_publish_calls(void **state)
+static void test_publish_calls_count_what_they_drop(void **state)
 {
     (void)state;
     long n;
@@ -662,11 +662,11 @@ static void test_publish_calls(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_publisher_open),
-        cmocka_unit_test(test_publish_calls),
-        cmocka_unit_test(test_db_open),
-        cmocka_unit_test(test_store_operations),
-        cmocka_unit_test(test_store_reads),
+        cmocka_unit_test(test_publisher_open_fails_cleanly),
+        cmocka_unit_test(test_publish_calls_count_what_they_drop),
+        cmocka_unit_test(test_db_open_fails_cleanly),
+        cmocka_unit_test(test_store_writes_fail_cleanly),
+        cmocka_unit_test(test_store_reads_fail_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
