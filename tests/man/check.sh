@@ -96,7 +96,10 @@ while read -r group cmd; do
   own=$(printf '%s\n%s\n' "$own" "$(printf '%s\n' "$h" | head -1 | sed "s/^usage: mailagent //" |
     sed -E 's/^\[--db PATH\] \[--redis URL\] \[--channel NAME\] //' | help_options)" |
     sed '/^$/d' | grep -vx -- '--help' | sort -u)
-  same_set "'$group $cmd' options" "$own" "$(section SS "$group $cmd" | roff_options)"
+  # A global option named in a command's text is checked with the globals.
+  own=$(comm -23 <(printf '%s\n' "$own") <(printf '%s\n' "$man_globals"))
+  man_own=$(comm -23 <(section SS "$group $cmd" | roff_options) <(printf '%s\n' "$man_globals"))
+  same_set "'$group $cmd' options" "$own" "$man_own"
   # A command's help leaves out what only the top level takes: -V, --version.
   sub_globals=$(printf '%s\n%s\n%s\n' "$(printf '%s\n' "$h" | globals_of)" -V --version | sort -u)
   same_set "'$group $cmd' global options" "$sub_globals" "$man_globals"
