@@ -1,4 +1,4 @@
-/* This module implements the JSON lines of events.md: the envelope and the
+/* This module implements the JSON lines of docs/events.md: the envelope and the
  * mae__ev_* builders of the ten event types, shared by the publisher's
  * public calls and the stores. */
 #include <string.h>

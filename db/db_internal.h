@@ -165,7 +165,7 @@ void mae__failure_count(mae_db *db, int64_t stored, int limit, mae__failure *f);
  * committed and out is not NULL, writes f into *out. Returns the result. */
 int mae__failure_end(mae_db *db, int rc, const mae__failure *f, mae_retry_outcome *out);
 
-/* Text limits of stores.md. */
+/* Text limits of docs/stores.md. */
 #define MAE_STORED_ERROR_MAX 500
 
 /* ---- rows.c -------------------------------------------------------------- */

@@ -125,7 +125,7 @@ static mae_db *new_handle(const mae_db_config *cfg)
 }
 
 /* Sets up the new connection: checks the file is a database, the pragmas
- * of stores.md and the schema. On failure the handle is freed and the
+ * of docs/stores.md and the schema. On failure the handle is freed and the
  * reason put in cfg's error buffer; returns the code. */
 static int setup_connection(const mae_db_config *cfg, mae_db *db)
 {

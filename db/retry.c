@@ -1,4 +1,4 @@
-/* This module implements the retry rules of stores.md shared by the three
+/* This module implements the retry rules of docs/stores.md shared by the three
  * stores: the backoff schedule and the counting of one failure. */
 #include <stdint.h>
 

@@ -1,10 +1,10 @@
-/* This module implements the schema of stores.md: the three tables and
+/* This module implements the schema of docs/stores.md: the three tables and
  * their indexes, created where missing in one transaction. */
 #include <stdio.h>
 
 #include "db/db_internal.h"
 
-/* The schema of stores.md, column for column. Only IF NOT EXISTS: a file
+/* The schema of docs/stores.md, column for column. Only IF NOT EXISTS: a file
  * made by the original system keeps its tables, extra columns and indexes. */
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS email_metadata ("

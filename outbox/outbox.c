@@ -19,7 +19,7 @@ static bool known_target(const char *t)
     return strcmp(t, "mailapp") == 0 || strcmp(t, "notion") == 0;
 }
 
-/* ---- the state machine of stores.md -------------------------------------- */
+/* ---- the state machine of docs/stores.md -------------------------------------- */
 
 /* The statuses of email_outbox (its CHECK constraint), and UNKNOWN for a
  * text another writer may have left in a file without that constraint. */

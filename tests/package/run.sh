@@ -11,6 +11,10 @@ rm -rf "$work"
 mkdir -p "$work"
 prefix=$work/prefix
 cmake --install "$build" --prefix "$prefix" >/dev/null
+# With the command comes its manual page.
+if [ -x "$prefix/bin/mailagent" ]; then
+  [ -f "$prefix/share/man/man1/mailagent.1" ] || { echo "mailagent.1 not installed"; exit 1; }
+fi
 # The .pc file carries the configured prefix: point the check at ours.
 cmake -S "$build/.." -B "$work/cfg" -DCMAKE_INSTALL_PREFIX="$prefix" -DMAE_BUILD_TESTS=OFF -DMAE_BUILD_TOOLS=OFF >/dev/null
 cmake --build "$work/cfg" -j2 >/dev/null
