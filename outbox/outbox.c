@@ -320,20 +320,23 @@ int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, con
     if (rc != MAE_OK)
         return rc;
 
-    /* Echo prevention: a change that came from Notion must not be sent back
-     * to Notion (Notion -> webhook -> outbox -> Notion -> webhook ...). */
-    if (source && strcmp(source, MAE_SOURCE_NOTION_WEBHOOK) == 0 && strcmp(target, "notion") == 0) {
-        if (outbox_id)
-            *outbox_id = -1;
-        return MAE_SKIPPED;
-    }
-
+    /* Arguments, the payload included, are checked before echo prevention
+     * (outbox.h): a bad call is an error whatever its source. */
     rc = mae__json_canonical(payload_json, 0, &payload);
     if (rc == MAE_EINVAL)
         return MAE__DB_FAIL(db, rc, "payload_json must be one JSON object (at most %d levels"
                                     " deep, no \\u0000)", MAE_JSON_MAX_DEPTH);
     if (rc != MAE_OK)
         return MAE__DB_FAIL(db, rc, "canonicalising the payload: out of memory");
+
+    /* Echo prevention: a change that came from Notion must not be sent back
+     * to Notion (Notion -> webhook -> outbox -> Notion -> webhook ...). */
+    if (source && strcmp(source, MAE_SOURCE_NOTION_WEBHOOK) == 0 && strcmp(target, "notion") == 0) {
+        if (outbox_id)
+            *outbox_id = -1;
+        free(payload);
+        return MAE_SKIPPED;
+    }
 
     rc = mae__db_clean(db, op_type, 0, &op);
     if (rc == MAE_OK)

@@ -258,6 +258,14 @@ static void test_notion_webhook_to_notion_is_skipped(void **state)
     assert_int_equal(mae_outbox_enqueue(f->db, 7, "flag", "notion", "{}", MAE_SOURCE_NOTION_WEBHOOK,
                                         NULL, NULL),
                      MAE_SKIPPED);
+    /* Arguments are checked first: a bad payload is an error whatever its
+     * source, and the out-parameter stays untouched. */
+    id = 99;
+    assert_int_equal(mae_outbox_enqueue(f->db, 7, "flag", "notion", "[1]",
+                                        MAE_SOURCE_NOTION_WEBHOOK, &id, NULL),
+                     MAE_EINVAL);
+    assert_int_equal(id, 99);
+    assert_non_null(strstr(mae_db_errmsg(f->db), "payload_json"));
     /* Also when a pending twin exists: nothing merged into it. */
     int64_t twin = enqueue_ok(f, 7, "flag", "notion", "{\"a\":1}", "cli", true);
     assert_int_equal(mae_outbox_enqueue(f->db, 7, "flag", "notion", "{\"a\":2}",
