@@ -168,7 +168,7 @@ extern const char *const pub_state_names[PS_COUNT];
 enum { SYNC_FULL, SYNC_NORMAL, SYNC_COUNT };
 typedef struct store_result {
     struct store_cfg {
-        struct {
+        struct store_cell {
             size_t ops;
             double ops_per_s, p50_ns, p99_ns, mean_ns, sd_ns;
         } cell[OP_COUNT][PS_COUNT];

@@ -478,27 +478,22 @@ static int plot(const bench_opts *o, const char *data, const char *png)
 
 /* ---- main ---------------------------------------------------------------------------- */
 
-int main(int argc, char **argv)
+/* Parses the command line into o and run (the parts to run). -1 to go on,
+ * or the exit status (help printed, or a usage error). */
+static int parse_args(int argc, char **argv, bench_opts *o, bool run[5])
 {
-    bench_opts o;
-    bench_results *r = calloc(1, sizeof *r);
-    bool run[5] = {true, true, true, true, true};
-    char path[600], cdfpath[600], png[600], mach[400];
-
-    if (!r)
-        return 1;
-    set_quick(&o);
-    o.results_dir = "bench/results";
-    o.plot_script = "bench/plot.gp";
+    set_quick(o);
+    o->results_dir = "bench/results";
+    o->plot_script = "bench/plot.gp";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
-            set_quick(&o);
+            set_quick(o);
         } else if (strcmp(argv[i], "--full") == 0) {
-            set_full(&o);
+            set_full(o);
         } else if (strcmp(argv[i], "--results") == 0 && i + 1 < argc) {
-            o.results_dir = argv[++i];
+            o->results_dir = argv[++i];
         } else if (strcmp(argv[i], "--plot") == 0 && i + 1 < argc) {
-            o.plot_script = argv[++i];
+            o->plot_script = argv[++i];
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             const char *s = argv[++i];
             for (int k = 0; k < 5; k++)
@@ -510,6 +505,66 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    return -1;
+}
+
+/* Prints the last line: the headline figures and the targets met. */
+static void print_summary(const bench_results *r, int failed)
+{
+    char a[8][32];
+    printf("summary:");
+    if (r->have[0])
+        printf(" publish p50/p99");
+    for (int s = 0; s < ST_COUNT && r->have[0]; s++)
+        printf(" %s %s/%s%s", state_names[s], fmt_ns(r->lat[s].ours.p50, a[0], 32),
+               fmt_ns(r->lat[s].ours.p99, a[1], 32), s + 1 < ST_COUNT ? "," : "");
+    int met = 0, total = 0;
+    if (r->have[0]) {
+        bool all = true;
+        for (int s = 0; s < ST_COUNT; s++)
+            all = all && latency_met(&r->lat[s]);
+        met += all;
+        met += hung_ratio(r) >= TARGET_HUNG_RATIO;
+        total += 2;
+        printf("; hung ratio %sx", fmt_num(hung_ratio(r), a[2], 32));
+    }
+    if (r->have[1]) {
+        double rt = r->tput.rb16_eps > 0 ? r->tput.ours_eps / r->tput.rb16_eps : 0;
+        met += rt >= TARGET_TPUT_RATIO;
+        total++;
+        printf("; throughput %s ev/s = %.2fx redis-benchmark -P16", fmt_num(r->tput.ours_eps, a[3], 32),
+               rt);
+    }
+    if (r->have[2]) {
+        const struct store_cfg *n = &r->store.cfg[SYNC_NORMAL], *f = &r->store.cfg[SYNC_FULL];
+        met += store_met(&r->store);
+        total++;
+        printf("; store overhead %+.1f %% healthy / %+.1f %% hung (fsync per commit: %+.1f / %+.1f %%)",
+               overhead_all(n, PS_HEALTHY), overhead_all(n, PS_HUNG), overhead_all(f, PS_HEALTHY),
+               overhead_all(f, PS_HUNG));
+    }
+    if (r->have[3])
+        printf("; day %.1f ms CPU, headroom %sx", 1e3 * (r->day.process_cpu_s[1]),
+               fmt_num(r->day.headroom, a[4], 32));
+    if (r->have[4])
+        printf("; peak RSS %.0f MiB (Redis down %d s)", r->mem.rss_peak_kib / 1024.0, r->mem.down_s);
+    printf("; targets met %d/%d%s\n", met, total, failed ? "; SOME PARTS FAILED" : "");
+}
+
+int main(int argc, char **argv)
+{
+    bench_opts o;
+    bench_results *r = calloc(1, sizeof *r);
+    bool run[5] = {true, true, true, true, true};
+    char path[600], cdfpath[600], png[600], mach[400];
+
+    if (!r)
+        return 1;
+    int status = parse_args(argc, argv, &o, run);
+    if (status >= 0) {
+        free(r);
+        return status;
     }
 
     /* The replaced design writes to sockets on this thread, as the original
@@ -575,45 +630,7 @@ int main(int argc, char **argv)
     printf("\nraw figures: %s%s; plot: %s\n", path, wrote ? "" : " (NOT written)",
            plotted ? png : "(not drawn)");
 
-    /* The last line: the summary. */
-    char a[8][32];
-    printf("summary:");
-    if (r->have[0])
-        printf(" publish p50/p99");
-    for (int s = 0; s < ST_COUNT && r->have[0]; s++)
-        printf(" %s %s/%s%s", state_names[s], fmt_ns(r->lat[s].ours.p50, a[0], 32),
-               fmt_ns(r->lat[s].ours.p99, a[1], 32), s + 1 < ST_COUNT ? "," : "");
-    int met = 0, total = 0;
-    if (r->have[0]) {
-        bool all = true;
-        for (int s = 0; s < ST_COUNT; s++)
-            all = all && latency_met(&r->lat[s]);
-        met += all;
-        met += hung_ratio(r) >= TARGET_HUNG_RATIO;
-        total += 2;
-        printf("; hung ratio %sx", fmt_num(hung_ratio(r), a[2], 32));
-    }
-    if (r->have[1]) {
-        double rt = r->tput.rb16_eps > 0 ? r->tput.ours_eps / r->tput.rb16_eps : 0;
-        met += rt >= TARGET_TPUT_RATIO;
-        total++;
-        printf("; throughput %s ev/s = %.2fx redis-benchmark -P16", fmt_num(r->tput.ours_eps, a[3], 32),
-               rt);
-    }
-    if (r->have[2]) {
-        const struct store_cfg *n = &r->store.cfg[SYNC_NORMAL], *f = &r->store.cfg[SYNC_FULL];
-        met += store_met(&r->store);
-        total++;
-        printf("; store overhead %+.1f %% healthy / %+.1f %% hung (fsync per commit: %+.1f / %+.1f %%)",
-               overhead_all(n, PS_HEALTHY), overhead_all(n, PS_HUNG), overhead_all(f, PS_HEALTHY),
-               overhead_all(f, PS_HUNG));
-    }
-    if (r->have[3])
-        printf("; day %.1f ms CPU, headroom %sx", 1e3 * (r->day.process_cpu_s[1]),
-               fmt_num(r->day.headroom, a[4], 32));
-    if (r->have[4])
-        printf("; peak RSS %.0f MiB (Redis down %d s)", r->mem.rss_peak_kib / 1024.0, r->mem.down_s);
-    printf("; targets met %d/%d%s\n", met, total, failed ? "; SOME PARTS FAILED" : "");
+    print_summary(r, failed);
     free(r);
     return failed ? 1 : 0;
 }

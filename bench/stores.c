@@ -116,6 +116,57 @@ static void sqlite_sync_mode(mae_db *db, char *buf, size_t len)
     sqlite3_finalize(st);
 }
 
+/* Runs n of one write (as many as were enqueued, for OP_DONE) in each
+ * publisher state, CHUNK at a time in turn, until each has done them all or
+ * spent cap ns in the calls. */
+static void run_op(ctx c[PS_COUNT], int op, size_t n, uint64_t cap, const char *mode)
+{
+    for (unsigned round = 0;; round++) {
+        bool any = false;
+        /* Rotate who goes first, so a position in the round (right after
+         * another database's checkpoint, say) favours no state. */
+        for (int j = 0; j < PS_COUNT; j++) {
+            int s = (int)((round + (unsigned)j) % PS_COUNT);
+            ctx *x = &c[s];
+            size_t limit = op == OP_DONE ? x->enqueued : n;
+            for (int k = 0; k < CHUNK && x->done[op] < limit && x->spent[op] < cap; k++) {
+                size_t i = x->done[op];
+                uint64_t t0 = now_ns();
+                int r = one_op(x, op, i, n);
+                uint64_t t1 = now_ns();
+                if (r != MAE_OK && x->failures++ < 3)
+                    fprintf(stderr, "bench: %s #%zu (%s): %s %s\n", op_names[op], i,
+                            pub_state_names[s], mae_strerror(r), mae_db_errmsg(x->db));
+                lat_add(&x->samples[op], t1 - t0);
+                x->spent[op] += t1 - t0;
+                x->done[op]++;
+                any = true;
+            }
+        }
+        if (!any)
+            break;
+        if (round % 8 == 0)
+            progress("part 3/5 store writes (synchronous=%s): %s %zu/%zu/%zu "
+                     "(healthy/hung/absent)",
+                     mode, op_names[op], c[0].done[op], c[1].done[op], c[2].done[op]);
+    }
+}
+
+/* The figures of one write in one state: rate, percentiles, mean and SD. */
+static void summarise(ctx *x, int op, struct store_cell *cell)
+{
+    lat *l = &x->samples[op];
+    cell->ops = x->done[op];
+    cell->ops_per_s = x->spent[op] ? (double)x->done[op] / ((double)x->spent[op] / 1e9) : 0;
+    cell->p50_ns = (double)lat_pct(l, 0.50);
+    cell->p99_ns = (double)lat_pct(l, 0.99);
+    cell->mean_ns = lat_mean(l);
+    double var = 0, m = cell->mean_ns;
+    for (size_t i = 0; i < l->n; i++)
+        var += ((double)l->ns[i] - m) * ((double)l->ns[i] - m);
+    cell->sd_ns = l->n > 1 ? sqrt(var / (double)(l->n - 1)) : 0;
+}
+
 /* Runs the five writes in the three publisher states on fresh databases
  * with the given synchronous setting, filling sc. */
 static int run_config(const bench_opts *o, int sync, int healthy_port, int hung_port,
@@ -162,48 +213,9 @@ static int run_config(const bench_opts *o, int sync, int healthy_port, int hung_
     sqlite_sync_mode(c[PS_ABSENT].db, sc->sqlite_sync, sizeof sc->sqlite_sync);
 
     for (int op = 0; op < OP_COUNT; op++) {
-        for (unsigned round = 0;; round++) {
-            bool any = false;
-            /* Rotate who goes first, so a position in the round (right after
-             * another database's checkpoint, say) favours no state. */
-            for (int j = 0; j < PS_COUNT; j++) {
-                int s = (int)((round + (unsigned)j) % PS_COUNT);
-                ctx *x = &c[s];
-                size_t limit = op == OP_DONE ? x->enqueued : n;
-                for (int k = 0; k < CHUNK && x->done[op] < limit && x->spent[op] < cap; k++) {
-                    size_t i = x->done[op];
-                    uint64_t t0 = now_ns();
-                    int r = one_op(x, op, i, n);
-                    uint64_t t1 = now_ns();
-                    if (r != MAE_OK && x->failures++ < 3)
-                        fprintf(stderr, "bench: %s #%zu (%s): %s %s\n", op_names[op], i,
-                                pub_state_names[s], mae_strerror(r), mae_db_errmsg(x->db));
-                    lat_add(&x->samples[op], t1 - t0);
-                    x->spent[op] += t1 - t0;
-                    x->done[op]++;
-                    any = true;
-                }
-            }
-            if (!any)
-                break;
-            if (round % 8 == 0)
-                progress("part 3/5 store writes (synchronous=%s): %s %zu/%zu/%zu "
-                         "(healthy/hung/absent)",
-                         mode, op_names[op], c[0].done[op], c[1].done[op], c[2].done[op]);
-        }
-        for (int s = 0; s < PS_COUNT; s++) {
-            lat *l = &c[s].samples[op];
-            sc->cell[op][s].ops = c[s].done[op];
-            sc->cell[op][s].ops_per_s =
-                c[s].spent[op] ? (double)c[s].done[op] / ((double)c[s].spent[op] / 1e9) : 0;
-            sc->cell[op][s].p50_ns = (double)lat_pct(l, 0.50);
-            sc->cell[op][s].p99_ns = (double)lat_pct(l, 0.99);
-            sc->cell[op][s].mean_ns = lat_mean(l);
-            double var = 0, m = sc->cell[op][s].mean_ns;
-            for (size_t i = 0; i < l->n; i++)
-                var += ((double)l->ns[i] - m) * ((double)l->ns[i] - m);
-            sc->cell[op][s].sd_ns = l->n > 1 ? sqrt(var / (double)(l->n - 1)) : 0;
-        }
+        run_op(c, op, n, cap, mode);
+        for (int s = 0; s < PS_COUNT; s++)
+            summarise(&c[s], op, &sc->cell[op][s]);
     }
     for (int s = 0; s < PS_COUNT; s++) {
         mae_publisher_stats st;

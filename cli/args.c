@@ -10,15 +10,17 @@
 
 #include "cli.h"
 
-static const char global_help[] =
+const char cli_global_help[] =
     "Global options (before or after the command):\n"
     "  --db PATH        SQLite database (default: $MAILAGENT_DB)\n"
     "  --redis URL      Redis URL, redis://[[user]:password@]host[:port][/db] or\n"
     "                   unix:///path (default: $MAILAGENT_REDIS_URL; none: events\n"
-    "                   are not published)\n"
+    "                   are not published and `events tail` cannot run)\n"
     "  --channel NAME   pub/sub channel (default: $MAILAGENT_CHANNEL or\n"
     "                   " CLI_DEFAULT_CHANNEL ")\n"
-    "  -h, --help       show this help and exit\n";
+    "  --stream KEY     Redis Stream of stream mode (default: $MAILAGENT_STREAM;\n"
+    "                   none: pub/sub only)\n"
+    "  -h, --help       show help (also after any command)\n";
 
 /* Writes the message as one line: a library's detail text may carry a
  * newline, and scripts read exactly one line per failure. */
@@ -42,8 +44,7 @@ void cli_error(const char *fmt, ...)
 
 void cli_print_usage(const cli_command *cmd, FILE *f)
 {
-    fprintf(f, "usage: mailagent [--db PATH] [--redis URL] [--channel NAME] %s %s %s\n",
-            cmd->group, cmd->name, cmd->synopsis);
+    fprintf(f, CLI_USAGE_PREFIX "%s %s %s\n", cmd->group, cmd->name, cmd->synopsis);
 }
 
 int cli_usage_error(const cli_command *cmd, const char *fmt, ...)
@@ -61,7 +62,7 @@ int cli_usage_error(const cli_command *cmd, const char *fmt, ...)
 static void print_help(const cli_command *cmd)
 {
     cli_print_usage(cmd, stdout);
-    printf("\n%s\n\n%s\n%s", cmd->summary, cmd->help, global_help);
+    printf("\n%s\n\n%s\n%s", cmd->summary, cmd->help, cli_global_help);
 }
 
 /* The option as the user typed it, for the error line: getopt leaves the

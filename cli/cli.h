@@ -54,6 +54,11 @@ extern const cli_command cli_events_tail, cli_events_serve;
  * use small characters, so these cannot clash. */
 enum { OPT_DB = 0x100, OPT_REDIS, OPT_CHANNEL, OPT_STREAM };
 
+/* The start of every usage line, and the help text of the global options
+ * (one copy, shown by every --help). */
+#define CLI_USAGE_PREFIX "usage: mailagent [--db PATH] [--redis URL] [--channel NAME] "
+extern const char cli_global_help[];
+
 /* The global options, to end every command's struct option array with
  * (before the terminating zero entry). --help maps to 'h'. */
 #define CLI_GLOBAL_LONGOPTS                                     \

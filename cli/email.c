@@ -458,7 +458,17 @@ static void report_delivery(const cli_config *cfg, mae_publisher *pub, size_t ex
                   st.last_error[0] ? ": " : "", st.last_error);
 }
 
-static int run_flag(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
+/* What `email flag` was asked to do. */
+typedef struct flag_args {
+    const char *const *targets; /* NULL-terminated */
+    bool unflag, json;
+    int64_t id;
+} flag_args;
+
+/* Parses the options and the mail id into a. True to go on; false when the
+ * command ends here with *rc (help shown, or a usage error printed). */
+static bool parse_flag(const cli_command *cmd, cli_config *cfg, int argc, char **argv,
+                       flag_args *a, int *rc)
 {
     static const struct option opts[] = {
         {"target", required_argument, NULL, 't'},
@@ -470,53 +480,92 @@ static int run_flag(const cli_command *cmd, cli_config *cfg, int argc, char **ar
     static const char *const both[] = {"notion", "mailapp", NULL};
     static const char *const notion[] = {"notion", NULL};
     static const char *const mailapp[] = {"mailapp", NULL};
-    const char *const *targets = both;
-    bool unflag = false, json = false;
-    int64_t id;
-    int c, rc;
+    int c;
+
+    a->targets = both;
+    a->unflag = a->json = false;
+    *rc = CLI_USAGE;
+    while ((c = cli_getopt(cmd, cfg, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case 't':
+            if (strcmp(optarg, "both") == 0)
+                a->targets = both;
+            else if (strcmp(optarg, "notion") == 0)
+                a->targets = notion;
+            else if (strcmp(optarg, "mailapp") == 0)
+                a->targets = mailapp;
+            else {
+                *rc = cli_usage_error(cmd, "unknown target '%s' (notion, mailapp, both)", optarg);
+                return false;
+            }
+            break;
+        case 'u':
+            a->unflag = true;
+            break;
+        case 'j':
+            a->json = true;
+            break;
+        case 'h':
+            *rc = CLI_OK;
+            return false;
+        default:
+            return false;
+        }
+    }
+    if (!cli_positionals(cmd, argc, argv, 1, 1))
+        return false;
+    if (!cli_parse_int64(argv[optind], 1, MAX_ID, &a->id)) {
+        *rc = cli_usage_error(cmd, "invalid mail id '%s' (a positive integer)", argv[optind]);
+        return false;
+    }
+    return true;
+}
+
+/* Prints the intents written for a, as JSON or as one line each. */
+static int print_flag(const flag_args *a, const flag_result *res, size_t nres)
+{
+    if (!a->json) {
+        for (size_t i = 0; i < nres; i++)
+            printf("%s mail #%lld for %s: outbox #%lld %s\n", a->unflag ? "unflag" : "flag",
+                   (long long)a->id, res[i].target, (long long)res[i].outbox_id,
+                   res[i].inserted ? "enqueued" : "merged into the pending intent");
+        return cli_finish_stdout();
+    }
+    json_object *o = json_object_new_object();
+    json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < nres; i++) {
+        json_object *r = json_object_new_object();
+        json_object_object_add(r, "outbox_id", json_object_new_int64(res[i].outbox_id));
+        json_object_object_add(r, "target", json_object_new_string(res[i].target));
+        json_object_object_add(r, "inserted", json_object_new_boolean(res[i].inserted));
+        json_object_array_add(arr, r);
+    }
+    json_object_object_add(o, "internal_id", json_object_new_int64(a->id));
+    json_object_object_add(o, "flagged", json_object_new_boolean(!a->unflag));
+    json_object_object_add(o, "intents", arr);
+    return cli_json_print(o);
+}
+
+static int run_flag(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
+{
+    flag_args a;
+    int rc;
     flag_result res[2];
     size_t nres = 0, inserted = 0;
     mae_publisher *pub = NULL;
     mae_db *db = NULL;
     mae_email_row *mail = NULL;
 
-    while ((c = cli_getopt(cmd, cfg, argc, argv, "", opts)) != -1) {
-        switch (c) {
-        case 't':
-            if (strcmp(optarg, "both") == 0)
-                targets = both;
-            else if (strcmp(optarg, "notion") == 0)
-                targets = notion;
-            else if (strcmp(optarg, "mailapp") == 0)
-                targets = mailapp;
-            else
-                return cli_usage_error(cmd, "unknown target '%s' (notion, mailapp, both)",
-                                       optarg);
-            break;
-        case 'u':
-            unflag = true;
-            break;
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            return CLI_OK;
-        default:
-            return CLI_USAGE;
-        }
-    }
-    if (!cli_positionals(cmd, argc, argv, 1, 1))
-        return CLI_USAGE;
-    if (!cli_parse_int64(argv[optind], 1, MAX_ID, &id))
-        return cli_usage_error(cmd, "invalid mail id '%s' (a positive integer)", argv[optind]);
+    if (!parse_flag(cmd, cfg, argc, argv, &a, &rc))
+        return rc;
     if ((rc = open_publisher(cfg, &pub)) != CLI_OK)
         return rc;
     if ((rc = cli_open_db(cfg, false, pub, &db)) != CLI_OK)
         goto out;
     /* Looked up first for a clear "no mail" rather than a foreign-key error. */
-    rc = mae_sync_store_get(db, id, &mail);
+    rc = mae_sync_store_get(db, a.id, &mail);
     if (rc == MAE_ENOTFOUND) {
-        cli_error("no mail with id %lld", (long long)id);
+        cli_error("no mail with id %lld", (long long)a.id);
         rc = CLI_FAIL;
         goto out;
     }
@@ -524,8 +573,8 @@ static int run_flag(const cli_command *cmd, cli_config *cfg, int argc, char **ar
         rc = cli_db_failure(db, "cannot read the mail", rc);
         goto out;
     }
-    rc = enqueue_all(db, id, targets, unflag ? "{\"flagged\":false}" : "{\"flagged\":true}", res,
-                     &nres);
+    rc = enqueue_all(db, a.id, a.targets, a.unflag ? "{\"flagged\":false}" : "{\"flagged\":true}",
+                     res, &nres);
     mae_db_close(db);
     db = NULL;
     if (rc != CLI_OK)
@@ -533,27 +582,7 @@ static int run_flag(const cli_command *cmd, cli_config *cfg, int argc, char **ar
 
     for (size_t i = 0; i < nres; i++)
         inserted += res[i].inserted;
-    if (json) {
-        json_object *o = json_object_new_object();
-        json_object *arr = json_object_new_array();
-        for (size_t i = 0; i < nres; i++) {
-            json_object *r = json_object_new_object();
-            json_object_object_add(r, "outbox_id", json_object_new_int64(res[i].outbox_id));
-            json_object_object_add(r, "target", json_object_new_string(res[i].target));
-            json_object_object_add(r, "inserted", json_object_new_boolean(res[i].inserted));
-            json_object_array_add(arr, r);
-        }
-        json_object_object_add(o, "internal_id", json_object_new_int64(id));
-        json_object_object_add(o, "flagged", json_object_new_boolean(!unflag));
-        json_object_object_add(o, "intents", arr);
-        rc = cli_json_print(o);
-    } else {
-        for (size_t i = 0; i < nres; i++)
-            printf("%s mail #%lld for %s: outbox #%lld %s\n", unflag ? "unflag" : "flag",
-                   (long long)id, res[i].target, (long long)res[i].outbox_id,
-                   res[i].inserted ? "enqueued" : "merged into the pending intent");
-        rc = cli_finish_stdout();
-    }
+    rc = print_flag(&a, res, nres);
     report_delivery(cfg, pub, inserted);
 out:
     mae_email_row_free(mail);

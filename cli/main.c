@@ -29,17 +29,10 @@ static const group groups[] = {
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
-static const char top_usage[] =
-    "usage: mailagent [--db PATH] [--redis URL] [--channel NAME] COMMAND [ARGS...]\n";
+static const char top_usage[] = CLI_USAGE_PREFIX "COMMAND [ARGS...]\n";
 
+/* Follows cli_global_help in the top-level help. */
 static const char top_footer[] =
-    "Global options (before or after the command):\n"
-    "  --db PATH        SQLite database (default: $MAILAGENT_DB)\n"
-    "  --redis URL      Redis URL (default: $MAILAGENT_REDIS_URL; none: events are\n"
-    "                   not published and `events tail` cannot run)\n"
-    "  --channel NAME   pub/sub channel (default: $MAILAGENT_CHANNEL or\n"
-    "                   " CLI_DEFAULT_CHANNEL ")\n"
-    "  -h, --help       show help (also after any command)\n"
     "  -V, --version    show the version\n"
     "\n"
     "Every read takes --json for scripts.\n"
@@ -61,13 +54,13 @@ static void top_help(void)
     for (size_t i = 0; i < NGROUPS; i++)
         print_commands(&groups[i], stdout);
     fputs("\n", stdout);
+    fputs(cli_global_help, stdout);
     fputs(top_footer, stdout);
 }
 
 static void group_usage(const group *g, FILE *f)
 {
-    fprintf(f, "usage: mailagent [--db PATH] [--redis URL] [--channel NAME] %s COMMAND [ARGS...]\n",
-            g->name);
+    fprintf(f, CLI_USAGE_PREFIX "%s COMMAND [ARGS...]\n", g->name);
 }
 
 static void group_help(const group *g)

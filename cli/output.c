@@ -1,12 +1,14 @@
 /* Output of the mailagent command: aligned text tables for people, and JSON
  * values built with json-c for scripts. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cli.h"
+#include "core/text.h"
 
 /* ---- UTF-8 ---------------------------------------------------------------- */
 
@@ -73,7 +75,8 @@ static size_t text_width(const char *s)
 static char *utf8_repair(const char *s)
 {
     size_t n = strlen(s), len;
-    char *out = malloc(n * 3 + 1);   /* a bad byte grows to 3 bytes */
+    /* A bad byte grows to 3 bytes. */
+    char *out = n < (SIZE_MAX - 1) / 3 ? malloc(n * 3 + 1) : NULL;
     char *o = out;
     const unsigned char *p = (const unsigned char *)s;
     if (!out)
@@ -152,14 +155,11 @@ struct cli_table {
 
 static bool add_row(cli_table *t, const char *const *cells)
 {
-    if (t->nrows + 1 == t->cap) {
-        size_t cap = t->cap * 2;
-        char **c = realloc(t->cells, cap * t->ncols * sizeof *c);
-        if (!c)
-            return false;
-        t->cells = c;
-        t->cap = cap;
-    }
+    /* Grown a row (ncols cells) at a time; the header is row 0. */
+    char **c = mae__grow(t->cells, &t->cap, t->nrows + 1, t->ncols * sizeof *c, 8);
+    if (!c)
+        return false;
+    t->cells = c;
     char **row = t->cells + (t->nrows + 1) * t->ncols;
     for (size_t i = 0; i < t->ncols; i++) {
         row[i] = strdup(cells[i] ? cells[i] : "-");
@@ -264,7 +264,12 @@ json_object *cli_json_fixed(double v, int decimals)
 
 json_object *cli_json_time(double epoch)
 {
-    return epoch > 0 ? cli_json_fixed(epoch, 6) : NULL;
+    char text[MAE__EPOCH_MAX + 1];
+    if (!(epoch > 0))
+        return NULL;
+    /* The formatter of the events' times, so both print the same digits. */
+    *mae__put_epoch(text, epoch) = '\0';
+    return json_object_new_double_s(epoch, text);
 }
 
 json_object *cli_json_counts(const mae_counts *counts)

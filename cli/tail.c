@@ -116,7 +116,7 @@ static void print_value(json_object *v)
               stdout);
 }
 
-/* "12:00:01.123456" in local time; the ts of events.md has microseconds. */
+/* "12:00:01.123456" in local time; the ts of docs/events.md has microseconds. */
 static void print_ts(json_object *ts)
 {
     struct tm tm;

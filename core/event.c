@@ -1,4 +1,4 @@
-/* This module implements the JSON lines of events.md: the envelope and the
+/* This module implements the JSON lines of docs/events.md: the envelope and the
  * mae__ev_* builders of the ten event types, shared by the publisher's
  * public calls and the stores. */
 #include <string.h>
@@ -12,22 +12,6 @@
 #define LIT(s) s, sizeof(s) - 1
 
 /* ---- the envelope --------------------------------------------------------- */
-
-/* Writes v in decimal at p; returns the end. */
-static char *put_i64(char *p, int64_t v)
-{
-    char tmp[20];
-    char *e = tmp + sizeof tmp, *s = e;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        *--s = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *p++ = '-';
-    memcpy(p, s, (size_t)(e - s));
-    return p + (e - s);
-}
 
 /* Writes ,"ts":<now>,"internal_id":<id>,"data": after the event type, composed
  * on the stack and appended at once (this runs for every event). ts comes
@@ -43,26 +27,22 @@ static void put_head_rest(mae__buf *b, int64_t id)
         now.tv_sec = 0;
         now.tv_nsec = 0;
     }
-    int64_t sec = (int64_t)now.tv_sec;
-    long us = (now.tv_nsec + 500) / 1000;
+    /* A clock before 1970 is a broken clock: written as 0. */
+    uint64_t sec = now.tv_sec > 0 ? (uint64_t)now.tv_sec : 0;
+    uint32_t us = now.tv_sec >= 0 ? (uint32_t)((now.tv_nsec + 500) / 1000) : 0;
     if (us >= 1000000) {
         us -= 1000000;
         sec++;
     }
     memcpy(p, ",\"ts\":", 6);
-    p = put_i64(p + 6, sec);
-    *p = '.';
-    for (int i = 6; i >= 1; i--) {
-        p[i] = (char)('0' + us % 10);
-        us /= 10;
-    }
-    memcpy(p + 7, ",\"internal_id\":", 15);
-    p += 22;
+    p = mae__put_epoch_us(p + 6, sec, us);
+    memcpy(p, ",\"internal_id\":", 15);
+    p += 15;
     if (id == MAE_NO_ID) {
         memcpy(p, "null", 4);
         p += 4;
     } else {
-        p = put_i64(p, id);
+        p = mae__put_i64(p, id);
     }
     memcpy(p, ",\"data\":", 8);
     p += 8;

@@ -1,5 +1,5 @@
 /* Internal: builders of the complete JSON line of each event type, exactly
- * as events.md writes it. Each appends one line to b (which the caller
+ * as docs/events.md writes it. Each appends one line to b (which the caller
  * owns), with ts taken from the real-time clock. They do not validate enum
  * values; a NULL required string writes null. The line is complete when
  * !b->oom. */

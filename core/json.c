@@ -67,21 +67,6 @@ static jval *jnew(jtype type)
     return v;
 }
 
-/* Grows an array of elem-sized slots so that one more fits. */
-static bool grow(void **arr, size_t *cap, size_t n, size_t elem)
-{
-    if (n < *cap)
-        return true;
-    size_t ncap = *cap ? *cap * 2 : 4;
-    if (ncap > SIZE_MAX / elem)
-        return false;
-    void *p = realloc(*arr, ncap * elem);
-    if (p == NULL)
-        return false;
-    *arr = p;
-    *cap = ncap;
-    return true;
-}
 
 /* ---- parsing -------------------------------------------------------------- */
 
@@ -100,8 +85,7 @@ static jval *fail(parser *ps, int code)
 
 static void skip_ws(parser *ps)
 {
-    while (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r')
-        ps->p++;
+    ps->p = mae__json_skip_ws(ps->p);
 }
 
 static void put_utf8(mae__buf *b, unsigned cp)
@@ -130,8 +114,8 @@ static void put_utf8(mae__buf *b, unsigned cp)
 
 /* Parses a string at ps->p (on the opening quote) into a new C string.
  * Escapes are decoded; a lone surrogate becomes U+FFFD; raw bytes are kept
- * as they are (invalid UTF-8 is repaired on output). "\u0000" is refused:
- * every consumer of these payloads works on NUL-terminated text. */
+ * as they are (invalid UTF-8 is repaired on output). "\u0000" is refused,
+ * as the grammar of core/text.h says. */
 static char *parse_string(parser *ps)
 {
     mae__buf b;
@@ -152,6 +136,20 @@ static char *parse_string(parser *ps)
         }
         mae__buf_put(&b, (const char *)run, (size_t)(p - run));
         c = p[1];
+        if (c == 'u') {
+            unsigned cp;
+            bool lone;
+            size_t n = mae__json_u_escape(p, &cp, &lone);
+            if (n == 0) {
+                mae__buf_free(&b);
+                fail(ps, MAE_EINVAL);
+                return NULL;
+            }
+            put_utf8(&b, cp);
+            p += n;
+            run = p;
+            continue;
+        }
         p += 2;
         switch (c) {
         case '"': mae__buf_putc(&b, '"'); break;
@@ -162,24 +160,6 @@ static char *parse_string(parser *ps)
         case 'n': mae__buf_putc(&b, '\n'); break;
         case 'r': mae__buf_putc(&b, '\r'); break;
         case 't': mae__buf_putc(&b, '\t'); break;
-        case 'u': {
-            unsigned cp, lo;
-            if (!mae__hex4(p, &cp) || cp == 0) {
-                mae__buf_free(&b);
-                fail(ps, MAE_EINVAL);
-                return NULL;
-            }
-            p += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF && p[0] == '\\' && p[1] == 'u' &&
-                mae__hex4(p + 2, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                p += 6;
-            } else if (cp >= 0xD800 && cp <= 0xDFFF) {
-                cp = 0xFFFD;
-            }
-            put_utf8(&b, cp);
-            break;
-        }
         default:
             mae__buf_free(&b);
             fail(ps, MAE_EINVAL);
@@ -245,7 +225,7 @@ static jval *parse_value(parser *ps, int depth);
 
 static jval *parse_object(parser *ps, int depth)
 {
-    if (depth > MAE_PAYLOAD_MAX_DEPTH)
+    if (depth > MAE_JSON_MAX_DEPTH)
         return fail(ps, MAE_EINVAL);
     jval *obj = jnew(J_OBJ);
     if (obj == NULL)
@@ -279,12 +259,15 @@ static jval *parse_object(parser *ps, int depth)
         ps->p++;
         skip_ws(ps);
         jval *val = parse_value(ps, depth + 1);
-        if (val == NULL || !grow((void **)&obj->members, &obj->cap, obj->n, sizeof(member))) {
+        member *members = val ? mae__grow(obj->members, &obj->cap, obj->n, sizeof(member), 4)
+                              : NULL;
+        if (members == NULL) {
             free(key);
             jfree(val);
             fail(ps, MAE_ENOMEM); /* no-op when parse_value set the reason */
             goto out;
         }
+        obj->members = members;
         obj->members[obj->n].key = key;
         obj->members[obj->n].val = val;
         obj->members[obj->n].order = ps->next_order++;
@@ -311,7 +294,7 @@ out:
 
 static jval *parse_array(parser *ps, int depth)
 {
-    if (depth > MAE_PAYLOAD_MAX_DEPTH)
+    if (depth > MAE_JSON_MAX_DEPTH)
         return fail(ps, MAE_EINVAL);
     jval *arr = jnew(J_ARR);
     if (arr == NULL)
@@ -324,12 +307,14 @@ static jval *parse_array(parser *ps, int depth)
     }
     for (;;) {
         jval *val = parse_value(ps, depth + 1);
-        if (val == NULL || !grow((void **)&arr->items, &arr->cap, arr->n, sizeof(jval *))) {
+        jval **items = val ? mae__grow(arr->items, &arr->cap, arr->n, sizeof(jval *), 4) : NULL;
+        if (items == NULL) {
             jfree(val);
             fail(ps, MAE_ENOMEM);
             jfree(arr);
             return NULL;
         }
+        arr->items = items;
         arr->items[arr->n++] = val;
         skip_ws(ps);
         if (*ps->p == ',') {

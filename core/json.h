@@ -7,17 +7,16 @@
 
 #include <stddef.h>
 
-/* Deepest nesting accepted in a payload; deeper is MAE_EINVAL. */
-#define MAE_PAYLOAD_MAX_DEPTH 64
+#include "core/text.h"
 
-/* Parses json, which must be exactly one JSON object, and writes it compact
+/* Parses json, which must be one JSON object of the grammar in core/text.h
+ * (at most MAE_JSON_MAX_DEPTH levels, no \u0000), and writes it compact
  * with keys sorted (bytewise) at every level, raw UTF-8, '/' unescaped.
  * String values longer than max_string_cp code points are cut there
  * (0 = no cut); keys are never cut. *out is malloc'd (caller frees).
  * Numbers are kept exactly as written (no locale, no rounding). Invalid
- * UTF-8 is repaired, not rejected. Returns MAE_OK, MAE_EINVAL (not an
- * object, invalid JSON, NaN/Infinity, "\u0000", raw control characters in
- * strings, too deep) or MAE_ENOMEM. The parser is our own rather than
+ * UTF-8 is repaired, not rejected. Returns MAE_OK, MAE_EINVAL (outside
+ * the grammar) or MAE_ENOMEM. The parser is our own rather than
  * json-c's, which does not fail cleanly when an allocation fails. */
 int mae__json_canonical(const char *json, size_t max_string_cp, char **out);
 

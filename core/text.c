@@ -90,6 +90,25 @@ void mae__buf_free(mae__buf *b)
     mae__buf_init(b);
 }
 
+void *mae__grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first)
+{
+    if (n < *cap)
+        return arr;
+    size_t ncap = *cap ? *cap : first ? first : 1;
+    while (ncap <= n) {
+        if (ncap > SIZE_MAX / 2)
+            return NULL;
+        ncap *= 2;
+    }
+    if (elem == 0 || ncap > SIZE_MAX / elem)
+        return NULL;
+    void *p = realloc(arr, ncap * elem);
+    if (!p)
+        return NULL;
+    *cap = ncap;
+    return p;
+}
+
 /* ---- UTF-8 -------------------------------------------------------------- */
 
 /* Byte classes of the string scanners. PLAIN bytes are copied in runs; the
@@ -278,34 +297,44 @@ char *mae__utf8_clean(const char *s, size_t max_cp, bool *oom)
 
 /* ---- numbers ------------------------------------------------------------ */
 
-/* Writes the decimal digits of u ending just before end; returns the start. */
-static char *digits(char *end, uint64_t u)
+/* Writes u in decimal at p; returns the end. */
+static char *put_u64(char *p, uint64_t u)
 {
+    char tmp[20];
+    char *e = tmp + sizeof tmp, *s = e;
     do {
-        *--end = (char)('0' + u % 10);
+        *--s = (char)('0' + u % 10);
         u /= 10;
     } while (u);
-    return end;
+    memcpy(p, s, (size_t)(e - s));
+    return p + (e - s);
 }
 
-void mae__json_i64(mae__buf *b, int64_t v)
+char *mae__put_i64(char *p, int64_t v)
 {
-    char tmp[24];
-    char *end = tmp + sizeof tmp;
-    /* Negating in unsigned arithmetic makes INT64_MIN work. */
-    char *s = digits(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
     if (v < 0)
-        *--s = '-';
-    mae__buf_put(b, s, (size_t)(end - s));
+        *p++ = '-';
+    /* Negating in unsigned arithmetic makes INT64_MIN work. */
+    return put_u64(p, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
 }
 
-void mae__json_epoch(mae__buf *b, double t)
+char *mae__put_epoch_us(char *p, uint64_t sec, uint32_t us)
 {
-    char tmp[40];
-    char *end = tmp + sizeof tmp;
+    p = put_u64(p, sec);
+    *p = '.';
+    for (int i = 6; i >= 1; i--) {
+        p[i] = (char)('0' + us % 10);
+        us /= 10;
+    }
+    return p + 7;
+}
+
+char *mae__put_epoch(char *p, double t)
+{
     bool neg = t < 0;
     double a = neg ? -t : t;
-    uint64_t ip, us;
+    uint64_t ip;
+    uint32_t us;
 
     if (!isfinite(t)) {
         neg = false;
@@ -320,27 +349,33 @@ void mae__json_epoch(mae__buf *b, double t)
         ip = (uint64_t)a;
         /* Exact: the fraction is the low bits of a's mantissa. */
         double frac = a - (double)ip;
-        us = (uint64_t)(frac * 1e6 + 0.5);
+        us = (uint32_t)(frac * 1e6 + 0.5);
         if (us >= 1000000) {
             us -= 1000000;
             ip++;
         }
     }
-    char *s = end - 6;
-    for (int i = 5; i >= 0; i--) {
-        s[i] = (char)('0' + us % 10);
-        us /= 10;
-    }
-    *--s = '.';
-    s = digits(s, ip);
-    if (neg && !(s[0] == '0' && s[1] == '.' && memcmp(s + 2, "000000", 6) == 0))
-        *--s = '-';
-    mae__buf_put(b, s, (size_t)(end - s));
+    /* No "-0.000000": a negative time that rounds to zero is zero. */
+    if (neg && (ip != 0 || us != 0))
+        *p++ = '-';
+    return mae__put_epoch_us(p, ip, us);
+}
+
+void mae__json_i64(mae__buf *b, int64_t v)
+{
+    char tmp[MAE__I64_MAX];
+    mae__buf_put(b, tmp, (size_t)(mae__put_i64(tmp, v) - tmp));
+}
+
+void mae__json_epoch(mae__buf *b, double t)
+{
+    char tmp[MAE__EPOCH_MAX];
+    mae__buf_put(b, tmp, (size_t)(mae__put_epoch(tmp, t) - tmp));
 }
 
 /* ---- validation and compaction of a JSON object --------------------------- */
 
-static const unsigned char *skip_ws(const unsigned char *p)
+const unsigned char *mae__json_skip_ws(const unsigned char *p)
 {
     while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
         p++;
@@ -370,6 +405,26 @@ bool mae__hex4(const unsigned char *p, unsigned *v)
     return true;
 }
 
+size_t mae__json_u_escape(const unsigned char *p, unsigned *cp, bool *lone)
+{
+    unsigned v, w;
+    *lone = false;
+    if (!mae__hex4(p + 2, &v) || v == 0)
+        return 0;
+    if (v < 0xD800 || v > 0xDFFF) {
+        *cp = v;
+        return 6;
+    }
+    if (v <= 0xDBFF && p[6] == '\\' && p[7] == 'u' && mae__hex4(p + 8, &w) && w >= 0xDC00 &&
+        w <= 0xDFFF) {
+        *cp = 0x10000 + ((v - 0xD800) << 10) + (w - 0xDC00);
+        return 12;
+    }
+    *cp = 0xFFFD;
+    *lone = true;
+    return 6;
+}
+
 /* Copies the string starting at the quote p; returns the byte after its
  * closing quote, or NULL when it is not a valid JSON string. Escapes are kept
  * as written except "\/" (written "/") and a \u escape of a lone surrogate,
@@ -378,7 +433,9 @@ static const unsigned char *copy_string(mae__buf *b, const unsigned char *p,
                                         const unsigned char *end)
 {
     const unsigned char *run = p++;
-    unsigned v, w;
+    unsigned cp;
+    bool lone;
+    size_t n;
 
     for (;;) {
         p += plain_len(p, (size_t)(end - p), json_class);
@@ -411,20 +468,15 @@ static const unsigned char *copy_string(mae__buf *b, const unsigned char *p,
             run = p += 2;
             continue;
         case 'u':
-            if (!mae__hex4(p + 2, &v))
+            if (!(n = mae__json_u_escape(p, &cp, &lone)))
                 return NULL;
-            if (v < 0xD800 || v > 0xDFFF) {
-                p += 6;
-                continue;
-            }
-            if (v <= 0xDBFF && p[6] == '\\' && p[7] == 'u' && mae__hex4(p + 8, &w) &&
-                w >= 0xDC00 && w <= 0xDFFF) {
-                p += 12;
+            if (!lone) {
+                p += n;
                 continue;
             }
             mae__buf_put(b, (const char *)run, (size_t)(p - run));
             mae__buf_put(b, replacement, 3);
-            run = p += 6;
+            run = p += n;
             continue;
         default:
             return NULL;
@@ -485,21 +537,95 @@ static const unsigned char *copy_word(mae__buf *b, const unsigned char *p, const
     return p + n;
 }
 
+/* A scalar value (string, literal or number) copied; NULL when p starts
+ * none. */
+static const unsigned char *copy_scalar(mae__buf *b, const unsigned char *p,
+                                        const unsigned char *end)
+{
+    switch (*p) {
+    case '"':
+        return copy_string(b, p, end);
+    case 't':
+        return copy_word(b, p, "true", 4);
+    case 'f':
+        return copy_word(b, p, "false", 5);
+    case 'n':
+        return copy_word(b, p, "null", 4);
+    default:
+        return copy_number(b, p);
+    }
+}
+
 /* What the parser expects next. */
 enum { VALUE, OBJ_FIRST, OBJ_KEY, ARR_FIRST, AFTER };
 
+/* The state of the compactor's walk: the nesting lives here, one byte per
+ * open container ('}' or ']' to close it), not on the C stack, so deep
+ * input cannot overflow it. */
+typedef struct walk {
+    char closer[MAE_JSON_MAX_DEPTH];
+    size_t depth;
+    int want;
+} walk;
+
+/* One step of the walk at p (past whitespace): copies the token there and
+ * returns the byte after it, or NULL when it does not fit the grammar. */
+static const unsigned char *step(walk *w, mae__buf *b, const unsigned char *p,
+                                 const unsigned char *end)
+{
+    unsigned char c = *p;
+    switch (w->want) {
+    case OBJ_FIRST:
+    case OBJ_KEY:
+        if (c == '}' && w->want == OBJ_FIRST)
+            break; /* closed below */
+        if (c != '"' || !(p = copy_string(b, p, end)))
+            return NULL;
+        p = mae__json_skip_ws(p);
+        if (*p++ != ':')
+            return NULL;
+        mae__buf_putc(b, ':');
+        w->want = VALUE;
+        return p;
+    case ARR_FIRST:
+    case VALUE:
+        if (c == ']' && w->want == ARR_FIRST)
+            break;
+        if (c == '{' || c == '[') {
+            if (w->depth == MAE_JSON_MAX_DEPTH)
+                return NULL;
+            w->closer[w->depth++] = c == '{' ? '}' : ']';
+            mae__buf_putc(b, (char)c);
+            w->want = c == '{' ? OBJ_FIRST : ARR_FIRST;
+            return p + 1;
+        }
+        w->want = AFTER;
+        return copy_scalar(b, p, end);
+    default: /* AFTER, inside a container */
+        if (c == ',') {
+            mae__buf_putc(b, ',');
+            w->want = w->closer[w->depth - 1] == '}' ? OBJ_KEY : VALUE;
+            return p + 1;
+        }
+        if (c != (unsigned char)w->closer[w->depth - 1])
+            return NULL;
+        break;
+    }
+    /* c closes the innermost container. */
+    mae__buf_putc(b, (char)c);
+    w->depth--;
+    w->want = AFTER;
+    return p + 1;
+}
+
 int mae__json_compact_object(mae__buf *b, const char *json)
 {
-    /* One byte per open container ('}' or ']' to close it): the nesting
-     * lives here, not on the C stack, so deep input cannot overflow it. */
-    char closer[MAE_JSON_MAX_DEPTH];
-    size_t depth = 0;
+    walk w = {.depth = 0, .want = VALUE};
     size_t start = b->len;
-    int want = VALUE;
 
     if (!json)
         return -1;
-    const unsigned char *p = skip_ws((const unsigned char *)json);
+    const unsigned char *p = mae__json_skip_ws((const unsigned char *)json);
     if (*p != '{')
         return -1;
     /* Compaction never grows the text except where a bad byte is repaired,
@@ -508,72 +634,15 @@ int mae__json_compact_object(mae__buf *b, const char *json)
     mae__buf_reserve(b, (size_t)(end - p));
 
     for (;;) {
-        p = skip_ws(p);
-        unsigned char c = *p;
-        switch (want) {
-        case OBJ_FIRST:
-        case OBJ_KEY:
-            if (c == '}' && want == OBJ_FIRST)
-                break; /* closed below */
-            if (c != '"' || !(p = copy_string(b, p, end)))
-                goto fail;
-            p = skip_ws(p);
-            if (*p++ != ':')
-                goto fail;
-            mae__buf_putc(b, ':');
-            want = VALUE;
-            continue;
-        case ARR_FIRST:
-        case VALUE:
-            if (c == ']' && want == ARR_FIRST)
-                break;
-            if (c == '{' || c == '[') {
-                if (depth == MAE_JSON_MAX_DEPTH)
-                    goto fail;
-                closer[depth++] = c == '{' ? '}' : ']';
-                mae__buf_putc(b, (char)c);
-                p++;
-                want = c == '{' ? OBJ_FIRST : ARR_FIRST;
-                continue;
-            }
-            if (c == '"')
-                p = copy_string(b, p, end);
-            else if (c == 't')
-                p = copy_word(b, p, "true", 4);
-            else if (c == 'f')
-                p = copy_word(b, p, "false", 5);
-            else if (c == 'n')
-                p = copy_word(b, p, "null", 4);
-            else
-                p = copy_number(b, p);
-            if (!p)
-                goto fail;
-            want = AFTER;
-            continue;
-        default: /* AFTER */
-            if (depth == 0) {
-                if (c != '\0')
-                    goto fail; /* something after the object */
+        p = mae__json_skip_ws(p);
+        if (w.want == AFTER && w.depth == 0) {
+            if (*p == '\0')
                 return 0;
-            }
-            if (c == ',') {
-                mae__buf_putc(b, ',');
-                p++;
-                want = closer[depth - 1] == '}' ? OBJ_KEY : VALUE;
-                continue;
-            }
-            if (c != (unsigned char)closer[depth - 1])
-                goto fail;
-            break;
+            break; /* something after the object */
         }
-        /* c closes the innermost container. */
-        mae__buf_putc(b, (char)c);
-        p++;
-        depth--;
-        want = AFTER;
+        if (!(p = step(&w, b, p, end)))
+            break;
     }
-
-fail:
     if (b->ptr && b->len > start) {
         b->len = start;
         b->ptr[start] = '\0';

@@ -1,5 +1,5 @@
 /* This module implements mae__url_parse: the redis:// and unix:// URL forms
- * of publisher.md, rejecting anything malformed with a sentence that names
+ * of docs/publisher.md, rejecting anything malformed with a sentence that names
  * the offending part. */
 #include <arpa/inet.h>
 #include <limits.h>

@@ -1,12 +1,17 @@
 /* libFuzzer target for the JSON text writers: the string writer with and
  * without a code-point cut, mae__utf8_clean, and the object compactor,
- * checked against properties written independently of their code. */
+ * checked against properties written independently of their code, and
+ * against the canonical parser of core/json.h: one grammar, so both accept
+ * or both refuse every input. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <mailagent/common.h>
+
+#include "core/json.h"
 #include "core/text.h"
 
 #define CHECK(cond)                                                                         \
@@ -136,7 +141,14 @@ static void check_compact(const char *s, size_t slen)
     mae__buf_init(&again);
     mae__buf_puts(&b, "<");
 
-    if (mae__json_compact_object(&b, s) != 0) {
+    int compact = mae__json_compact_object(&b, s);
+    char *canon = NULL;
+    int parsed = mae__json_canonical(s, 0, &canon);
+    free(canon);
+    if (parsed != MAE_ENOMEM)
+        CHECK((compact == 0) == (parsed == MAE_OK));
+
+    if (compact != 0) {
         CHECK(b.len == 1 && strcmp(b.ptr, "<") == 0);
     } else {
         const char *out = b.ptr + 1;

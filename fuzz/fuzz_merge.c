@@ -23,7 +23,7 @@
 /* json-c's reading of text we produced: one object, nothing after it. */
 static struct json_object *judge(const char *text)
 {
-    json_tokener *tok = json_tokener_new_ex(MAE_PAYLOAD_MAX_DEPTH * 2 + 4);
+    json_tokener *tok = json_tokener_new_ex(MAE_JSON_MAX_DEPTH * 2 + 4);
     CHECK(tok != NULL);
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     size_t len = strlen(text);

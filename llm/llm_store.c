@@ -32,8 +32,8 @@ static int require_mail(mae_db *db, int64_t internal_id, const char *fn)
     if (s != SQLITE_ROW)
         rc = mae__db_sqlite_error(db, s, "looking the mail up");
     else if (sqlite3_column_int(st, 0) == 0)
-        rc = mae__db_error(db, MAE_ENOTFOUND, "%s: no mail with id %lld", fn,
-                           (long long)internal_id);
+        rc =
+            mae__db_error_in(db, MAE_ENOTFOUND, fn, "no mail with id %lld", (long long)internal_id);
     sqlite3_reset(st);
     return rc;
 }
@@ -73,11 +73,9 @@ int mae_llm_store_mark_pending(mae_db *db, int64_t internal_id, const char *noti
     sqlite3_stmt *st;
     int rc;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "mae_llm_store_mark_pending: internal_id must be > 0");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     rc = mae__db_clean(db, notion_page_id, 0, &page);
     if (rc == MAE_OK)
         rc = mae__db_clean(db, mailbox, 0, &box);
@@ -85,7 +83,7 @@ int mae_llm_store_mark_pending(mae_db *db, int64_t internal_id, const char *noti
         goto out;
     /* The retry count is kept: marking pending starts an attempt, and the
      * attempts of one mail count towards one limit. */
-    rc = begin_on_mail(db, "mae_llm_store_mark_pending", internal_id, sql_pending, &st);
+    rc = begin_on_mail(db, __func__, internal_id, sql_pending, &st);
     if (rc != MAE_OK)
         goto out;
     mae__bind_text(st, 2, page);
@@ -123,21 +121,17 @@ int mae_llm_store_mark_success(mae_db *db, int64_t internal_id, const char *noti
     sqlite3_stmt *st;
     int rc;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "mae_llm_store_mark_success: internal_id must be > 0");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     if (!usage)
-        return mae__db_error(db, MAE_EINVAL, "mae_llm_store_mark_success: usage is NULL");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "usage is NULL");
     if (!usage->model || !usage->model[0])
-        return mae__db_error(db, MAE_EINVAL,
-                             "mae_llm_store_mark_success: model must be a non-empty string");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "model must be a non-empty string");
     if (usage->input_tokens < 0 || usage->output_tokens < 0 ||
         usage->cache_read_input_tokens < 0 || usage->cache_creation_input_tokens < 0 ||
         usage->latency_ms < 0)
-        return mae__db_error(db, MAE_EINVAL,
-                             "mae_llm_store_mark_success: token counts and latency must be >= 0");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "token counts and latency must be >= 0");
 
     mae__buf_init(&ev);
     if (usage->labels_json) {
@@ -145,11 +139,9 @@ int mae_llm_store_mark_success(mae_db *db, int64_t internal_id, const char *noti
          * always valid JSON (never a cut serialised text). */
         rc = mae__json_canonical(usage->labels_json, MAE_LLM_LABEL_MAX_CHARS, &labels);
         if (rc == MAE_EINVAL)
-            rc = mae__db_error(db, MAE_EINVAL, "mae_llm_store_mark_success: labels_json is not "
-                                               "a valid JSON object");
+            rc = MAE__DB_FAIL(db, MAE_EINVAL, "labels_json is not a valid JSON object");
         else if (rc != MAE_OK)
-            rc = mae__db_error(db, rc, "mae_llm_store_mark_success: canonicalising labels_json "
-                                       "failed");
+            rc = MAE__DB_FAIL(db, rc, "canonicalising labels_json failed");
         if (rc != MAE_OK)
             goto out;
     }
@@ -159,7 +151,7 @@ int mae_llm_store_mark_success(mae_db *db, int64_t internal_id, const char *noti
     if (rc != MAE_OK)
         goto out;
 
-    rc = begin_on_mail(db, "mae_llm_store_mark_success", internal_id, sql_success, &st);
+    rc = begin_on_mail(db, __func__, internal_id, sql_success, &st);
     if (rc != MAE_OK)
         goto out;
     mae__bind_text(st, 2, page);
@@ -205,14 +197,11 @@ int mae_llm_store_mark_failed(mae_db *db, int64_t internal_id, const char *error
     int64_t count = 0;
     int rc;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "mae_llm_store_mark_failed: internal_id must be > 0");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     if (!error || !error[0])
-        return mae__db_error(db, MAE_EINVAL,
-                             "mae_llm_store_mark_failed: error must be a non-empty string");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "error must be a non-empty string");
 
     mae__buf_init(&ev);
     rc = mae__db_clean(db, error, MAE_STORED_ERROR_MAX, &err);
@@ -223,7 +212,7 @@ int mae_llm_store_mark_failed(mae_db *db, int64_t internal_id, const char *error
         goto out;
     /* Read and write under the write lock (BEGIN IMMEDIATE, or the caller's
      * transaction, which is one): concurrent failures each count. */
-    rc = require_mail(db, internal_id, "mae_llm_store_mark_failed");
+    rc = require_mail(db, internal_id, __func__);
     if (rc == MAE_OK)
         rc = mae__db_stmt(db, sql_retry_count, &st);
     if (rc == MAE_OK) {
@@ -237,39 +226,32 @@ int mae_llm_store_mark_failed(mae_db *db, int64_t internal_id, const char *error
     }
     /* The schedule starts at its first step with the first failure, like
      * the other stores (the original's off-by-one was a slip). */
-    int64_t n = count < 0 ? 1 : count + 1;
-    bool terminal = n >= db->llm_max_retries;
-    double now = mae__db_now(db);
-    double next = terminal ? 0 : now + mae__retry_delay(n);
+    mae__failure f;
+    mae__failure_count(db, count, db->llm_max_retries, &f);
     if (rc == MAE_OK)
         rc = mae__db_stmt(db, sql_failed, &st);
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, internal_id);
-        sqlite3_bind_text(st, 2, terminal ? "gave_up" : "failed", -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, n);
-        if (terminal)
+        sqlite3_bind_text(st, 2, f.terminal ? "gave_up" : "failed", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, f.attempts);
+        if (f.terminal)
             sqlite3_bind_null(st, 4);
         else
-            sqlite3_bind_double(st, 4, next);
+            sqlite3_bind_double(st, 4, f.next_retry_at);
         mae__bind_text(st, 5, err);
-        sqlite3_bind_double(st, 6, now);
+        sqlite3_bind_double(st, 6, f.now);
         rc = mae__db_step_done(db, st, "recording the LLM run's failure");
     }
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db)) {
-            if (terminal)
-                mae__ev_llm_gave_up(&ev, internal_id, n, err);
+            if (f.terminal)
+                mae__ev_llm_gave_up(&ev, internal_id, f.attempts, err);
             else
-                mae__ev_llm_failed(&ev, internal_id, n, next, err);
+                mae__ev_llm_failed(&ev, internal_id, f.attempts, f.next_retry_at, err);
         }
         rc = mae__db_hold(db, &ev);
     }
-    rc = mae__db_write_end(db, rc);
-    if (rc == MAE_OK && out) {
-        out->attempts = n;
-        out->next_retry_at = next;
-        out->terminal = terminal;
-    }
+    rc = mae__failure_end(db, rc, &f, out);
 out:
     mae__buf_free(&ev);
     free(err);
@@ -287,9 +269,7 @@ int mae_llm_store_reset_stale_pending(mae_db *db, double older_than_s, int64_t *
     sqlite3_stmt *st;
     int64_t n = 0;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (!(older_than_s > 0))
         older_than_s = DEFAULT_STALE_S;
     int rc = mae__db_write_begin(db);
@@ -383,19 +363,18 @@ int mae_llm_store_get(mae_db *db, int64_t internal_id, mae_llm_row **out)
 {
     sqlite3_stmt *st;
     void *row;
-    int rc = mae__db_read_args(db, "mae_llm_store_get", out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "mae_llm_store_get: internal_id must be > 0");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     rc = mae__db_stmt(db, sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
     rc = mae__db_read_row(db, st, &llm_rows, "reading an LLM row", "reading an LLM row", &row);
     if (rc == MAE_OK && !row)
-        rc = mae__db_error(db, MAE_ENOTFOUND, "mae_llm_store_get: no LLM row for mail %lld",
-                           (long long)internal_id);
+        rc = MAE__DB_FAIL(db, MAE_ENOTFOUND, "no LLM row for mail %lld", (long long)internal_id);
     if (rc == MAE_OK)
         *out = row;
     return rc;
@@ -409,7 +388,7 @@ int mae_llm_store_due_for_retry(mae_db *db, double now, int limit, mae_llm_list 
 {
     sqlite3_stmt *st;
     mae__rows got;
-    int rc = mae__db_read_args(db, "mae_llm_store_due_for_retry", out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc == MAE_OK)
         rc = mae__db_stmt(db, sql_due, &st);
     if (rc != MAE_OK)
@@ -432,8 +411,7 @@ static const char sql_count[] = "SELECT COALESCE(status, ''), count(*) FROM llm_
 
 int mae_llm_store_count_by_status(mae_db *db, mae_counts **out)
 {
-    return mae__db_count_by(db, "mae_llm_store_count_by_status", sql_count,
-                            "counting LLM rows by status", out);
+    return mae__db_count_by(db, __func__, sql_count, "counting LLM rows by status", out);
 }
 
 static const char sql_totals[] =
@@ -453,7 +431,7 @@ int mae_llm_store_totals(mae_db *db, mae_llm_totals *out)
     int64_t with_latency = 0;
     int s;
 
-    int rc = mae__db_read_args(db, "mae_llm_store_totals", out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     memset(&t, 0, sizeof t);

@@ -19,12 +19,70 @@ static bool known_target(const char *t)
     return strcmp(t, "mailapp") == 0 || strcmp(t, "notion") == 0;
 }
 
+/* ---- the state machine of docs/stores.md -------------------------------------- */
+
+/* The statuses of email_outbox (its CHECK constraint), and UNKNOWN for a
+ * text another writer may have left in a file without that constraint. */
+typedef enum intent_status {
+    PENDING, PROCESSING, DONE, FAILED, DEAD_LETTER, STATUS_COUNT, UNKNOWN = STATUS_COUNT
+} intent_status;
+
+static const char *const status_names[STATUS_COUNT] = {
+    [PENDING] = "pending", [PROCESSING] = "processing", [DONE] = "done",
+    [FAILED] = "failed",   [DEAD_LETTER] = "dead_letter",
+};
+
+static intent_status status_of(const char *text)
+{
+    for (int i = 0; i < STATUS_COUNT; i++)
+        if (strcmp(text, status_names[i]) == 0)
+            return (intent_status)i;
+    return UNKNOWN;
+}
+
+#define BIT(s) (1u << (s))
+
+/* The transitions a caller asks for, and for each the statuses it may start
+ * from, the status in which it has nothing to do (MAE_SKIPPED), and what
+ * the refusal (MAE_ESTATE) says after "intent <id> is <status>". Failing
+ * into failed or dead_letter is decided by the attempt count, not here. */
+typedef enum transition { TO_PROCESSING, TO_DONE, TO_FAILED, RETRY_DEAD_LETTER } transition;
+
+static const struct {
+    unsigned from;
+    intent_status already; /* UNKNOWN: never skipped */
+    const char *refusal;
+} transitions[] = {
+    [TO_PROCESSING] = {BIT(PENDING) | BIT(FAILED), PROCESSING,
+                       "; only a pending or failed intent can start processing"},
+    [TO_DONE] = {BIT(PENDING) | BIT(PROCESSING) | BIT(FAILED), DONE,
+                 "; retry the dead letter first"},
+    [TO_FAILED] = {BIT(PENDING) | BIT(PROCESSING) | BIT(FAILED), UNKNOWN,
+                   "; only a pending, processing or failed intent can fail"},
+    [RETRY_DEAD_LETTER] = {BIT(DEAD_LETTER), UNKNOWN, ", not a dead letter"},
+};
+
 /* The part of a row the state machine decides on. */
 typedef struct state {
     int64_t internal_id, attempts;
-    char status[16];
+    intent_status status;
+    char status_text[16]; /* as stored (cut), for messages */
     char *op_type, *target; /* only read by want_intent */
 } state;
+
+/* MAE_OK when the intent in state s may take transition t, MAE_SKIPPED when
+ * it is already where t leads, else MAE_ESTATE with the message (naming
+ * fn). */
+static int check_transition(mae_db *db, const char *fn, transition t, int64_t outbox_id,
+                            const state *s)
+{
+    if (s->status != UNKNOWN && (transitions[t].from & BIT(s->status)))
+        return MAE_OK;
+    if (transitions[t].already != UNKNOWN && s->status == transitions[t].already)
+        return MAE_SKIPPED;
+    return mae__db_error_in(db, MAE_ESTATE, fn, "intent %lld is %s%s", (long long)outbox_id,
+                            s->status_text, transitions[t].refusal);
+}
 
 static const char sql_state[] =
     "SELECT internal_id, status, attempts, op_type, target FROM email_outbox"
@@ -47,10 +105,12 @@ static int read_state(mae_db *db, const char *fn, int64_t outbox_id, bool want_i
         s->internal_id = sqlite3_column_int64(st, 0);
         s->attempts = sqlite3_column_int64(st, 2);
         if (status == NULL && sqlite3_column_type(st, 1) != SQLITE_NULL) {
-            rc = mae__db_error(db, MAE_ENOMEM, "%s: reading the row: out of memory", fn);
+            rc = mae__db_error_in(db, MAE_ENOMEM, fn, "reading the row: out of memory");
         } else {
             /* A status longer than any known one reads as unknown. */
-            snprintf(s->status, sizeof s->status, "%s", status ? (const char *)status : "");
+            snprintf(s->status_text, sizeof s->status_text, "%s",
+                     status ? (const char *)status : "");
+            s->status = status_of(s->status_text);
         }
         if (rc == MAE_OK && want_intent) {
             bool oom = false;
@@ -60,12 +120,12 @@ static int read_state(mae_db *db, const char *fn, int64_t outbox_id, bool want_i
                 free(s->op_type);
                 free(s->target);
                 s->op_type = s->target = NULL;
-                rc = mae__db_error(db, MAE_ENOMEM, "%s: reading the row: out of memory", fn);
+                rc = mae__db_error_in(db, MAE_ENOMEM, fn, "reading the row: out of memory");
             }
         }
     } else if (step == SQLITE_DONE) {
-        rc = mae__db_error(db, MAE_ENOTFOUND, "%s: no outbox intent with id %lld", fn,
-                           (long long)outbox_id);
+        rc = mae__db_error_in(db, MAE_ENOTFOUND, fn, "no outbox intent with id %lld",
+                              (long long)outbox_id);
     } else {
         rc = mae__db_sqlite_error(db, step, "reading the outbox intent");
     }
@@ -78,11 +138,9 @@ static int read_state(mae_db *db, const char *fn, int64_t outbox_id, bool want_i
  * the id, naming fn. */
 static int intent_args(mae_db *db, const char *fn, int64_t outbox_id)
 {
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (outbox_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+        return mae__db_error_in(db, MAE_EINVAL, fn, "outbox_id must be > 0");
     return MAE_OK;
 }
 
@@ -146,113 +204,156 @@ static int find_pending(mae_db *db, int64_t internal_id, const char *op_type,
     return rc;
 }
 
+/* An intent as enqueue writes it: copied and checked arguments. */
+typedef struct intent {
+    int64_t internal_id;
+    const char *op_type, *target, *payload, *source; /* payload canonical */
+} intent;
+
+/* Checks enqueue's arguments; MAE_EINVAL with the reason (naming fn). */
+static int enqueue_args(mae_db *db, const char *fn, int64_t internal_id, const char *op_type,
+                        const char *target, const char *payload_json, const char *source)
+{
+    const char *why = NULL;
+    if (internal_id <= 0)
+        why = "internal_id must be > 0";
+    else if (!op_type || !op_type[0])
+        why = "op_type must be a non-empty string";
+    else if (!target || !known_target(target))
+        why = "target must be \"mailapp\" or \"notion\"";
+    else if (source && !source[0])
+        why = "source must be NULL or a non-empty string";
+    else if (!payload_json)
+        why = "payload_json is NULL";
+    return why ? mae__db_error_in(db, MAE_EINVAL, fn, "%s", why) : MAE_OK;
+}
+
+/* Inside the write: merges the intent's payload into its pending twin
+ * (found with id *id and payload old); no event. MAE_OK or the error. */
+static int merge_into_twin(mae_db *db, const char *fn, const intent *in, int64_t id,
+                           const char *old, double now)
+{
+    sqlite3_stmt *st;
+    char *merged = NULL;
+    int rc = mae__json_merge_patch(old, in->payload, &merged);
+    if (rc == MAE_EINVAL)
+        rc = mae__db_error_in(db, MAE_EDB, fn, "the stored payload of pending intent %lld is not"
+                                                " a JSON object; not merged", (long long)id);
+    else if (rc != MAE_OK)
+        rc = mae__db_error_in(db, rc, fn, "merging the payload: out of memory");
+    if (rc == MAE_OK)
+        rc = mae__db_stmt(db, sql_merge, &st);
+    if (rc == MAE_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        mae__bind_text(st, 2, merged);
+        mae__bind_text(st, 3, in->source);
+        sqlite3_bind_double(st, 4, now);
+        rc = mae__db_step_done(db, st, "merging into the pending intent");
+    }
+    free(merged);
+    return rc;
+}
+
+/* Inside the write: inserts the intent and holds its outbox.enqueued event.
+ * MAE_OK and *id, or the error (MAE_ENOTFOUND for a missing mail). */
+static int insert_intent(mae_db *db, const intent *in, double now, int64_t *id)
+{
+    sqlite3_stmt *st;
+    mae__buf ev;
+    mae__buf_init(&ev);
+    int rc = mae__db_stmt(db, sql_insert, &st);
+    if (rc == MAE_OK) {
+        sqlite3_bind_int64(st, 1, in->internal_id);
+        mae__bind_text(st, 2, in->op_type);
+        mae__bind_text(st, 3, in->target);
+        mae__bind_text(st, 4, in->payload);
+        mae__bind_text(st, 5, in->source);
+        sqlite3_bind_double(st, 6, now);
+        /* A missing mail fails the foreign key: MAE_ENOTFOUND. */
+        rc = mae__db_step_done(db, st, "inserting the intent");
+    }
+    if (rc == MAE_OK) {
+        *id = sqlite3_last_insert_rowid(mae_db_sqlite(db));
+        if (mae__db_wants_events(db))
+            mae__ev_outbox_enqueued(&ev, in->internal_id, *id, in->op_type, in->target,
+                                    in->source);
+        rc = mae__db_hold(db, &ev);
+    }
+    mae__buf_free(&ev);
+    return rc;
+}
+
+/* One write: merge into the pending twin, or insert. */
+static int write_intent(mae_db *db, const char *fn, const intent *in, int64_t *id, bool *is_new)
+{
+    char *old = NULL;
+    /* BEGIN IMMEDIATE (or the caller's transaction, which is one) takes the
+     * write lock before the lookup, so two processes enqueueing the same
+     * intent are serialised: the second one finds the first one's row. The
+     * partial unique index ux_outbox_pending_intent is the backstop. */
+    int rc = mae__db_write_begin(db);
+    if (rc != MAE_OK)
+        return rc;
+    double now = mae__db_now(db);
+    rc = find_pending(db, in->internal_id, in->op_type, in->target, id, &old);
+    if (rc == MAE_OK && *id != 0) {
+        rc = merge_into_twin(db, fn, in, *id, old, now);
+        *is_new = false;
+    } else if (rc == MAE_OK) {
+        rc = insert_intent(db, in, now, id);
+        *is_new = true;
+    }
+    free(old);
+    return mae__db_write_end(db, rc);
+}
+
 int mae_outbox_enqueue(mae_db *db, int64_t internal_id, const char *op_type, const char *target,
                        const char *payload_json, const char *source, int64_t *outbox_id,
                        bool *inserted)
 {
-    static const char fn[] = "mae_outbox_enqueue";
-    char *op = NULL, *src = NULL, *payload = NULL, *old = NULL, *merged = NULL;
-    mae__buf ev;
-    sqlite3_stmt *st;
+    char *op = NULL, *src = NULL, *payload = NULL;
     int64_t id = 0;
     bool is_new = false;
-    int rc;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
-    if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: internal_id must be > 0", fn);
-    if (!op_type || !op_type[0])
-        return mae__db_error(db, MAE_EINVAL, "%s: op_type must be a non-empty string", fn);
-    if (!target || !known_target(target))
-        return mae__db_error(db, MAE_EINVAL, "%s: target must be \"mailapp\" or \"notion\"", fn);
-    if (source && !source[0])
-        return mae__db_error(db, MAE_EINVAL, "%s: source must be NULL or a non-empty string", fn);
-    if (!payload_json)
-        return mae__db_error(db, MAE_EINVAL, "%s: payload_json is NULL", fn);
+    MAE__DB_ENTER(db);
+    int rc = enqueue_args(db, __func__, internal_id, op_type, target, payload_json, source);
+    if (rc != MAE_OK)
+        return rc;
+
+    /* Arguments, the payload included, are checked before echo prevention
+     * (outbox.h): a bad call is an error whatever its source. */
+    rc = mae__json_canonical(payload_json, 0, &payload);
+    if (rc == MAE_EINVAL)
+        return MAE__DB_FAIL(db, rc, "payload_json must be one JSON object (at most %d levels"
+                                    " deep, no \\u0000)", MAE_JSON_MAX_DEPTH);
+    if (rc != MAE_OK)
+        return MAE__DB_FAIL(db, rc, "canonicalising the payload: out of memory");
 
     /* Echo prevention: a change that came from Notion must not be sent back
      * to Notion (Notion -> webhook -> outbox -> Notion -> webhook ...). */
     if (source && strcmp(source, MAE_SOURCE_NOTION_WEBHOOK) == 0 && strcmp(target, "notion") == 0) {
         if (outbox_id)
             *outbox_id = -1;
+        free(payload);
         return MAE_SKIPPED;
     }
 
-    rc = mae__json_canonical(payload_json, 0, &payload);
-    if (rc == MAE_EINVAL)
-        return mae__db_error(db, rc, "%s: payload_json must be one JSON object (at most %d levels"
-                                     " deep, no \\u0000)", fn, MAE_PAYLOAD_MAX_DEPTH);
-    if (rc != MAE_OK)
-        return mae__db_error(db, rc, "%s: canonicalising the payload: out of memory", fn);
-
-    mae__buf_init(&ev);
     rc = mae__db_clean(db, op_type, 0, &op);
     if (rc == MAE_OK)
         rc = mae__db_clean(db, source, 0, &src);
-    if (rc != MAE_OK)
-        goto out;
-
-    /* BEGIN IMMEDIATE (or the caller's transaction, which is one) takes the
-     * write lock before the lookup, so two processes enqueueing the same
-     * intent are serialised: the second one finds the first one's row. The
-     * partial unique index ux_outbox_pending_intent is the backstop. */
-    rc = mae__db_write_begin(db);
-    if (rc != MAE_OK)
-        goto out;
-    double now = mae__db_now(db);
-    rc = find_pending(db, internal_id, op, target, &id, &old);
-    if (rc == MAE_OK && id != 0) {
-        rc = mae__json_merge_patch(old, payload, &merged);
-        if (rc == MAE_EINVAL)
-            rc = mae__db_error(db, MAE_EDB, "%s: the stored payload of pending intent %lld is not"
-                                            " a JSON object; not merged", fn, (long long)id);
-        else if (rc != MAE_OK)
-            rc = mae__db_error(db, rc, "%s: merging the payload: out of memory", fn);
-        if (rc == MAE_OK)
-            rc = mae__db_stmt(db, sql_merge, &st);
-        if (rc == MAE_OK) {
-            sqlite3_bind_int64(st, 1, id);
-            mae__bind_text(st, 2, merged);
-            mae__bind_text(st, 3, src);
-            sqlite3_bind_double(st, 4, now);
-            rc = mae__db_step_done(db, st, "merging into the pending intent");
-        }
-    } else if (rc == MAE_OK) {
-        rc = mae__db_stmt(db, sql_insert, &st);
-        if (rc == MAE_OK) {
-            sqlite3_bind_int64(st, 1, internal_id);
-            mae__bind_text(st, 2, op);
-            mae__bind_text(st, 3, target);
-            mae__bind_text(st, 4, payload);
-            mae__bind_text(st, 5, src);
-            sqlite3_bind_double(st, 6, now);
-            /* A missing mail fails the foreign key: MAE_ENOTFOUND. */
-            rc = mae__db_step_done(db, st, "inserting the intent");
-        }
-        if (rc == MAE_OK) {
-            id = sqlite3_last_insert_rowid(mae_db_sqlite(db));
-            is_new = true;
-            if (mae__db_wants_events(db))
-                mae__ev_outbox_enqueued(&ev, internal_id, id, op, target, src);
-            rc = mae__db_hold(db, &ev);
-        }
+    if (rc == MAE_OK) {
+        intent in = {internal_id, op, target, payload, src};
+        rc = write_intent(db, __func__, &in, &id, &is_new);
     }
-    rc = mae__db_write_end(db, rc);
     if (rc == MAE_OK) {
         if (outbox_id)
             *outbox_id = id;
         if (inserted)
             *inserted = is_new;
     }
-out:
-    mae__buf_free(&ev);
     free(op);
     free(src);
     free(payload);
-    free(old);
-    free(merged);
     return rc;
 }
 
@@ -263,25 +364,17 @@ static const char sql_processing[] =
 
 int mae_outbox_mark_processing(mae_db *db, int64_t outbox_id)
 {
-    static const char fn[] = "mae_outbox_mark_processing";
     state s;
 
-    int rc = intent_args(db, fn, outbox_id);
+    int rc = intent_args(db, __func__, outbox_id);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_write_begin(db);
     if (rc != MAE_OK)
         return rc;
-    rc = read_state(db, fn, outbox_id, false, &s);
-    if (rc == MAE_OK) {
-        if (strcmp(s.status, "processing") == 0) {
-            rc = MAE_SKIPPED;
-        } else if (strcmp(s.status, "pending") != 0 && strcmp(s.status, "failed") != 0) {
-            rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; only a pending or failed"
-                                               " intent can start processing", fn,
-                               (long long)outbox_id, s.status);
-        }
-    }
+    rc = read_state(db, __func__, outbox_id, false, &s);
+    if (rc == MAE_OK)
+        rc = check_transition(db, __func__, TO_PROCESSING, outbox_id, &s);
     if (rc == MAE_OK)
         rc = update_intent(db, sql_processing, outbox_id, "marking the intent processing");
     return mae__db_write_end(db, rc);
@@ -293,27 +386,19 @@ static const char sql_done[] =
 
 int mae_outbox_mark_done(mae_db *db, int64_t outbox_id)
 {
-    static const char fn[] = "mae_outbox_mark_done";
     mae__buf ev;
     state s;
 
-    int rc = intent_args(db, fn, outbox_id);
+    int rc = intent_args(db, __func__, outbox_id);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_write_begin(db);
     if (rc != MAE_OK)
         return rc;
     mae__buf_init(&ev);
-    rc = read_state(db, fn, outbox_id, false, &s);
-    if (rc == MAE_OK) {
-        if (strcmp(s.status, "done") == 0) {
-            rc = MAE_SKIPPED;
-        } else if (strcmp(s.status, "pending") != 0 && strcmp(s.status, "processing") != 0 &&
-                   strcmp(s.status, "failed") != 0) {
-            rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; retry the dead letter"
-                                               " first", fn, (long long)outbox_id, s.status);
-        }
-    }
+    rc = read_state(db, __func__, outbox_id, false, &s);
+    if (rc == MAE_OK)
+        rc = check_transition(db, __func__, TO_DONE, outbox_id, &s);
     if (rc == MAE_OK)
         rc = update_intent(db, sql_done, outbox_id, "marking the intent done");
     if (rc == MAE_OK) {
@@ -333,17 +418,16 @@ static const char sql_failed[] =
 int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
                            mae_retry_outcome *out)
 {
-    static const char fn[] = "mae_outbox_mark_failed";
     char *err = NULL;
     sqlite3_stmt *st;
     mae__buf ev;
     state s;
 
-    int rc = intent_args(db, fn, outbox_id);
+    int rc = intent_args(db, __func__, outbox_id);
     if (rc != MAE_OK)
         return rc;
     if (!error || !error[0])
-        return mae__db_error(db, MAE_EINVAL, "%s: error must be a non-empty string", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "error must be a non-empty string");
     /* Cut before anything else, so a huge error is never copied whole; the
      * event builder cuts this further to 200 code points. */
     rc = mae__db_clean(db, error, MAE_STORED_ERROR_MAX, &err);
@@ -356,45 +440,37 @@ int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
         goto out;
     /* The attempt count is read and written under the write lock taken by
      * BEGIN IMMEDIATE: N processes failing the same row count N. */
-    rc = read_state(db, fn, outbox_id, false, &s);
-    if (rc == MAE_OK && strcmp(s.status, "pending") != 0 && strcmp(s.status, "processing") != 0 &&
-        strcmp(s.status, "failed") != 0)
-        rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s; only a pending, processing or"
-                                           " failed intent can fail", fn, (long long)outbox_id,
-                           s.status);
-    int64_t n = s.attempts < 0 ? 1 : s.attempts + 1;
-    bool terminal = n >= db->outbox_max_attempts;
-    double now = mae__db_now(db);
-    double next = terminal ? 0 : now + mae__retry_delay(n);
+    rc = read_state(db, __func__, outbox_id, false, &s);
+    if (rc == MAE_OK)
+        rc = check_transition(db, __func__, TO_FAILED, outbox_id, &s);
+    mae__failure f;
+    mae__failure_count(db, s.attempts, db->outbox_max_attempts, &f);
     if (rc == MAE_OK)
         rc = mae__db_stmt(db, sql_failed, &st);
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, outbox_id);
-        sqlite3_bind_text(st, 2, terminal ? "dead_letter" : "failed", -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, n);
+        sqlite3_bind_text(st, 2, status_names[f.terminal ? DEAD_LETTER : FAILED], -1,
+                          SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, f.attempts);
         mae__bind_text(st, 4, err);
-        if (terminal)
+        if (f.terminal)
             sqlite3_bind_null(st, 5);
         else
-            sqlite3_bind_double(st, 5, next);
-        sqlite3_bind_double(st, 6, now);
+            sqlite3_bind_double(st, 5, f.next_retry_at);
+        sqlite3_bind_double(st, 6, f.now);
         rc = mae__db_step_done(db, st, "recording the intent's failure");
     }
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db)) {
-            if (terminal)
-                mae__ev_outbox_dead_letter(&ev, s.internal_id, outbox_id, n, err);
+            if (f.terminal)
+                mae__ev_outbox_dead_letter(&ev, s.internal_id, outbox_id, f.attempts, err);
             else
-                mae__ev_outbox_failed(&ev, s.internal_id, outbox_id, n, err, next);
+                mae__ev_outbox_failed(&ev, s.internal_id, outbox_id, f.attempts, err,
+                                      f.next_retry_at);
         }
         rc = mae__db_hold(db, &ev);
     }
-    rc = mae__db_write_end(db, rc);
-    if (rc == MAE_OK && out) {
-        out->attempts = n;
-        out->next_retry_at = next;
-        out->terminal = terminal;
-    }
+    rc = mae__failure_end(db, rc, &f, out);
 out:
     mae__buf_free(&ev);
     free(err);
@@ -407,31 +483,30 @@ static const char sql_retry_dead[] =
 
 int mae_outbox_retry_dead_letter(mae_db *db, int64_t outbox_id)
 {
-    static const char fn[] = "mae_outbox_retry_dead_letter";
     char *old = NULL;
     int64_t twin = 0;
     state s;
 
-    int rc = intent_args(db, fn, outbox_id);
+    int rc = intent_args(db, __func__, outbox_id);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_write_begin(db);
     if (rc != MAE_OK)
         return rc;
-    rc = read_state(db, fn, outbox_id, true, &s);
-    if (rc == MAE_OK && strcmp(s.status, "dead_letter") != 0)
-        rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld is %s, not a dead letter", fn,
-                           (long long)outbox_id, s.status);
+    rc = read_state(db, __func__, outbox_id, true, &s);
+    if (rc == MAE_OK)
+        rc = check_transition(db, __func__, RETRY_DEAD_LETTER, outbox_id, &s);
     /* Only one pending intent per (mail, op_type, target) may exist: the
      * unique index would refuse the update, so say why instead. */
     if (rc == MAE_OK)
         rc = find_pending(db, s.internal_id, s.op_type, s.target, &twin, &old);
     if (rc == MAE_OK && twin != 0)
-        rc = mae__db_error(db, MAE_ESTATE, "%s: intent %lld cannot go back to pending: pending"
-                                           " intent %lld has the same mail, op_type and target",
-                           fn, (long long)outbox_id, (long long)twin);
+        rc = MAE__DB_FAIL(db, MAE_ESTATE, "intent %lld cannot go back to pending: pending intent"
+                                          " %lld has the same mail, op_type and target",
+                          (long long)outbox_id, (long long)twin);
     if (rc == MAE_OK)
-        rc = update_intent(db, sql_retry_dead, outbox_id, "putting the dead letter back to pending");
+        rc = update_intent(db, sql_retry_dead, outbox_id,
+                           "putting the dead letter back to pending");
     free(old);
     free(s.op_type);
     free(s.target);
@@ -520,23 +595,21 @@ static const char sql_get[] = "SELECT " OUTBOX_COLUMNS " FROM email_outbox WHERE
 
 int mae_outbox_get(mae_db *db, int64_t outbox_id, mae_outbox_row **out)
 {
-    static const char fn[] = "mae_outbox_get";
     sqlite3_stmt *st;
     void *row;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     if (outbox_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: outbox_id must be > 0", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "outbox_id must be > 0");
     rc = mae__db_stmt(db, sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, outbox_id);
-    rc = mae__db_read_row(db, st, &outbox_rows, "reading the outbox intent", fn, &row);
+    rc = mae__db_read_row(db, st, &outbox_rows, "reading the outbox intent", __func__, &row);
     if (rc == MAE_OK && !row)
-        rc = mae__db_error(db, MAE_ENOTFOUND, "%s: no outbox intent with id %lld", fn,
-                           (long long)outbox_id);
+        rc = MAE__DB_FAIL(db, MAE_ENOTFOUND, "no outbox intent with id %lld", (long long)outbox_id);
     if (rc == MAE_OK)
         *out = row;
     return rc;
@@ -553,15 +626,13 @@ static const char sql_poll[] =
 
 int mae_outbox_poll_ready(mae_db *db, const char *target, int limit, mae_outbox_list **out)
 {
-    static const char fn[] = "mae_outbox_poll_ready";
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     if (target && !known_target(target))
-        return mae__db_error(db, MAE_EINVAL, "%s: target must be NULL, \"mailapp\" or \"notion\"",
-                             fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "target must be NULL, \"mailapp\" or \"notion\"");
     rc = mae__db_stmt(db, sql_poll, &st);
     if (rc != MAE_OK)
         return rc;
@@ -577,14 +648,13 @@ static const char sql_for_email[] =
 
 int mae_outbox_list_for_email(mae_db *db, int64_t internal_id, mae_outbox_list **out)
 {
-    static const char fn[] = "mae_outbox_list_for_email";
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "%s: internal_id must be > 0", fn);
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     rc = mae__db_stmt(db, sql_for_email, &st);
     if (rc != MAE_OK)
         return rc;
@@ -598,10 +668,9 @@ static const char sql_dead_letters[] =
 
 int mae_outbox_list_dead_letters(mae_db *db, int limit, mae_outbox_list **out)
 {
-    static const char fn[] = "mae_outbox_list_dead_letters";
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_stmt(db, sql_dead_letters, &st);
@@ -625,13 +694,12 @@ static const char sql_depth[] =
 
 int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
 {
-    static const char fn[] = "mae_outbox_queue_depth";
     mae_outbox_depth d;
     sqlite3_stmt *st;
     bool any_pending = false;
     double oldest = 0;
 
-    int rc = mae__db_read_args(db, fn, out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     rc = mae__db_stmt(db, sql_depth, &st);
@@ -648,15 +716,28 @@ int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
         if (!status || !target) {
             if (sqlite3_errcode(mae_db_sqlite(db)) == SQLITE_NOMEM) {
                 sqlite3_reset(st);
-                return mae__db_error(db, MAE_ENOMEM, "%s: out of memory", fn);
+                return MAE__DB_FAIL(db, MAE_ENOMEM, "out of memory");
             }
             continue;
         }
-        int64_t *by_status = NULL, *by_target = NULL;
-        bool mailapp = strcmp(target, "mailapp") == 0, notion = strcmp(target, "notion") == 0;
-        if (strcmp(status, "pending") == 0) {
-            by_status = &d.pending;
-            by_target = mailapp ? &d.mailapp.pending : notion ? &d.notion.pending : NULL;
+        /* Rows of an unknown status or target (another writer's) are
+         * counted nowhere, as before. */
+        intent_status k = status_of(status);
+        int64_t *by_status[STATUS_COUNT + 1] = {
+            [PENDING] = &d.pending, [PROCESSING] = &d.processing, [DONE] = &d.done,
+            [FAILED] = &d.failed,   [DEAD_LETTER] = &d.dead_letter,
+        };
+        if (by_status[k])
+            *by_status[k] += count;
+        int64_t *by_target[STATUS_COUNT + 1][2] = {
+            [PENDING] = {&d.mailapp.pending, &d.notion.pending},
+            [PROCESSING] = {&d.mailapp.processing, &d.notion.processing},
+            [FAILED] = {&d.mailapp.failed, &d.notion.failed},
+        };
+        int ti = strcmp(target, "mailapp") == 0 ? 0 : strcmp(target, "notion") == 0 ? 1 : -1;
+        if (ti >= 0 && by_target[k][ti])
+            *by_target[k][ti] += count;
+        if (k == PENDING) {
             d.pending_under_1m += sqlite3_column_int64(st, 3);
             d.pending_under_5m += sqlite3_column_int64(st, 4);
             d.pending_under_30m += sqlite3_column_int64(st, 5);
@@ -665,21 +746,7 @@ int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
             if (!any_pending || first < oldest)
                 oldest = first;
             any_pending = true;
-        } else if (strcmp(status, "processing") == 0) {
-            by_status = &d.processing;
-            by_target = mailapp ? &d.mailapp.processing : notion ? &d.notion.processing : NULL;
-        } else if (strcmp(status, "failed") == 0) {
-            by_status = &d.failed;
-            by_target = mailapp ? &d.mailapp.failed : notion ? &d.notion.failed : NULL;
-        } else if (strcmp(status, "done") == 0) {
-            by_status = &d.done;
-        } else if (strcmp(status, "dead_letter") == 0) {
-            by_status = &d.dead_letter;
         }
-        if (by_status)
-            *by_status += count;
-        if (by_target)
-            *by_target += count;
     }
     if (step != SQLITE_DONE) {
         rc = mae__db_sqlite_error(db, step, "counting the outbox");

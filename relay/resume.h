@@ -1,4 +1,4 @@
-/* Internal: how one relay client resumes a stream (relay.md, "Stream mode:
+/* Internal: how one relay client resumes a stream (docs/relay.md, "Stream mode:
  * ids and resume"). Two layers:
  *
  * - mae__resume_decide, a pure function from the client's Last-Event-ID

@@ -39,16 +39,39 @@ if [ "${MAE_DEPS_FULL:-1}" = 1 ]; then
   have_py httpx      || need+=(python3-httpx)
   [ -x /usr/bin/chromium ] || need+=(chromium)
   [ -x /usr/sbin/nginx ]   || need+=(nginx-light)
+  # The man page test renders mailagent.1.
+  have_cmd groff    || need+=(groff-base)
+  # The comma-locale test (tests/test_text.c) needs a locale whose decimal
+  # point is a comma; Debian's `locales` has its sources and locale-gen.
+  { [ -f /usr/share/i18n/locales/de_DE ] && [ -x /usr/sbin/locale-gen ]; } || need+=(locales)
 fi
 
-[ ${#need[@]} -eq 0 ] && exit 0
+# de_DE.UTF-8 is generated (below) when no comma locale is there yet.
+have_comma_locale() { locale -a 2>/dev/null | grep -qiE '^de_DE\.utf-?8$'; }
+want_locale=0
+[ "${MAE_DEPS_FULL:-1}" = 1 ] && ! have_comma_locale && want_locale=1
+
+[ ${#need[@]} -eq 0 ] && [ $want_locale = 0 ] && exit 0
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
   have_cmd sudo || { echo "install-deps: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
   sudo="sudo"
 fi
-echo "install-deps: installing ${need[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ $want_locale = 1 ]; then
+  # Through /etc/locale.gen, so that a later locale-gen keeps it.
+  echo "install-deps: generating the de_DE.UTF-8 locale" >&2
+  if grep -qE '^# *de_DE\.UTF-8 UTF-8' /etc/locale.gen 2>/dev/null; then
+    $sudo sed -i -E 's/^# *(de_DE\.UTF-8 UTF-8)/\1/' /etc/locale.gen
+  elif ! grep -qE '^de_DE\.UTF-8 UTF-8' /etc/locale.gen 2>/dev/null; then
+    echo 'de_DE.UTF-8 UTF-8' | $sudo tee -a /etc/locale.gen >/dev/null
+  fi
+  $sudo /usr/sbin/locale-gen >/dev/null
+  have_comma_locale || { echo "install-deps: could not generate de_DE.UTF-8" >&2; exit 1; }
+fi

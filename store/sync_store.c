@@ -46,16 +46,13 @@ int mae_sync_store_upsert(mae_db *db, const mae_email *mail)
     sqlite3_stmt *st;
     int rc;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (!mail)
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_upsert: the mail is NULL");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "the mail is NULL");
     if (mail->internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_upsert: internal_id must be > 0");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     if (!mail->message_id || !mail->message_id[0])
-        return mae__db_error(db, MAE_EINVAL,
-                             "mae_sync_store_upsert: message_id must be a non-empty string");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "message_id must be a non-empty string");
 
     /* The metadata as the watcher gives it replaces what was stored: a NULL
      * field is stored as NULL. Sync state is left alone. */
@@ -98,17 +95,13 @@ int mae_sync_store_mark_synced(mae_db *db, int64_t internal_id, const char *noti
     sqlite3_stmt *st;
     int rc;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_mark_synced: internal_id must be > 0");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     if (!notion_page_id || !notion_page_id[0])
-        return mae__db_error(db, MAE_EINVAL,
-                             "mae_sync_store_mark_synced: notion_page_id must be a non-empty string");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "notion_page_id must be a non-empty string");
     if (source && !source[0])
-        return mae__db_error(db, MAE_EINVAL,
-                             "mae_sync_store_mark_synced: source must be NULL or non-empty");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "source must be NULL or non-empty");
     if (!source)
         source = MAE_SOURCE_SYNC_STORE;
 
@@ -130,8 +123,7 @@ int mae_sync_store_mark_synced(mae_db *db, int64_t internal_id, const char *noti
         rc = mae__db_step_done(db, st, "marking the mail synced");
     }
     if (rc == MAE_OK && sqlite3_changes(mae_db_sqlite(db)) == 0)
-        rc = mae__db_error(db, MAE_ENOTFOUND, "mae_sync_store_mark_synced: no mail with id %lld",
-                           (long long)internal_id);
+        rc = MAE__DB_FAIL(db, MAE_ENOTFOUND, "no mail with id %lld", (long long)internal_id);
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db))
             mae__ev_email_synced(&ev, internal_id, page, source);
@@ -151,9 +143,9 @@ static const char sql_failed[] =
     "UPDATE email_metadata SET sync_status = ?2, retry_count = ?3, next_retry_at = ?4,"
     " sync_error = ?5, updated_at = ?6 WHERE internal_id = ?1";
 
-/* Reads the row's retry count inside the write; MAE_ENOTFOUND when the mail
- * is missing. */
-static int read_retry_count(mae_db *db, int64_t internal_id, int64_t *count)
+/* Reads the row's retry count inside the write; MAE_ENOTFOUND (naming fn)
+ * when the mail is missing. */
+static int read_retry_count(mae_db *db, const char *fn, int64_t internal_id, int64_t *count)
 {
     sqlite3_stmt *st;
     int rc = mae__db_stmt(db, sql_retry_count, &st);
@@ -165,8 +157,8 @@ static int read_retry_count(mae_db *db, int64_t internal_id, int64_t *count)
         *count = sqlite3_column_int64(st, 0);
         rc = MAE_OK;
     } else if (s == SQLITE_DONE) {
-        rc = mae__db_error(db, MAE_ENOTFOUND, "mae_sync_store_mark_failed: no mail with id %lld",
-                           (long long)internal_id);
+        rc =
+            mae__db_error_in(db, MAE_ENOTFOUND, fn, "no mail with id %lld", (long long)internal_id);
     } else {
         rc = mae__db_sqlite_error(db, s, "reading the mail's retry count");
     }
@@ -183,17 +175,13 @@ int mae_sync_store_mark_failed(mae_db *db, int64_t internal_id, const char *stat
     int64_t count = 0;
     int rc;
 
-    if (!db)
-        return MAE_EINVAL;
-    mae__db_clear_error(db);
+    MAE__DB_ENTER(db);
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_mark_failed: internal_id must be > 0");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     if (!status || (strcmp(status, "fetch_failed") != 0 && strcmp(status, "failed") != 0))
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_mark_failed: status must be "
-                                             "\"fetch_failed\" or \"failed\"");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "status must be \"fetch_failed\" or \"failed\"");
     if (!error || !error[0])
-        return mae__db_error(db, MAE_EINVAL,
-                             "mae_sync_store_mark_failed: error must be a non-empty string");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "error must be a non-empty string");
 
     mae__buf_init(&ev);
     /* Cutting first keeps a huge error from being copied whole; the prefix
@@ -208,12 +196,10 @@ int mae_sync_store_mark_failed(mae_db *db, int64_t internal_id, const char *stat
         goto out;
     /* BEGIN IMMEDIATE (or the caller's, which is one) holds the write lock
      * from this read to the update: two processes count two attempts. */
-    rc = read_retry_count(db, internal_id, &count);
-    int64_t n = count < 0 ? 1 : count + 1;
-    bool terminal = n >= db->email_max_retries;
-    double now = mae__db_now(db);
-    double next = terminal ? 0 : now + mae__retry_delay(n);
-    if (rc == MAE_OK && terminal) {
+    rc = read_retry_count(db, __func__, internal_id, &count);
+    mae__failure f;
+    mae__failure_count(db, count, db->email_max_retries, &f);
+    if (rc == MAE_OK && f.terminal) {
         size_t plen = sizeof dead_letter_prefix - 1, elen = strlen(err);
         char *joined = malloc(plen + elen + 1);
         if (!joined) {
@@ -229,31 +215,26 @@ int mae_sync_store_mark_failed(mae_db *db, int64_t internal_id, const char *stat
         rc = mae__db_stmt(db, sql_failed, &st);
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, internal_id);
-        sqlite3_bind_text(st, 2, terminal ? "dead_letter" : status, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, n);
-        if (terminal)
+        sqlite3_bind_text(st, 2, f.terminal ? "dead_letter" : status, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, f.attempts);
+        if (f.terminal)
             sqlite3_bind_null(st, 4);
         else
-            sqlite3_bind_double(st, 4, next);
-        mae__bind_text(st, 5, terminal ? stored : err);
-        sqlite3_bind_double(st, 6, now);
+            sqlite3_bind_double(st, 4, f.next_retry_at);
+        mae__bind_text(st, 5, f.terminal ? stored : err);
+        sqlite3_bind_double(st, 6, f.now);
         rc = mae__db_step_done(db, st, "recording the mail's failure");
     }
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db)) {
-            if (terminal)
-                mae__ev_email_dead_letter(&ev, internal_id, n, err);
+            if (f.terminal)
+                mae__ev_email_dead_letter(&ev, internal_id, f.attempts, err);
             else
-                mae__ev_email_failed(&ev, internal_id, status, n, next, err);
+                mae__ev_email_failed(&ev, internal_id, status, f.attempts, f.next_retry_at, err);
         }
         rc = mae__db_hold(db, &ev);
     }
-    rc = mae__db_write_end(db, rc);
-    if (rc == MAE_OK && out) {
-        out->attempts = n;
-        out->next_retry_at = next;
-        out->terminal = terminal;
-    }
+    rc = mae__failure_end(db, rc, &f, out);
 out:
     mae__buf_free(&ev);
     free(err);
@@ -347,19 +328,18 @@ int mae_sync_store_get(mae_db *db, int64_t internal_id, mae_email_row **out)
 {
     sqlite3_stmt *st;
     void *row;
-    int rc = mae__db_read_args(db, "mae_sync_store_get", out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     if (internal_id <= 0)
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_get: internal_id must be > 0");
+        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
     rc = mae__db_stmt(db, sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
     rc = mae__db_read_row(db, st, &email_rows, "reading a mail", "reading a mail", &row);
     if (rc == MAE_OK && !row)
-        rc = mae__db_error(db, MAE_ENOTFOUND, "mae_sync_store_get: no mail with id %lld",
-                           (long long)internal_id);
+        rc = MAE__DB_FAIL(db, MAE_ENOTFOUND, "no mail with id %lld", (long long)internal_id);
     if (rc == MAE_OK)
         *out = row;
     return rc;
@@ -387,12 +367,13 @@ static const char sql_list[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata"
 int mae_sync_store_list(mae_db *db, const char *status, int limit, mae_email_list **out)
 {
     sqlite3_stmt *st;
-    int rc = mae__db_read_args(db, "mae_sync_store_list", out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc != MAE_OK)
         return rc;
     if (status && !known_status(status))
-        return mae__db_error(db, MAE_EINVAL, "mae_sync_store_list: unknown status (expected "
-                                             "pending, synced, fetch_failed, failed or dead_letter)");
+        return MAE__DB_FAIL(
+            db, MAE_EINVAL,
+            "unknown status (expected pending, synced, fetch_failed, failed or dead_letter)");
     rc = mae__db_stmt(db, sql_list, &st);
     if (rc != MAE_OK)
         return rc;
@@ -409,7 +390,7 @@ static const char sql_due[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata"
 int mae_sync_store_due_for_retry(mae_db *db, double now, int limit, mae_email_list **out)
 {
     sqlite3_stmt *st;
-    int rc = mae__db_read_args(db, "mae_sync_store_due_for_retry", out);
+    int rc = mae__db_read_args(db, __func__, out);
     if (rc == MAE_OK)
         rc = mae__db_stmt(db, sql_due, &st);
     if (rc != MAE_OK)
@@ -424,6 +405,5 @@ static const char sql_count[] = "SELECT COALESCE(sync_status, ''), count(*) FROM
 
 int mae_sync_store_count_by_status(mae_db *db, mae_counts **out)
 {
-    return mae__db_count_by(db, "mae_sync_store_count_by_status", sql_count,
-                            "counting mails by status", out);
+    return mae__db_count_by(db, __func__, sql_count, "counting mails by status", out);
 }

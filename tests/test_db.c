@@ -115,7 +115,7 @@ static void test_open_creates_schema(void **state)
     assert_non_null(strstr(ux, "(internal_id, op_type, target)"));
     assert_non_null(strstr(ux, "WHERE status='pending'"));
     free(ux);
-    /* The columns of stores.md, in order. */
+    /* The columns of docs/stores.md, in order. */
     char *cols = q_text(sql, "SELECT group_concat(name, ',') FROM pragma_table_info('email_metadata')");
     assert_string_equal(cols, "internal_id,message_id,thread_id,subject,sender,sender_name,"
                               "to_addr,cc_addr,date_received,mailbox,is_read,is_flagged,"
@@ -149,7 +149,7 @@ static void test_open_creates_schema(void **state)
     assert_int_equal(q_int(mae_db_sqlite(f->db), "PRAGMA busy_timeout"), 1234);
 }
 
-static void test_reopen_idempotent(void **state)
+static void test_reopening_changes_nothing(void **state)
 {
     fx *f = *state;
     open_db(f);
@@ -169,7 +169,7 @@ static void test_reopen_idempotent(void **state)
     mae_db_close(NULL);
 }
 
-static void test_open_invalid_args(void **state)
+static void test_open_refuses_bad_config_and_says_why(void **state)
 {
     fx *f = *state;
     mae_db_config cfg;
@@ -233,7 +233,7 @@ static const char legacy_schema[] =
     "INSERT INTO llm_processing (internal_id, status, retry_count, created_at, updated_at,"
     " legacy_cost) VALUES (100, 'failed', 1, 1.0, 1.0, 1.25), (101, 'pending', 0, 1.0, 1.0, 2.5);";
 
-static void test_legacy_database(void **state)
+static void test_database_of_the_original_system_works_unchanged(void **state)
 {
     fx *f = *state;
     sqlite3 *raw;
@@ -326,7 +326,7 @@ static void test_legacy_database(void **state)
 
 /* ---- open failures -------------------------------------------------------- */
 
-static void test_read_only(void **state)
+static void test_read_only_handle_reads_and_refuses_writes(void **state)
 {
     fx *f = *state;
     open_db(f);
@@ -397,7 +397,7 @@ static void test_read_only(void **state)
     }
 }
 
-static void test_missing_directory(void **state)
+static void test_open_names_a_missing_directory(void **state)
 {
     fx *f = *state;
     char path[300], err[256] = "";
@@ -414,7 +414,7 @@ static void test_missing_directory(void **state)
     assert_non_null(strstr(err, "directory does not exist"));
 }
 
-static void test_garbage_and_corrupt_files(void **state)
+static void test_garbage_or_corrupt_file_is_a_clear_error(void **state)
 {
     fx *f = *state;
     char err[256] = "";
@@ -455,7 +455,7 @@ static void test_garbage_and_corrupt_files(void **state)
 
 /* ---- write failures ------------------------------------------------------- */
 
-static void test_disk_full(void **state)
+static void test_full_disk_fails_the_write_and_publishes_nothing(void **state)
 {
     fx *f = *state;
     open_db(f);
@@ -501,7 +501,7 @@ static void test_disk_full(void **state)
     free(labels);
 }
 
-static void test_locked_past_busy_timeout(void **state)
+static void test_lock_held_past_busy_timeout_is_ebusy(void **state)
 {
     fx *f = *state;
     mae_db_config cfg;
@@ -537,7 +537,7 @@ static void test_locked_past_busy_timeout(void **state)
 /* The watcher, the CLI and a fan-out worker are separate processes: a
  * writer in another process holding the lock past the busy timeout gives
  * MAE_EBUSY, no row change and no event. */
-static void test_locked_by_another_process(void **state)
+static void test_lock_held_by_another_process_is_ebusy(void **state)
 {
     fx *f = *state;
     mae_db_config cfg;
@@ -593,7 +593,7 @@ static void test_locked_by_another_process(void **state)
 
 /* ---- caller-owned transactions ------------------------------------------- */
 
-static void test_txn_commit_publishes_in_order(void **state)
+static void test_commit_publishes_held_events_in_order(void **state)
 {
     fx *f = *state;
     open_db(f);
@@ -647,7 +647,7 @@ static void test_txn_commit_publishes_in_order(void **state)
     assert_int_equal(mae_db_rollback(NULL), MAE_EINVAL);
 }
 
-static void test_txn_rollback_discards(void **state)
+static void test_rollback_publishes_nothing(void **state)
 {
     fx *f = *state;
     open_db(f);
@@ -687,7 +687,7 @@ static void test_txn_rollback_discards(void **state)
     mae_email_row_free(r);
 }
 
-static void test_txn_failed_op_keeps_caller_work(void **state)
+static void test_failed_write_in_transaction_keeps_the_rest(void **state)
 {
     fx *f = *state;
     open_db(f);
@@ -728,7 +728,7 @@ static void test_txn_failed_op_keeps_caller_work(void **state)
 
 /* A commit that fails keeps the transaction and its events: here a deferred
  * foreign key that the caller then repairs. */
-static void test_txn_failed_commit_keeps_events(void **state)
+static void test_failed_commit_keeps_transaction_and_events(void **state)
 {
     fx *f = *state;
     open_db(f);
@@ -763,7 +763,7 @@ static void test_txn_failed_commit_keeps_events(void **state)
 
 /* Whatever SQLite does with the transaction after a full disk inside it,
  * an event is published if and only if its write was committed. */
-static void test_txn_disk_full_inside(void **state)
+static void test_full_disk_in_transaction_publishes_only_what_committed(void **state)
 {
     fx *f = *state;
     open_db(f);
@@ -802,7 +802,7 @@ static void test_txn_disk_full_inside(void **state)
 
 /* ---- internal helpers ----------------------------------------------------- */
 
-static void test_retry_delay(void **state)
+static void test_retry_waits_follow_the_schedule(void **state)
 {
     (void)state;
     assert_true(mae__retry_delay(1) == 60);
@@ -815,7 +815,7 @@ static void test_retry_delay(void **state)
     assert_true(mae__retry_delay(0) == 60);
 }
 
-static void test_error_mapping(void **state)
+static void test_sqlite_failures_map_to_result_codes_with_detail(void **state)
 {
     fx *f = *state;
     open_db(f);
@@ -849,7 +849,7 @@ static void test_error_mapping(void **state)
 
 static char stmt_texts[100][32];
 
-static void test_stmt_cache_beyond_fixed_slots(void **state)
+static void test_many_distinct_statements_stay_correct(void **state)
 {
     fx *f = *state;
     sqlite3_stmt *first[100];
@@ -876,25 +876,26 @@ static void test_stmt_cache_beyond_fixed_slots(void **state)
 
 int main(void)
 {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_open_creates_schema, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reopen_idempotent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_invalid_args, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_legacy_database, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_only, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_directory, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_garbage_and_corrupt_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_locked_past_busy_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_locked_by_another_process, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_txn_commit_publishes_in_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_txn_rollback_discards, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_txn_failed_op_keeps_caller_work, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_txn_failed_commit_keeps_events, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_txn_disk_full_inside, setup, teardown),
-        cmocka_unit_test(test_retry_delay),
-        cmocka_unit_test_setup_teardown(test_error_mapping, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stmt_cache_beyond_fixed_slots, setup, teardown),
+        T(test_open_creates_schema),
+        T(test_reopening_changes_nothing),
+        T(test_open_refuses_bad_config_and_says_why),
+        T(test_database_of_the_original_system_works_unchanged),
+        T(test_read_only_handle_reads_and_refuses_writes),
+        T(test_open_names_a_missing_directory),
+        T(test_garbage_or_corrupt_file_is_a_clear_error),
+        T(test_full_disk_fails_the_write_and_publishes_nothing),
+        T(test_lock_held_past_busy_timeout_is_ebusy),
+        T(test_lock_held_by_another_process_is_ebusy),
+        T(test_commit_publishes_held_events_in_order),
+        T(test_rollback_publishes_nothing),
+        T(test_failed_write_in_transaction_keeps_the_rest),
+        T(test_failed_commit_keeps_transaction_and_events),
+        T(test_full_disk_in_transaction_publishes_only_what_committed),
+        cmocka_unit_test(test_retry_waits_follow_the_schedule),
+        T(test_sqlite_failures_map_to_result_codes_with_detail),
+        T(test_many_distinct_statements_stay_correct),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

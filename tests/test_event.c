@@ -1,5 +1,5 @@
 /* Unit tests of the event line builders: the exact bytes of each of the ten
- * event types of events.md and of the generic envelope. */
+ * event types of docs/events.md and of the generic envelope. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -91,7 +91,7 @@ static void b_llm_success(mae__buf *b)
 static void b_llm_failed(mae__buf *b) { mae__ev_llm_failed(b, 53675, 1, 1716096030.000001, "rate limited"); }
 static void b_llm_gave_up(mae__buf *b) { mae__ev_llm_gave_up(b, 53675, 5, "upstream 529: overloaded"); }
 
-static void test_ten_types(void **state)
+static void test_each_event_type_has_exactly_its_keys(void **state)
 {
     (void)state;
     check(b_synced, "{\"event_type\":\"email.synced\",\"ts\":TS,\"internal_id\":53675,"
@@ -138,7 +138,7 @@ static void b_null_strings(mae__buf *b) { mae__ev_email_failed(b, 1, NULL, 0, 0,
 static void b_nan_time(mae__buf *b) { mae__ev_llm_failed(b, 1, 1, NAN, "x"); }
 static void b_hostile_source(mae__buf *b) { mae__ev_email_synced(b, 1, "a\"b\\c/d\n", "w\x01\xFF"); }
 
-static void test_ids_and_nulls(void **state)
+static void test_null_and_extreme_ids(void **state)
 {
     (void)state;
     check(b_no_id, "{\"event_type\":\"outbox.done\",\"ts\":TS,\"internal_id\":null,"
@@ -158,7 +158,7 @@ static void test_ids_and_nulls(void **state)
 }
 
 /* Error texts are cut to 200 code points, repaired, and parse back as such. */
-static void test_error_cut(void **state)
+static void test_error_texts_cut_to_200_code_points(void **state)
 {
     (void)state;
     char err[2000] = "";
@@ -233,7 +233,7 @@ static void assert_safe_line(const char *type, int64_t id, const char *data, con
     free(line);
 }
 
-static void test_envelope(void **state)
+static void test_safe_publish_wraps_data_in_the_envelope(void **state)
 {
     (void)state;
     assert_safe_line("x.y", 1, "{\"k\":[1,2]}", "test",
@@ -253,7 +253,7 @@ static void test_envelope(void **state)
 }
 
 /* The builders append: a buffer that already holds text keeps it. */
-static void test_appends(void **state)
+static void test_builders_append_to_existing_text(void **state)
 {
     (void)state;
     mae__buf b;
@@ -271,7 +271,7 @@ static void test_appends(void **state)
 }
 
 /* ts comes from the real-time clock, at microsecond resolution. */
-static void test_ts_is_now(void **state)
+static void test_ts_is_the_build_time_in_microseconds(void **state)
 {
     (void)state;
     struct timespec before, after;
@@ -296,12 +296,12 @@ static void test_ts_is_now(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ten_types),
-        cmocka_unit_test(test_ids_and_nulls),
-        cmocka_unit_test(test_error_cut),
-        cmocka_unit_test(test_envelope),
-        cmocka_unit_test(test_appends),
-        cmocka_unit_test(test_ts_is_now),
+        cmocka_unit_test(test_each_event_type_has_exactly_its_keys),
+        cmocka_unit_test(test_null_and_extreme_ids),
+        cmocka_unit_test(test_error_texts_cut_to_200_code_points),
+        cmocka_unit_test(test_safe_publish_wraps_data_in_the_envelope),
+        cmocka_unit_test(test_builders_append_to_existing_text),
+        cmocka_unit_test(test_ts_is_the_build_time_in_microseconds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

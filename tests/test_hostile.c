@@ -267,7 +267,7 @@ static int teardown(void **state)
     return 0;
 }
 
-static void test_table(void **state)
+static void test_bad_arguments_get_their_code_and_write_nothing(void **state)
 {
     ctx *c = *state;
     size_t n = sizeof table / sizeof table[0];
@@ -341,7 +341,7 @@ static void assert_event_text(const char *line, const char *key, size_t max_cp)
     json_object_put(o);
 }
 
-static void test_accepted_hostile_text(void **state)
+static void test_hostile_text_is_stored_and_published_as_valid_utf8(void **state)
 {
     ctx *c = *state;
     const char *texts[] = {
@@ -409,9 +409,10 @@ static void test_accepted_hostile_text(void **state)
 
 int main(void)
 {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_table, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_accepted_hostile_text, setup, teardown),
+        T(test_bad_arguments_get_their_code_and_write_nothing),
+        T(test_hostile_text_is_stored_and_published_as_valid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,7 +81,7 @@ static bool is_null(fx *f, const char *column, int64_t id)
 
 /* ---- transitions ---------------------------------------------------------- */
 
-static void test_mark_pending(void **state)
+static void test_mark_pending_keeps_the_retry_count(void **state)
 {
     fx *f = *state;
     assert_int_equal(mae_llm_store_mark_pending(f->db, 7, "page-7", "INBOX"), MAE_OK);
@@ -115,7 +115,7 @@ static void test_mark_pending(void **state)
     assert_non_null(strstr(mae_db_errmsg(f->db), "99999"));
 }
 
-static void test_mark_success(void **state)
+static void test_mark_success_publishes_llm_success(void **state)
 {
     fx *f = *state;
     assert_int_equal(mae_llm_store_mark_pending(f->db, 53675, "page-1", "INBOX"), MAE_OK);
@@ -166,7 +166,7 @@ static void test_mark_success(void **state)
     mae_llm_row_free(r);
 }
 
-static void test_labels_cut_valid_json(void **state)
+static void test_long_labels_cut_and_still_valid_json(void **state)
 {
     fx *f = *state;
     size_t n = 2000;
@@ -236,7 +236,7 @@ static void fail_and_check(fx *f, int64_t id, int64_t n, double delay)
     cap_assert_line(cap_line(f->pub, 0), expected);
 }
 
-static void test_retry_schedule_and_give_up(void **state)
+static void test_failures_follow_the_schedule_then_give_up(void **state)
 {
     fx *f = *state;
     /* No row yet: the first failure creates one, and waits 60 s (not 300). */
@@ -270,7 +270,7 @@ static void test_retry_schedule_and_give_up(void **state)
     fail_and_check(f, 53675, 1, 60);
 }
 
-static void test_custom_limit_and_long_error(void **state)
+static void test_retry_limit_is_configurable_and_errors_cut(void **state)
 {
     fx *f = *state;
     mae_db_close(f->db);
@@ -302,7 +302,7 @@ static void test_custom_limit_and_long_error(void **state)
     free(err);
 }
 
-static void test_reset_stale_pending(void **state)
+static void test_stale_pending_rows_become_due_failures(void **state)
 {
     fx *f = *state;
     fake_now = T0 - 400;
@@ -410,7 +410,7 @@ static void test_reads_and_totals(void **state)
     mae_llm_row_free(NULL);
 }
 
-static void test_single_success_p95(void **state)
+static void test_p95_of_a_single_success(void **state)
 {
     fx *f = *state;
     mae_llm_totals t;
@@ -443,7 +443,7 @@ static void expect_rejected(fx *f, int rc, int code, const char *before)
     assert_int_equal(cap_count(f->pub), 0);
 }
 
-static void test_hostile_inputs(void **state)
+static void test_bad_arguments_write_and_publish_nothing(void **state)
 {
     fx *f = *state;
     char before[1024];
@@ -539,16 +539,17 @@ static void test_hostile_inputs(void **state)
 
 int main(void)
 {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_mark_pending, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mark_success, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_labels_cut_valid_json, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_schedule_and_give_up, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_custom_limit_and_long_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reset_stale_pending, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reads_and_totals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_single_success_p95, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hostile_inputs, setup, teardown),
+        T(test_mark_pending_keeps_the_retry_count),
+        T(test_mark_success_publishes_llm_success),
+        T(test_long_labels_cut_and_still_valid_json),
+        T(test_failures_follow_the_schedule_then_give_up),
+        T(test_retry_limit_is_configurable_and_errors_cut),
+        T(test_stale_pending_rows_become_due_failures),
+        T(test_reads_and_totals),
+        T(test_p95_of_a_single_success),
+        T(test_bad_arguments_write_and_publish_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

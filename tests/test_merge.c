@@ -52,7 +52,7 @@ static void check_refused(const char *in, int code)
     assert_ptr_equal(out, SENTINEL);
 }
 
-static void test_sorted_at_every_level(void **state)
+static void test_payload_keys_sorted_at_every_level(void **state)
 {
     (void)state;
     check_canon("{\"b\":1,\"a\":{\"d\":[{\"z\":1,\"y\":{\"q\":2,\"p\":1}}],\"c\":2}}", 0,
@@ -65,7 +65,7 @@ static void test_sorted_at_every_level(void **state)
     check_canon("{}", 0, "{}");
 }
 
-static void test_compact(void **state)
+static void test_payload_stored_without_whitespace(void **state)
 {
     (void)state;
     check_canon(" \n\t{ \"a\" : [ 1 , 2 , { } , [ ] ] ,\r\n \"b\" : { \"c\" : true , \"d\" : false ,"
@@ -73,7 +73,7 @@ static void test_compact(void **state)
                 0, "{\"a\":[1,2,{},[]],\"b\":{\"c\":true,\"d\":false,\"e\":null}}");
 }
 
-static void test_duplicate_keys_last_wins(void **state)
+static void test_payload_duplicate_keys_last_wins(void **state)
 {
     (void)state;
     check_canon("{\"a\":1,\"b\":2,\"a\":3}", 0, "{\"a\":3,\"b\":2}");
@@ -83,7 +83,7 @@ static void test_duplicate_keys_last_wins(void **state)
 }
 
 /* RFC 7396, Appendix A, for every case whose target and patch are objects. */
-static void test_rfc7396_appendix(void **state)
+static void test_merge_follows_rfc7396_appendix_a(void **state)
 {
     (void)state;
     check_merge("{\"a\":\"b\"}", "{\"a\":\"c\"}", "{\"a\":\"c\"}");
@@ -99,7 +99,7 @@ static void test_rfc7396_appendix(void **state)
 }
 
 /* The example of RFC 7396 section 3. */
-static void test_rfc7396_example(void **state)
+static void test_merge_follows_rfc7396_example(void **state)
 {
     (void)state;
     check_merge("{\"title\":\"Goodbye!\",\"author\":{\"givenName\":\"John\",\"familyName\":\"Doe\"},"
@@ -110,7 +110,7 @@ static void test_rfc7396_example(void **state)
                 "\"phoneNumber\":\"+01-123-456-7890\",\"tags\":[\"example\"],\"title\":\"Hello!\"}");
 }
 
-static void test_merge_rules(void **state)
+static void test_merge_later_keys_win_and_null_removes(void **state)
 {
     (void)state;
     /* Later keys win, old keys kept, result sorted. */
@@ -136,7 +136,7 @@ static void test_merge_rules(void **state)
     check_merge("{\"o\":{\"m\":1}}", "{\"o\":{\"z\":1,\"a\":2}}", "{\"o\":{\"a\":2,\"m\":1,\"z\":1}}");
 }
 
-static void test_refusals(void **state)
+static void test_payload_that_is_not_one_object_is_refused(void **state)
 {
     (void)state;
     static const char *const bad[] = {
@@ -226,12 +226,12 @@ static char *nest(size_t n, bool objects)
     return s;
 }
 
-static void test_depth(void **state)
+static void test_payload_nesting_limit(void **state)
 {
     (void)state;
     char *out = NULL;
-    /* The top object is level 1: MAE_PAYLOAD_MAX_DEPTH levels pass. */
-    char *ok = nest(MAE_PAYLOAD_MAX_DEPTH, true);
+    /* The top object is level 1: MAE_JSON_MAX_DEPTH levels pass. */
+    char *ok = nest(MAE_JSON_MAX_DEPTH, true);
     assert_int_equal(mae__json_canonical(ok, 0, &out), MAE_OK);
     assert_string_equal(out, ok);
     free(out);
@@ -240,12 +240,12 @@ static void test_depth(void **state)
     free(out);
     free(ok);
 
-    char *deep = nest(MAE_PAYLOAD_MAX_DEPTH + 1, true);
+    char *deep = nest(MAE_JSON_MAX_DEPTH + 1, true);
     check_refused(deep, MAE_EINVAL);
     free(deep);
 
     /* Arrays count as levels too: {"a":[[...]]}. */
-    char *arr = nest(MAE_PAYLOAD_MAX_DEPTH - 1, false);
+    char *arr = nest(MAE_JSON_MAX_DEPTH - 1, false);
     size_t n = strlen(arr);
     char *wrapped = malloc(n + 8);
     assert_non_null(wrapped);
@@ -255,7 +255,7 @@ static void test_depth(void **state)
     free(out);
     free(wrapped);
     free(arr);
-    arr = nest(MAE_PAYLOAD_MAX_DEPTH, false);
+    arr = nest(MAE_JSON_MAX_DEPTH, false);
     n = strlen(arr);
     wrapped = malloc(n + 8);
     assert_non_null(wrapped);
@@ -281,7 +281,7 @@ static void test_depth(void **state)
     free(deep);
 }
 
-static void test_text(void **state)
+static void test_payload_strings_raw_utf8_and_repaired(void **state)
 {
     (void)state;
     /* Raw UTF-8, '/' unescaped (also when it came in as "\/"), escapes decoded. */
@@ -309,7 +309,7 @@ static void test_text(void **state)
                 "{\"sql\":\"'); DROP TABLE email_outbox;--\"}");
 }
 
-static void test_string_cut(void **state)
+static void test_string_values_cut_in_code_points_keys_never(void **state)
 {
     (void)state;
     /* Values are cut in code points, at every level; keys never. */
@@ -318,7 +318,7 @@ static void test_string_cut(void **state)
     check_canon("{\"a\":\"😀😀😀\"}", 1, "{\"a\":\"😀\"}");
 }
 
-static void test_numbers(void **state)
+static void test_payload_numbers_kept_as_written(void **state)
 {
     (void)state;
     check_canon("{\"a\":0,\"b\":-1,\"c\":42,\"d\":9223372036854775807,\"e\":-9223372036854775808,"
@@ -340,7 +340,7 @@ static void test_numbers(void **state)
 }
 
 /* 1 MiB string values go through canonicalisation and merge whole. */
-static void test_huge_values(void **state)
+static void test_mebibyte_values_pass_whole(void **state)
 {
     (void)state;
     const size_t n = 1u << 20;
@@ -400,18 +400,18 @@ static void test_huge_values(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sorted_at_every_level),
-        cmocka_unit_test(test_compact),
-        cmocka_unit_test(test_duplicate_keys_last_wins),
-        cmocka_unit_test(test_rfc7396_appendix),
-        cmocka_unit_test(test_rfc7396_example),
-        cmocka_unit_test(test_merge_rules),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_depth),
-        cmocka_unit_test(test_text),
-        cmocka_unit_test(test_string_cut),
-        cmocka_unit_test(test_numbers),
-        cmocka_unit_test(test_huge_values),
+        cmocka_unit_test(test_payload_keys_sorted_at_every_level),
+        cmocka_unit_test(test_payload_stored_without_whitespace),
+        cmocka_unit_test(test_payload_duplicate_keys_last_wins),
+        cmocka_unit_test(test_merge_follows_rfc7396_appendix_a),
+        cmocka_unit_test(test_merge_follows_rfc7396_example),
+        cmocka_unit_test(test_merge_later_keys_win_and_null_removes),
+        cmocka_unit_test(test_payload_that_is_not_one_object_is_refused),
+        cmocka_unit_test(test_payload_nesting_limit),
+        cmocka_unit_test(test_payload_strings_raw_utf8_and_repaired),
+        cmocka_unit_test(test_string_values_cut_in_code_points_keys_never),
+        cmocka_unit_test(test_payload_numbers_kept_as_written),
+        cmocka_unit_test(test_mebibyte_values_pass_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -156,7 +156,7 @@ static int64_t enqueue_ok(fx *f, int64_t mail, const char *op, const char *targe
 
 /* ---- enqueue -------------------------------------------------------------- */
 
-static void test_enqueue_inserts(void **state)
+static void test_enqueue_inserts_and_publishes(void **state)
 {
     fx *f = *state;
     int64_t id = enqueue_ok(f, 7, "flag", "notion", "{ \"flagged\" : true, \"b\":{\"z\":1,\"a\":2} }",
@@ -183,7 +183,7 @@ static void test_enqueue_inserts(void **state)
                     "\"source\":\"outbox\"}");
 }
 
-static void test_enqueue_merges_into_pending(void **state)
+static void test_enqueue_merges_into_pending_silently(void **state)
 {
     fx *f = *state;
     int64_t id = enqueue_ok(f, 7, "flag", "notion", "{\"flagged\":true,\"note\":\"a\",\"keep\":1}",
@@ -220,7 +220,7 @@ static void test_enqueue_merges_into_pending(void **state)
 }
 
 /* Once the pending intent moved on, the same intent is a new row. */
-static void test_enqueue_after_pending_moved_on(void **state)
+static void test_enqueue_after_pending_moved_on_inserts_anew(void **state)
 {
     fx *f = *state;
     int64_t first = enqueue_ok(f, 7, "flag", "notion", "{\"a\":1}", NULL, true);
@@ -243,7 +243,7 @@ static void test_enqueue_after_pending_moved_on(void **state)
     assert_int_equal(n, 6);
 }
 
-static void test_echo_prevention(void **state)
+static void test_notion_webhook_to_notion_is_skipped(void **state)
 {
     fx *f = *state;
     int64_t id = 99;
@@ -258,6 +258,14 @@ static void test_echo_prevention(void **state)
     assert_int_equal(mae_outbox_enqueue(f->db, 7, "flag", "notion", "{}", MAE_SOURCE_NOTION_WEBHOOK,
                                         NULL, NULL),
                      MAE_SKIPPED);
+    /* Arguments are checked first: a bad payload is an error whatever its
+     * source, and the out-parameter stays untouched. */
+    id = 99;
+    assert_int_equal(mae_outbox_enqueue(f->db, 7, "flag", "notion", "[1]",
+                                        MAE_SOURCE_NOTION_WEBHOOK, &id, NULL),
+                     MAE_EINVAL);
+    assert_int_equal(id, 99);
+    assert_non_null(strstr(mae_db_errmsg(f->db), "payload_json"));
     /* Also when a pending twin exists: nothing merged into it. */
     int64_t twin = enqueue_ok(f, 7, "flag", "notion", "{\"a\":1}", "cli", true);
     assert_int_equal(mae_outbox_enqueue(f->db, 7, "flag", "notion", "{\"a\":2}",
@@ -277,7 +285,7 @@ static void test_echo_prevention(void **state)
                     "\"notion_webhook\"},\"source\":\"outbox\"}");
 }
 
-static void test_enqueue_missing_mail(void **state)
+static void test_enqueue_for_missing_mail_is_enotfound(void **state)
 {
     fx *f = *state;
     int64_t id = 42;
@@ -305,7 +313,7 @@ static void set_status(fx *f, int64_t id, const char *status)
     exec(f->peek, sql);
 }
 
-static void test_mark_processing(void **state)
+static void test_mark_processing_only_from_pending_or_failed(void **state)
 {
     fx *f = *state;
     int64_t id = enqueue_ok(f, 7, "flag", "notion", "{}", NULL, true);
@@ -333,12 +341,15 @@ static void test_mark_processing(void **state)
     char *before = table_text(f);
     assert_int_equal(mae_outbox_mark_processing(f->db, id), MAE_ESTATE);
     assert_non_null(strstr(mae_db_errmsg(f->db), "done"));
-    set_status(f, id, "dead_letter");
+    char *after = table_text(f);
+    assert_string_equal(before, after);
     free(before);
+    free(after);
+    set_status(f, id, "dead_letter");
     before = table_text(f);
     assert_int_equal(mae_outbox_mark_processing(f->db, id), MAE_ESTATE);
     assert_int_equal(mae_outbox_mark_processing(f->db, 12345), MAE_ENOTFOUND);
-    char *after = table_text(f);
+    after = table_text(f);
     assert_string_equal(before, after);
     free(before);
     free(after);
@@ -346,7 +357,7 @@ static void test_mark_processing(void **state)
     assert_int_equal(cap_count(f->pub), 0);
 }
 
-static void test_mark_done(void **state)
+static void test_mark_done_publishes_once_and_refuses_dead_letters(void **state)
 {
     fx *f = *state;
     static const char *const from[] = {"pending", "processing", "failed"};
@@ -399,9 +410,9 @@ static void test_mark_done(void **state)
     assert_int_equal(cap_count(f->pub), 0);
 }
 
-/* The schedule of stores.md: 60, 300, 900, 3600 s; the 5th failure is the
+/* The schedule of docs/stores.md: 60, 300, 900, 3600 s; the 5th failure is the
  * dead letter. Each step checked in the row, the outcome and the event. */
-static void test_retry_schedule_and_dead_letter(void **state)
+static void test_failures_follow_the_schedule_then_dead_letter(void **state)
 {
     fx *f = *state;
     static const double delay[] = {60, 300, 900, 3600};
@@ -464,7 +475,7 @@ static void test_retry_schedule_and_dead_letter(void **state)
     assert_int_equal(cap_count(f->pub), 0);
 }
 
-static void test_custom_attempt_limits(void **state)
+static void test_attempt_limit_is_configurable(void **state)
 {
     (void)state;
     /* Limit 2: the second failure is terminal. */
@@ -507,7 +518,7 @@ static void test_custom_attempt_limits(void **state)
     fx_free(f);
 }
 
-static void test_retry_dead_letter(void **state)
+static void test_admin_retry_puts_dead_letter_back_to_pending(void **state)
 {
     fx *f = *state;
     int64_t id = enqueue_ok(f, 7, "flag", "notion", "{\"a\":1}", "cli", true);
@@ -550,7 +561,7 @@ static void test_retry_dead_letter(void **state)
 
 /* Error texts: stored cut to 500 code points, published cut to 200, invalid
  * UTF-8 repaired in both. */
-static void test_error_text(void **state)
+static void test_error_stored_500_and_published_200_code_points(void **state)
 {
     fx *f = *state;
     const size_t big = 1u << 20;
@@ -604,7 +615,7 @@ static void test_error_text(void **state)
 
 /* ---- hostile arguments ------------------------------------------------------ */
 
-static void test_hostile_arguments(void **state)
+static void test_bad_arguments_write_and_publish_nothing(void **state)
 {
     fx *f = *state;
     static const char sql[] = "'); DROP TABLE email_outbox;--";
@@ -739,7 +750,7 @@ static void test_hostile_arguments(void **state)
 
 /* ---- caller transactions -------------------------------------------------- */
 
-static void test_caller_transaction(void **state)
+static void test_events_wait_for_the_callers_commit(void **state)
 {
     fx *f = *state;
     assert_int_equal(mae_db_begin(f->db), MAE_OK);
@@ -765,7 +776,7 @@ static void test_caller_transaction(void **state)
 }
 
 /* Without a publisher, state is written all the same. */
-static void test_no_publisher(void **state)
+static void test_without_publisher_writes_state_only(void **state)
 {
     fx *f = *state;
     mae_db_close(f->db);
@@ -779,7 +790,7 @@ static void test_no_publisher(void **state)
 
 /* ---- reads ---------------------------------------------------------------- */
 
-static void test_get(void **state)
+static void test_get_returns_the_whole_intent(void **state)
 {
     fx *f = *state;
     int64_t id = enqueue_ok(f, 7, "flag", "notion", "{\"b\":1,\"a\":2}", "cli", true);
@@ -821,7 +832,7 @@ static void assert_ids(mae_outbox_list *l, const int64_t *ids, size_t n)
         assert_int_equal(l->rows[i].outbox_id, ids[i]);
 }
 
-static void test_poll_ready(void **state)
+static void test_poll_ready_returns_due_intents_oldest_first(void **state)
 {
     fx *f = *state;
     mae_outbox_list *l = NULL;
@@ -983,22 +994,22 @@ int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_enqueue_inserts),
-        T(test_enqueue_merges_into_pending),
-        T(test_enqueue_after_pending_moved_on),
-        T(test_echo_prevention),
-        T(test_enqueue_missing_mail),
-        T(test_mark_processing),
-        T(test_mark_done),
-        T(test_retry_schedule_and_dead_letter),
-        cmocka_unit_test(test_custom_attempt_limits),
-        T(test_retry_dead_letter),
-        T(test_error_text),
-        T(test_hostile_arguments),
-        T(test_caller_transaction),
-        T(test_no_publisher),
-        T(test_get),
-        T(test_poll_ready),
+        T(test_enqueue_inserts_and_publishes),
+        T(test_enqueue_merges_into_pending_silently),
+        T(test_enqueue_after_pending_moved_on_inserts_anew),
+        T(test_notion_webhook_to_notion_is_skipped),
+        T(test_enqueue_for_missing_mail_is_enotfound),
+        T(test_mark_processing_only_from_pending_or_failed),
+        T(test_mark_done_publishes_once_and_refuses_dead_letters),
+        T(test_failures_follow_the_schedule_then_dead_letter),
+        cmocka_unit_test(test_attempt_limit_is_configurable),
+        T(test_admin_retry_puts_dead_letter_back_to_pending),
+        T(test_error_stored_500_and_published_200_code_points),
+        T(test_bad_arguments_write_and_publish_nothing),
+        T(test_events_wait_for_the_callers_commit),
+        T(test_without_publisher_writes_state_only),
+        T(test_get_returns_the_whole_intent),
+        T(test_poll_ready_returns_due_intents_oldest_first),
         T(test_list_for_email_and_dead_letters),
         T(test_queue_depth),
     };

@@ -504,7 +504,7 @@ static void test_log_is_rate_limited(void **state)
     fake_redis_free(f);
 }
 
-/* publisher.md: reconnect backoff from 100 ms doubling to 5 s, with
+/* docs/publisher.md: reconnect backoff from 100 ms doubling to 5 s, with
  * -25 %/+50 % jitter. */
 static void test_backoff_schedule(void **state)
 {

@@ -79,7 +79,7 @@ static void snapshot(fx *f, int64_t id, char *out, size_t n)
 
 /* ---- transitions ---------------------------------------------------------- */
 
-static void test_upsert_new_and_update(void **state)
+static void test_upsert_adds_pending_or_updates_metadata(void **state)
 {
     fx *f = *state;
     add_mail(f, 7, "2024-05-19 10:00:00");
@@ -125,7 +125,7 @@ static void test_upsert_new_and_update(void **state)
     assert_int_equal(cap_count(f->pub), 0); /* upsert publishes nothing */
 }
 
-static void test_mark_synced(void **state)
+static void test_mark_synced_publishes_email_synced(void **state)
 {
     fx *f = *state;
     add_mail(f, 53675, "d");
@@ -196,7 +196,7 @@ static void fail_and_check(fx *f, const char *status, int64_t n, double delay)
     cap_assert_line(cap_line(f->pub, 0), expected);
 }
 
-static void test_retry_schedule_and_dead_letter(void **state)
+static void test_failures_follow_the_schedule_then_dead_letter(void **state)
 {
     fx *f = *state;
     add_mail(f, 7, "d");
@@ -244,7 +244,7 @@ static void test_retry_schedule_and_dead_letter(void **state)
     mae_email_row_free(r);
 }
 
-static void test_schedule_beyond_five_with_large_limit(void **state)
+static void test_failures_beyond_five_wait_7200_s(void **state)
 {
     fx *f = *state;
     mae_db_close(f->db);
@@ -261,7 +261,7 @@ static void test_schedule_beyond_five_with_large_limit(void **state)
     assert_int_equal(out.attempts, 8);
 }
 
-static void test_custom_limit(void **state)
+static void test_retry_limit_is_configurable(void **state)
 {
     fx *f = *state;
     mae_db_close(f->db);
@@ -314,7 +314,7 @@ static size_t cps(const char *s)
     return n;
 }
 
-static void test_error_cuts_multibyte(void **state)
+static void test_error_cut_in_code_points_not_bytes(void **state)
 {
     fx *f = *state;
     add_mail(f, 7, "d");
@@ -360,7 +360,7 @@ static void test_error_cuts_multibyte(void **state)
     free(e200);
 }
 
-static void test_invalid_utf8_repaired(void **state)
+static void test_invalid_utf8_is_repaired(void **state)
 {
     fx *f = *state;
     mae_email m = {.internal_id = 9, .message_id = "<m9@x>", .subject = "caf\xc3 bad \xff"};
@@ -395,7 +395,7 @@ static void expect_rejected(fx *f, int rc, int code, const char *before)
     assert_int_equal(cap_count(f->pub), 0);
 }
 
-static void test_hostile_inputs(void **state)
+static void test_bad_arguments_write_and_publish_nothing(void **state)
 {
     fx *f = *state;
     char before[1024];
@@ -502,7 +502,7 @@ static void test_hostile_inputs(void **state)
     assert_string_equal(mae_db_errmsg(f->db), "");
 }
 
-static void test_no_publisher(void **state)
+static void test_without_publisher_writes_state_only(void **state)
 {
     fx *f = *state;
     mae_db_config cfg;
@@ -535,7 +535,7 @@ static void test_no_publisher(void **state)
 
 /* ---- reads ---------------------------------------------------------------- */
 
-static void test_reads(void **state)
+static void test_reads_for_reconciliation(void **state)
 {
     fx *f = *state;
     add_mail(f, 1, "2024-05-01");
@@ -631,19 +631,20 @@ static void test_reads_see_other_writers(void **state)
 
 int main(void)
 {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_upsert_new_and_update, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mark_synced, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_schedule_and_dead_letter, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schedule_beyond_five_with_large_limit, setup,
+        T(test_upsert_adds_pending_or_updates_metadata),
+        T(test_mark_synced_publishes_email_synced),
+        T(test_failures_follow_the_schedule_then_dead_letter),
+        cmocka_unit_test_setup_teardown(test_failures_beyond_five_wait_7200_s, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_custom_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_error_cuts_multibyte, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_invalid_utf8_repaired, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hostile_inputs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_publisher, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reads, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reads_see_other_writers, setup, teardown),
+        T(test_retry_limit_is_configurable),
+        T(test_error_cut_in_code_points_not_bytes),
+        T(test_invalid_utf8_is_repaired),
+        T(test_bad_arguments_write_and_publish_nothing),
+        T(test_without_publisher_writes_state_only),
+        T(test_reads_for_reconciliation),
+        T(test_reads_see_other_writers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

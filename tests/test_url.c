@@ -25,7 +25,7 @@ static void expect_str(size_t i, const char *what, const char *got, const char *
                  want ? want : "(null)");
 }
 
-static void test_valid(void **state)
+static void test_accepted_url_forms(void **state)
 {
     (void)state;
     static const struct {
@@ -86,7 +86,7 @@ static void test_valid(void **state)
     }
 }
 
-static void test_invalid(void **state)
+static void test_malformed_urls_refused_with_the_reason(void **state)
 {
     (void)state;
     char long_path[300] = "unix:///";
@@ -198,7 +198,7 @@ static void test_invalid(void **state)
 
 /* The parts an error quotes are clipped, so a long piece cannot push the
  * reason out of the publisher's error line. */
-static void test_error_is_short(void **state)
+static void test_error_quotes_are_clipped(void **state)
 {
     (void)state;
     char url[600] = "redis://h:";
@@ -213,9 +213,9 @@ static void test_error_is_short(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid),
-        cmocka_unit_test(test_invalid),
-        cmocka_unit_test(test_error_is_short),
+        cmocka_unit_test(test_accepted_url_forms),
+        cmocka_unit_test(test_malformed_urls_refused_with_the_reason),
+        cmocka_unit_test(test_error_quotes_are_clipped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

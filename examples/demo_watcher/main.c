@@ -227,6 +227,58 @@ static int run(watcher *w, bool tty)
     return 0;
 }
 
+/* Opens w->pub from the options: disabled (state only) without a Redis URL.
+ * 0, or 1 with the reason printed. */
+static int open_publisher(watcher *w)
+{
+    char err[256] = "";
+    mae_publisher_config cfg;
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = w->opt.redis_url;
+    if (w->opt.channel)
+        cfg.channel = w->opt.channel;
+    cfg.error_buf = err;
+    cfg.error_buf_size = sizeof err;
+    int rc = mae_publisher_open(&cfg, &w->pub);
+    if (rc != MAE_OK) {
+        fprintf(stderr, PROG ": cannot open the publisher for '%s': %s\n",
+                w->opt.redis_url ? w->opt.redis_url : "", err[0] ? err : mae_strerror(rc));
+        return 1;
+    }
+    if (!w->opt.redis_url || !*w->opt.redis_url)
+        fprintf(stderr, PROG ": no --redis URL or MAILAGENT_REDIS_URL: publisher disabled, "
+                        "writing state only\n");
+    return 0;
+}
+
+/* Opens w->db on the simulated clock, publishing through w->pub. 0, or 1
+ * with the reason printed. */
+static int open_database(watcher *w)
+{
+    char err[256] = "";
+    mae_db_config cfg;
+    mae_db_config_init(&cfg);
+    cfg.path = w->opt.db_path;
+    cfg.publisher = w->pub;
+    cfg.clock = sim_clock;
+    cfg.clock_user = w;
+    cfg.error_buf = err;
+    cfg.error_buf_size = sizeof err;
+    /* The simulated day ends about now, so the rows' times look like a
+     * real day's; set before open, which may already read the clock. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    w->sim_start = (double)now.tv_sec - SIM_BACK_S;
+    w->sim_now = w->sim_start;
+    int rc = mae_db_open(&cfg, &w->db);
+    if (rc != MAE_OK) {
+        fprintf(stderr, PROG ": cannot open database '%s': %s\n", w->opt.db_path,
+                err[0] ? err : mae_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     watcher w;
@@ -235,44 +287,10 @@ int main(int argc, char **argv)
     if (prc != 0)
         return prc < 0 ? 0 : prc;
 
-    char perr[256] = "";
-    mae_publisher_config pcfg;
-    mae_publisher_config_init(&pcfg);
-    pcfg.redis_url = w.opt.redis_url;
-    if (w.opt.channel)
-        pcfg.channel = w.opt.channel;
-    pcfg.error_buf = perr;
-    pcfg.error_buf_size = sizeof perr;
-    int rc = mae_publisher_open(&pcfg, &w.pub);
-    if (rc != MAE_OK) {
-        fprintf(stderr, PROG ": cannot open the publisher for '%s': %s\n",
-                w.opt.redis_url ? w.opt.redis_url : "", perr[0] ? perr : mae_strerror(rc));
+    if (open_publisher(&w) != 0)
         return 1;
-    }
     bool publishing = w.opt.redis_url != NULL && *w.opt.redis_url != '\0';
-    if (!publishing)
-        fprintf(stderr, PROG ": no --redis URL or MAILAGENT_REDIS_URL: publisher disabled, "
-                        "writing state only\n");
-
-    char derr[256] = "";
-    mae_db_config dcfg;
-    mae_db_config_init(&dcfg);
-    dcfg.path = w.opt.db_path;
-    dcfg.publisher = w.pub;
-    dcfg.clock = sim_clock;
-    dcfg.clock_user = &w;
-    dcfg.error_buf = derr;
-    dcfg.error_buf_size = sizeof derr;
-    /* The simulated day ends about now, so the rows' times look like a
-     * real day's; set before open, which may already read the clock. */
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    w.sim_start = (double)now.tv_sec - SIM_BACK_S;
-    w.sim_now = w.sim_start;
-    rc = mae_db_open(&dcfg, &w.db);
-    if (rc != MAE_OK) {
-        fprintf(stderr, PROG ": cannot open database '%s': %s\n", w.opt.db_path,
-                derr[0] ? derr : mae_strerror(rc));
+    if (open_database(&w) != 0) {
         mae_publisher_close(w.pub, 1000);
         return 1;
     }
@@ -314,7 +332,7 @@ int main(int argc, char **argv)
 
     mae_db_close(w.db);
     /* When the flush already timed out, Redis is away: do not wait again. */
-    rc = mae_publisher_close(w.pub, w.flush_timed_out ? 200 : 2000);
+    int rc = mae_publisher_close(w.pub, w.flush_timed_out ? 200 : 2000);
     if (rc != MAE_OK && status == 0)
         fprintf(stderr, PROG ": warning: some events were still queued at close: %s\n",
                 mae_strerror(rc));

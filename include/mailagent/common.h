@@ -42,7 +42,7 @@ enum {
  * The string is static. This function can't fail. */
 MAE_EXTERN const char *mae_strerror(int code);
 
-/* The documented source tags (events.md). Any non-empty string is accepted
+/* The documented source tags (docs/events.md). Any non-empty string is accepted
  * as a source; these are the ones subscribers know. */
 #define MAE_SOURCE_CLI "cli"
 #define MAE_SOURCE_NOTION_WEBHOOK "notion_webhook"

@@ -22,7 +22,7 @@ extern "C" {
 
 typedef struct mae_publisher mae_publisher;
 
-/* The channel events go to when none is configured (events.md). */
+/* The channel events go to when none is configured (docs/events.md). */
 #define MAE_DEFAULT_CHANNEL "mailagent:events:v1"
 
 /* Log levels given to the log callback. */
@@ -40,7 +40,7 @@ typedef struct mae_publisher_config {
     size_t queue_max_bytes;     /* default 64 MiB */
     int connect_timeout_ms;     /* default 1000 */
     int io_timeout_ms;          /* default 1000 */
-    /* Stream mode (relay.md): also append each event to this Redis Stream,
+    /* Stream mode (docs/relay.md): also append each event to this Redis Stream,
      * exactly once across broken connections. NULL or "" = off. Copied. */
     const char *stream_key;
     size_t stream_maxlen;       /* default 100000, approximate (MAXLEN ~) */
@@ -99,11 +99,14 @@ MAE_EXTERN void mae_publisher_stats_get(const mae_publisher *p, mae_publisher_st
 /* Fire-and-forget. Never blocks on I/O, never reports failure. data_json is
  * a JSON object text or NULL for {}; internal_id may be MAE_NO_ID. A NULL or
  * empty event_type or source, or a data_json that is not one JSON object, is
- * counted as dropped_invalid and nothing is sent. All strings are borrowed. */
+ * counted as dropped_invalid and nothing is sent. data_json follows the
+ * grammar of outbox payloads: strict RFC 8259, at most 64 levels of nesting,
+ * no "\u0000" (invalid UTF-8 is repaired, not refused); it is sent compacted,
+ * keys in the order given. All strings are borrowed. */
 MAE_EXTERN void mae_safe_publish(mae_publisher *p, const char *event_type, int64_t internal_id,
                                  const char *data_json, const char *source);
 
-/* ---- typed builders: one per event type of events.md ----------------
+/* ---- typed builders: one per event type of docs/events.md ----------------
  * Same promise as mae_safe_publish: never block, never fail; a NULL
  * required string counts as dropped_invalid. Error texts are cut to 200
  * code points; invalid UTF-8 is repaired to U+FFFD. Epoch times are seconds. */

@@ -11,6 +11,10 @@ rm -rf "$work"
 mkdir -p "$work"
 prefix=$work/prefix
 cmake --install "$build" --prefix "$prefix" >/dev/null
+# With the command comes its manual page.
+if [ -x "$prefix/bin/mailagent" ]; then
+  [ -f "$prefix/share/man/man1/mailagent.1" ] || { echo "mailagent.1 not installed"; exit 1; }
+fi
 # The .pc file carries the configured prefix: point the check at ours.
 cmake -S "$build/.." -B "$work/cfg" -DCMAKE_INSTALL_PREFIX="$prefix" -DMAE_BUILD_TESTS=OFF -DMAE_BUILD_TOOLS=OFF >/dev/null
 cmake --build "$work/cfg" -j2 >/dev/null
@@ -24,6 +28,13 @@ bad=$(nm -D --defined-only "$libdir/libmailagent-events.so" | awk '$2 ~ /[TDBR]/
 [ -z "$bad" ] || { echo "exported symbols outside mae_:"; echo "$bad"; exit 1; }
 internal=$(nm -D --defined-only "$libdir/libmailagent-events.so" | awk '{print $3}' | grep '^mae__' || true)
 [ -z "$internal" ] || { echo "internal symbols exported:"; echo "$internal"; exit 1; }
+
+# json-c serves the command and the tests only: the library's link line,
+# CMake config and .pc must not ask a consumer for it.
+if objdump -p "$libdir/libmailagent-events.so" | grep -q 'NEEDED.*json-c' ||
+   grep -rq 'json-c\|jsonc' "$libdir/pkgconfig/mailagent-events.pc" "$libdir/cmake/mailagent-events"; then
+  echo "json-c is part of the installed library's interface"; exit 1
+fi
 
 # 1. CMake package
 cmake -S "$here" -B "$work/cmake-consumer" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
@@ -39,6 +50,6 @@ cc -std=c11 -Wall -Wextra -Wpedantic -Werror "$here/consumer.c" -o "$work/consum
 LD_LIBRARY_PATH=$libdir "$work/consumer_pc"
 cc -std=c11 "$here/consumer.c" -o "$work/consumer_pc_static" \
   $(pkg-config --cflags mailagent-events) "$libdir/libmailagent-events.a" \
-  $(pkg-config --libs --static hiredis json-c sqlite3) -lpthread
+  $(pkg-config --libs --static hiredis sqlite3) -lpthread
 "$work/consumer_pc_static"
 echo "package consumer: cmake (shared, static) and pkg-config (shared, static) ok"

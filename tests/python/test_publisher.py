@@ -30,7 +30,7 @@ def test_envelope_bytes_seen_by_a_subscriber(publisher: Publisher, subscriber: A
     assert publisher.flush(5000)
     first, second = subscriber.take(2)
     # One line of compact JSON, keys in the contract's order, non-ASCII as
-    # raw UTF-8 and "/" unescaped (events.md).
+    # raw UTF-8 and "/" unescaped (docs/events.md).
     assert re.fullmatch(
         rb'\{"event_type":"email\.synced","ts":\d+\.\d{1,6},"internal_id":53675,'
         rb'"data":\{"notion_page_id":"page-\xc3\xa9/\xe2\x98\x83"\},"source":"new_watcher"\}',

@@ -17,8 +17,9 @@ typedef struct mtr_redis {
     char password[64];   /* AUTH sent by mtr_command and mtr_subscribe; "" = none */
 } mtr_redis;
 
-/* True when a redis-server binary is available (integration tests skip
- * themselves otherwise). */
+/* True when a redis-server binary is available. Without one, an
+ * integration test fails; only test_it_cli skips its tests, and not when
+ * CI is set (tu_in_ci): CI must not pass by running less. */
 bool mtr_available(void);
 
 /* Picks a free loopback port and starts redis-server there (no persistence)

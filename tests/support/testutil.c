@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,6 +15,20 @@
 #include "testutil.h"
 
 const double tu_t0 = TU_T0;
+
+bool tu_in_ci(void)
+{
+    const char *v = getenv("CI");
+    return v && *v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+}
+
+void tu_missing_prerequisite(const char *what)
+{
+    if (tu_in_ci())
+        fail_msg("%s, and CI is set: install it (scripts/install-deps.sh does)", what);
+    print_message("%s: test skipped (it fails instead when CI=true)\n", what);
+    skip();
+}
 
 void tu_assert_counters_add_up(mae_publisher *p)
 {

@@ -6,6 +6,7 @@
 #ifndef MAE_TEST_TESTUTIL_H
 #define MAE_TEST_TESTUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <mailagent/events.h>
@@ -24,6 +25,16 @@ void tu_sleep_ms(int ms);
         while (!(cond) && tu_now_s() < until_)                                             \
             tu_sleep_ms(2);                                                                \
     } while (0)
+
+/* ---- the environment ---- */
+
+/* True when the environment variable CI is set to anything but "", "0" or
+ * "false" (CI services set CI=true). */
+bool tu_in_ci(void);
+/* For a test whose prerequisite (a locale, a program) this machine lacks:
+ * prints what is missing, then skips the test on a developer's machine and
+ * fails it in CI, so that CI never passes by running less than the suite. */
+void tu_missing_prerequisite(const char *what);
 
 /* ---- publishers ---- */
 

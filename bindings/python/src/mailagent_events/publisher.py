@@ -43,7 +43,7 @@ _CONFIG_FIELDS = {name for name, _ in L.PublisherConfig._fields_}
 
 def has_stream_mode() -> bool:
     """True when the loaded library's publisher config has stream_key (the
-    Redis Stream mode of relay.md), so Publisher(stream_key=...) works."""
+    Redis Stream mode of docs/relay.md), so Publisher(stream_key=...) works."""
     return "stream_key" in _CONFIG_FIELDS
 
 
