@@ -119,9 +119,31 @@ static void on_resume_entry(void *user, const mae__stream_id *id, const char *li
     frame_to(c);
 }
 
+static const mae__resume_events resume_events;
+
+/* A client whose id gets no replay (bad_last_event_id, unknown_id) goes
+ * live when the decision is made, which for unknown_id waits for the
+ * stream's bounds; the fan-out held back the entries that came in the
+ * meantime. It catches them up once: a replay from where the reader stood
+ * when the client came. */
 static void on_resume_live(void *user)
 {
-    (void)user;
+    client *c = user;
+    mae__stream_source *src = c->r->stream;
+    mae__resume_plan plan = mae__resume_get_plan(c->resume);
+    mae__stream_id now;
+    if (c->rejoined || !c->joined_known ||
+        (plan.kind != MAE__RESUME_UNKNOWN_ID && plan.kind != MAE__RESUME_BAD_ID) ||
+        !mae__stream_source_position(src, &now) || mae__stream_id_cmp(&now, &c->joined) <= 0)
+        return;
+    char text[MAE__STREAM_ID_BUFSIZE];
+    size_t len = mae__stream_id_format(&c->joined, text);
+    mae__resume *old = c->resume;
+    c->rejoined = true;
+    c->resume = mae__resume_start(src, text, len, 0, &resume_events, c);
+    mae__resume_free(old);
+    if (!c->resume)
+        mae__client_free(c, "out of memory");
 }
 
 /* A replay goes on while the client keeps up: at most half its buffer
@@ -176,6 +198,8 @@ bool mae__fanout_resume_start(client *c, const mae__request *req)
     char buf[MAE__STREAM_ID_MAX_LEN + 8];
     size_t len = 0;
     const char *id = resume_id(req, buf, sizeof buf, &len);
+    if (id)
+        c->joined_known = mae__stream_source_position(c->r->stream, &c->joined);
     c->resume = mae__resume_start(c->r->stream, id, len, 0, &resume_events, c);
     return c->resume != NULL;
 }

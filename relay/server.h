@@ -45,6 +45,9 @@ struct mae__relay_client {
     mae__client_state state;
     bool chunked;                 /* HTTP/1.1 stream: frames go out as chunks */
     mae__resume *resume;          /* stream mode: the client's catch-up and position */
+    mae__stream_id joined;        /* stream mode: the reader's position when it came */
+    bool joined_known;
+    bool rejoined;                /* its catch-up was restarted from `joined` once */
     char addr[56];                /* "[v6]:port" or "v4:port", for the log */
 };
 

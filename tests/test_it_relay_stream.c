@@ -14,6 +14,7 @@
 #include <signal.h>
 
 #include <cmocka.h>
+#include <hiredis/hiredis.h>
 
 #include "harness.h"
 #include "redis_harness.h"
@@ -204,9 +205,9 @@ static void test_hostile_ids(void **state)
     for (size_t i = 0; i < N; i++)
         cs[i] = rh_get(r.port, cases[i].path, cases[i].header);
     wait_clients(r.port, N);
-    /* Each decision first (unknown_id needs the stream's bounds, read
-     * asynchronously): an entry added before it would not reach that client
-     * (live from the decision, see the report). */
+    /* Each decision first, so every client's frames come in one order:
+     * reset, then the entry (test_no_gap_while_deciding covers entries that
+     * come while a decision is out). */
     for (size_t i = 0; i < N; i++)
         if (rh_wait_for(cs[i], 0, "event: reset\n", 5000) < 0)
             fail_msg("case %zu: no reset: %s", i, cs[i]->buf);
@@ -229,6 +230,70 @@ static void test_hostile_ids(void **state)
     assert_memory_equal(c->buf, "HTTP/1.1 400 ", 13);
     rh_close(c);
     assert_true(rh_metric(r.port, NULL, "mailagent_relay_resets_total") >= (long long)N);
+    assert_int_equal(rh_relay_stop(&r, SIGTERM, 5000, NULL), 0);
+}
+
+/* Kills the relay's history connection (the stream source's second link,
+ * the one that is not blocked in XREAD): its requests wait for the
+ * reconnect, at least the first backoff step (75 ms or more). */
+static void kill_history_link(void)
+{
+    redisContext *rc = redisConnect("127.0.0.1", g_redis.port);
+    assert_non_null(rc);
+    assert_int_equal(rc->err, 0);
+    redisReply *list = redisCommand(rc, "CLIENT LIST");
+    assert_non_null(list);
+    assert_int_equal(list->type, REDIS_REPLY_STRING);
+    int killed = 0;
+    for (char *line = strtok(list->str, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strstr(line, "cmd=xread") || strstr(line, "cmd=client"))
+            continue;
+        long long id = strtoll(strstr(line, "id=") + 3, NULL, 10);
+        redisReply *k = redisCommand(rc, "CLIENT KILL ID %lld", id);
+        killed += k && k->type == REDIS_REPLY_INTEGER && k->integer == 1;
+        if (k)
+            freeReplyObject(k);
+    }
+    freeReplyObject(list);
+    redisFree(rc);
+    assert_int_equal(killed, 1);
+}
+
+/* Entries added while the relay decides about a client's id (unknown_id
+ * waits for the stream's bounds, read on the history connection) still
+ * reach it: it catches up from where the reader stood when it came. The
+ * history connection is killed first, so the decisions are still out when
+ * the entries come. */
+static void test_no_gap_while_deciding(void **state)
+{
+    (void)state;
+    xadd("ev:gap", 1);
+    rh_relay r;
+    start(&r, "gap", "ev:gap", NULL);
+    /* Both links up: a first client's decision came back. */
+    rh_conn *first = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 99999999999999-0\r\n");
+    assert_true(rh_wait_for(first, 0, "unknown_id", 5000) > 0);
+    rh_close(first);
+    kill_history_link();
+    enum { N = 6 };
+    rh_conn *cs[N];
+    for (int i = 0; i < N; i++)
+        cs[i] = rh_get(r.port, "/api/events/stream",
+                       i % 2 ? "Last-Event-ID: 99999999999999-0\r\n" : "Last-Event-ID: x\r\n");
+    wait_clients(r.port, N);
+    xadd("ev:gap", 2);
+    xadd("ev:gap", 3);
+    for (int i = 0; i < N; i++) {
+        if (rh_wait_for(cs[i], 0, "\"internal_id\":3}", 5000) < 0)
+            fail_msg("client %d: %s", i, cs[i]->buf);
+        assert_non_null(strstr(cs[i]->buf, i % 2 ? "unknown_id" : "bad_last_event_id"));
+        /* 2 and 3 once each, in order; 1 (before it came) not at all. */
+        int ids[8];
+        size_t n = received(cs[i], ids, 8, NULL, 0);
+        if (n != 2 || ids[0] != 2 || ids[1] != 3)
+            fail_msg("client %d got %zu events: %s", i, n, cs[i]->buf);
+        rh_close(cs[i]);
+    }
     assert_int_equal(rh_relay_stop(&r, SIGTERM, 5000, NULL), 0);
 }
 
@@ -300,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_resume_gets_exactly_the_missed),
         cmocka_unit_test(test_history_trimmed),
         cmocka_unit_test(test_hostile_ids),
+        cmocka_unit_test(test_no_gap_while_deciding),
         cmocka_unit_test(test_chromium_resumes_after_restart),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
