@@ -42,11 +42,11 @@ struct cli_command {
     cli_run_fn run;
 };
 
-/* The leaf commands (defined in email.c, admin.c, llm.c, tail.c). */
+/* The leaf commands (defined in email.c, admin.c, llm.c, tail.c, serve.c). */
 extern const cli_command cli_email_list, cli_email_get, cli_email_flag;
 extern const cli_command cli_admin_queue_depth, cli_admin_stats, cli_admin_retry_dead_letter;
 extern const cli_command cli_llm_stats;
-extern const cli_command cli_events_tail;
+extern const cli_command cli_events_tail, cli_events_serve;
 
 /* ---- options (args.c) -------------------------------------------------- */
 

@@ -18,7 +18,8 @@ static const cli_command *const email_commands[] = {&cli_email_list, &cli_email_
 static const cli_command *const admin_commands[] = {
     &cli_admin_queue_depth, &cli_admin_stats, &cli_admin_retry_dead_letter, NULL};
 static const cli_command *const llm_commands[] = {&cli_llm_stats, NULL};
-static const cli_command *const events_commands[] = {&cli_events_tail, NULL};
+static const cli_command *const events_commands[] = {&cli_events_tail, &cli_events_serve,
+                                                     NULL};
 
 static const group groups[] = {
     {"email", "mails: their sync state, outbox intents and LLM row; flag them", email_commands},

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: builds the project in build/, starts a throwaway
 # redis-server, runs the demo watcher (a simulated day of mail) with
-# `mailagent events tail` listening beside it, then prints the
+# `mailagent events tail` listening beside it and the SSE relay
+# (`mailagent events serve`) read by `curl -N`, then prints the
 # reconciliation reads and an AGREEMENT check of the stream against the
 # database. Exits non-zero on a mismatch.
 #
@@ -24,12 +25,16 @@ die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/mae-demo.XXXXXX") || die "cannot create a temporary directory"
 tail_pid=""
 show_pid=""
+relay_pid=""
+curl_pid=""
 MAE_REDIS_PID=""
 MAE_REDIS_DIR=""
 cleanup() {
   # Only the processes this script started, by their ids.
   [ -n "$show_pid" ] && kill "$show_pid" 2>/dev/null
   [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null && wait "$tail_pid" 2>/dev/null
+  [ -n "$curl_pid" ] && kill "$curl_pid" 2>/dev/null && wait "$curl_pid" 2>/dev/null
+  [ -n "$relay_pid" ] && kill "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
   if [ -n "$MAE_REDIS_PID" ]; then
     scripts/redis-throwaway.sh stop "$MAE_REDIS_PID" "$MAE_REDIS_DIR" >/dev/null 2>&1
   fi
@@ -102,6 +107,42 @@ if [ "$have_redis" = 1 ]; then
   show_pid=$!
 fi
 
+# ---- the relay ------------------------------------------------------------------------
+# The SSE relay beside the tail, on a free loopback port, read by curl -N
+# as the cookbook does; the first frames are shown after the run.
+relay_port=""
+if [ "$have_redis" = 1 ]; then
+  "$cli" events serve --listen 127.0.0.1:0 --ping-interval 5 --quiet 2>"$work/relay.log" &
+  relay_pid=$!
+  for _ in $(seq 1 100); do
+    relay_port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$work/relay.log" | head -n 1)
+    [ -n "$relay_port" ] && break
+    kill -0 "$relay_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -z "$relay_port" ]; then
+    cat "$work/relay.log" >&2
+    die "mailagent events serve did not start"
+  fi
+  curl -sN "http://127.0.0.1:$relay_port/api/events/stream" >"$work/relay.sse" 2>/dev/null &
+  curl_pid=$!
+  # Subscribed to Redis and holding curl's stream, or the first events
+  # would pass before curl listens.
+  ready=0
+  for _ in $(seq 1 100); do
+    h=$(curl -s "http://127.0.0.1:$relay_port/healthz" 2>/dev/null)
+    case "$h" in *'"redis":true'*'"clients":1'*) ready=1; break ;; esac
+    sleep 0.05
+  done
+  if [ "$ready" != 1 ]; then
+    cat "$work/relay.log" >&2
+    die "the relay did not get ready (healthz: ${h:-none})"
+  fi
+  say "mailagent events serve: the SSE relay on http://127.0.0.1:$relay_port/api/events/stream"
+  echo "  curl -N http://127.0.0.1:$relay_port/api/events/stream   is reading it"
+  echo "  dashboard: http://127.0.0.1:$relay_port/   (live while the watcher runs)"
+fi
+
 # ---- the watcher ------------------------------------------------------------------------
 say "demo watcher: a simulated day of $mails mails"
 wargs=(--mails "$mails" --db "$MAILAGENT_DB")
@@ -132,6 +173,28 @@ if [ "$have_redis" = 1 ]; then
   echo "the tail received $(wc -l <"$stream") events (log: $stream, removed at exit)"
 fi
 
+# ---- what curl -N received from the relay -------------------------------------------------
+relay_events=""
+if [ -n "$relay_pid" ]; then
+  for _ in $(seq 1 100); do
+    relay_events=$(grep -c '^event: mailagent$' "$work/relay.sse")
+    [ "$relay_events" -ge "${published:-0}" ] && break
+    sleep 0.05
+  done
+  say "the relay's stream as curl -N sees it (first frames)"
+  head -n 13 "$work/relay.sse" | cut -c 1-150 | sed 's/^/  sse| /'
+  echo "  sse| ..."
+  kill "$curl_pid" 2>/dev/null
+  wait "$curl_pid" 2>/dev/null
+  curl_pid=""
+  kill -TERM "$relay_pid" 2>/dev/null
+  wait "$relay_pid"
+  rrc=$?
+  relay_pid=""
+  echo "curl received $relay_events events through the relay; the relay stopped on SIGTERM (exit $rrc)"
+  [ "$rrc" = 0 ] || die "the relay exited with $rrc on SIGTERM"
+fi
+
 # ---- reconciliation reads -------------------------------------------------------------------
 for cmd in "admin stats" "admin queue-depth" "llm stats"; do
   say "mailagent $cmd"
@@ -144,6 +207,7 @@ done
 # ---- agreement ----------------------------------------------------------------------------------
 say "AGREEMENT (stream: what the tail received; watcher: counted from return codes; db: the reads)"
 export MAE_DEMO_WORK=$work MAE_DEMO_HAVE_STREAM=$have_redis MAE_DEMO_PUBLISHED=${published:-}
+export MAE_DEMO_RELAY_EVENTS=${relay_events:-}
 for t in email.synced email.dead_letter outbox.enqueued outbox.dead_letter llm.success llm.gave_up; do
   export "MAE_DEMO_W_${t//./_}=$(watcher_count "$t")"
 done
@@ -236,6 +300,12 @@ if have_stream:
     failed += v != "OK"
     print("  %-19s stream %6d  publisher published %6s %22s  %s"
           % ("events received", received, pub if pub is not None else "?", "", v))
+    relay = os.environ.get("MAE_DEMO_RELAY_EVENTS") or None
+    if relay is not None:
+        v = verdict([int(relay), pub])
+        failed += v != "OK"
+        print("  %-19s relay  %6d  publisher published %6s %22s  %s"
+              % ("events via SSE", int(relay), pub if pub is not None else "?", "", v))
     v = "OK" if bad == 0 else "MISMATCH"
     failed += bad != 0
     print("  %-19s %d of %d lines are not a JSON event  %s" % ("stream is JSON", bad, received, v))

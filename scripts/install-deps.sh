@@ -19,6 +19,8 @@ have_cmd pkg-config && have_pc cmocka  || need+=(libcmocka-dev)
 have_cmd pkg-config && have_pc libevent || need+=(libevent-dev)
 have_cmd redis-server || need+=(redis-server)
 have_cmd redis-cli    || need+=(redis-tools)
+# The demo shows the relay's frames as `curl -N` receives them.
+have_cmd curl         || need+=(curl)
 if [ "${MAE_DEPS_FULL:-1}" = 1 ]; then
   # Sanitizer runtimes, fuzzing, memcheck and the benchmark's plot.
   have_cmd clang    || need+=(clang)
@@ -37,6 +39,11 @@ if [ "${MAE_DEPS_FULL:-1}" = 1 ]; then
   # The comma-locale test (tests/test_text.c) needs a locale whose decimal
   # point is a comma; Debian's `locales` has its sources and locale-gen.
   { [ -f /usr/share/i18n/locales/de_DE ] && [ -x /usr/sbin/locale-gen ]; } || need+=(locales)
+  # The relay's tests read it with real clients: httpx (the cookbook's
+  # reader), headless Chromium (the dashboard), nginx in front of it.
+  have_py httpx      || need+=(python3-httpx)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/sbin/nginx ]   || need+=(nginx-light)
 fi
 
 # de_DE.UTF-8 is generated (below) when no comma locale is there yet.

@@ -1,0 +1,185 @@
+/* The `mailagent events serve` command: reads the relay's flags and the
+ * credentials from the environment, checks them, and runs the SSE relay
+ * (relay/relay.h) until SIGTERM or SIGINT. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/url.h"
+#include "relay/relay.h"
+
+#include "cli.h"
+
+/* Splits HOST:PORT ("[v6]:PORT" for IPv6) into host (brackets removed,
+ * written into buf) and port. */
+static bool parse_listen(const char *s, char *buf, size_t size, int *port)
+{
+    const char *colon;
+    size_t hlen;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return false;
+        hlen = (size_t)(close - s - 1);
+        memcpy(buf, s + 1, hlen < size ? hlen : 0);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s)))
+            return false;   /* a bare IPv6 address needs its brackets */
+        hlen = (size_t)(colon - s);
+        memcpy(buf, s, hlen < size ? hlen : 0);
+    }
+    if (hlen == 0 || hlen >= size)
+        return false;
+    buf[hlen] = '\0';
+    int64_t p;
+    if (!cli_parse_int64(colon + 1, 0, 65535, &p))
+        return false;
+    *port = (int)p;
+    return true;
+}
+
+/* A stream path: '/' then visible ASCII without '?' or '#', and none of
+ * the relay's own paths. */
+static bool valid_path(const char *p)
+{
+    if (p[0] != '/' || strlen(p) > 512)
+        return false;
+    for (const char *c = p; *c; c++)
+        if (*c <= ' ' || *c >= 0x7F || *c == '?' || *c == '#')
+            return false;
+    return strcmp(p, "/") != 0 && strcmp(p, "/healthz") != 0 && strcmp(p, "/metrics") != 0;
+}
+
+static const char *env_or_null(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, 'l'},
+        {"path", required_argument, NULL, 'p'},
+        {"ping-interval", required_argument, NULL, 'i'},
+        {"max-clients", required_argument, NULL, 'm'},
+        {"client-buffer", required_argument, NULL, 'b'},
+        {"allow-open", no_argument, NULL, 'o'},
+        {"quiet", no_argument, NULL, 'q'},
+        CLI_GLOBAL_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    mae__relay_config rc;
+    char host[256];
+    bool allow_open = false;
+    int64_t n;
+    int c;
+
+    mae__relay_config_init(&rc);
+    snprintf(host, sizeof host, "%s", rc.host);
+    while ((c = cli_getopt(cmd, cfg, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case 'l':
+            if (!parse_listen(optarg, host, sizeof host, &rc.port))
+                return cli_usage_error(cmd, "--listen wants HOST:PORT (IPv6 as [::1]:9200), "
+                                       "not '%s'", optarg);
+            break;
+        case 'p':
+            if (!valid_path(optarg))
+                return cli_usage_error(cmd, "--path wants a path like /api/events/stream "
+                                       "(not /, /healthz or /metrics), not '%s'", optarg);
+            rc.path = optarg;
+            break;
+        case 'i':
+            if (!cli_parse_seconds(optarg, &rc.ping_interval) ||
+                rc.ping_interval < MAE__RELAY_MIN_PING || rc.ping_interval > 86400)
+                return cli_usage_error(cmd, "--ping-interval wants seconds from 0.05 to 86400, "
+                                       "not '%s'", optarg);
+            break;
+        case 'm':
+            if (!cli_parse_int64(optarg, 1, 1000000, &n))
+                return cli_usage_error(cmd, "--max-clients wants a number from 1 to 1000000, "
+                                       "not '%s'", optarg);
+            rc.max_clients = (size_t)n;
+            break;
+        case 'b':
+            if (!cli_parse_int64(optarg, 1024, (int64_t)1 << 30, &n))
+                return cli_usage_error(cmd, "--client-buffer wants bytes from 1024 to "
+                                       "1073741824, not '%s'", optarg);
+            rc.client_buffer = (size_t)n;
+            break;
+        case 'o':
+            allow_open = true;
+            break;
+        case 'q':
+            rc.quiet = true;
+            break;
+        case 'h':
+            return CLI_OK;
+        default:
+            return CLI_USAGE;
+        }
+    }
+    if (!cli_positionals(cmd, argc, argv, 0, 0))
+        return CLI_USAGE;
+    if (!cfg->redis_url)
+        return cli_usage_error(cmd, "no Redis URL: set MAILAGENT_REDIS_URL or pass --redis URL");
+    mae__url url;
+    char err[256];
+    if (mae__url_parse(cfg->redis_url, &url, err, sizeof err) != MAE_OK) {
+        cli_error("invalid Redis URL: %s", err);
+        return CLI_USAGE;
+    }
+    mae__url_free(&url);
+
+    rc.host = host;
+    rc.redis_url = cfg->redis_url;
+    rc.channel = cfg->channel;
+    rc.stream_key = cfg->stream_key;   /* --stream or $MAILAGENT_STREAM */
+    rc.credentials.webhook_secret = env_or_null("WEBHOOK_SECRET");
+    rc.credentials.local_token = env_or_null("MAILAGENT_LOCAL_TOKEN");
+    if (!mae__credentials_required(&rc.credentials) && !allow_open &&
+        !mae__relay_host_is_loopback(host)) {
+        cli_error("refusing to serve without credentials on %s, which is not a loopback "
+                  "address: set WEBHOOK_SECRET or MAILAGENT_LOCAL_TOKEN, or pass --allow-open",
+                  host);
+        return CLI_USAGE;
+    }
+    if (mae__relay_run(&rc, err, sizeof err) != 0) {
+        cli_error("%s", err);
+        return CLI_FAIL;
+    }
+    return CLI_OK;
+}
+
+const cli_command cli_events_serve = {
+    "events", "serve",
+    "[--listen HOST:PORT] [--path PATH] [--ping-interval SECONDS] [--stream KEY] "
+    "[--max-clients N] [--client-buffer BYTES] [--allow-open] [--quiet]",
+    "Serve the events to HTTP clients as Server-Sent Events, with a live dashboard.",
+    "One Redis subscription fanned out to every client (curl -N, EventSource,\n"
+    "httpx...). GET PATH is the stream, GET / the dashboard page, GET /healthz\n"
+    "and GET /metrics (Prometheus) the relay's state. Stops on SIGINT or SIGTERM.\n"
+    "Credentials come from the environment: WEBHOOK_SECRET (sent as\n"
+    "X-Webhook-Token or Authorization: Bearer) and MAILAGENT_LOCAL_TOKEN (sent\n"
+    "as X-MailAgent-Local-Token); with neither, the stream is open, which is\n"
+    "only allowed on a loopback address unless --allow-open.\n"
+    "Options:\n"
+    "  --listen HOST:PORT     address to listen on (default 127.0.0.1:9200;\n"
+    "                         IPv6 as [::1]:9200; port 0 picks a free one)\n"
+    "  --path PATH            the stream's path (default /api/events/stream)\n"
+    "  --ping-interval SECONDS  heartbeat period, at least 0.05 (default 15)\n"
+    "  --stream KEY           stream mode: read the events' Redis Stream instead\n"
+    "                         of the channel (default $MAILAGENT_STREAM); every\n"
+    "                         frame has an id, and a client that comes back with\n"
+    "                         Last-Event-ID (or ?last_event_id=) gets what it missed\n"
+    "  --max-clients N        streams served at once (default 10000); over it a\n"
+    "                         client is told to retry later\n"
+    "  --client-buffer BYTES  most bytes a client may have waiting (default\n"
+    "                         1048576); a client over it is cut\n"
+    "  --allow-open           serve without credentials on a non-loopback address\n"
+    "  --quiet                no per-client log lines\n",
+    run,
+};

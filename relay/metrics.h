@@ -1,0 +1,33 @@
+/* Internal: the relay's counters and the two texts made of them, /metrics
+ * (Prometheus text format 0.0.4) and /healthz (JSON). Pure, unit-tested.
+ * Never installed. */
+#ifndef MAE_RELAY_METRICS_H
+#define MAE_RELAY_METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/text.h"
+
+/* Only the event loop's thread touches them: plain integers. */
+typedef struct mae__relay_counters {
+    uint64_t clients;               /* streams open now */
+    uint64_t clients_total;         /* streams ever opened (refused ones excluded) */
+    uint64_t events_total;          /* events received from Redis, each counted once */
+    uint64_t bytes_total;           /* bytes queued to stream clients (frames, pings, resets) */
+    uint64_t clients_cut_slow_total;/* streams closed for --client-buffer or a write timeout */
+    uint64_t clients_refused_total; /* answered "too many clients" (over --max-clients) */
+    uint64_t auth_failures_total;   /* 401 answers */
+    bool redis_connected;           /* subscribed (or reading the stream) now */
+    uint64_t redis_reconnects_total;/* connections to Redis after the first */
+    uint64_t resets_total;          /* reset frames sent, one per client */
+} mae__relay_counters;
+
+/* Appends the counters in the Prometheus text format, each with its HELP
+ * and TYPE lines. */
+void mae__metrics_render(mae__buf *b, const mae__relay_counters *c);
+
+/* Appends {"status":"ok","redis":true|false,"clients":N}. */
+void mae__healthz_render(mae__buf *b, const mae__relay_counters *c);
+
+#endif
