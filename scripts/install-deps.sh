@@ -34,16 +34,16 @@ if [ "${MAE_DEPS_FULL:-1}" = 1 ]; then
   have_py redis      || need+=(python3-redis)
   have_py setuptools || need+=(python3-setuptools)
   have_py pip        || need+=(python3-pip)
-  # The relay's tests read it with real clients: httpx (the cookbook's
-  # reader), headless Chromium (the dashboard), nginx in front of it.
-  have_py httpx      || need+=(python3-httpx)
-  [ -x /usr/bin/chromium ] || need+=(chromium)
-  [ -x /usr/sbin/nginx ]   || need+=(nginx-light)
   # The man page test renders mailagent.1.
   have_cmd groff    || need+=(groff-base)
   # The comma-locale test (tests/test_text.c) needs a locale whose decimal
   # point is a comma; Debian's `locales` has its sources and locale-gen.
   { [ -f /usr/share/i18n/locales/de_DE ] && [ -x /usr/sbin/locale-gen ]; } || need+=(locales)
+  # The relay's tests read it with real clients: httpx (the cookbook's
+  # reader), headless Chromium (the dashboard), nginx in front of it.
+  have_py httpx      || need+=(python3-httpx)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/sbin/nginx ]   || need+=(nginx-light)
 fi
 
 # de_DE.UTF-8 is generated (below) when no comma locale is there yet.
