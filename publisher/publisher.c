@@ -1,14 +1,19 @@
 /* This module implements the publisher's queue and its I/O thread: the
- * caller's thread only appends a built line to a bounded in-memory queue;
- * one background thread per publisher connects, pipelines PUBLISH batches,
- * reads the replies with a timeout and reconnects with backoff and jitter. */
+ * caller's thread copies each built line into a ring reserved and touched at
+ * open; one background thread per publisher sleeps until there is work,
+ * connects, pipelines PUBLISH batches, reads the replies with a timeout and
+ * reconnects with backoff and jitter. */
+#define _GNU_SOURCE /* ppoll, MAP_POPULATE, MADV_DONTFORK, adaptive mutexes */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,28 +23,33 @@
 
 #define DEFAULT_CHANNEL MAE_DEFAULT_CHANNEL
 
-typedef struct qnode {
-    struct qnode *next;
-    size_t len;
-    char *line;
-} qnode;
-
-/* How the idle I/O thread looks for work: it polls the queue with a timed
- * wait that starts short after activity and doubles up to the maximum, so a
- * publishing thread never has to wake it (no system call on the caller's
- * path), events go out within a few milliseconds under load and in batches,
- * and an idle publisher costs a few dozen wake-ups a second. */
-#define IDLE_POLL_MIN_S 0.0005
-#define IDLE_POLL_MAX_S 0.02
-
-/* Under a steady trickle of events a batch is gathered for this long
- * before it is sent (unless it is full, or flush or close is waiting):
- * sending each event as it comes costs a round trip and a Redis wake-up
- * per few events, CPU the caller's own work competes for. */
+/* Under a steady trickle of events a batch is gathered for this long after
+ * the previous one was sent (unless it is full, or flush or close is
+ * waiting): sending each event as it comes costs a round trip and a Redis
+ * wake-up per few events, CPU the caller's own work competes for. The I/O
+ * thread stays awake for this long after a send, so the rest of a burst
+ * never has to wake it; an event after an idle spell goes out at once. */
 #define LINGER_S 0.001
+
+/* Each line in the ring is preceded by its length. */
+#define HDR sizeof(uint32_t)
+
+/* The line builder's buffer starts this large (a typical line is 150 to
+ * 400 bytes); it is given back to this size after an unusually long line. */
+#define SCRATCH_CAP 4096
+#define SCRATCH_KEEP (64u << 10)
 
 /* The kinds of problem the log callback hears about, each rate-limited. */
 enum { LOG_CONNECT, LOG_SEND, LOG_KINDS };
+
+/* The I/O thread's copy of the lines it is sending: taken out of the ring
+ * in one pass, so the ring's space is free again before any I/O. */
+typedef struct batch {
+    char *buf;              /* the lines, back to back */
+    size_t len, cap;
+    size_t *off, *lens;     /* batch_max entries each */
+    size_t n;
+} batch;
 
 struct mae_publisher {
     /* Set at open, read-only afterwards. */
@@ -54,12 +64,19 @@ struct mae_publisher {
     mae__transport_ops ops;
     pthread_t thread;
     bool has_thread;
+    int wake_fd;             /* eventfd: a sleeping I/O thread waits on it */
+    char *ring;              /* ring_cap bytes, mapped at open */
+    size_t ring_cap;
+    size_t populated;        /* ring bytes made resident (I/O thread after open) */
 
     /* Everything below is guarded by mu. */
     pthread_mutex_t mu;
-    pthread_cond_t wake;     /* the I/O thread waits here for work or stop */
     pthread_cond_t idle;     /* flush and close wait here */
-    qnode *head, *tail;
+    size_t ring_head;        /* where the next line's length goes */
+    size_t ring_tail;        /* the oldest queued line (moved by the I/O thread) */
+    size_t ring_used;        /* bytes from tail to head, lengths included */
+    mae__buf scratch;        /* the line being built (publish.c, under mu) */
+    bool sleeping;           /* the I/O thread waits on wake_fd: wake it */
     bool stopping;           /* close asked: send what is queued, then exit */
     bool abandon;            /* close gave up: exit now, drop the rest */
     bool exited;
@@ -74,6 +91,7 @@ struct mae_publisher {
     /* I/O thread only. */
     uint64_t rng;
     struct { double last; uint64_t repeats; } logged[LOG_KINDS];
+    batch out;
 };
 
 /* ---- time ----------------------------------------------------------------- */
@@ -92,9 +110,11 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static struct timespec mono_abs(double t)
+static struct timespec to_timespec(double t)
 {
     struct timespec ts;
+    if (t < 0)
+        t = 0;
     ts.tv_sec = (time_t)t;
     ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
     if (ts.tv_nsec >= 1000000000L) {
@@ -107,8 +127,23 @@ static struct timespec mono_abs(double t)
 /* Waits on cv (a CLOCK_MONOTONIC condition) until the absolute time t. */
 static void wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, double t)
 {
-    struct timespec ts = mono_abs(t);
+    struct timespec ts = to_timespec(t);
     pthread_cond_timedwait(cv, mu, &ts);
+}
+
+/* The text of the few errors thread creation reports: strerror is not
+ * thread-safe, and this file never calls it. */
+static const char *errno_text(int e)
+{
+    switch (e) {
+    case EAGAIN: return "out of threads or memory (EAGAIN)";
+    case EINVAL: return "invalid thread attributes (EINVAL)";
+    case EPERM: return "not permitted (EPERM)";
+    case ENOMEM: return "out of memory (ENOMEM)";
+    case EMFILE: return "too many open files (EMFILE)";
+    case ENFILE: return "too many open files in the system (ENFILE)";
+    default: return "system error";
+    }
 }
 
 /* ---- fork safety -----------------------------------------------------------
@@ -116,10 +151,13 @@ static void wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, double t)
  * publisher's mutex are taken, so the child inherits consistent queues and
  * unlocked mutexes; the child marks its copies forked, and from then on its
  * calls are counted as dropped_disabled and nothing talks to the parent's
- * connection (the I/O thread does not exist in the child). */
+ * connection (the I/O thread does not exist in the child). This relies on
+ * glibc letting the child of a threaded process unlock, in its atfork
+ * handler, mutexes the parent's forking thread held (publisher.h). */
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static mae_publisher *registry;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_rc;
 
 static void before_fork(void)
 {
@@ -146,7 +184,7 @@ static void after_fork_child(void)
 
 static void install_atfork(void)
 {
-    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+    atfork_rc = pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
 static void registry_add(mae_publisher *p)
@@ -201,29 +239,33 @@ static int open_fail(const mae_publisher_config *cfg, int code, const char *fmt,
     return code;
 }
 
-static void free_queue(qnode *n)
+static void batch_free(batch *b)
 {
-    while (n) {
-        qnode *next = n->next;
-        free(n->line);
-        free(n);
-        n = next;
-    }
+    free(b->buf);
+    free(b->off);
+    free(b->lens);
+    memset(b, 0, sizeof *b);
 }
 
 /* Frees a publisher in any state of construction; the thread is gone. */
 static void destroy(mae_publisher *p)
 {
-    free_queue(p->head);
+    /* A fork()ed child never had the ring (MADV_DONTFORK), and the address
+     * range may hold the child's own memory by now: it is not unmapped. */
+    if (p->ring && !p->forked)
+        munmap(p->ring, p->ring_cap);
+    if (p->wake_fd >= 0)
+        close(p->wake_fd);
+    mae__buf_free(&p->scratch);
+    batch_free(&p->out);
     free(p->channel);
     mae__url_free(&p->url);
     if (p->ops.release)
         p->ops.release(p->ops.user);
-    /* In a fork()ed child the condition variables still count the parent's
-     * I/O thread as a waiter, and glibc's pthread_cond_destroy waits for
+    /* In a fork()ed child the condition variable may still count a thread
+     * of the parent as a waiter, and glibc's pthread_cond_destroy waits for
      * waiters that will never come: a child only frees the memory. */
     if (!p->forked) {
-        pthread_cond_destroy(&p->wake);
         pthread_cond_destroy(&p->idle);
         pthread_mutex_destroy(&p->mu);
     }
@@ -232,27 +274,78 @@ static void destroy(mae_publisher *p)
 
 static void *io_main(void *arg);
 
+/* The mutex spins briefly before sleeping: every critical section is a
+ * few dozen nanoseconds, so a publishing thread that meets the I/O thread
+ * in it waits without a system call. */
 static int init_sync(mae_publisher *p)
 {
+    pthread_mutexattr_t ma;
     pthread_condattr_t ca;
-    if (pthread_mutex_init(&p->mu, NULL) != 0)
+    int rc = -1;
+    if (pthread_mutexattr_init(&ma) != 0)
         return -1;
+#ifdef __GLIBC__
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+    if (pthread_mutex_init(&p->mu, &ma) != 0)
+        goto out_mattr;
     if (pthread_condattr_init(&ca) != 0)
         goto fail_mutex;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (pthread_cond_init(&p->wake, &ca) != 0)
-        goto fail_attr;
-    if (pthread_cond_init(&p->idle, &ca) != 0)
-        goto fail_wake;
+    /* flush and close measure their deadlines on the monotonic clock; a
+     * condition on the wall clock would make them wrong when it jumps. */
+    if (pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&p->idle, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        goto fail_mutex;
+    }
     pthread_condattr_destroy(&ca);
-    return 0;
-fail_wake:
-    pthread_cond_destroy(&p->wake);
-fail_attr:
-    pthread_condattr_destroy(&ca);
+    rc = 0;
+    goto out_mattr;
 fail_mutex:
     pthread_mutex_destroy(&p->mu);
-    return -1;
+out_mattr:
+    pthread_mutexattr_destroy(&ma);
+    return rc;
+}
+
+/* Pages of the ring are made resident (written, as far as the kernel is
+ * concerned, without changing them) this many bytes at a time: the first
+ * chunk at open, the rest by the I/O thread while it has nothing to send,
+ * well ahead of any backlog that could reach them. */
+#define POPULATE_CHUNK ((size_t)1 << 20)
+
+/* Makes n bytes of the ring from off resident. False when the kernel
+ * cannot (before Linux 5.14): the pages then come on first use. */
+static bool populate(mae_publisher *p, size_t off, size_t n)
+{
+    return madvise(p->ring + off, n, MADV_POPULATE_WRITE) == 0;
+}
+
+/* Maps the ring (a fork()ed child does not inherit it) and makes its first
+ * chunk resident; reserves the line builder's buffer and the I/O thread's
+ * batch. Returns MAE_OK, MAE_EINVAL (bounds too large) or MAE_ENOMEM. */
+static int init_storage(mae_publisher *p)
+{
+    if (p->max_events > (SIZE_MAX - p->max_bytes) / HDR)
+        return MAE_EINVAL;
+    p->ring_cap = p->max_bytes + p->max_events * HDR;
+    void *m = mmap(NULL, p->ring_cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return MAE_ENOMEM;
+    p->ring = m;
+    madvise(m, p->ring_cap, MADV_DONTFORK);
+    size_t first = p->ring_cap < POPULATE_CHUNK ? p->ring_cap : POPULATE_CHUNK;
+    if (!populate(p, 0, first))
+        memset(p->ring, 0, first); /* no other thread yet */
+    p->populated = first;
+    if (!mae__buf_reserve(&p->scratch, SCRATCH_CAP))
+        return MAE_ENOMEM;
+    memset(p->scratch.ptr, 0, p->scratch.cap);
+    p->out.off = malloc(p->batch_max * sizeof *p->out.off);
+    p->out.lens = malloc(p->batch_max * sizeof *p->out.lens);
+    if (!p->out.off || !p->out.lens)
+        return MAE_ENOMEM;
+    return MAE_OK;
 }
 
 int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transport_ops *ops,
@@ -275,21 +368,27 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
         return open_fail(cfg, MAE_EINVAL, "stream mode is not available in this version");
 
     pthread_once(&atfork_once, install_atfork);
+    if (atfork_rc != 0)
+        return open_fail(cfg, MAE_ENOMEM, "cannot register the fork handlers: %s",
+                         errno_text(atfork_rc));
 
     mae_publisher *p = calloc(1, sizeof *p);
     if (!p)
         return open_fail(cfg, MAE_ENOMEM, "out of memory");
     p->ops = *ops;
     p->sock_fd = -1;
+    p->wake_fd = -1;
     if (init_sync(p) != 0) {
         free(p);
         return open_fail(cfg, MAE_ENOMEM, "cannot create the publisher's mutex");
     }
+    /* From here on destroy() undoes whatever was built; the caller keeps
+     * the transport's user when open fails. */
+    p->ops.release = NULL;
     p->disabled = !cfg->redis_url || !cfg->redis_url[0];
     if (!p->disabled) {
         rc = mae__url_parse(cfg->redis_url, &p->url, err, sizeof err);
         if (rc != MAE_OK) {
-            p->ops.release = NULL; /* the caller keeps user when open fails */
             destroy(p);
             return open_fail(cfg, rc, "%s", rc == MAE_ENOMEM ? "out of memory" : err);
         }
@@ -298,7 +397,6 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
     p->channel_len = strlen(channel);
     p->channel = malloc(p->channel_len + 1);
     if (!p->channel) {
-        p->ops.release = NULL;
         destroy(p);
         return open_fail(cfg, MAE_ENOMEM, "out of memory");
     }
@@ -317,6 +415,19 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
         p->rng = 0x9e3779b97f4a7c15ull;
 
     if (!p->disabled) {
+        rc = init_storage(p);
+        if (rc != MAE_OK) {
+            destroy(p);
+            return open_fail(cfg, rc, rc == MAE_EINVAL ? "queue bounds are too large"
+                                                       : "cannot reserve the queue's memory");
+        }
+        p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (p->wake_fd < 0) {
+            int e = errno;
+            destroy(p);
+            return open_fail(cfg, MAE_ENOMEM, "cannot create the wake-up eventfd: %s",
+                             errno_text(e));
+        }
         /* The I/O thread starts with every signal blocked: SIGPIPE from a
          * hiredis write stays pending on that thread instead of reaching the
          * process, and the application's handlers never run on our thread.
@@ -327,12 +438,13 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
         rc = pthread_create(&p->thread, NULL, io_main, p);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (rc != 0) {
-            p->ops.release = NULL;
             destroy(p);
-            return open_fail(cfg, MAE_ENOMEM, "cannot start the I/O thread: %s", strerror(rc));
+            return open_fail(cfg, MAE_ENOMEM, "cannot start the I/O thread: %s",
+                             errno_text(rc));
         }
         p->has_thread = true;
     }
+    p->ops.release = ops->release;
     registry_add(p);
     *out = p;
     return MAE_OK;
@@ -346,6 +458,65 @@ int mae_publisher_open(const mae_publisher_config *cfg, mae_publisher **out)
 void *mae__publisher_transport_user(mae_publisher *p)
 {
     return p ? p->ops.user : NULL;
+}
+
+/* ---- the ring --------------------------------------------------------------
+ * A byte FIFO of lines, each after its 4-byte length; a line may wrap
+ * around the end. Its capacity, queue_max_bytes plus a length for each of
+ * queue_max_events lines, holds every queue the bounds allow, so the
+ * bounds alone decide what is dropped. Producers write at head under mu;
+ * the I/O thread reads from tail without mu (the bytes between tail and
+ * head are not written until it gives them back under mu). */
+
+static size_t ring_put(mae_publisher *p, size_t at, const void *src, size_t n)
+{
+    size_t first = p->ring_cap - at < n ? p->ring_cap - at : n;
+    memcpy(p->ring + at, src, first);
+    memcpy(p->ring, (const char *)src + first, n - first);
+    at += n;
+    return at >= p->ring_cap ? at - p->ring_cap : at;
+}
+
+static size_t ring_get(const mae_publisher *p, size_t at, void *dst, size_t n)
+{
+    size_t first = p->ring_cap - at < n ? p->ring_cap - at : n;
+    memcpy(dst, p->ring + at, first);
+    memcpy((char *)dst + first, p->ring, n - first);
+    at += n;
+    return at >= p->ring_cap ? at - p->ring_cap : at;
+}
+
+/* Counts one call and queues line, or counts why not. With mu held.
+ * Returns true when the I/O thread sleeps and must be woken. */
+static bool push_locked(mae_publisher *p, const char *line, size_t len)
+{
+    p->st.calls++;
+    if (p->st.queued + 1 > p->max_events || len > p->max_bytes - p->st.queued_bytes ||
+        len > UINT32_MAX) {
+        p->st.dropped_queue_full++;
+        return false;
+    }
+    if (p->ring_used == 0)
+        p->ring_head = p->ring_tail = 0; /* an empty ring starts over: its first pages stay hot */
+    uint32_t n32 = (uint32_t)len;
+    p->ring_head = ring_put(p, p->ring_head, &n32, HDR);
+    p->ring_head = ring_put(p, p->ring_head, line, len);
+    p->ring_used += HDR + len;
+    p->st.queued++;
+    p->st.queued_bytes += len;
+    p->st.enqueued++;
+    if (!p->sleeping)
+        return false;
+    p->sleeping = false; /* the first event after an idle spell wakes it; the rest need not */
+    return true;
+}
+
+/* The one system call a publish call can make: waking a sleeping thread. */
+static void wake(mae_publisher *p)
+{
+    uint64_t one = 1;
+    ssize_t n = write(p->wake_fd, &one, sizeof one);
+    (void)n; /* EAGAIN only when the counter is full, and then it is awake anyway */
 }
 
 /* ---- the caller's side: counting and queueing ------------------------------ */
@@ -373,63 +544,57 @@ void mae__publisher_drop_invalid(mae_publisher *p)
 
 void mae__publisher_enqueue(mae_publisher *p, mae__buf *b)
 {
-    size_t len = 0;
-    char *line = NULL;
-    qnode *n = NULL;
-
+    bool w = false;
     if (!p) {
         mae__buf_free(b);
         return;
     }
-    /* Allocate before taking the lock, so the lock is held for pointer
-     * updates only. */
-    if (!p->disabled && !p->forked && b && !b->oom && b->ptr) {
-        n = malloc(sizeof *n);
-        if (n) {
-            size_t cap = b->cap;
-            line = mae__buf_take(b, &len);
-            /* The builder reserves generously; a queued line keeps only its
-             * own bytes, so queue_max_bytes bounds the memory really held.
-             * Shrinking in place is cheap in glibc. */
-            if (line && cap > len + 1 + 32) {
-                char *fit = realloc(line, len + 1);
-                if (fit)
-                    line = fit;
-            }
-        }
-    }
-    if (b)
-        mae__buf_free(b);
-
     pthread_mutex_lock(&p->mu);
-    p->st.calls++;
     if (p->disabled || p->forked) {
+        p->st.calls++;
         p->st.dropped_disabled++;
-    } else if (!n || !line) {
-        /* The line could not be built or held: out of memory. */
+    } else if (!b || b->oom || !b->ptr) {
+        /* The line could not be built: out of memory. */
+        p->st.calls++;
         p->st.dropped_invalid++;
-    } else if (p->st.queued + 1 > p->max_events || p->st.queued_bytes + len > p->max_bytes) {
-        p->st.dropped_queue_full++;
     } else {
-        n->next = NULL;
-        n->len = len;
-        n->line = line;
-        if (p->tail)
-            p->tail->next = n;
-        else
-            p->head = n;
-        p->tail = n;
-        p->st.queued++;
-        p->st.queued_bytes += len;
-        p->st.enqueued++;
-        line = NULL;
-        n = NULL;
-        /* No wake-up here: signalling a sleeping thread is a system call on
-         * the caller's path. The I/O thread polls instead (see IDLE_POLL). */
+        w = push_locked(p, b->ptr, b->len);
     }
     pthread_mutex_unlock(&p->mu);
-    free(line);
-    free(n);
+    if (b)
+        mae__buf_free(b);
+    if (w)
+        wake(p);
+}
+
+mae__buf *mae__publisher_line_begin(mae_publisher *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->scratch.len = 0;
+    p->scratch.oom = false;
+    return &p->scratch;
+}
+
+void mae__publisher_line_end(mae_publisher *p, bool built)
+{
+    mae__buf *b = &p->scratch;
+    bool w = false;
+    if (!built || b->oom) {
+        p->st.calls++;
+        p->st.dropped_invalid++;
+    } else {
+        w = push_locked(p, b->ptr, b->len);
+    }
+    if (b->cap > SCRATCH_KEEP) {
+        /* An unusually long line (a large data object) grew the buffer:
+         * give the memory back rather than keep it for every later call. */
+        mae__buf_free(b);
+        if (mae__buf_reserve(b, SCRATCH_CAP))
+            memset(b->ptr, 0, b->cap);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (w)
+        wake(p);
 }
 
 /* ---- counters --------------------------------------------------------------- */
@@ -449,7 +614,16 @@ void mae_publisher_stats_get(const mae_publisher *cp, mae_publisher_stats *out)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* ---- the I/O thread ---------------------------------------------------------- */
+/* ---- the I/O thread: problems and the connection ------------------------------ */
+
+/* What the I/O thread keeps between its steps. */
+typedef struct io_state {
+    void *conn;
+    int failures;            /* connect failures in a row */
+    double next_attempt;     /* no connect before this (backoff) */
+    double next_send;        /* no batch before this unless it is full (linger) */
+    bool watch_conn;         /* an idle wait also watches the connection */
+} io_state;
 
 static double backoff_delay(mae_publisher *p, int failures)
 {
@@ -579,23 +753,135 @@ static void drop_connection(mae_publisher *p, void **conn)
     drain_sigpipe();
 }
 
-/* Pipelines one batch: every PUBLISH is appended, then the replies are read
+/* Connects, with mu held (released meanwhile), unless the backoff says not
+ * yet. Returns true with io->conn set. */
+static bool io_connect(mae_publisher *p, io_state *io)
+{
+    pthread_mutex_unlock(&p->mu);
+    io->conn = try_connect(p);
+    pthread_mutex_lock(&p->mu);
+    if (!io->conn) {
+        io->failures++;
+        p->st.connect_failures++;
+        io->next_attempt = mono_now() + backoff_delay(p, io->failures);
+        return false;
+    }
+    io->failures = 0;
+    io->watch_conn = true;
+    p->st.connects++;
+    p->st.connected = true;
+    return true;
+}
+
+/* ---- the I/O thread: waiting ---------------------------------------------------
+ * The thread waits on its eventfd. Asleep (nothing queued), it says so in
+ * `sleeping`, and the first publish call after that wakes it; it then also
+ * watches an idle connection, so a Redis that goes away is noticed without
+ * a timer. Lingering or backing off, it waits with a timeout and no
+ * publisher wakes it (flush and close always do). */
+static void io_wait(mae_publisher *p, io_state *io, double until, bool asleep)
+{
+    struct pollfd fds[2] = {{.fd = p->wake_fd, .events = POLLIN}};
+    nfds_t n = 1;
+    int cfd = asleep && io->conn && io->watch_conn ? p->ops.fd(io->conn) : -1;
+    if (cfd >= 0)
+        fds[n++] = (struct pollfd){.fd = cfd, .events = POLLIN};
+    struct timespec ts, *tsp = NULL;
+    if (until >= 0) {
+        ts = to_timespec(until - mono_now());
+        tsp = &ts;
+    }
+    p->sleeping = asleep;
+    pthread_mutex_unlock(&p->mu);
+
+    /* Every signal is blocked on this thread: ppoll is never interrupted. */
+    int ready = ppoll(fds, n, tsp, NULL);
+    if (ready > 0 && fds[0].revents) {
+        uint64_t v;
+        ssize_t r = read(p->wake_fd, &v, sizeof v);
+        (void)r;
+    }
+    if (ready > 0 && n > 1 && fds[1].revents) {
+        if (p->ops.peer_closed(io->conn)) {
+            problem(p, LOG_SEND, "connection closed by the server");
+            drop_connection(p, &io->conn);
+        } else {
+            /* Data nobody asked for: left for the next reply read, and not
+             * watched again until then, so it cannot spin this loop. */
+            io->watch_conn = false;
+        }
+    }
+    pthread_mutex_lock(&p->mu);
+    p->sleeping = false;
+}
+
+/* ---- the I/O thread: sending ---------------------------------------------------- */
+
+/* Copies up to batch_max queued lines out of the ring into p->out, and gives
+ * their ring space back. With mu held (released for the copy). Returns
+ * false when out of memory (nothing taken). */
+static bool take_batch(mae_publisher *p)
+{
+    batch *b = &p->out;
+    size_t n = p->st.queued < p->batch_max ? p->st.queued : p->batch_max;
+    size_t at = p->ring_tail, bytes = 0;
+    pthread_mutex_unlock(&p->mu);
+
+    b->len = 0;
+    b->n = 0;
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len;
+        at = ring_get(p, at, &len, HDR);
+        if (b->len + len > b->cap) {
+            size_t cap = b->cap ? b->cap : 16384;
+            while (cap < b->len + len)
+                cap *= 2;
+            char *nb = realloc(b->buf, cap);
+            if (!nb) {
+                ok = false;
+                break;
+            }
+            b->buf = nb;
+            b->cap = cap;
+        }
+        at = ring_get(p, at, b->buf + b->len, len);
+        b->off[i] = b->len;
+        b->lens[i] = len;
+        b->len += len;
+        bytes += len;
+        b->n++;
+    }
+
+    pthread_mutex_lock(&p->mu);
+    if (!ok) {
+        b->n = 0;
+        return false;
+    }
+    p->ring_tail = at;
+    p->ring_used -= bytes + n * HDR;
+    p->st.queued -= n;
+    p->st.queued_bytes -= bytes;
+    p->st.in_flight += n;
+    return true;
+}
+
+/* Pipelines p->out: every PUBLISH is appended, then the replies are read
  * in order. Returns how many were acknowledged; *broken is set when the
  * connection failed (the rest of the batch is lost, not resent, since Redis
  * may already have delivered some of it: the stream is at-most-once). */
-static size_t send_batch(mae_publisher *p, void *conn, qnode *batch, size_t n, size_t *errors,
-                         bool *broken)
+static size_t send_batch(mae_publisher *p, void *conn, bool *broken)
 {
     char err[128] = "";
+    const batch *b = &p->out;
     size_t acked = 0, appended = 0;
     const char *argv[3] = {"PUBLISH", p->channel, NULL};
     size_t lens[3] = {7, p->channel_len, 0};
 
-    *errors = 0;
     *broken = false;
-    for (qnode *q = batch; q; q = q->next) {
-        argv[2] = q->line;
-        lens[2] = q->len;
+    for (size_t i = 0; i < b->n; i++) {
+        argv[2] = b->buf + b->off[i];
+        lens[2] = b->lens[i];
         if (p->ops.append(conn, 3, argv, lens) != 0)
             break;
         appended++;
@@ -605,7 +891,6 @@ static size_t send_batch(mae_publisher *p, void *conn, qnode *batch, size_t n, s
         if (rc == MAE__REPLY_OK) {
             acked++;
         } else if (rc == MAE__REPLY_ERROR) {
-            (*errors)++;
             problem(p, LOG_SEND, "PUBLISH refused: %s", err);
         } else {
             *broken = true;
@@ -613,7 +898,7 @@ static size_t send_batch(mae_publisher *p, void *conn, qnode *batch, size_t n, s
             break;
         }
     }
-    if (appended < n && !*broken) {
+    if (appended < b->n && !*broken) {
         /* The output buffer could not grow: the connection's state is
          * unknown, so it is dropped like a broken one. */
         *broken = true;
@@ -622,112 +907,113 @@ static size_t send_batch(mae_publisher *p, void *conn, qnode *batch, size_t n, s
     return acked;
 }
 
+/* Sends one batch, with mu held (released for the I/O), and counts the
+ * outcome. A connection the peer closed while idle (Redis restarted) is
+ * replaced first, so nothing is lost on it. */
+static void io_send(mae_publisher *p, io_state *io)
+{
+    pthread_mutex_unlock(&p->mu);
+    bool closed = p->ops.peer_closed(io->conn);
+    if (closed) {
+        problem(p, LOG_SEND, "connection closed by the server");
+        drop_connection(p, &io->conn);
+    }
+    pthread_mutex_lock(&p->mu);
+    if (closed)
+        return;
+    if (!take_batch(p)) {
+        pthread_mutex_unlock(&p->mu);
+        problem(p, LOG_SEND, "out of memory taking a batch");
+        pthread_mutex_lock(&p->mu);
+        io->next_send = mono_now() + LINGER_S;
+        return;
+    }
+    size_t n = p->out.n;
+    pthread_mutex_unlock(&p->mu);
+
+    bool broken;
+    size_t acked = send_batch(p, io->conn, &broken);
+    io->next_send = mono_now() + LINGER_S;
+    io->watch_conn = true;
+    if (broken)
+        drop_connection(p, &io->conn);
+
+    pthread_mutex_lock(&p->mu);
+    p->st.in_flight -= n;
+    p->st.published += acked;
+    p->st.dropped_send_error += n - acked;
+    if (broken) {
+        io->failures = 1;
+        io->next_attempt = 0; /* reconnect at once: the server may be fine */
+    }
+}
+
+/* Makes the next chunk of the ring resident, with mu held (released
+ * meanwhile): done only while nothing is queued, so it never delays a send
+ * by more than one chunk. */
+static void populate_more(mae_publisher *p)
+{
+    size_t off = p->populated;
+    size_t n = p->ring_cap - off < POPULATE_CHUNK ? p->ring_cap - off : POPULATE_CHUNK;
+    pthread_mutex_unlock(&p->mu);
+    bool ok = populate(p, off, n);
+    pthread_mutex_lock(&p->mu);
+    p->populated = ok ? off + n : p->ring_cap;
+}
+
+/* One turn of the I/O thread's loop, with mu held: wait, connect or send.
+ * Returns false when the thread should exit. */
+static bool io_step(mae_publisher *p, io_state *io)
+{
+    if (p->abandon)
+        return false;
+    bool hurry = p->stopping || p->flushers > 0;
+    if (p->st.queued == 0) {
+        if (p->stopping)
+            return false;
+        if (p->st.in_flight == 0)
+            pthread_cond_broadcast(&p->idle);
+        if (p->populated < p->ring_cap && !hurry) {
+            populate_more(p);
+            return true;
+        }
+        /* Awake for a linger after a send, then asleep until woken. */
+        if (mono_now() < io->next_send && !hurry)
+            io_wait(p, io, io->next_send, false);
+        else
+            io_wait(p, io, -1, true);
+        return true;
+    }
+    if (!io->conn) {
+        if (mono_now() < io->next_attempt)
+            io_wait(p, io, io->next_attempt, false);
+        else
+            io_connect(p, io);
+        return true;
+    }
+    if (p->st.queued < p->batch_max && !hurry && mono_now() < io->next_send) {
+        io_wait(p, io, io->next_send, false);
+        return true;
+    }
+    io_send(p, io);
+    return true;
+}
+
 static void *io_main(void *arg)
 {
     mae_publisher *p = arg;
-    void *conn = NULL;
-    int failures = 0;
-    double next_attempt = 0;
-    double idle_poll = IDLE_POLL_MIN_S;
-    double next_send = 0;
+    io_state io = {.conn = NULL};
 
     pthread_mutex_lock(&p->mu);
-    for (;;) {
-        if (p->abandon)
-            break;
-        if (!p->head) {
-            if (p->stopping)
-                break;
-            wait_until(&p->wake, &p->mu, mono_now() + idle_poll);
-            if (idle_poll < IDLE_POLL_MAX_S)
-                idle_poll *= 2;
-            continue;
-        }
-        idle_poll = IDLE_POLL_MIN_S;
-        if (!conn) {
-            double now = mono_now();
-            if (now < next_attempt) {
-                wait_until(&p->wake, &p->mu, next_attempt);
-                continue;
-            }
-            pthread_mutex_unlock(&p->mu);
-            conn = try_connect(p);
-            pthread_mutex_lock(&p->mu);
-            if (!conn) {
-                failures++;
-                p->st.connect_failures++;
-                next_attempt = mono_now() + backoff_delay(p, failures);
-                continue;
-            }
-            failures = 0;
-            p->st.connects++;
-            p->st.connected = true;
-            continue;
-        }
-
-        if (p->st.queued < p->batch_max && !p->stopping && p->flushers == 0) {
-            double now = mono_now();
-            if (now < next_send) {
-                wait_until(&p->wake, &p->mu, next_send);
-                continue;
-            }
-        }
-
-        /* A connection the peer closed while idle (Redis restarted) is
-         * replaced before a batch goes out on it, so nothing is lost. */
-        pthread_mutex_unlock(&p->mu);
-        bool closed = p->ops.peer_closed(conn);
-        if (closed) {
-            problem(p, LOG_SEND, "connection closed by the server");
-            drop_connection(p, &conn);
-        }
-        pthread_mutex_lock(&p->mu);
-        if (closed)
-            continue;
-
-        qnode *batch = p->head, *last = p->head;
-        size_t n = 1, bytes = batch->len;
-        while (n < p->batch_max && last->next) {
-            last = last->next;
-            bytes += last->len;
-            n++;
-        }
-        p->head = last->next;
-        if (!p->head)
-            p->tail = NULL;
-        last->next = NULL;
-        p->st.queued -= n;
-        p->st.queued_bytes -= bytes;
-        p->st.in_flight += n;
-        pthread_mutex_unlock(&p->mu);
-
-        size_t errors;
-        bool broken;
-        size_t acked = send_batch(p, conn, batch, n, &errors, &broken);
-        next_send = mono_now() + LINGER_S;
-        free_queue(batch);
-        if (broken)
-            drop_connection(p, &conn);
-
-        pthread_mutex_lock(&p->mu);
-        p->st.in_flight -= n;
-        p->st.published += acked;
-        p->st.dropped_send_error += n - acked;
-        if (broken) {
-            failures = 1;
-            next_attempt = 0; /* reconnect at once: the server may be fine */
-        }
-        if (!p->head && p->st.in_flight == 0)
-            pthread_cond_broadcast(&p->idle);
+    while (io_step(p, &io)) {
     }
-
-    /* Leaving: with mu held. */
+    /* Leaving, with mu held. */
     bool detached = p->detached;
     p->exited = true;
     pthread_cond_broadcast(&p->idle);
     pthread_mutex_unlock(&p->mu);
-    if (conn)
-        drop_connection(p, &conn);
+    if (io.conn)
+        drop_connection(p, &io.conn);
     if (detached)
         destroy(p);
     return NULL;
@@ -743,15 +1029,15 @@ int mae_publisher_flush(mae_publisher *p, int timeout_ms)
     int rc = MAE_OK;
     pthread_mutex_lock(&p->mu);
     p->flushers++;
-    pthread_cond_signal(&p->wake); /* flush is off the hot path: no need to wait for a poll */
-    while ((p->head || p->st.in_flight) && !p->exited) {
+    wake(p); /* flush is off the hot path: no need to wait for a linger */
+    while ((p->st.queued || p->st.in_flight) && !p->exited) {
         if (mono_now() >= deadline) {
             rc = MAE_ETIMEDOUT;
             break;
         }
         wait_until(&p->idle, &p->mu, deadline);
     }
-    if (p->head || p->st.in_flight)
+    if (p->st.queued || p->st.in_flight)
         rc = MAE_ETIMEDOUT;
     p->flushers--;
     pthread_mutex_unlock(&p->mu);
@@ -767,7 +1053,7 @@ int mae_publisher_close(mae_publisher *p, int timeout_ms)
         /* No thread here (disabled, or a child of fork whose I/O thread
          * stayed in the parent): the parent's connection, if any, is left
          * alone; only this process's memory is freed. */
-        int rc = (p->has_thread && p->head) ? MAE_ETIMEDOUT : MAE_OK;
+        int rc = (p->has_thread && p->st.queued) ? MAE_ETIMEDOUT : MAE_OK;
         if (p->forked)
             p->ops.release = NULL;
         destroy(p);
@@ -782,10 +1068,10 @@ int mae_publisher_close(mae_publisher *p, int timeout_ms)
 
     pthread_mutex_lock(&p->mu);
     p->stopping = true;
-    pthread_cond_signal(&p->wake);
+    wake(p);
     while (!p->exited && mono_now() < soft)
         wait_until(&p->idle, &p->mu, soft);
-    int rc = (p->head || p->st.in_flight) ? MAE_ETIMEDOUT : MAE_OK;
+    int rc = (p->st.queued || p->st.in_flight) ? MAE_ETIMEDOUT : MAE_OK;
     if (!p->exited) {
         /* Give up on what is left. A thread blocked writing to or reading
          * from a hung server is woken by shutting its socket down; the fd is
@@ -794,7 +1080,7 @@ int mae_publisher_close(mae_publisher *p, int timeout_ms)
         rc = MAE_ETIMEDOUT;
         if (p->sock_fd >= 0)
             shutdown(p->sock_fd, SHUT_RDWR);
-        pthread_cond_signal(&p->wake);
+        wake(p);
         while (!p->exited && mono_now() < hard)
             wait_until(&p->idle, &p->mu, hard);
     }

@@ -12,10 +12,19 @@
 #include "core/text.h"
 #include "core/url.h"
 
-/* Queues a complete line built by the caller and takes b->ptr (b is reset).
+/* Queues a copy of the complete line in b and frees b's text (b is reset).
  * Counts it like a publish call: disabled, queue full, or enqueued. A NULL
  * publisher just frees the line; an oom buffer counts as dropped_invalid. */
 void mae__publisher_enqueue(mae_publisher *p, mae__buf *b);
+
+/* The publish calls' path, which allocates nothing: line_begin locks p and
+ * lends its line buffer (empty, reserved at open); the caller writes one
+ * line into it and calls line_end, which copies the line into the queue
+ * (built true) or counts the call as dropped_invalid (built false, or the
+ * buffer ran out of memory), and unlocks. Only for a live publisher
+ * (mae__publisher_live); nothing else may be called in between. */
+mae__buf *mae__publisher_line_begin(mae_publisher *p);
+void mae__publisher_line_end(mae_publisher *p, bool built);
 
 /* Counts one call as dropped_invalid (a builder's bad argument). */
 void mae__publisher_drop_invalid(mae_publisher *p);
