@@ -6,7 +6,21 @@
  * publish through one publisher and read its counters; open and close are
  * called once each, by the owner. After fork(), calls in the child are
  * harmless no-ops (counted as dropped_disabled) and close in the child
- * frees what it can without touching the parent's connection. */
+ * frees what it can without touching the parent's connection.
+ *
+ * The fork promise relies on glibc's behaviour after fork() in a threaded
+ * process: the library's pthread_atfork handlers take every publisher's
+ * mutex before the fork and the child's handler unlocks them, which POSIX
+ * leaves undefined but glibc supports (as libuv's uv_loop_fork documents
+ * for its own loops). The child may call only async-signal-safe functions
+ * before exec in strict POSIX terms; with glibc, publish calls and close
+ * are safe there too.
+ *
+ * Memory: an enabled publisher maps its queue at open, queue_max_bytes
+ * plus 4 bytes per queue_max_events, and makes it resident (the first MiB
+ * at once, the rest on its I/O thread within a few milliseconds), so no
+ * publish call allocates or takes a page fault. Size the bounds to the
+ * outage you want to ride out: the defaults hold 64 MiB. */
 #ifndef MAILAGENT_PUBLISHER_H
 #define MAILAGENT_PUBLISHER_H
 
