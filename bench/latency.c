@@ -41,7 +41,9 @@ static int open_ours(int port, size_t queue_events, mae_publisher **out)
     cfg.channel = BENCH_CHANNEL;
     /* Large enough that "healthy" measures the call, not queue-full drops. */
     cfg.queue_max_events = queue_events;
-    cfg.queue_max_bytes = (size_t)1 << 30;
+    /* The queue's memory is reserved and made resident at open: room for
+     * every call of the run (a line is about 190 bytes). */
+    cfg.queue_max_bytes = queue_events * 256;
     cfg.error_buf = err;
     cfg.error_buf_size = sizeof err;
     int rc = mae_publisher_open(&cfg, out);

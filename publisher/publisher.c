@@ -310,8 +310,7 @@ out_mattr:
 
 /* Pages of the ring are made resident (written, as far as the kernel is
  * concerned, without changing them) this many bytes at a time: the first
- * chunk at open, the rest by the I/O thread while it has nothing to send,
- * well ahead of any backlog that could reach them. */
+ * chunk at open, the rest by the I/O thread as soon as it starts. */
 #define POPULATE_CHUNK ((size_t)1 << 20)
 
 /* Makes n bytes of the ring from off resident. False when the kernel
@@ -948,17 +947,21 @@ static void io_send(mae_publisher *p, io_state *io)
     }
 }
 
-/* Makes the next chunk of the ring resident, with mu held (released
- * meanwhile): done only while nothing is queued, so it never delays a send
- * by more than one chunk. */
-static void populate_more(mae_publisher *p)
+/* Makes the rest of the ring resident, a chunk at a time, with mu held
+ * (released meanwhile). Done first thing, before any connect: about 4 ms a
+ * 16 MiB on this thread, ahead of any backlog a caller could build, which
+ * would otherwise take its page faults on the caller's thread. close()
+ * stops it between chunks. */
+static void populate_ring(mae_publisher *p)
 {
-    size_t off = p->populated;
-    size_t n = p->ring_cap - off < POPULATE_CHUNK ? p->ring_cap - off : POPULATE_CHUNK;
-    pthread_mutex_unlock(&p->mu);
-    bool ok = populate(p, off, n);
-    pthread_mutex_lock(&p->mu);
-    p->populated = ok ? off + n : p->ring_cap;
+    while (p->populated < p->ring_cap && !p->stopping && !p->abandon) {
+        size_t off = p->populated;
+        size_t n = p->ring_cap - off < POPULATE_CHUNK ? p->ring_cap - off : POPULATE_CHUNK;
+        pthread_mutex_unlock(&p->mu);
+        bool ok = populate(p, off, n);
+        pthread_mutex_lock(&p->mu);
+        p->populated = ok ? off + n : p->ring_cap;
+    }
 }
 
 /* One turn of the I/O thread's loop, with mu held: wait, connect or send.
@@ -973,10 +976,6 @@ static bool io_step(mae_publisher *p, io_state *io)
             return false;
         if (p->st.in_flight == 0)
             pthread_cond_broadcast(&p->idle);
-        if (p->populated < p->ring_cap && !hurry) {
-            populate_more(p);
-            return true;
-        }
         /* Awake for a linger after a send, then asleep until woken. */
         if (mono_now() < io->next_send && !hurry)
             io_wait(p, io, io->next_send, false);
@@ -1005,6 +1004,7 @@ static void *io_main(void *arg)
     io_state io = {.conn = NULL};
 
     pthread_mutex_lock(&p->mu);
+    populate_ring(p);
     while (io_step(p, &io)) {
     }
     /* Leaving, with mu held. */
