@@ -157,6 +157,35 @@ static int run_replaced(int port, int state, size_t max_calls, double cap_s, lat
     return 0;
 }
 
+/* Cold start: a publisher opened with the default bounds and timed over its
+ * first calls at once, with no warm-up, as on a process that has just
+ * started; the page faults are the caller thread's own. */
+static int run_cold(const bench_opts *o, int port, ours_run *run)
+{
+    char url[64];
+    mae_publisher_config cfg;
+    mae_publisher *p = NULL;
+    if (lat_init(&run->samples, o->cold_calls) != 0)
+        return -1;
+    mae_publisher_config_init(&cfg);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    cfg.redis_url = url;
+    cfg.channel = BENCH_CHANNEL;
+    if (mae_publisher_open(&cfg, &p) != MAE_OK)
+        return -1;
+    uint64_t f0 = minflt_thread();
+    for (size_t i = 0; i < o->cold_calls; i++) {
+        uint64_t t0 = now_ns();
+        mae_safe_publish(p, BENCH_EVENT, (int64_t)(i + 1), BENCH_DATA, BENCH_SOURCE);
+        uint64_t t1 = now_ns();
+        lat_add(&run->samples, t1 - t0);
+    }
+    run->minflt = minflt_thread() - f0;
+    mae_publisher_stats_get(p, &run->st);
+    mae_publisher_close(p, 2000);
+    return 0;
+}
+
 /* ---- "slow": CLIENT PAUSE from a side connection ------------------------------ */
 
 typedef struct pauser {
@@ -238,6 +267,15 @@ int part_latency(const bench_opts *o, bench_results *res, FILE *cdf)
         } else if (s == ST_REFUSED) {
             redis_stop(&srv);
         }
+
+        ours_run cold = {0};
+        progress("part 1/5 latency: %s, ours from a cold start", state_names[s]);
+        if (run_cold(o, srv.port, &cold) != 0)
+            goto out;
+        lr->ours_cold = lat_summarise(&cold.samples);
+        lr->minflt_cold = cold.minflt;
+        lr->dropped_cold = cold.st.dropped_queue_full;
+        lat_free(&cold.samples);
 
         progress("part 1/5 latency: %s, ours", state_names[s]);
         if (run_ours(o, srv.port, s, false, &ours) != 0 ||
