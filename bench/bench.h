@@ -150,6 +150,8 @@ typedef struct lat_result {
     /* The first cold_calls calls on a publisher just opened (default bounds). */
     lat_summary ours_cold;
     uint64_t minflt_cold, dropped_cold;
+    /* A 190-byte memcpy timed the same way, interleaved with ours. */
+    lat_summary control;
 } lat_result;
 
 typedef struct tput_result {
@@ -223,6 +225,7 @@ typedef struct idle_result {
 typedef struct isolated_result {
     int events, gap_ms;
     lat_summary ack, sub;
+    lat_summary sync_ack, sync_sub;    /* the replaced design, same run */
     uint64_t io_voluntary;             /* I/O thread wake-ups over the subscriber pass */
     uint64_t lost;
 } isolated_result;

@@ -225,6 +225,11 @@ static void print_latency(const bench_opts *o, bench_results *r)
                                                                    : "ratio >= 1e5: MISSED")
                             : "");
     }
+    printf("   control (a 190-byte copy timed the same way, interleaved with ours) p50/p99/p99.9:");
+    for (int s = 0; s < ST_COUNT; s++)
+        printf(" %s %s/%s/%s%s", state_names[s], fmt_ns(r->lat[s].control.p50, a[0], 32),
+               fmt_ns(r->lat[s].control.p99, a[1], 32), fmt_ns(r->lat[s].control.p999, a[2], 32),
+               s + 1 < ST_COUNT ? "," : "\n");
     printf("   from a cold start (the first %zu calls on a publisher just opened, default bounds),\n"
            "   p50/p99/p99.9/max and minor page faults on the caller's thread per 1000 calls:\n",
            o->cold_calls);
@@ -379,6 +384,12 @@ static void print_isolated(bench_results *r)
     printf("   %-36s %9s %9s %9s %9s  %s\n", "a subscriber's receipt", fmt_ns(i->sub.p50, a[0], 32),
            fmt_ns(i->sub.p99, a[1], 32), fmt_ns(i->sub.p999, a[2], 32), fmt_ns(i->sub.max, a[3], 32),
            mark(i->sub.p99 <= TARGET_ISOLATED_P99_NS));
+    printf("   %-36s %9s %9s %9s %9s\n", "replaced: synchronous PUBLISH, reply",
+           fmt_ns(i->sync_ack.p50, a[0], 32), fmt_ns(i->sync_ack.p99, a[1], 32),
+           fmt_ns(i->sync_ack.p999, a[2], 32), fmt_ns(i->sync_ack.max, a[3], 32));
+    printf("   %-36s %9s %9s %9s %9s\n", "replaced: a subscriber's receipt",
+           fmt_ns(i->sync_sub.p50, a[0], 32), fmt_ns(i->sync_sub.p99, a[1], 32),
+           fmt_ns(i->sync_sub.p999, a[2], 32), fmt_ns(i->sync_sub.max, a[3], 32));
     printf("   I/O thread wake-ups over the subscriber pass: %llu for %d events; events lost: %llu\n",
            (unsigned long long)i->io_voluntary, i->events, (unsigned long long)i->lost);
 }
@@ -417,6 +428,7 @@ static int write_json(const char *path, const bench_opts *o, bench_results *r, c
         json_lat(f, "ours", &l->ours, true);
         json_lat(f, "ours_typed_builder", &l->ours_typed, true);
         json_lat(f, "ours_cold_start", &l->ours_cold, true);
+        json_lat(f, "control_copy", &l->control, true);
         fprintf(f, "      \"cold_start_minflt\": %llu,\n", (unsigned long long)l->minflt_cold);
         json_lat(f, "replaced", &l->replaced, true);
         fprintf(f,
@@ -534,7 +546,9 @@ static int write_json(const char *path, const bench_opts *o, bench_results *r, c
             is->events, is->gap_ms, (unsigned long long)is->lost,
             (unsigned long long)is->io_voluntary);
     json_lat(f, "to_ack", &is->ack, true);
-    json_lat(f, "to_subscriber", &is->sub, false);
+    json_lat(f, "to_subscriber", &is->sub, true);
+    json_lat(f, "replaced_to_reply", &is->sync_ack, true);
+    json_lat(f, "replaced_to_subscriber", &is->sync_sub, false);
     fprintf(f, "  }\n}\n");
     return fclose(f) == 0 ? 0 : -1;
 }
