@@ -2,7 +2,9 @@
  * caller's thread copies each built line into a ring reserved and touched at
  * open; one background thread per publisher sleeps until there is work,
  * connects, pipelines PUBLISH batches, reads the replies with a timeout and
- * reconnects with backoff and jitter. */
+ * reconnects with backoff and jitter. In stream mode each batch is one call
+ * of a server-side script that appends to the stream and publishes each
+ * event exactly once, however often the batch is resent. */
 #define _GNU_SOURCE /* ppoll, MAP_POPULATE, MADV_DONTFORK, adaptive mutexes */
 #include <errno.h>
 #include <poll.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +42,42 @@
 #define SCRATCH_CAP 4096
 #define SCRATCH_KEEP (64u << 10)
 
+/* Stream mode: how long the key that remembers a publisher's last applied
+ * event number lives after its last batch (refreshed by each batch). A
+ * resend comes within a reconnect, so a week is ample; a publisher that
+ * is gone leaves nothing behind for longer. */
+#define APPLIED_TTL_S "604800"
+
+/* Stream mode's batch script. KEYS[1] the stream, KEYS[2] the last number
+ * this publisher had applied; ARGV[1] the channel, ARGV[2] the stream's
+ * approximate maximum length, ARGV[3] the number of the first event, ARGV[4]
+ * the key's time to live, ARGV[5..] the events. An event whose number is
+ * not above the last applied one was applied by an earlier send of the same
+ * batch (the connection broke before the reply came) and is skipped; the
+ * others are appended and published. A script runs atomically, so a batch
+ * is applied whole or not at all. Returns {applied, skipped}. */
+static const char BATCH_SCRIPT[] =
+    "local last = tonumber(redis.call('GET', KEYS[2]) or 0)\n"
+    "local first = tonumber(ARGV[3])\n"
+    "local applied = 0\n"
+    "for i = 5, #ARGV do\n"
+    "  if first + i - 5 > last then\n"
+    "    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[i])\n"
+    "    redis.call('PUBLISH', ARGV[1], ARGV[i])\n"
+    "    applied = applied + 1\n"
+    "  end\n"
+    "end\n"
+    "local top = first + #ARGV - 5\n"
+    "if top > last then\n"
+    "  redis.call('SET', KEYS[2], string.format('%d', top), 'EX', ARGV[4])\n"
+    "else\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
+    "end\n"
+    "return {applied, #ARGV - 4 - applied}\n";
+
+/* The arguments of EVALSHA before the events. */
+#define SCRIPT_ARGS 9
+
 /* The kinds of problem the log callback hears about, each rate-limited. */
 enum { LOG_CONNECT, LOG_SEND, LOG_KINDS };
 
@@ -49,6 +88,8 @@ typedef struct batch {
     size_t len, cap;
     size_t *off, *lens;     /* batch_max entries each */
     size_t n;
+    uint64_t first_seq;     /* stream mode: the number of the first line */
+    bool pending;           /* stream mode: sent, not yet acknowledged */
 } batch;
 
 struct mae_publisher {
@@ -65,6 +106,9 @@ struct mae_publisher {
     pthread_t thread;
     bool has_thread;
     int wake_fd;             /* eventfd: a sleeping I/O thread waits on it */
+    char *stream_key;        /* NULL: stream mode off */
+    char *applied_key;       /* <stream_key>:publisher:<id> */
+    char maxlen_text[24];
     char *ring;              /* ring_cap bytes, mapped at open */
     size_t ring_cap;
     size_t populated;        /* ring bytes made resident (I/O thread after open) */
@@ -92,6 +136,10 @@ struct mae_publisher {
     uint64_t rng;
     struct { double last; uint64_t repeats; } logged[LOG_KINDS];
     batch out;
+    uint64_t next_seq;       /* stream mode: the next event's number */
+    char sha[48];            /* stream mode: the script's SHA1 on this connection */
+    const char **argv;       /* stream mode: SCRIPT_ARGS + batch_max each */
+    size_t *argl;
 };
 
 /* ---- time ----------------------------------------------------------------- */
@@ -258,6 +306,10 @@ static void destroy(mae_publisher *p)
         close(p->wake_fd);
     mae__buf_free(&p->scratch);
     batch_free(&p->out);
+    free(p->argv);
+    free(p->argl);
+    free(p->stream_key);
+    free(p->applied_key);
     free(p->channel);
     mae__url_free(&p->url);
     if (p->ops.release)
@@ -344,6 +396,47 @@ static int init_storage(mae_publisher *p)
     p->out.lens = malloc(p->batch_max * sizeof *p->out.lens);
     if (!p->out.off || !p->out.lens)
         return MAE_ENOMEM;
+    if (p->stream_key) {
+        p->argv = malloc((SCRIPT_ARGS + p->batch_max) * sizeof *p->argv);
+        p->argl = malloc((SCRIPT_ARGS + p->batch_max) * sizeof *p->argl);
+        if (!p->argv || !p->argl)
+            return MAE_ENOMEM;
+    }
+    return MAE_OK;
+}
+
+/* A publisher's identity in stream mode: 128 random bits in hex, so two
+ * publishers (or one reopened) never share the record of applied numbers. */
+static void make_id(mae_publisher *p, char hex[33])
+{
+    unsigned char raw[16];
+    if (getrandom(raw, sizeof raw, GRND_NONBLOCK) != (ssize_t)sizeof raw) {
+        for (size_t i = 0; i < sizeof raw; i++) /* entropy not ready yet: time, pid, address */
+            raw[i] = (unsigned char)(mae__rand_unit(&p->rng) * 256.0);
+    }
+    for (size_t i = 0; i < sizeof raw; i++) {
+        hex[2 * i] = "0123456789abcdef"[raw[i] >> 4];
+        hex[2 * i + 1] = "0123456789abcdef"[raw[i] & 15];
+    }
+    hex[32] = '\0';
+}
+
+/* Copies the stream settings and names this publisher's applied key. */
+static int init_stream(mae_publisher *p, const mae_publisher_config *cfg)
+{
+    char id[33];
+    size_t klen = strlen(cfg->stream_key);
+    make_id(p, id);
+    p->stream_key = malloc(klen + 1);
+    p->applied_key = malloc(klen + sizeof ":publisher:" + 32);
+    if (!p->stream_key || !p->applied_key)
+        return MAE_ENOMEM;
+    memcpy(p->stream_key, cfg->stream_key, klen + 1);
+    snprintf(p->applied_key, klen + sizeof ":publisher:" + 32, "%s:publisher:%s", cfg->stream_key,
+             id);
+    snprintf(p->maxlen_text, sizeof p->maxlen_text, "%zu",
+             cfg->stream_maxlen ? cfg->stream_maxlen : (size_t)100000);
+    p->next_seq = 1;
     return MAE_OK;
 }
 
@@ -363,8 +456,6 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
         return open_fail(cfg, MAE_EINVAL, "connect and I/O timeouts must be positive");
     if (cfg->backoff_min_ms < 0 || cfg->backoff_max_ms < cfg->backoff_min_ms)
         return open_fail(cfg, MAE_EINVAL, "backoff must satisfy 0 <= min <= max");
-    if (cfg->stream_key && cfg->stream_key[0])
-        return open_fail(cfg, MAE_EINVAL, "stream mode is not available in this version");
 
     pthread_once(&atfork_once, install_atfork);
     if (atfork_rc != 0)
@@ -412,6 +503,10 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
     p->rng = (uint64_t)(uintptr_t)p ^ (uint64_t)(wall_now() * 1e6) ^ ((uint64_t)getpid() << 32);
     if (p->rng == 0)
         p->rng = 0x9e3779b97f4a7c15ull;
+    if (cfg->stream_key && cfg->stream_key[0] && init_stream(p, cfg) != MAE_OK) {
+        destroy(p);
+        return open_fail(cfg, MAE_ENOMEM, "out of memory");
+    }
 
     if (!p->disabled) {
         rc = init_storage(p);
@@ -684,7 +779,29 @@ static int roundtrip(mae_publisher *p, void *conn, int argc, const char **argv, 
         snprintf(err, errlen, "out of memory");
         return MAE__REPLY_IO;
     }
-    return p->ops.get_reply(conn, err, errlen);
+    return p->ops.get_reply(conn, NULL, err, errlen);
+}
+
+/* Loads the batch script (stream mode) and keeps its SHA1 for EVALSHA: on
+ * each new connection, and again when Redis answers NOSCRIPT (its script
+ * cache was flushed). Doubles as the handshake's PING. */
+static int load_script(mae_publisher *p, void *conn, char *err, size_t errlen)
+{
+    const char *argv[3] = {"SCRIPT", "LOAD", BATCH_SCRIPT};
+    size_t lens[3] = {6, 4, sizeof BATCH_SCRIPT - 1};
+    mae__reply r;
+    if (p->ops.append(conn, 3, argv, lens) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return MAE__REPLY_IO;
+    }
+    int rc = p->ops.get_reply(conn, &r, err, errlen);
+    if (rc == MAE__REPLY_OK && strlen(r.str) != 40) {
+        snprintf(err, errlen, "SCRIPT LOAD answered no SHA1");
+        return MAE__REPLY_ERROR;
+    }
+    if (rc == MAE__REPLY_OK)
+        memcpy(p->sha, r.str, 41);
+    return rc;
 }
 
 /* AUTH, SELECT and a PING: a connection counts only once Redis answers, so a
@@ -709,6 +826,8 @@ static int handshake(mae_publisher *p, void *conn, char *err, size_t errlen)
         if (rc != MAE__REPLY_OK)
             return rc;
     }
+    if (p->stream_key)
+        return load_script(p, conn, err, errlen);
     const char *argv[1] = {"PING"};
     return roundtrip(p, conn, 1, argv, err, errlen);
 }
@@ -886,7 +1005,7 @@ static size_t send_batch(mae_publisher *p, void *conn, bool *broken)
         appended++;
     }
     for (size_t i = 0; i < appended; i++) {
-        int rc = p->ops.get_reply(conn, err, sizeof err);
+        int rc = p->ops.get_reply(conn, NULL, err, sizeof err);
         if (rc == MAE__REPLY_OK) {
             acked++;
         } else if (rc == MAE__REPLY_ERROR) {
@@ -906,6 +1025,63 @@ static size_t send_batch(mae_publisher *p, void *conn, bool *broken)
     return acked;
 }
 
+/* How a stream-mode batch went. */
+enum { SENT_OK, SENT_REFUSED, SENT_BROKEN };
+
+static void number_text(char *buf, size_t len, uint64_t v)
+{
+    snprintf(buf, len, "%llu", (unsigned long long)v);
+}
+
+/* Sends p->out as one EVALSHA of the batch script and reads its reply:
+ * SENT_OK with *skipped (events an earlier send had applied), SENT_REFUSED
+ * (an error reply: the batch cannot be applied), or SENT_BROKEN (the
+ * connection failed; the batch stays for a resend). NOSCRIPT reloads the
+ * script and sends once more. */
+static int send_stream_batch(mae_publisher *p, void *conn, uint64_t *skipped)
+{
+    char err[128] = "", first[24];
+    const batch *b = &p->out;
+    mae__reply r;
+    number_text(first, sizeof first, b->first_seq);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        const char *head[SCRIPT_ARGS] = {"EVALSHA",      p->sha,         "2",
+                                         p->stream_key,  p->applied_key, p->channel,
+                                         p->maxlen_text, first,          APPLIED_TTL_S};
+        for (int i = 0; i < SCRIPT_ARGS; i++) {
+            p->argv[i] = head[i];
+            p->argl[i] = strlen(head[i]);
+        }
+        for (size_t i = 0; i < b->n; i++) {
+            p->argv[SCRIPT_ARGS + i] = b->buf + b->off[i];
+            p->argl[SCRIPT_ARGS + i] = b->lens[i];
+        }
+        if (p->ops.append(conn, SCRIPT_ARGS + (int)b->n, p->argv, p->argl) != 0) {
+            problem(p, LOG_SEND, "out of memory building a batch");
+            return SENT_BROKEN;
+        }
+        int rc = p->ops.get_reply(conn, &r, err, sizeof err);
+        if (rc == MAE__REPLY_OK) {
+            *skipped = r.nints == 2 && r.ints[1] > 0 ? (uint64_t)r.ints[1] : 0;
+            return SENT_OK;
+        }
+        if (rc == MAE__REPLY_IO) {
+            problem(p, LOG_SEND, "connection lost: %s", err[0] ? err : "I/O error");
+            return SENT_BROKEN;
+        }
+        if (strncmp(err, "NOSCRIPT", 8) != 0 || attempt > 0) {
+            problem(p, LOG_SEND, "stream batch refused: %s", err);
+            return SENT_REFUSED;
+        }
+        rc = load_script(p, conn, err, sizeof err);
+        if (rc != MAE__REPLY_OK) {
+            problem(p, LOG_SEND, "cannot reload the batch script: %s", err);
+            return rc == MAE__REPLY_IO ? SENT_BROKEN : SENT_REFUSED;
+        }
+    }
+    return SENT_REFUSED;
+}
+
 /* Sends one batch, with mu held (released for the I/O), and counts the
  * outcome. A connection the peer closed while idle (Redis restarted) is
  * replaced first, so nothing is lost on it. */
@@ -920,31 +1096,51 @@ static void io_send(mae_publisher *p, io_state *io)
     pthread_mutex_lock(&p->mu);
     if (closed)
         return;
-    if (!take_batch(p)) {
+    if (p->out.pending) {
+        /* Stream mode: the batch a broken connection left unacknowledged
+         * goes again, with the same numbers; the script skips what landed. */
+        p->st.resent += p->out.n;
+    } else if (!take_batch(p)) {
         pthread_mutex_unlock(&p->mu);
         problem(p, LOG_SEND, "out of memory taking a batch");
         pthread_mutex_lock(&p->mu);
         io->next_send = mono_now() + LINGER_S;
         return;
+    } else if (p->stream_key) {
+        p->out.first_seq = p->next_seq;
+        p->next_seq += p->out.n;
+        p->out.pending = true;
     }
     size_t n = p->out.n;
     pthread_mutex_unlock(&p->mu);
 
     bool broken;
-    size_t acked = send_batch(p, io->conn, &broken);
+    size_t acked;
+    uint64_t skipped = 0;
+    if (p->stream_key) {
+        int sent = send_stream_batch(p, io->conn, &skipped);
+        broken = sent == SENT_BROKEN;
+        acked = sent == SENT_OK ? n : 0;
+    } else {
+        acked = send_batch(p, io->conn, &broken);
+    }
     io->next_send = mono_now() + LINGER_S;
     io->watch_conn = true;
     if (broken)
         drop_connection(p, &io->conn);
 
     pthread_mutex_lock(&p->mu);
-    p->st.in_flight -= n;
-    p->st.published += acked;
-    p->st.dropped_send_error += n - acked;
     if (broken) {
         io->failures = 1;
         io->next_attempt = 0; /* reconnect at once: the server may be fine */
+        if (p->out.pending)
+            return; /* kept, still in flight */
     }
+    p->out.pending = false;
+    p->st.in_flight -= n;
+    p->st.published += acked;
+    p->st.skipped += skipped;
+    p->st.dropped_send_error += n - acked;
 }
 
 /* Makes the rest of the ring resident, a chunk at a time, with mu held
@@ -971,7 +1167,7 @@ static bool io_step(mae_publisher *p, io_state *io)
     if (p->abandon)
         return false;
     bool hurry = p->stopping || p->flushers > 0;
-    if (p->st.queued == 0) {
+    if (p->st.queued == 0 && !p->out.pending) {
         if (p->stopping)
             return false;
         if (p->st.in_flight == 0)
@@ -990,7 +1186,7 @@ static bool io_step(mae_publisher *p, io_state *io)
             io_connect(p, io);
         return true;
     }
-    if (p->st.queued < p->batch_max && !hurry && mono_now() < io->next_send) {
+    if (p->st.queued < p->batch_max && !hurry && !p->out.pending && mono_now() < io->next_send) {
         io_wait(p, io, io->next_send, false);
         return true;
     }
@@ -1007,7 +1203,12 @@ static void *io_main(void *arg)
     populate_ring(p);
     while (io_step(p, &io)) {
     }
-    /* Leaving, with mu held. */
+    /* Leaving, with mu held. A batch still unacknowledged is given up. */
+    if (p->out.pending) {
+        p->out.pending = false;
+        p->st.in_flight -= p->out.n;
+        p->st.dropped_send_error += p->out.n;
+    }
     bool detached = p->detached;
     p->exited = true;
     pthread_cond_broadcast(&p->idle);

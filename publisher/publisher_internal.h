@@ -43,6 +43,14 @@ enum {
     MAE__REPLY_IO = -1,     /* the connection is broken or timed out */
 };
 
+/* The parts of a reply stream mode reads: a string (SCRIPT LOAD's SHA1)
+ * and the integers of an array (the batch script's applied and skipped). */
+typedef struct mae__reply {
+    char str[48];           /* a bulk or status string, cut; "" when none */
+    long long ints[2];
+    int nints;              /* integers of an array reply, up to 2 */
+} mae__reply;
+
 typedef struct mae__transport_ops {
     /* Connects; returns a connection or NULL with a reason in err. */
     void *(*connect)(void *user, const mae__url *url, int connect_timeout_ms,
@@ -51,8 +59,9 @@ typedef struct mae__transport_ops {
      * Returns 0 or -1 (out of memory). */
     int (*append)(void *conn, int argc, const char **argv, const size_t *lens);
     /* Writes what is pending and reads one reply (blocking up to the I/O
-     * timeout). MAE__REPLY_*; err gets the text of an error or failure. */
-    int (*get_reply)(void *conn, char *err, size_t errlen);
+     * timeout). MAE__REPLY_*; err gets the text of an error or failure.
+     * out, when not NULL, gets what stream mode needs of an OK reply. */
+    int (*get_reply)(void *conn, mae__reply *out, char *err, size_t errlen);
     /* True when the peer has closed an idle connection (checked before a
      * batch, so an event is not lost on a connection known to be dead). */
     bool (*peer_closed)(void *conn);

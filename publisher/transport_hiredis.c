@@ -110,7 +110,21 @@ static int hr_append(void *conn, int argc, const char **argv, const size_t *lens
                                                                                              : -1;
 }
 
-static int hr_get_reply(void *conn, char *err, size_t errlen)
+static void fill_reply(const redisReply *r, mae__reply *out)
+{
+    memset(out, 0, sizeof *out);
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
+        size_t n = r->len < sizeof out->str - 1 ? r->len : sizeof out->str - 1;
+        memcpy(out->str, r->str, n);
+        out->str[n] = '\0';
+    } else if (r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements && out->nints < 2; i++)
+            if (r->element[i]->type == REDIS_REPLY_INTEGER)
+                out->ints[out->nints++] = r->element[i]->integer;
+    }
+}
+
+static int hr_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
 {
     redisContext *c = ((hr_conn *)conn)->c;
     void *r = NULL;
@@ -125,6 +139,8 @@ static int hr_get_reply(void *conn, char *err, size_t errlen)
     if (reply->type == REDIS_REPLY_ERROR) {
         snprintf(err, errlen, "%.*s", (int)reply->len, reply->str);
         rc = MAE__REPLY_ERROR;
+    } else if (out) {
+        fill_reply(reply, out);
     }
     freeReplyObject(reply);
     return rc;

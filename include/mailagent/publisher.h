@@ -54,10 +54,17 @@ typedef struct mae_publisher_config {
     size_t queue_max_bytes;     /* default 64 MiB */
     int connect_timeout_ms;     /* default 1000 */
     int io_timeout_ms;          /* default 1000 */
-    /* Stream mode (relay.md): also append each event to this Redis Stream,
-     * exactly once across broken connections. NULL or "" = off. Copied. */
+    /* Stream mode (relay.md): also append each event to this Redis Stream
+     * (XADD key MAXLEN ~ stream_maxlen * event <line>), exactly once across
+     * broken connections, and still PUBLISH it to the channel, once. Each
+     * batch is one EVALSHA of a script loaded per connection, which skips
+     * the events of a resent batch that Redis had already applied; the
+     * last applied number lives in the key "<stream_key>:publisher:<id>"
+     * (id: 128 random bits made at open), expiring a week after the last
+     * batch. Needs Redis >= 5. A batch stays in flight until acknowledged,
+     * and is resent on the next connection. NULL or "" = off. Copied. */
     const char *stream_key;
-    size_t stream_maxlen;       /* default 100000, approximate (MAXLEN ~) */
+    size_t stream_maxlen;       /* default 100000 (0 = default), approximate */
     int backoff_min_ms;         /* default 100: first reconnect delay */
     int backoff_max_ms;         /* default 5000: cap of the doubling delay */
     size_t batch_max_events;    /* default 256: PUBLISHes pipelined per batch */
@@ -81,6 +88,11 @@ typedef struct mae_publisher_stats {
     uint64_t calls;             /* every publish call on this publisher */
     char last_error[128];       /* "" when none */
     double last_error_at;       /* epoch s; 0 when none */
+    /* Stream mode only (0 otherwise). resent: events sent again after a
+     * connection broke before Redis acknowledged them; skipped: of those,
+     * the ones Redis had already applied, so it appended and published
+     * them only once. Both are already counted in published once each. */
+    uint64_t resent, skipped;
 } mae_publisher_stats;
 
 /* Fills every field with its default. This function can't fail. */
