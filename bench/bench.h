@@ -121,6 +121,7 @@ typedef struct bench_opts {
     int idle_s;                /* part 6 */
     int isolated_events;       /* part 7, per measure */
     int isolated_gap_ms;
+    size_t stream_events;      /* part 8, per mode */
     double replaced_cap_s;     /* part 1, replaced, where it does not stall */
     size_t replaced_stall_calls;
     double replaced_stall_cap_s;
@@ -230,6 +231,18 @@ typedef struct isolated_result {
     uint64_t lost;
 } isolated_result;
 
+/* Part 8: pub/sub mode ([0]) and stream mode ([1]) on one server. */
+typedef struct stream_mode_result {
+    lat_summary call;                  /* the publish call, paced flat out */
+    uint64_t events, received, dropped;
+    double eps;                        /* first call -> last received */
+    double redis_cpu_ms_per_100k;
+    uint64_t mem_per_100k;             /* used_memory growth for 100 000 events */
+} stream_mode_result;
+typedef struct stream_result {
+    stream_mode_result mode[2];
+} stream_result;
+
 typedef struct bench_results {
     double timer_overhead_ns;
     lat_result lat[ST_COUNT];
@@ -239,7 +252,8 @@ typedef struct bench_results {
     mem_result mem;
     idle_result idle;
     isolated_result iso;
-    bool have[7];
+    stream_result stream;
+    bool have[8];
     double total_s;
 } bench_results;
 
@@ -252,6 +266,7 @@ int part_day(const bench_opts *o, bench_results *r);
 int part_memory(const bench_opts *o, bench_results *r);
 int part_idle(const bench_opts *o, bench_results *r);
 int part_isolated(const bench_opts *o, bench_results *r);
+int part_stream(const bench_opts *o, bench_results *r);
 
 /* The id of the thread p's I/O thread runs on, found by listing this
  * process's threads around mae_publisher_open (wakeup.c). */

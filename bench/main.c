@@ -1,4 +1,4 @@
-/* This module implements the `mae_bench` command: it runs the seven parts,
+/* This module implements the `mae_bench` command: it runs the eight parts,
  * prints the aligned table with each target marked met or missed, writes
  * the raw figures to results/latest.json, draws results/latency.png with
  * gnuplot, and ends with a one-line summary. */
@@ -36,7 +36,7 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mae_bench [--quick | --full] [--results DIR] [--plot FILE] [--only 1,2,3,4,5,6,7]\n"
+            "usage: mae_bench [--quick | --full] [--results DIR] [--plot FILE] [--only 1,2,3,4,5,6,7,8]\n"
             "  --quick  part 5 keeps Redis down 15 s (default); fewer replaced calls where it stalls\n"
             "  --full   part 5 keeps Redis down 60 s, 500 000 calls per state, 2 000 000 events\n");
 }
@@ -49,6 +49,7 @@ static void set_quick(bench_opts *o)
     o->idle_s = 10;
     o->isolated_events = 200;
     o->isolated_gap_ms = 100;
+    o->stream_events = 300000;
     o->replaced_cap_s = 5;
     o->replaced_stall_calls = 300;
     o->replaced_stall_cap_s = 10;
@@ -67,6 +68,7 @@ static void set_full(bench_opts *o)
     o->full = true;
     o->lat_calls = 500000;
     o->isolated_events = 300;
+    o->stream_events = 1000000;
     o->replaced_cap_s = 10;
     o->replaced_stall_cap_s = 20;
     o->tput_events = 2000000;
@@ -394,6 +396,24 @@ static void print_isolated(bench_results *r)
            (unsigned long long)i->io_voluntary, i->events, (unsigned long long)i->lost);
 }
 
+static void print_stream(bench_results *r)
+{
+    char a[6][32];
+    printf("\n8. Stream mode next to pub/sub mode (one redis-server, one subscriber, default bounds)\n");
+    printf("   %-8s %9s %9s %9s %10s %12s %10s %16s %16s\n", "mode", "call p50", "p99", "p99.9",
+           "events", "to sub ev/s", "dropped", "Redis CPU/100k", "memory/100k kept");
+    for (int m = 0; m < 2; m++) {
+        const stream_mode_result *x = &r->stream.mode[m];
+        char cpu[32], mem[32];
+        snprintf(cpu, sizeof cpu, "%.0f ms", x->redis_cpu_ms_per_100k);
+        snprintf(mem, sizeof mem, "%.1f MiB", (double)x->mem_per_100k / 1048576.0);
+        printf("   %-8s %9s %9s %9s %10llu %12s %10llu %16s %16s\n", m ? "stream" : "pub/sub",
+               fmt_ns(x->call.p50, a[0], 32), fmt_ns(x->call.p99, a[1], 32),
+               fmt_ns(x->call.p999, a[2], 32), (unsigned long long)x->received,
+               fmt_num(x->eps, a[3], 32), (unsigned long long)x->dropped, cpu, mem);
+    }
+}
+
 /* ---- JSON --------------------------------------------------------------------------- */
 
 static void json_lat(FILE *f, const char *name, const lat_summary *s, bool comma)
@@ -549,6 +569,18 @@ static int write_json(const char *path, const bench_opts *o, bench_results *r, c
     json_lat(f, "to_subscriber", &is->sub, true);
     json_lat(f, "replaced_to_reply", &is->sync_ack, true);
     json_lat(f, "replaced_to_subscriber", &is->sync_sub, false);
+    fprintf(f, "  },\n  \"stream_mode\": {\n");
+    for (int m = 0; m < 2; m++) {
+        const stream_mode_result *x = &r->stream.mode[m];
+        fprintf(f, "    \"%s\": {\"events\": %llu, \"received\": %llu, \"dropped\": %llu, "
+                   "\"events_per_s\": %.0f, \"redis_cpu_ms_per_100k\": %.1f, "
+                   "\"memory_bytes_per_100k\": %llu,\n",
+                m ? "stream" : "pubsub", (unsigned long long)x->events,
+                (unsigned long long)x->received, (unsigned long long)x->dropped, x->eps,
+                x->redis_cpu_ms_per_100k, (unsigned long long)x->mem_per_100k);
+        json_lat(f, "call", &x->call, false);
+        fprintf(f, "    }%s\n", m ? "" : ",");
+    }
     fprintf(f, "  }\n}\n");
     return fclose(f) == 0 ? 0 : -1;
 }
@@ -572,7 +604,7 @@ int main(int argc, char **argv)
 {
     bench_opts o;
     bench_results *r = calloc(1, sizeof *r);
-    bool run[7] = {true, true, true, true, true, true, true};
+    bool run[8] = {true, true, true, true, true, true, true, true};
     char path[600], cdfpath[600], png[600], mach[400];
 
     if (!r)
@@ -591,7 +623,7 @@ int main(int argc, char **argv)
             o.plot_script = argv[++i];
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             const char *s = argv[++i];
-            for (int k = 0; k < 7; k++)
+            for (int k = 0; k < 8; k++)
                 run[k] = strchr(s, '1' + k) != NULL;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -639,11 +671,13 @@ int main(int argc, char **argv)
         failed++;
     if (run[6] && part_isolated(&o, r) != 0)
         failed++;
+    if (run[7] && part_stream(&o, r) != 0)
+        failed++;
     r->total_s = (double)(now_ns() - t0) / 1e9;
     progress_done();
 
     bool plotted = r->have[0] && plot(&o, cdfpath, png) == 0;
-    if (r->have[0] && run[0] && run[1] && run[2] && run[3] && run[4] && run[5] && run[6]) {
+    if (r->have[0] && run[0] && run[1] && run[2] && run[3] && run[4] && run[5] && run[6] && run[7]) {
         snprintf(path, sizeof path, "%s/latest.json", o.results_dir);
     } else {
         /* A partial run must not overwrite the figures of a whole one. */
@@ -670,6 +704,8 @@ int main(int argc, char **argv)
         print_idle(r);
     if (r->have[6])
         print_isolated(r);
+    if (r->have[7])
+        print_stream(r);
     printf("\nraw figures: %s%s; plot: %s\n", path, wrote ? "" : " (NOT written)",
            plotted ? png : "(not drawn)");
 
@@ -722,6 +758,9 @@ int main(int argc, char **argv)
         printf("; isolated event p99 %s to Redis, %s to a subscriber",
                fmt_ns(r->iso.ack.p99, a[5], 32), fmt_ns(r->iso.sub.p99, a[6], 32));
     }
+    if (r->have[7])
+        printf("; stream mode %s ev/s (pub/sub %s)", fmt_num(r->stream.mode[1].eps, a[5], 32),
+               fmt_num(r->stream.mode[0].eps, a[6], 32));
     printf("; targets met %d/%d%s\n", met, total, failed ? "; SOME PARTS FAILED" : "");
     free(r);
     return failed ? 1 : 0;
