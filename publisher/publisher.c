@@ -111,6 +111,7 @@ struct mae_publisher {
     char maxlen_text[24];
     char *ring;              /* ring_cap bytes, mapped at open */
     size_t ring_cap;
+    size_t resident;         /* ring bytes to make resident */
     size_t populated;        /* ring bytes made resident (I/O thread after open) */
 
     /* Everything below is guarded by mu. */
@@ -365,6 +366,15 @@ out_mattr:
  * chunk at open, the rest by the I/O thread as soon as it starts. */
 #define POPULATE_CHUNK ((size_t)1 << 20)
 
+/* How much of the ring is made resident: room for a full queue of lines of
+ * up to this many bytes (this system's lines are 150 to 400 bytes), or the
+ * whole ring when that is smaller. With the default bounds that is 16 MiB
+ * of the 64 MiB: the byte bound only binds for lines averaging over 1 KiB,
+ * and resident memory nobody writes would be waste. A backlog past it (a
+ * long outage with large lines) takes its page faults on the caller's
+ * thread once; the pages stay resident afterwards. */
+#define RESIDENT_PER_EVENT 256
+
 /* Makes n bytes of the ring from off resident. False when the kernel
  * cannot (before Linux 5.14): the pages then come on first use. */
 static bool populate(mae_publisher *p, size_t off, size_t n)
@@ -385,7 +395,10 @@ static int init_storage(mae_publisher *p)
         return MAE_ENOMEM;
     p->ring = m;
     madvise(m, p->ring_cap, MADV_DONTFORK);
-    size_t first = p->ring_cap < POPULATE_CHUNK ? p->ring_cap : POPULATE_CHUNK;
+    p->resident = p->max_events < p->ring_cap / RESIDENT_PER_EVENT
+                      ? p->max_events * RESIDENT_PER_EVENT
+                      : p->ring_cap;
+    size_t first = p->resident < POPULATE_CHUNK ? p->resident : POPULATE_CHUNK;
     if (!populate(p, 0, first))
         memset(p->ring, 0, first); /* no other thread yet */
     p->populated = first;
@@ -1143,20 +1156,20 @@ static void io_send(mae_publisher *p, io_state *io)
     p->st.dropped_send_error += n - acked;
 }
 
-/* Makes the rest of the ring resident, a chunk at a time, with mu held
- * (released meanwhile). Done first thing, before any connect: about 4 ms a
- * 16 MiB on this thread, ahead of any backlog a caller could build, which
- * would otherwise take its page faults on the caller's thread. close()
- * stops it between chunks. */
+/* Makes the rest of the ring's resident part resident, a chunk at a time,
+ * with mu held (released meanwhile). Done first thing, before any connect:
+ * a few milliseconds on this thread, ahead of any backlog a caller could
+ * build, which would otherwise take its page faults on the caller's
+ * thread. close() stops it between chunks. */
 static void populate_ring(mae_publisher *p)
 {
-    while (p->populated < p->ring_cap && !p->stopping && !p->abandon) {
+    while (p->populated < p->resident && !p->stopping && !p->abandon) {
         size_t off = p->populated;
-        size_t n = p->ring_cap - off < POPULATE_CHUNK ? p->ring_cap - off : POPULATE_CHUNK;
+        size_t n = p->resident - off < POPULATE_CHUNK ? p->resident - off : POPULATE_CHUNK;
         pthread_mutex_unlock(&p->mu);
         bool ok = populate(p, off, n);
         pthread_mutex_lock(&p->mu);
-        p->populated = ok ? off + n : p->ring_cap;
+        p->populated = ok ? off + n : p->resident;
     }
 }
 

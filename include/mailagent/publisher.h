@@ -17,10 +17,12 @@
  * are safe there too.
  *
  * Memory: an enabled publisher maps its queue at open, queue_max_bytes
- * plus 4 bytes per queue_max_events, and makes it resident (the first MiB
- * at once, the rest on its I/O thread within a few milliseconds), so no
- * publish call allocates or takes a page fault. Size the bounds to the
- * outage you want to ride out: the defaults hold 64 MiB. */
+ * plus 4 bytes per queue_max_events, and makes room for a full queue of
+ * lines up to 256 bytes resident (queue_max_events x 256 bytes, at most
+ * all of it: 16 MiB with the defaults; the first MiB at once, the rest on
+ * its I/O thread within a few milliseconds). So no publish call allocates,
+ * and none takes a page fault unless a backlog of unusually long lines
+ * outgrows that part (each page then faults once, on the caller). */
 #ifndef MAILAGENT_PUBLISHER_H
 #define MAILAGENT_PUBLISHER_H
 
