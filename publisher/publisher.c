@@ -5,7 +5,7 @@
  * reconnects with backoff and jitter. In stream mode each batch is one call
  * of a server-side script that appends to the stream and publishes each
  * event exactly once, however often the batch is resent. */
-#define _GNU_SOURCE /* ppoll, MAP_POPULATE, MADV_DONTFORK, adaptive mutexes */
+#define _GNU_SOURCE /* ppoll, MADV_POPULATE_WRITE, MADV_DONTFORK, adaptive mutexes */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -111,8 +111,7 @@ struct mae_publisher {
     char maxlen_text[24];
     char *ring;              /* ring_cap bytes, mapped at open */
     size_t ring_cap;
-    size_t resident;         /* ring bytes to make resident */
-    size_t populated;        /* ring bytes made resident (I/O thread after open) */
+    size_t resident;         /* ring bytes made resident at open */
 
     /* Everything below is guarded by mu. */
     pthread_mutex_t mu;
@@ -361,11 +360,6 @@ out_mattr:
     return rc;
 }
 
-/* Pages of the ring are made resident (written, as far as the kernel is
- * concerned, without changing them) this many bytes at a time: the first
- * chunk at open, the rest by the I/O thread as soon as it starts. */
-#define POPULATE_CHUNK ((size_t)1 << 20)
-
 /* How much of the ring is made resident: room for a full queue of lines of
  * up to this many bytes (this system's lines are 150 to 400 bytes), or the
  * whole ring when that is smaller. With the default bounds that is 16 MiB
@@ -375,16 +369,18 @@ out_mattr:
  * thread once; the pages stay resident afterwards. */
 #define RESIDENT_PER_EVENT 256
 
-/* Makes n bytes of the ring from off resident. False when the kernel
- * cannot (before Linux 5.14): the pages then come on first use. */
+/* Makes n bytes of the ring from off resident (written, as far as the
+ * kernel is concerned, without changing them). False when the kernel
+ * cannot (before Linux 5.14). */
 static bool populate(mae_publisher *p, size_t off, size_t n)
 {
     return madvise(p->ring + off, n, MADV_POPULATE_WRITE) == 0;
 }
 
-/* Maps the ring (a fork()ed child does not inherit it) and makes its first
- * chunk resident; reserves the line builder's buffer and the I/O thread's
- * batch. Returns MAE_OK, MAE_EINVAL (bounds too large) or MAE_ENOMEM. */
+/* Maps the ring (a fork()ed child does not inherit it) and makes its
+ * resident part resident; reserves the line builder's buffer and the I/O
+ * thread's batch. Returns MAE_OK, MAE_EINVAL (bounds too large) or
+ * MAE_ENOMEM. */
 static int init_storage(mae_publisher *p)
 {
     if (p->max_events > (SIZE_MAX - p->max_bytes) / HDR)
@@ -398,10 +394,11 @@ static int init_storage(mae_publisher *p)
     p->resident = p->max_events < p->ring_cap / RESIDENT_PER_EVENT
                       ? p->max_events * RESIDENT_PER_EVENT
                       : p->ring_cap;
-    size_t first = p->resident < POPULATE_CHUNK ? p->resident : POPULATE_CHUNK;
-    if (!populate(p, 0, first))
-        memset(p->ring, 0, first); /* no other thread yet */
-    p->populated = first;
+    /* At open, on the caller's thread (about 4 ms for 16 MiB): left to the
+     * I/O thread, a caller publishing at once into a Redis that is down
+     * outran it on a busy machine and took the page faults itself. */
+    if (!populate(p, 0, p->resident))
+        memset(p->ring, 0, p->resident); /* no other thread yet */
     if (!mae__buf_reserve(&p->scratch, SCRATCH_CAP))
         return MAE_ENOMEM;
     memset(p->scratch.ptr, 0, p->scratch.cap);
@@ -1156,23 +1153,6 @@ static void io_send(mae_publisher *p, io_state *io)
     p->st.dropped_send_error += n - acked;
 }
 
-/* Makes the rest of the ring's resident part resident, a chunk at a time,
- * with mu held (released meanwhile). Done first thing, before any connect:
- * a few milliseconds on this thread, ahead of any backlog a caller could
- * build, which would otherwise take its page faults on the caller's
- * thread. close() stops it between chunks. */
-static void populate_ring(mae_publisher *p)
-{
-    while (p->populated < p->resident && !p->stopping && !p->abandon) {
-        size_t off = p->populated;
-        size_t n = p->resident - off < POPULATE_CHUNK ? p->resident - off : POPULATE_CHUNK;
-        pthread_mutex_unlock(&p->mu);
-        bool ok = populate(p, off, n);
-        pthread_mutex_lock(&p->mu);
-        p->populated = ok ? off + n : p->resident;
-    }
-}
-
 /* One turn of the I/O thread's loop, with mu held: wait, connect or send.
  * Returns false when the thread should exit. */
 static bool io_step(mae_publisher *p, io_state *io)
@@ -1213,7 +1193,6 @@ static void *io_main(void *arg)
     io_state io = {.conn = NULL};
 
     pthread_mutex_lock(&p->mu);
-    populate_ring(p);
     while (io_step(p, &io)) {
     }
     /* Leaving, with mu held. A batch still unacknowledged is given up. */

@@ -19,8 +19,8 @@
  * Memory: an enabled publisher maps its queue at open, queue_max_bytes
  * plus 4 bytes per queue_max_events, and makes room for a full queue of
  * lines up to 256 bytes resident (queue_max_events x 256 bytes, at most
- * all of it: 16 MiB with the defaults; the first MiB at once, the rest on
- * its I/O thread within a few milliseconds). So no publish call allocates,
+ * all of it: 16 MiB with the defaults, about 4 ms of open's time). So no
+ * publish call allocates,
  * and none takes a page fault unless a backlog of unusually long lines
  * outgrows that part (each page then faults once, on the caller). */
 #ifndef MAILAGENT_PUBLISHER_H
