@@ -2,7 +2,8 @@
  * redis-server: every event lands in the stream and on the channel exactly
  * once while the publisher's connection is killed again and again, while
  * Redis is SIGKILLed and restarted from its append-only file, while it
- * hangs and resumes, and when its script cache is flushed. Each event
+ * hangs and resumes, and when its script cache is flushed; close stays
+ * bounded while a batch waits for a hung Redis. Each event
  * carries a number; the tests read the stream back and check each number
  * appears once, in order, and that the counters add up. */
 #include <pthread.h>
@@ -313,6 +314,31 @@ static void test_script_cache_flushed(void **state)
     mtr_cleanup(&r);
 }
 
+static void test_close_bounded_while_hung(void **state)
+{
+    (void)state;
+    mtr_redis r;
+    assert_int_equal(mtr_start(&r, NULL), 0);
+    mae_publisher *p = open_stream(r.url);
+    feeder f;
+    feed_start(&f, p, 100, 0);
+    pthread_join(f.thread, NULL);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    mtr_pause(&r);
+    feed_start(&f, p, 50, 0);
+    pthread_join(f.thread, NULL);
+    tu_sleep_ms(400); /* a batch is on the wire, kept for a resend */
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_true(st.in_flight + st.queued == 50);
+    tu_assert_counters_add_up(p);
+    double t0 = tu_now_s();
+    assert_int_equal(mae_publisher_close(p, 500), MAE_ETIMEDOUT);
+    assert_true(tu_now_s() - t0 < 1.5);
+    mtr_resume(&r);
+    mtr_cleanup(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_redis_killed_and_restarted_from_its_log),
         cmocka_unit_test(test_redis_hung_then_resumed),
         cmocka_unit_test(test_script_cache_flushed),
+        cmocka_unit_test(test_close_bounded_while_hung),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
