@@ -227,6 +227,7 @@ typedef struct isolated_result {
     int events, gap_ms;
     lat_summary ack, sub;
     lat_summary sync_ack, sync_sub;    /* the replaced design, same run */
+    lat_summary hop;                   /* an eventfd wake-up between two threads */
     uint64_t io_voluntary;             /* I/O thread wake-ups over the subscriber pass */
     uint64_t lost;
 } isolated_result;
