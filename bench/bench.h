@@ -151,8 +151,9 @@ typedef struct lat_result {
     /* The first cold_calls calls on a publisher just opened (default bounds). */
     lat_summary ours_cold;
     uint64_t minflt_cold, dropped_cold;
-    /* A 190-byte memcpy timed the same way, interleaved with ours. */
-    lat_summary control;
+    /* A 190-byte memcpy timed the same way, interleaved with ours (warm,
+     * and in the cold-start run). */
+    lat_summary control, control_cold;
 } lat_result;
 
 typedef struct tput_result {

@@ -176,7 +176,7 @@ static int run_cold(const bench_opts *o, int port, ours_run *run)
     char url[64];
     mae_publisher_config cfg;
     mae_publisher *p = NULL;
-    if (lat_init(&run->samples, o->cold_calls) != 0)
+    if (lat_init(&run->samples, o->cold_calls) != 0 || lat_init(&run->control, o->cold_calls) != 0)
         return -1;
     mae_publisher_config_init(&cfg);
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
@@ -190,6 +190,11 @@ static int run_cold(const bench_opts *o, int port, ours_run *run)
         mae_safe_publish(p, BENCH_EVENT, (int64_t)(i + 1), BENCH_DATA, BENCH_SOURCE);
         uint64_t t1 = now_ns();
         lat_add(&run->samples, t1 - t0);
+        t0 = now_ns();
+        memcpy(control_sink, BENCH_DATA BENCH_DATA BENCH_DATA BENCH_DATA, 190);
+        __asm__ volatile("" ::: "memory");
+        t1 = now_ns();
+        lat_add(&run->control, t1 - t0);
     }
     run->minflt = minflt_thread() - f0;
     mae_publisher_stats_get(p, &run->st);
@@ -284,6 +289,8 @@ int part_latency(const bench_opts *o, bench_results *res, FILE *cdf)
         if (run_cold(o, srv.port, &cold) != 0)
             goto out;
         lr->ours_cold = lat_summarise(&cold.samples);
+        lr->control_cold = lat_summarise(&cold.control);
+        lat_free(&cold.control);
         lr->minflt_cold = cold.minflt;
         lr->dropped_cold = cold.st.dropped_queue_full;
         lat_free(&cold.samples);
