@@ -451,55 +451,46 @@ static int init_stream(mae_publisher *p, const mae_publisher_config *cfg)
     return MAE_OK;
 }
 
-int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transport_ops *ops,
-                             mae_publisher **out)
+/* Refuses a configuration open cannot work with: MAE_OK, or MAE_EINVAL with
+ * the reason in err. */
+static int check_config(const mae_publisher_config *cfg, char *err, size_t errlen)
 {
-    char err[160] = "";
-    int rc;
-
-    if (!cfg || !out || !ops)
-        return open_fail(cfg, MAE_EINVAL, "publisher config and out pointer are required");
+    const char *why = NULL;
     if (cfg->channel && !cfg->channel[0])
-        return open_fail(cfg, MAE_EINVAL, "channel must not be empty");
-    if (cfg->queue_max_events == 0 || cfg->queue_max_bytes == 0)
-        return open_fail(cfg, MAE_EINVAL, "queue bounds must be positive");
-    if (cfg->connect_timeout_ms <= 0 || cfg->io_timeout_ms <= 0)
-        return open_fail(cfg, MAE_EINVAL, "connect and I/O timeouts must be positive");
-    if (cfg->backoff_min_ms < 0 || cfg->backoff_max_ms < cfg->backoff_min_ms)
-        return open_fail(cfg, MAE_EINVAL, "backoff must satisfy 0 <= min <= max");
+        why = "channel must not be empty";
+    else if (cfg->queue_max_events == 0 || cfg->queue_max_bytes == 0)
+        why = "queue bounds must be positive";
+    else if (cfg->connect_timeout_ms <= 0 || cfg->io_timeout_ms <= 0)
+        why = "connect and I/O timeouts must be positive";
+    else if (cfg->backoff_min_ms < 0 || cfg->backoff_max_ms < cfg->backoff_min_ms)
+        why = "backoff must satisfy 0 <= min <= max";
+    if (!why)
+        return MAE_OK;
+    snprintf(err, errlen, "%s", why);
+    return MAE_EINVAL;
+}
 
-    pthread_once(&atfork_once, install_atfork);
-    if (atfork_rc != 0)
-        return open_fail(cfg, MAE_ENOMEM, "cannot register the fork handlers: %s",
-                         errno_text(atfork_rc));
-
-    mae_publisher *p = calloc(1, sizeof *p);
-    if (!p)
-        return open_fail(cfg, MAE_ENOMEM, "out of memory");
-    p->ops = *ops;
-    p->sock_fd = -1;
-    p->wake_fd = -1;
-    if (init_sync(p) != 0) {
-        free(p);
-        return open_fail(cfg, MAE_ENOMEM, "cannot create the publisher's mutex");
-    }
-    /* From here on destroy() undoes whatever was built; the caller keeps
-     * the transport's user when open fails. */
-    p->ops.release = NULL;
+/* Copies cfg's settings into p: the URL (parsed), the channel, the bounds,
+ * timeouts and log, the stream settings. MAE_OK, or an error with the
+ * reason in err. */
+static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char *err,
+                         size_t errlen)
+{
     p->disabled = !cfg->redis_url || !cfg->redis_url[0];
     if (!p->disabled) {
-        rc = mae__url_parse(cfg->redis_url, &p->url, err, sizeof err);
+        int rc = mae__url_parse(cfg->redis_url, &p->url, err, errlen);
         if (rc != MAE_OK) {
-            destroy(p);
-            return open_fail(cfg, rc, "%s", rc == MAE_ENOMEM ? "out of memory" : err);
+            if (rc == MAE_ENOMEM)
+                snprintf(err, errlen, "out of memory");
+            return rc;
         }
     }
     const char *channel = cfg->channel ? cfg->channel : DEFAULT_CHANNEL;
     p->channel_len = strlen(channel);
     p->channel = malloc(p->channel_len + 1);
     if (!p->channel) {
-        destroy(p);
-        return open_fail(cfg, MAE_ENOMEM, "out of memory");
+        snprintf(err, errlen, "out of memory");
+        return MAE_ENOMEM;
     }
     memcpy(p->channel, channel, p->channel_len + 1);
     p->max_events = cfg->queue_max_events;
@@ -515,39 +506,77 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
     if (p->rng == 0)
         p->rng = 0x9e3779b97f4a7c15ull;
     if (cfg->stream_key && cfg->stream_key[0] && init_stream(p, cfg) != MAE_OK) {
-        destroy(p);
-        return open_fail(cfg, MAE_ENOMEM, "out of memory");
+        snprintf(err, errlen, "out of memory");
+        return MAE_ENOMEM;
     }
+    return MAE_OK;
+}
 
-    if (!p->disabled) {
-        rc = init_storage(p);
-        if (rc != MAE_OK) {
-            destroy(p);
-            return open_fail(cfg, rc, rc == MAE_EINVAL ? "queue bounds are too large"
-                                                       : "cannot reserve the queue's memory");
-        }
-        p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (p->wake_fd < 0) {
-            int e = errno;
-            destroy(p);
-            return open_fail(cfg, MAE_ENOMEM, "cannot create the wake-up eventfd: %s",
-                             errno_text(e));
-        }
-        /* The I/O thread starts with every signal blocked: SIGPIPE from a
-         * hiredis write stays pending on that thread instead of reaching the
-         * process, and the application's handlers never run on our thread.
-         * The process-wide disposition is not touched. */
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        rc = pthread_create(&p->thread, NULL, io_main, p);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (rc != 0) {
-            destroy(p);
-            return open_fail(cfg, MAE_ENOMEM, "cannot start the I/O thread: %s",
-                             errno_text(rc));
-        }
-        p->has_thread = true;
+/* Reserves the queue, creates the wake-up eventfd and starts the I/O
+ * thread. MAE_OK, or an error with the reason in err. */
+static int start_io(mae_publisher *p, char *err, size_t errlen)
+{
+    int rc = init_storage(p);
+    if (rc != MAE_OK) {
+        snprintf(err, errlen, "%s", rc == MAE_EINVAL ? "queue bounds are too large"
+                                                     : "cannot reserve the queue's memory");
+        return rc;
+    }
+    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->wake_fd < 0) {
+        snprintf(err, errlen, "cannot create the wake-up eventfd: %s", errno_text(errno));
+        return MAE_ENOMEM;
+    }
+    /* The I/O thread starts with every signal blocked: SIGPIPE from a
+     * hiredis write stays pending on that thread instead of reaching the
+     * process, and the application's handlers never run on our thread.
+     * The process-wide disposition is not touched. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&p->thread, NULL, io_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the I/O thread: %s", errno_text(rc));
+        return MAE_ENOMEM;
+    }
+    p->has_thread = true;
+    return MAE_OK;
+}
+
+int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transport_ops *ops,
+                             mae_publisher **out)
+{
+    char err[160] = "";
+    int rc;
+
+    if (!cfg || !out || !ops)
+        return open_fail(cfg, MAE_EINVAL, "publisher config and out pointer are required");
+    if (check_config(cfg, err, sizeof err) != MAE_OK)
+        return open_fail(cfg, MAE_EINVAL, "%s", err);
+    pthread_once(&atfork_once, install_atfork);
+    if (atfork_rc != 0)
+        return open_fail(cfg, MAE_ENOMEM, "cannot register the fork handlers: %s",
+                         errno_text(atfork_rc));
+
+    mae_publisher *p = calloc(1, sizeof *p);
+    if (!p)
+        return open_fail(cfg, MAE_ENOMEM, "out of memory");
+    p->ops = *ops;
+    p->ops.release = NULL; /* the caller keeps the transport's user when open fails */
+    p->sock_fd = -1;
+    p->wake_fd = -1;
+    if (init_sync(p) != 0) {
+        free(p);
+        return open_fail(cfg, MAE_ENOMEM, "cannot create the publisher's mutex");
+    }
+    /* From here on destroy() undoes whatever was built. */
+    rc = copy_settings(p, cfg, err, sizeof err);
+    if (rc == MAE_OK && !p->disabled)
+        rc = start_io(p, err, sizeof err);
+    if (rc != MAE_OK) {
+        destroy(p);
+        return open_fail(cfg, rc, "%s", err);
     }
     p->ops.release = ops->release;
     registry_add(p);
