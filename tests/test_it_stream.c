@@ -314,6 +314,38 @@ static void test_script_cache_flushed(void **state)
     mtr_cleanup(&r);
 }
 
+/* A batch Redis refuses (the key holds a string, not a stream) is counted
+ * as lost, said in last_error, and the publisher goes on with the next. */
+static void test_refused_batch_is_counted_and_the_next_goes_on(void **state)
+{
+    (void)state;
+    mtr_redis r;
+    assert_int_equal(mtr_start(&r, NULL), 0);
+    assert_int_equal(mtr_command(&r, "SET %s %s", STREAM, "not-a-stream"), 0);
+    mae_publisher *p = open_stream(r.url);
+    feeder f;
+    feed_start(&f, p, 10, 0);
+    pthread_join(f.thread, NULL);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.dropped_send_error, 10);
+    assert_int_equal(st.published, 0);
+    assert_non_null(strstr(st.last_error, "WRONGTYPE"));
+    tu_assert_counters_add_up(p);
+    assert_int_equal(mtr_command(&r, "DEL %s", STREAM), 0);
+    feed_start(&f, p, 10, 0);
+    pthread_join(f.thread, NULL);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_stream_exactly(&r, 10); /* numbered 0..9 again: the second run */
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.published, 10);
+    assert_int_equal(st.connects, 1);
+    tu_assert_counters_add_up(p);
+    assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
+    mtr_cleanup(&r);
+}
+
 static void test_close_bounded_while_hung(void **state)
 {
     (void)state;
@@ -347,6 +379,7 @@ int main(void)
         cmocka_unit_test(test_redis_killed_and_restarted_from_its_log),
         cmocka_unit_test(test_redis_hung_then_resumed),
         cmocka_unit_test(test_script_cache_flushed),
+        cmocka_unit_test(test_refused_batch_is_counted_and_the_next_goes_on),
         cmocka_unit_test(test_close_bounded_while_hung),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
