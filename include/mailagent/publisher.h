@@ -64,7 +64,9 @@ typedef struct mae_publisher_config {
      * last applied number lives in the key "<stream_key>:publisher:<id>"
      * (id: 128 random bits made at open), expiring a week after the last
      * batch. Needs Redis >= 5. A batch stays in flight until acknowledged,
-     * and is resent on the next connection. NULL or "" = off. Copied. */
+     * and is resent on the next connection; a batch Redis refuses with an
+     * error (e.g. the key holds another type) is counted in
+     * dropped_send_error and not resent. NULL or "" = off. Copied. */
     const char *stream_key;
     size_t stream_maxlen;       /* default 100000 (0 = default), approximate */
     int backoff_min_ms;         /* default 100: first reconnect delay */
