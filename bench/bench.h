@@ -117,6 +117,11 @@ void sub_close(bench_sub *s);
 typedef struct bench_opts {
     bool full;
     size_t lat_calls;          /* part 1, ours, per state */
+    size_t cold_calls;         /* part 1, ours from a cold start, per state */
+    int idle_s;                /* part 6 */
+    int isolated_events;       /* part 7, per measure */
+    int isolated_gap_ms;
+    size_t stream_events;      /* part 8, per mode */
     double replaced_cap_s;     /* part 1, replaced, where it does not stall */
     size_t replaced_stall_calls;
     double replaced_stall_cap_s;
@@ -143,6 +148,12 @@ typedef struct lat_result {
     /* Minor page faults on the caller's thread during the timed calls: the
      * queue's first touch of fresh heap pages shows up here. */
     uint64_t minflt, minflt_typed;
+    /* The first cold_calls calls on a publisher just opened (default bounds). */
+    lat_summary ours_cold;
+    uint64_t minflt_cold, dropped_cold;
+    /* A 190-byte memcpy timed the same way, interleaved with ours (warm,
+     * and in the cold-start run). */
+    lat_summary control, control_cold;
 } lat_result;
 
 typedef struct tput_result {
@@ -203,6 +214,37 @@ typedef struct mem_result {
     double restart_t;
 } mem_result;
 
+/* Part 6: the I/O thread of a publisher with nothing to send, Redis healthy. */
+typedef struct idle_result {
+    double seconds;
+    uint64_t voluntary, involuntary;   /* context switches of the I/O thread */
+    uint64_t runtime_ns;               /* its CPU time (schedstat) */
+    double wakeups_per_s, cpu_ms_per_hour;
+} idle_result;
+
+/* Part 7: isolated events, one every gap_ms: from the call to Redis's
+ * acknowledgement (the counter published moving) and to a subscriber. */
+typedef struct isolated_result {
+    int events, gap_ms;
+    lat_summary ack, sub;
+    lat_summary sync_ack, sync_sub;    /* the replaced design, same run */
+    lat_summary hop;                   /* an eventfd wake-up between two threads */
+    uint64_t io_voluntary;             /* I/O thread wake-ups over the subscriber pass */
+    uint64_t lost;
+} isolated_result;
+
+/* Part 8: pub/sub mode ([0]) and stream mode ([1]) on one server. */
+typedef struct stream_mode_result {
+    lat_summary call;                  /* the publish call, paced flat out */
+    uint64_t events, received, dropped;
+    double eps;                        /* first call -> last received */
+    double redis_cpu_ms_per_100k;
+    uint64_t mem_per_100k;             /* used_memory growth for 100 000 events */
+} stream_mode_result;
+typedef struct stream_result {
+    stream_mode_result mode[2];
+} stream_result;
+
 typedef struct bench_results {
     double timer_overhead_ns;
     lat_result lat[ST_COUNT];
@@ -210,7 +252,10 @@ typedef struct bench_results {
     store_result store;
     day_result day;
     mem_result mem;
-    bool have[5];
+    idle_result idle;
+    isolated_result iso;
+    stream_result stream;
+    bool have[8];
     double total_s;
 } bench_results;
 
@@ -221,5 +266,16 @@ int part_throughput(const bench_opts *o, bench_results *r);
 int part_stores(const bench_opts *o, bench_results *r);
 int part_day(const bench_opts *o, bench_results *r);
 int part_memory(const bench_opts *o, bench_results *r);
+int part_idle(const bench_opts *o, bench_results *r);
+int part_isolated(const bench_opts *o, bench_results *r);
+int part_stream(const bench_opts *o, bench_results *r);
+
+/* The id of the thread p's I/O thread runs on, found by listing this
+ * process's threads around mae_publisher_open (wakeup.c). */
+struct mae_publisher_config;
+struct mae_publisher;
+int open_with_tid(const struct mae_publisher_config *cfg, struct mae_publisher **out, pid_t *tid);
+/* voluntary_ctxt_switches / nonvoluntary of this process's thread tid. */
+void ctxt_switches(pid_t tid, uint64_t *vol, uint64_t *invol);
 
 #endif

@@ -8,23 +8,9 @@
 
 /* ---- the public calls ----------------------------------------------------------
  * Each checks liveness first, so a disabled publisher costs no encoding;
- * the empty buffer only lets the publisher count the call. */
-
-/* Room for a line's fixed parts and numbers (the longest, outbox.failed,
- * needs about 240 bytes), so with its texts added a line is built in one
- * allocation. */
-#define LINE_BASE 256
-/* A text's share of the estimate, bounded: an error text is cut to 200 code
- * points of at most 4 bytes, and a longer text grows the buffer anyway. */
-#define EST(s) ((s) ? strnlen((s), 4 * MAE_EVENT_TEXT_MAX) : 0)
-
-static mae__buf line_buf(size_t texts)
-{
-    mae__buf b;
-    mae__buf_init(&b);
-    mae__buf_reserve(&b, LINE_BASE + texts);
-    return b;
-}
+ * the empty buffer only lets the publisher count the call. A live call
+ * builds its line in the publisher's own buffer, reserved at open, and the
+ * line is copied into the queue: nothing is allocated. */
 
 /* Whether a call goes on to build its line. A publisher that is not live
  * counts the call with an empty buffer; a call missing a required argument
@@ -47,96 +33,87 @@ static bool ready(mae_publisher *p, bool valid)
 void mae_safe_publish(mae_publisher *p, const char *event_type, int64_t internal_id,
                       const char *data_json, const char *source)
 {
-    mae__buf b;
     if (!ready(p, event_type && event_type[0] && source && source[0]))
         return;
-    b = line_buf(EST(event_type) + EST(data_json) + EST(source));
-    if (mae__ev_generic(&b, event_type, internal_id, data_json, source) != 0) {
-        mae__buf_free(&b);
-        mae__publisher_drop_invalid(p);
-        return;
-    }
-    mae__publisher_enqueue(p, &b);
+    mae__buf *b = mae__publisher_line_begin(p);
+    int rc = mae__ev_generic(b, event_type, internal_id, data_json, source);
+    mae__publisher_line_end(p, rc == 0);
 }
 
-/* The whole of a typed call: ready, a buffer sized for its texts, the line
- * built by mae__ev_<build>, queued. A macro rather than a function taking
- * the builder, so each call stays a direct call with nothing added. */
-#define PUBLISH(p, valid, texts, build, ...)                                                \
+/* The whole of a typed call: ready, the line built by mae__ev_<build> into
+ * the publisher's buffer, queued. A macro rather than a function taking the
+ * builder, so each call stays a direct call with nothing added. */
+#define PUBLISH(p, valid, build, ...)                                                      \
     do {                                                                                   \
-        mae__buf b_;                                                                       \
         if (!ready((p), (valid)))                                                          \
             return;                                                                        \
-        b_ = line_buf(texts);                                                              \
-        mae__ev_##build(&b_, __VA_ARGS__);                                                 \
-        mae__publisher_enqueue((p), &b_);                                                  \
+        mae__ev_##build(mae__publisher_line_begin(p), __VA_ARGS__);                        \
+        mae__publisher_line_end((p), true);                                                \
     } while (0)
 
 void mae_publish_email_synced(mae_publisher *p, int64_t internal_id, const char *notion_page_id,
                               const char *source)
 {
     /* source NULL means the default "sync_store"; an empty one is refused. */
-    PUBLISH(p, notion_page_id != NULL && !(source && !source[0]),
-            EST(notion_page_id) + EST(source), email_synced, internal_id, notion_page_id, source);
+    PUBLISH(p, notion_page_id != NULL && !(source && !source[0]), email_synced, internal_id,
+            notion_page_id, source);
 }
 
 void mae_publish_email_failed(mae_publisher *p, int64_t internal_id, const char *status,
                               int64_t retry_count, double next_retry_at, const char *error)
 {
-    PUBLISH(p, status != NULL && error != NULL, EST(status) + EST(error), email_failed,
-            internal_id, status, retry_count, next_retry_at, error);
+    PUBLISH(p, status != NULL && error != NULL, email_failed, internal_id, status, retry_count,
+            next_retry_at, error);
 }
 
 void mae_publish_email_dead_letter(mae_publisher *p, int64_t internal_id, int64_t retry_count,
                                    const char *error)
 {
-    PUBLISH(p, error != NULL, EST(error), email_dead_letter, internal_id, retry_count, error);
+    PUBLISH(p, error != NULL, email_dead_letter, internal_id, retry_count, error);
 }
 
 void mae_publish_outbox_enqueued(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
                                  const char *op_type, const char *target,
                                  const char *intent_source)
 {
-    PUBLISH(p, op_type != NULL && target != NULL,
-            EST(op_type) + EST(target) + EST(intent_source), outbox_enqueued, internal_id,
-            outbox_id, op_type, target, intent_source);
+    PUBLISH(p, op_type != NULL && target != NULL, outbox_enqueued, internal_id, outbox_id,
+            op_type, target, intent_source);
 }
 
 void mae_publish_outbox_done(mae_publisher *p, int64_t internal_id, int64_t outbox_id)
 {
-    PUBLISH(p, true, 0, outbox_done, internal_id, outbox_id);
+    PUBLISH(p, true, outbox_done, internal_id, outbox_id);
 }
 
 void mae_publish_outbox_failed(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
                                int64_t attempts, const char *last_error, double next_retry_at)
 {
-    PUBLISH(p, last_error != NULL, EST(last_error), outbox_failed, internal_id, outbox_id,
-            attempts, last_error, next_retry_at);
+    PUBLISH(p, last_error != NULL, outbox_failed, internal_id, outbox_id, attempts, last_error,
+            next_retry_at);
 }
 
 void mae_publish_outbox_dead_letter(mae_publisher *p, int64_t internal_id, int64_t outbox_id,
                                     int64_t attempts, const char *last_error)
 {
-    PUBLISH(p, last_error != NULL, EST(last_error), outbox_dead_letter, internal_id, outbox_id,
-            attempts, last_error);
+    PUBLISH(p, last_error != NULL, outbox_dead_letter, internal_id, outbox_id, attempts,
+            last_error);
 }
 
 void mae_publish_llm_success(mae_publisher *p, int64_t internal_id, const char *model,
                              int64_t input_tokens, int64_t output_tokens, int64_t latency_ms)
 {
-    PUBLISH(p, model != NULL, EST(model), llm_success, internal_id, model, input_tokens,
-            output_tokens, latency_ms);
+    PUBLISH(p, model != NULL, llm_success, internal_id, model, input_tokens, output_tokens,
+            latency_ms);
 }
 
 void mae_publish_llm_failed(mae_publisher *p, int64_t internal_id, int64_t retry_count,
                             double next_retry_at, const char *error)
 {
-    PUBLISH(p, error != NULL, EST(error), llm_failed, internal_id, retry_count, next_retry_at,
-            error);
+    PUBLISH(p, error != NULL, llm_failed, internal_id, retry_count, next_retry_at, error);
 }
 
 void mae_publish_llm_gave_up(mae_publisher *p, int64_t internal_id, int64_t retry_count,
                              const char *error)
 {
-    PUBLISH(p, error != NULL, EST(error), llm_gave_up, internal_id, retry_count, error);
+    PUBLISH(p, error != NULL, llm_gave_up, internal_id, retry_count, error);
 }

@@ -12,10 +12,19 @@
 #include "core/text.h"
 #include "core/url.h"
 
-/* Queues a complete line built by the caller and takes b->ptr (b is reset).
+/* Queues a copy of the complete line in b and frees b's text (b is reset).
  * Counts it like a publish call: disabled, queue full, or enqueued. A NULL
  * publisher just frees the line; an oom buffer counts as dropped_invalid. */
 void mae__publisher_enqueue(mae_publisher *p, mae__buf *b);
+
+/* The publish calls' path, which allocates nothing: line_begin locks p and
+ * lends its line buffer (empty, reserved at open); the caller writes one
+ * line into it and calls line_end, which copies the line into the queue
+ * (built true) or counts the call as dropped_invalid (built false, or the
+ * buffer ran out of memory), and unlocks. Only for a live publisher
+ * (mae__publisher_live); nothing else may be called in between. */
+mae__buf *mae__publisher_line_begin(mae_publisher *p);
+void mae__publisher_line_end(mae_publisher *p, bool built);
 
 /* Counts one call as dropped_invalid (a builder's bad argument). */
 void mae__publisher_drop_invalid(mae_publisher *p);
@@ -34,6 +43,14 @@ enum {
     MAE__REPLY_IO = -1,     /* the connection is broken or timed out */
 };
 
+/* The parts of a reply stream mode reads: a string (SCRIPT LOAD's SHA1)
+ * and the integers of an array (the batch script's applied and skipped). */
+typedef struct mae__reply {
+    char str[48];           /* a bulk or status string, cut; "" when none */
+    long long ints[2];
+    int nints;              /* integers of an array reply, up to 2 */
+} mae__reply;
+
 typedef struct mae__transport_ops {
     /* Connects; returns a connection or NULL with a reason in err. */
     void *(*connect)(void *user, const mae__url *url, int connect_timeout_ms,
@@ -42,8 +59,9 @@ typedef struct mae__transport_ops {
      * Returns 0 or -1 (out of memory). */
     int (*append)(void *conn, int argc, const char **argv, const size_t *lens);
     /* Writes what is pending and reads one reply (blocking up to the I/O
-     * timeout). MAE__REPLY_*; err gets the text of an error or failure. */
-    int (*get_reply)(void *conn, char *err, size_t errlen);
+     * timeout). MAE__REPLY_*; err gets the text of an error or failure.
+     * out, when not NULL, gets what stream mode needs of an OK reply. */
+    int (*get_reply)(void *conn, mae__reply *out, char *err, size_t errlen);
     /* True when the peer has closed an idle connection (checked before a
      * batch, so an event is not lost on a connection known to be dead). */
     bool (*peer_closed)(void *conn);

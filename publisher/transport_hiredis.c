@@ -1,16 +1,25 @@
 /* This module implements the publisher's real transport on hiredis 0.14:
  * connect with a timeout, socket timeouts for every read and write,
- * pipelined commands and replies, and a check for a peer that has closed. */
+ * pipelined commands (encoded here, without an allocation per command) and
+ * replies, and a check for a peer that has closed. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <stdlib.h>
 #include <sys/time.h>
 
 #include <hiredis/hiredis.h>
 
 #include "publisher/publisher_internal.h"
+
+/* A connection: hiredis' context and the buffer commands are encoded in. */
+typedef struct hr_conn {
+    redisContext *c;
+    char *cmd;
+    size_t cap;
+} hr_conn;
 
 static struct timeval to_timeval(int ms)
 {
@@ -46,17 +55,78 @@ static void *hr_connect(void *user, const mae__url *url, int connect_timeout_ms,
         redisFree(c);
         return NULL;
     }
-    return c;
+    hr_conn *hc = calloc(1, sizeof *hc);
+    if (!hc) {
+        snprintf(err, errlen, "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    hc->c = c;
+    return hc;
 }
 
+/* Writes "<prefix><n>\r\n" at out; returns the end. */
+static char *put_count(char *out, char prefix, size_t n)
+{
+    char digits[24];
+    int k = 0;
+    *out++ = prefix;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    while (k)
+        *out++ = digits[--k];
+    *out++ = '\r';
+    *out++ = '\n';
+    return out;
+}
+
+/* Encodes the command in RESP into the connection's buffer (grown only for
+ * a longer command than any before) and appends it to hiredis' output:
+ * hiredis' own encoder allocates and frees a buffer per command. */
 static int hr_append(void *conn, int argc, const char **argv, const size_t *lens)
 {
-    return redisAppendCommandArgv(conn, argc, argv, lens) == REDIS_OK ? 0 : -1;
+    hr_conn *hc = conn;
+    size_t need = 24;
+    for (int i = 0; i < argc; i++)
+        need += lens[i] + 26;
+    if (need > hc->cap) {
+        char *nb = realloc(hc->cmd, need);
+        if (!nb)
+            return -1;
+        hc->cmd = nb;
+        hc->cap = need;
+    }
+    char *out = put_count(hc->cmd, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        out = put_count(out, '$', lens[i]);
+        memcpy(out, argv[i], lens[i]);
+        out += lens[i];
+        *out++ = '\r';
+        *out++ = '\n';
+    }
+    return redisAppendFormattedCommand(hc->c, hc->cmd, (size_t)(out - hc->cmd)) == REDIS_OK ? 0
+                                                                                             : -1;
 }
 
-static int hr_get_reply(void *conn, char *err, size_t errlen)
+static void fill_reply(const redisReply *r, mae__reply *out)
 {
-    redisContext *c = conn;
+    memset(out, 0, sizeof *out);
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
+        size_t n = r->len < sizeof out->str - 1 ? r->len : sizeof out->str - 1;
+        memcpy(out->str, r->str, n);
+        out->str[n] = '\0';
+    } else if (r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements && out->nints < 2; i++)
+            if (r->element[i]->type == REDIS_REPLY_INTEGER)
+                out->ints[out->nints++] = r->element[i]->integer;
+    }
+}
+
+static int hr_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
+{
+    redisContext *c = ((hr_conn *)conn)->c;
     void *r = NULL;
     if (redisGetReply(c, &r) != REDIS_OK || !r) {
         snprintf(err, errlen, "%s", c->err ? c->errstr : "no reply");
@@ -69,6 +139,8 @@ static int hr_get_reply(void *conn, char *err, size_t errlen)
     if (reply->type == REDIS_REPLY_ERROR) {
         snprintf(err, errlen, "%.*s", (int)reply->len, reply->str);
         rc = MAE__REPLY_ERROR;
+    } else if (out) {
+        fill_reply(reply, out);
     }
     freeReplyObject(reply);
     return rc;
@@ -76,7 +148,7 @@ static int hr_get_reply(void *conn, char *err, size_t errlen)
 
 static bool hr_peer_closed(void *conn)
 {
-    redisContext *c = conn;
+    redisContext *c = ((hr_conn *)conn)->c;
     struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
     if (poll(&pfd, 1, 0) <= 0)
         return false;
@@ -91,12 +163,15 @@ static bool hr_peer_closed(void *conn)
 
 static int hr_fd(void *conn)
 {
-    return ((redisContext *)conn)->fd;
+    return ((hr_conn *)conn)->c->fd;
 }
 
 static void hr_free(void *conn)
 {
-    redisFree(conn);
+    hr_conn *hc = conn;
+    redisFree(hc->c);
+    free(hc->cmd);
+    free(hc);
 }
 
 const mae__transport_ops mae__hiredis_transport = {

@@ -1,6 +1,8 @@
 /* Unit tests of the publisher's queue and I/O thread against a scripted
  * fake Redis: delivery, counters, reconnects, AUTH, errors, broken batches,
- * bounds, close under a hang, fork and many threads. */
+ * bounds, close under a hang, fork, many threads, and the I/O thread's
+ * sleep and wake-up (events after an idle spell are delivered without any
+ * flush to prompt them). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -520,6 +523,238 @@ static void test_backoff_schedule(void **state)
     assert_float_equal(mae__backoff_delay(100, 5000, 1000, 0.0), 3.75, 1e-9);
 }
 
+/* ---- the ring and the wake-up rules ---------------------------------------------
+ * None of these tests calls flush before checking delivery: flush wakes the
+ * I/O thread itself and would hide a missing wake-up. */
+
+/* Waits (up to 5 s) until the fake has acknowledged n PUBLISHes. */
+static size_t wait_published(fake_redis *f, size_t n)
+{
+    TU_EVENTUALLY(fake_redis_published(f) >= n);
+    return fake_redis_published(f);
+}
+
+static void test_event_after_long_idle_is_delivered(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    publish_n(p, 0, 3);
+    assert_int_equal(wait_published(f, 3), 3);
+    for (int round = 0; round < 3; round++) {
+        /* Long enough for the thread to finish its linger and fall asleep. */
+        tu_sleep_ms(round == 0 ? 1500 : 200);
+        publish_n(p, 3 + round, 1);
+        assert_int_equal(wait_published(f, (size_t)(4 + round)), 4 + round);
+        assert_message_n(f, (size_t)(3 + round), 3 + round);
+    }
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.published, 6);
+    assert_int_equal(st.connects, 1);
+    tu_assert_counters_add_up(p);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+/* The voluntary context switches of thread tid of this process, or -1. */
+static long voluntary_switches(long tid)
+{
+    char path[64], line[128];
+    long v = -1;
+    snprintf(path, sizeof path, "/proc/self/task/%ld/status", tid);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return -1;
+    while (fgets(line, sizeof line, fp))
+        if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
+            break;
+    fclose(fp);
+    return v;
+}
+
+/* The ids of this process's threads, up to max; returns how many. */
+static int list_threads(long *ids, int max)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d)) && n < max;)
+        if (e->d_name[0] != '.')
+            ids[n++] = atol(e->d_name);
+    closedir(d);
+    return n;
+}
+
+static void test_idle_thread_sleeps(void **state)
+{
+    (void)state;
+    long before[64], after[64], io_tid = -1;
+    int nb = list_threads(before, 64);
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    int na = list_threads(after, 64);
+    for (int i = 0; i < na && io_tid < 0; i++) {
+        bool old = false;
+        for (int j = 0; j < nb; j++)
+            old = old || after[i] == before[j];
+        if (!old)
+            io_tid = after[i];
+    }
+    assert_true(io_tid > 0);
+    publish_n(p, 0, 10);
+    assert_int_equal(wait_published(f, 10), 10);
+    tu_sleep_ms(500); /* the ring's pages are made resident meanwhile */
+    long v0 = voluntary_switches(io_tid);
+    tu_sleep_ms(2000);
+    long v1 = voluntary_switches(io_tid);
+    assert_true(v0 >= 0 && v1 >= v0);
+    /* Asleep with nothing to send: no timer wakes it (the old design polled
+     * about 30 times a second). */
+    if (v1 - v0 > 2)
+        fail_msg("the idle I/O thread woke %ld times in 2 s", v1 - v0);
+    publish_n(p, 10, 1);
+    assert_int_equal(wait_published(f, 11), 11);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+#define NAP_THREADS 4
+#define NAP_EVENTS 400
+
+typedef struct napper {
+    mae_publisher *p;
+    int id;
+} napper;
+
+/* Publishes in short bursts with pauses longer than the linger, so the I/O
+ * thread keeps falling asleep and being woken while others publish. */
+static void *napping_publisher(void *arg)
+{
+    napper *w = arg;
+    char data[64];
+    unsigned seed = (unsigned)w->id * 7919u + 1;
+    for (int i = 0; i < NAP_EVENTS; i++) {
+        snprintf(data, sizeof data, "{\"t\":%d,\"i\":%d}", w->id, i);
+        mae_safe_publish(w->p, "test.event", i, data, "test");
+        seed = seed * 1103515245u + 12345u;
+        if ((seed >> 16) % 8 == 0)
+            tu_sleep_ms(1 + (int)((seed >> 8) % 4));
+    }
+    return NULL;
+}
+
+static void test_threads_across_sleep_and_wake_lose_nothing(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    pthread_t t[NAP_THREADS];
+    napper w[NAP_THREADS];
+    for (int i = 0; i < NAP_THREADS; i++) {
+        w[i] = (napper){p, i};
+        assert_int_equal(pthread_create(&t[i], NULL, napping_publisher, &w[i]), 0);
+    }
+    for (int i = 0; i < NAP_THREADS; i++)
+        pthread_join(t[i], NULL);
+    size_t total = NAP_THREADS * NAP_EVENTS;
+    assert_int_equal(wait_published(f, total), total);
+    /* Each thread's events arrive once each, in its order. */
+    int next[NAP_THREADS] = {0};
+    for (size_t k = 0; k < total; k++) {
+        const char *m = fake_redis_message(f, k);
+        const char *d = strstr(m, "\"data\":{\"t\":");
+        assert_non_null(d);
+        int tid = -1, i = -1;
+        assert_int_equal(sscanf(d, "\"data\":{\"t\":%d,\"i\":%d}", &tid, &i), 2);
+        assert_true(tid >= 0 && tid < NAP_THREADS);
+        assert_int_equal(i, next[tid]);
+        next[tid]++;
+    }
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.calls, total);
+    assert_int_equal(st.published, total);
+    tu_assert_counters_add_up(p);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+/* Lines of many lengths through a small ring that never empties (the I/O
+ * thread takes two at a time), so lines and their lengths wrap around its
+ * end: every byte arrives as built. */
+static void test_ring_wraps_lines_intact(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher_config cfg;
+    mae_publisher *p = NULL;
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = "redis://h";
+    cfg.queue_max_bytes = 977; /* odd, so positions drift across the end */
+    cfg.batch_max_events = 2;
+    mae__transport_ops ops = fake_redis_ops(f);
+    assert_int_equal(mae__publisher_open_with(&cfg, &ops, &p), MAE_OK);
+    char data[400], pad[300];
+    int sent = 0;
+    for (int i = 0; i < 600; i++) {
+        size_t padlen = (size_t)(i * 37 % 250);
+        memset(pad, 'a' + i % 26, padlen);
+        pad[padlen] = 0;
+        snprintf(data, sizeof data, "{\"n\":%d,\"pad\":\"%s\"}", i, pad);
+        mae_publisher_stats st;
+        /* Keep the queue from filling, so nothing is dropped. */
+        double until = tu_now_s() + 5;
+        do {
+            mae_publisher_stats_get(p, &st);
+        } while (st.queued_bytes > 977 - 400 && tu_now_s() < until && (tu_sleep_ms(1), true));
+        mae_safe_publish(p, "test.event", i, data, "test");
+        sent++;
+    }
+    assert_int_equal(wait_published(f, (size_t)sent), sent);
+    for (int i = 0; i < sent; i++) {
+        char want[400], pad2[300];
+        size_t padlen = (size_t)(i * 37 % 250);
+        memset(pad2, 'a' + i % 26, padlen);
+        pad2[padlen] = 0;
+        snprintf(want, sizeof want, "\"data\":{\"n\":%d,\"pad\":\"%s\"}", i, pad2);
+        assert_non_null(strstr(fake_redis_message(f, (size_t)i), want));
+    }
+    tu_assert_counters_add_up(p);
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+}
+
+/* queue_max_bytes counts the lines' bytes exactly: three lines fit in
+ * three lines' worth, not in one byte less. */
+static void test_byte_bound_is_exact(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://h", 0, 0);
+    publish_n(p, 0, 1);
+    assert_int_equal(wait_published(f, 1), 1);
+    size_t line = strlen(fake_redis_message(f, 0)); /* publish_n's lines: same length for 0..9 */
+    assert_int_equal(mae_publisher_close(p, 1000), MAE_OK);
+    fake_redis_free(f);
+
+    for (int less = 0; less <= 1; less++) {
+        f = fake_redis_new();
+        fake_redis_fail_connects(f, 1000000);
+        p = open_fake(f, "redis://h", 0, 3 * line - (size_t)less);
+        publish_n(p, 1, 4);
+        mae_publisher_stats st;
+        mae_publisher_stats_get(p, &st);
+        assert_int_equal(st.queued, less ? 2 : 3);
+        assert_int_equal(st.queued_bytes, (less ? 2 : 3) * line);
+        assert_int_equal(st.dropped_queue_full, less ? 2 : 1);
+        tu_assert_counters_add_up(p);
+        assert_int_equal(mae_publisher_close(p, 50), MAE_ETIMEDOUT);
+        fake_redis_free(f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +775,11 @@ int main(void)
         cmocka_unit_test(test_many_threads),
         cmocka_unit_test(test_log_is_rate_limited),
         cmocka_unit_test(test_backoff_schedule),
+        cmocka_unit_test(test_event_after_long_idle_is_delivered),
+        cmocka_unit_test(test_idle_thread_sleeps),
+        cmocka_unit_test(test_threads_across_sleep_and_wake_lose_nothing),
+        cmocka_unit_test(test_ring_wraps_lines_intact),
+        cmocka_unit_test(test_byte_bound_is_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

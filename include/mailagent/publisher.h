@@ -6,7 +6,23 @@
  * publish through one publisher and read its counters; open and close are
  * called once each, by the owner. After fork(), calls in the child are
  * harmless no-ops (counted as dropped_disabled) and close in the child
- * frees what it can without touching the parent's connection. */
+ * frees what it can without touching the parent's connection.
+ *
+ * The fork promise relies on glibc's behaviour after fork() in a threaded
+ * process: the library's pthread_atfork handlers take every publisher's
+ * mutex before the fork and the child's handler unlocks them, which POSIX
+ * leaves undefined but glibc supports (as libuv's uv_loop_fork documents
+ * for its own loops). The child may call only async-signal-safe functions
+ * before exec in strict POSIX terms; with glibc, publish calls and close
+ * are safe there too.
+ *
+ * Memory: an enabled publisher maps its queue at open, queue_max_bytes
+ * plus 4 bytes per queue_max_events, and makes room for a full queue of
+ * lines up to 256 bytes resident (queue_max_events x 256 bytes, at most
+ * all of it: 16 MiB with the defaults, about 4 ms of open's time). So no
+ * publish call allocates,
+ * and none takes a page fault unless a backlog of unusually long lines
+ * outgrows that part (each page then faults once, on the caller). */
 #ifndef MAILAGENT_PUBLISHER_H
 #define MAILAGENT_PUBLISHER_H
 
@@ -40,10 +56,19 @@ typedef struct mae_publisher_config {
     size_t queue_max_bytes;     /* default 64 MiB */
     int connect_timeout_ms;     /* default 1000 */
     int io_timeout_ms;          /* default 1000 */
-    /* Stream mode (docs/relay.md): also append each event to this Redis Stream,
-     * exactly once across broken connections. NULL or "" = off. Copied. */
+    /* Stream mode (docs/relay.md): also append each event to this Redis Stream
+     * (XADD key MAXLEN ~ stream_maxlen * event <line>), exactly once across
+     * broken connections, and still PUBLISH it to the channel, once. Each
+     * batch is one EVALSHA of a script loaded per connection, which skips
+     * the events of a resent batch that Redis had already applied; the
+     * last applied number lives in the key "<stream_key>:publisher:<id>"
+     * (id: 128 random bits made at open), expiring a week after the last
+     * batch. Needs Redis >= 5. A batch stays in flight until acknowledged,
+     * and is resent on the next connection; a batch Redis refuses with an
+     * error (e.g. the key holds another type) is counted in
+     * dropped_send_error and not resent. NULL or "" = off. Copied. */
     const char *stream_key;
-    size_t stream_maxlen;       /* default 100000, approximate (MAXLEN ~) */
+    size_t stream_maxlen;       /* default 100000 (0 = default), approximate */
     int backoff_min_ms;         /* default 100: first reconnect delay */
     int backoff_max_ms;         /* default 5000: cap of the doubling delay */
     size_t batch_max_events;    /* default 256: PUBLISHes pipelined per batch */
@@ -67,6 +92,11 @@ typedef struct mae_publisher_stats {
     uint64_t calls;             /* every publish call on this publisher */
     char last_error[128];       /* "" when none */
     double last_error_at;       /* epoch s; 0 when none */
+    /* Stream mode only (0 otherwise). resent: events sent again after a
+     * connection broke before Redis acknowledged them; skipped: of those,
+     * the ones Redis had already applied, so it appended and published
+     * them only once. Both are already counted in published once each. */
+    uint64_t resent, skipped;
 } mae_publisher_stats;
 
 /* Fills every field with its default. This function can't fail. */

@@ -93,8 +93,6 @@ def test_bad_url_is_said_once_and_never_raises() -> None:
     assert r.stderr.count('unknown scheme "http"') == 1
 
 
-@pytest.mark.xfail(strict=True, reason="the C library refuses stream_key until stream mode "
-                   "lands; strict, so this marker must go when it does")
 def test_stream_variable_without_stream_mode_is_said(redis_server: Any, channel: str) -> None:
     r = run("""
         from mailagent_events import safe_publish, default_publisher, has_stream_mode

@@ -149,11 +149,13 @@ static int fk_append(void *conn, int argc, const char **argv, const size_t *lens
     return 0;
 }
 
-static int fk_get_reply(void *conn, char *err, size_t errlen)
+static int fk_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
 {
     fake_conn *c = conn;
     fake_redis *f = c->f;
 
+    if (out)
+        memset(out, 0, sizeof *out); /* the fake speaks no stream mode */
     pthread_mutex_lock(&f->mu);
     while (f->hang && !c->broken) {
         pthread_mutex_unlock(&f->mu);

@@ -1,5 +1,6 @@
 /* Test support: start, stop, hang and restart a real redis-server on a free
  * loopback port, and subscribe to a channel (see redis_harness.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -242,6 +243,20 @@ void mtr_cleanup(mtr_redis *r)
         unlink(path);
         snprintf(path, sizeof path, "%s/dump.rdb", r->dir);
         unlink(path);
+        /* Redis 7 keeps its append-only files in a directory of their own. */
+        snprintf(path, sizeof path, "%s/appendonlydir", r->dir);
+        DIR *d = opendir(path);
+        if (d) {
+            for (struct dirent *e; (e = readdir(d));) {
+                char file[600];
+                if (e->d_name[0] == '.')
+                    continue;
+                snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+                unlink(file);
+            }
+            closedir(d);
+            rmdir(path);
+        }
         rmdir(r->dir);
         r->dir[0] = 0;
     }

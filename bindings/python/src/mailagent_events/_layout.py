@@ -96,6 +96,8 @@ class PublisherStats(Structure):
         ("calls", c_uint64),
         ("last_error", c_char * 128),
         ("last_error_at", c_double),
+        ("resent", c_uint64),
+        ("skipped", c_uint64),
     ]
 
 

@@ -199,8 +199,8 @@ class Publisher:
         published, dropped_queue_full, dropped_disabled, dropped_invalid,
         dropped_send_error, queued, queued_bytes, connects,
         connect_failures, connected, in_flight, calls, last_error (str, ""
-        when none), last_error_at (epoch s, 0 when none), and whatever
-        counters the library adds. They add up at every instant:
+        when none), last_error_at (epoch s, 0 when none), and in stream mode
+        resent and skipped (0 otherwise). They add up at every instant:
         calls = enqueued + dropped_queue_full + dropped_disabled + dropped_invalid,
         enqueued = published + dropped_send_error + queued + in_flight."""
         h = self._h()
