@@ -471,9 +471,12 @@ if stream_mode:
     run2 = [e[1] for e in entries if e[0] == 1]
     missed = (len_at_restart - n1) if len_at_restart is not None else None
     back = sum(1 for i in run2 if at_restart and id_key(i) <= id_key(at_restart))
-    starts_right = (last1 is None and (not run2 or run2[0] == stream[0][0])) or \
-        (last1 is not None and n1 < len(stream) and stream[n1 - 1][0] == last1 and
-         (not run2 or run2[0] == stream[n1][0]))
+    # The entry after the last id the first run printed (after none: the
+    # first entry) is where the second run must begin.
+    nxt = stream[n1][0] if n1 < len(stream) else None
+    starts_right = (last1 is None) == (n1 == 0) and \
+        (last1 is None or (0 < n1 <= len(stream) and stream[n1 - 1][0] == last1)) and \
+        (run2[0] == nxt if run2 else nxt is None or missed == 0)
     line("the resume", "--since %s: %s missed while stopped, %d brought back first, then %d live"
          % (last1 or "start", missed if missed is not None else "?", back, len(run2) - back),
          starts_right and missed == back)
