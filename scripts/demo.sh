@@ -260,17 +260,17 @@ if [ "$have_redis" = 1 ]; then
   done
   stop_tail
   rc2=$?
+  for f in tail1.err tail2.err; do
+    [ -s "$work/$f" ] && { echo "the tail said on stderr ($f):"; sed 's/^/  /' "$work/$f"; }
+  done
   if [ -n "$stream_key" ]; then
     echo "the tail printed $(wc -l <"$tail1") events, was stopped, and printed $(wc -l <"$tail2") more after the resume;"
     echo "it exited 0 on SIGTERM both times: ${rc1:-?} and $rc2"
-    [ "$rc1" = 0 ] && [ "$rc2" = 0 ] || die "the tail did not exit 0 on SIGTERM"
+    { [ "$rc1" = 0 ] && [ "$rc2" = 0 ]; } || die "the tail did not exit 0 on SIGTERM"
   else
     echo "the tail received $(wc -l <"$tail1") events; it exited $rc2 on SIGTERM"
     [ "$rc2" = 0 ] || die "the tail did not exit 0 on SIGTERM"
   fi
-  for f in tail1.err tail2.err; do
-    [ -s "$work/$f" ] && { echo "the tail said on stderr ($f):"; sed 's/^/  /' "$work/$f"; }
-  done
   # What Redis holds, for the check below: every entry, id and bytes.
   if [ -n "$stream_key" ]; then
     redis-cli -p "$MAE_REDIS_PORT" --raw XRANGE "$stream_key" - + >"$work/xrange.txt" ||
