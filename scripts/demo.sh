@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # `make demo`: builds the project in build/, starts a throwaway
-# redis-server, runs the demo watcher (a simulated day of mail) with
-# `mailagent events tail` listening beside it and the SSE relay
-# (`mailagent events serve`) read by `curl -N`, then prints the
+# redis-server, runs the demo watcher (a simulated day of mail) in stream
+# mode with `mailagent events tail` following the stream beside it and the
+# SSE relay (`mailagent events serve`) read by `curl -N`, then prints the
 # reconciliation reads and an AGREEMENT check of the stream against the
 # database. Exits non-zero on a mismatch.
+#
+# The resume: the tail is stopped (SIGTERM) for part of the day and started
+# again with `--since <the last id it printed>`; the check proves that its
+# two runs together hold every event of the stream exactly once.
 #
 #   MAE_DEMO_MAILS=N   mails in the simulated day (default 500)
 #   MAE_DEMO_SEED=N    reproducible run (default: a new seed each time)
 #   MAE_DEMO_FAST=1    do not pace the watcher
+#   MAE_DEMO_PUBSUB=1  pub/sub only, as before stream mode: no ids, no resume
+#   MAILAGENT_STREAM   the stream's key (default mailagent:events:stream)
 #   BUILD=dir          build tree (default build)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -17,6 +23,11 @@ build=${BUILD:-build}
 mails=${MAE_DEMO_MAILS:-500}
 channel=${MAILAGENT_CHANNEL:-mailagent:events:v1}
 export MAILAGENT_CHANNEL=$channel
+# The watcher, the tail and the relay all take the stream from here; an
+# empty MAILAGENT_STREAM is pub/sub only for each of them.
+stream_key=""
+[ "${MAE_DEMO_PUBSUB:-0}" = 1 ] || stream_key=${MAILAGENT_STREAM:-mailagent:events:stream}
+export MAILAGENT_STREAM=$stream_key
 
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -25,12 +36,14 @@ die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/mae-demo.XXXXXX") || die "cannot create a temporary directory"
 tail_pid=""
 show_pid=""
+watcher_pid=""
 relay_pid=""
 curl_pid=""
 MAE_REDIS_PID=""
 MAE_REDIS_DIR=""
 cleanup() {
   # Only the processes this script started, by their ids.
+  [ -n "$watcher_pid" ] && kill "$watcher_pid" 2>/dev/null && wait "$watcher_pid" 2>/dev/null
   [ -n "$show_pid" ] && kill "$show_pid" 2>/dev/null
   [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null && wait "$tail_pid" 2>/dev/null
   [ -n "$curl_pid" ] && kill "$curl_pid" 2>/dev/null && wait "$curl_pid" 2>/dev/null
@@ -64,7 +77,7 @@ have_redis=0
 if out=$(scripts/redis-throwaway.sh start); then
   eval "$out"
   have_redis=1
-  say "redis-server on 127.0.0.1:$MAE_REDIS_PORT (throwaway, no persistence), channel $channel"
+  say "redis-server on 127.0.0.1:$MAE_REDIS_PORT (throwaway, no persistence), channel $channel${stream_key:+, stream $stream_key}"
 else
   rc=$?
   unset MAILAGENT_REDIS_URL
@@ -76,17 +89,56 @@ else
 fi
 
 export MAILAGENT_DB=$work/mail.db
-stream=$work/stream.jsonl
-: >"$stream"
+tail1=$work/tail1.jsonl   # the tail's first run
+tail2=$work/tail2.jsonl   # the tail after the resume (stream mode only)
+: >"$tail1"
+: >"$tail2"
 
-# ---- the tail -----------------------------------------------------------------------
-# Clear the watcher's progress line before each stream line on a terminal.
+# Clear the watcher's progress line before each line printed beside it on a
+# terminal.
 clr=""
 [ -t 1 ] && [ -t 2 ] && clr=$'\r\033[K'
-if [ "$have_redis" = 1 ]; then
-  "$cli" events tail --json >"$stream" 2>"$work/tail.err" &
+note() { printf '%s  %s\n' "$clr" "$*"; }
+
+# Shows the first max lines of a tail's log, prefixed, while that tail runs
+# (tail --pid ends the follower when the tail is stopped).
+show_log() { # file pid max prefix
+  tail -n +1 -f --pid="$2" "$1" 2>/dev/null |
+    awk -v max="$3" -v pre="$4" -v clr="$clr" \
+      '{ printf "%s  %s| %s\n", clr, pre, substr($0, 1, 150); fflush();
+         if (++n >= max) { printf "%s  %s| ...\n", clr, pre; fflush(); exit } }' &
+  show_pid=$!
+}
+
+# Stops the tail with SIGTERM, as a user's Ctrl-C or a service manager
+# would; its exit status must be 0.
+stop_tail() {
+  kill -TERM "$tail_pid" 2>/dev/null
+  wait "$tail_pid"
+  local rc=$?
+  tail_pid=""
+  [ -n "$show_pid" ] && kill "$show_pid" 2>/dev/null && wait "$show_pid" 2>/dev/null
+  show_pid=""
+  return "$rc"
+}
+
+xlen() { redis-cli -p "$MAE_REDIS_PORT" XLEN "$stream_key" 2>/dev/null; }
+last_id_of() { tail -n 1 "$1" | sed -n 's/^{"id":"\([0-9]*-[0-9]*\)".*/\1/p'; }
+
+# ---- the tail -----------------------------------------------------------------------
+if [ "$have_redis" = 1 ] && [ -n "$stream_key" ]; then
+  # The stream keeps history: the tail reads it from the start, so nothing
+  # is lost even before it connects; no need to wait for it.
+  "$cli" events tail --json --since start >"$tail1" 2>"$work/tail1.err" &
   tail_pid=$!
-  # Redis keeps no history: wait until the tail is subscribed, or the
+  say "mailagent events tail --json --since start   (MAILAGENT_STREAM=$stream_key)"
+  echo "  reads the stream: one {\"id\":ID,\"event\":EVENT} a line (first 10 shown, all kept);"
+  echo "  it is stopped for part of the day and comes back with --since <its last id>"
+  show_log "$tail1" "$tail_pid" 10 tail
+elif [ "$have_redis" = 1 ]; then
+  "$cli" events tail --json >"$tail1" 2>"$work/tail1.err" &
+  tail_pid=$!
+  # Pub/sub keeps no history: wait until the tail is subscribed, or the
   # first events would be lost before anyone listens.
   subscribed=0
   for _ in $(seq 1 100); do
@@ -96,15 +148,11 @@ if [ "$have_redis" = 1 ]; then
     sleep 0.05
   done
   if [ "$subscribed" != 1 ]; then
-    cat "$work/tail.err" >&2
+    cat "$work/tail1.err" >&2
     die "mailagent events tail did not subscribe to $channel"
   fi
-  say "mailagent events tail --json is listening (first 15 events shown, all kept in the log)"
-  # tail --pid ends the follower when the CLI's tail is stopped.
-  tail -n +1 -f --pid="$tail_pid" "$stream" 2>/dev/null |
-    awk -v max=15 -v clr="$clr" '{ printf "%s  stream| %s\n", clr, substr($0, 1, 150); fflush();
-                                  if (++n >= max) { printf "%s  stream| ...\n", clr; fflush(); exit } }' &
-  show_pid=$!
+  say "mailagent events tail --json is listening on $channel (pub/sub only: first 15 events shown, all kept)"
+  show_log "$tail1" "$tail_pid" 15 tail
 fi
 
 # ---- the relay ------------------------------------------------------------------------
@@ -138,7 +186,7 @@ if [ "$have_redis" = 1 ]; then
     cat "$work/relay.log" >&2
     die "the relay did not get ready (healthz: ${h:-none})"
   fi
-  say "mailagent events serve: the SSE relay on http://127.0.0.1:$relay_port/api/events/stream"
+  say "mailagent events serve${stream_key:+ (reading the stream)}: the SSE relay on http://127.0.0.1:$relay_port/api/events/stream"
   echo "  curl -N http://127.0.0.1:$relay_port/api/events/stream   is reading it"
   echo "  dashboard: http://127.0.0.1:$relay_port/   (live while the watcher runs)"
 fi
@@ -148,8 +196,53 @@ say "demo watcher: a simulated day of $mails mails"
 wargs=(--mails "$mails" --db "$MAILAGENT_DB")
 [ -n "${MAE_DEMO_SEED:-}" ] && wargs+=(--seed "$MAE_DEMO_SEED")
 [ "${MAE_DEMO_FAST:-0}" = 1 ] && wargs+=(--fast)
-"$watcher" "${wargs[@]}" >"$work/watcher.out"
+"$watcher" "${wargs[@]}" >"$work/watcher.out" &
+watcher_pid=$!
+
+# Stream mode: while the watcher runs, the tail is stopped once it has
+# printed about 2 events per mail (some 30 % of the day) and started again
+# with --since <its last id> once the stream has grown by as much again
+# (some 60 %), or when the day is over. Counted in events, not seconds, so
+# that MAE_DEMO_FAST and a slow machine stop it mid-day too.
+phase=run1 stop_at=$((2 * mails)) restart_at="" lines1="" last1="" rc1="" len_at_restart="" id_at_restart=""
+resume_tail() {
+  # The stream's length and last id at this moment, read atomically: the
+  # events after the tail's last id up to here are the ones it missed.
+  local at
+  at=$(redis-cli -p "$MAE_REDIS_PORT" --raw EVAL "local e = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+    return {redis.call('XLEN', KEYS[1]), e[1] and e[1][1] or ''}" 1 "$stream_key" 2>/dev/null)
+  len_at_restart=$(printf '%s\n' "$at" | sed -n 1p)
+  id_at_restart=$(printf '%s\n' "$at" | sed -n 2p)
+  "$cli" events tail --json --since "${last1:-start}" >"$tail2" 2>"$work/tail2.err" &
+  tail_pid=$!
+  note "tail restarted: mailagent events tail --json --since ${last1:-start}"
+  note "  the stream has $len_at_restart events now: $((len_at_restart - lines1)) came while the tail was away"
+  show_log "$tail2" "$tail_pid" 5 resumed
+  phase=run2
+}
+if [ "$have_redis" = 1 ] && [ -n "$stream_key" ]; then
+  while :; do
+    running=1
+    kill -0 "$watcher_pid" 2>/dev/null || running=0
+    if [ "$phase" = run1 ] && { [ "$(wc -l <"$tail1")" -ge "$stop_at" ] || [ "$running" = 0 ]; }; then
+      stop_tail
+      rc1=$?
+      lines1=$(wc -l <"$tail1")
+      last1=$(last_id_of "$tail1")
+      note "tail stopped (SIGTERM, exit $rc1) after $lines1 events; its last id: ${last1:-none}"
+      restart_at=$((lines1 + 2 * mails))
+      phase=away
+    fi
+    if [ "$phase" = away ] && { [ "$(xlen)" -ge "$restart_at" ] 2>/dev/null || [ "$running" = 0 ]; }; then
+      resume_tail
+    fi
+    [ "$running" = 0 ] && break
+    sleep 0.05
+  done
+fi
+wait "$watcher_pid"
 wrc=$?
+watcher_pid=""
 cat "$work/watcher.out"
 [ "$wrc" = 130 ] && die "interrupted"
 [ "$wrc" = 0 ] || die "the demo watcher failed (exit $wrc)"
@@ -158,19 +251,32 @@ cat "$work/watcher.out"
 watcher_count() { awk -v t="$1" '$1 == t { print $2; exit }' "$work/watcher.out"; }
 published=$(grep -o ' published=[0-9]*' "$work/watcher.out" | head -n 1 | cut -d= -f2)
 
-# ---- let the tail catch up ---------------------------------------------------------------
+# ---- let the tail catch up, then stop it ---------------------------------------------------
 if [ "$have_redis" = 1 ]; then
   for _ in $(seq 1 100); do
-    got=$(wc -l <"$stream")
+    got=$(cat "$tail1" "$tail2" | wc -l)
     [ "$got" -ge "${published:-0}" ] && break
     sleep 0.05
   done
-  kill "$tail_pid" 2>/dev/null
-  wait "$tail_pid" 2>/dev/null
-  tail_pid=""
-  wait "$show_pid" 2>/dev/null
-  show_pid=""
-  echo "the tail received $(wc -l <"$stream") events (log: $stream, removed at exit)"
+  stop_tail
+  rc2=$?
+  for f in tail1.err tail2.err; do
+    [ -s "$work/$f" ] && { echo "the tail said on stderr ($f):"; sed 's/^/  /' "$work/$f"; }
+  done
+  if [ -n "$stream_key" ]; then
+    echo "the tail printed $(wc -l <"$tail1") events, was stopped, and printed $(wc -l <"$tail2") more after the resume;"
+    echo "it exited 0 on SIGTERM both times: ${rc1:-?} and $rc2"
+    { [ "$rc1" = 0 ] && [ "$rc2" = 0 ]; } || die "the tail did not exit 0 on SIGTERM"
+  else
+    echo "the tail received $(wc -l <"$tail1") events; it exited $rc2 on SIGTERM"
+    [ "$rc2" = 0 ] || die "the tail did not exit 0 on SIGTERM"
+  fi
+  # What Redis holds, for the check below: every entry, id and bytes.
+  if [ -n "$stream_key" ]; then
+    redis-cli -p "$MAE_REDIS_PORT" --raw XRANGE "$stream_key" - + >"$work/xrange.txt" ||
+      die "redis-cli XRANGE $stream_key failed"
+    stream_len=$(xlen)
+  fi
 fi
 
 # ---- what curl -N received from the relay -------------------------------------------------
@@ -182,7 +288,7 @@ if [ -n "$relay_pid" ]; then
     sleep 0.05
   done
   say "the relay's stream as curl -N sees it (first frames)"
-  head -n 13 "$work/relay.sse" | cut -c 1-150 | sed 's/^/  sse| /'
+  head -n 14 "$work/relay.sse" | cut -c 1-150 | sed 's/^/  sse| /'
   echo "  sse| ..."
   kill "$curl_pid" 2>/dev/null
   wait "$curl_pid" 2>/dev/null
@@ -206,22 +312,35 @@ done
 
 # ---- agreement ----------------------------------------------------------------------------------
 say "AGREEMENT (stream: what the tail received; watcher: counted from return codes; db: the reads)"
-export MAE_DEMO_WORK=$work MAE_DEMO_HAVE_STREAM=$have_redis MAE_DEMO_PUBLISHED=${published:-}
-export MAE_DEMO_RELAY_EVENTS=${relay_events:-}
+export MAE_DEMO_WORK=$work MAE_DEMO_HAVE_EVENTS=$have_redis MAE_DEMO_PUBLISHED=${published:-}
+export MAE_DEMO_RELAY_EVENTS=${relay_events:-} MAE_DEMO_STREAM_KEY=$stream_key
+export MAE_DEMO_STREAM_LEN=${stream_len:-} MAE_DEMO_LAST1=${last1:-}
+export MAE_DEMO_LEN_AT_RESTART=${len_at_restart:-} MAE_DEMO_ID_AT_RESTART=${id_at_restart:-}
 for t in email.synced email.dead_letter outbox.enqueued outbox.dead_letter llm.success llm.gave_up; do
   export "MAE_DEMO_W_${t//./_}=$(watcher_count "$t")"
 done
 
 if command -v python3 >/dev/null 2>&1; then
   python3 - <<'PY'
-import json, os, sys
+import json, os, re, sys
 
 work = os.environ["MAE_DEMO_WORK"]
-have_stream = os.environ["MAE_DEMO_HAVE_STREAM"] == "1"
+have_events = os.environ["MAE_DEMO_HAVE_EVENTS"] == "1"
+stream_mode = have_events and bool(os.environ.get("MAE_DEMO_STREAM_KEY"))
+
+def env_int(name):
+    v = os.environ.get(name) or None
+    return int(v) if v else None
 
 def load(name):
     with open(os.path.join(work, name), encoding="utf-8") as f:
         return json.load(f)
+
+def lines_of(name):
+    # Bytes kept as they are (surrogateescape): the comparisons below are
+    # byte for byte.
+    with open(os.path.join(work, name), encoding="utf-8", errors="surrogateescape") as f:
+        return [l.rstrip("\n") for l in f if l.strip()]
 
 def get(obj, path, default=None):
     """The number at a dotted path of the CLI's JSON, or default."""
@@ -243,27 +362,43 @@ def get_obj(obj, path):
         obj = obj.get(part)
     return obj
 
+def id_key(i):
+    ms, seq = i.split("-")
+    return (int(ms), int(seq))
+
 stats = load("admin-stats.json")
 depth = load("admin-queue-depth.json")
 llm = load("llm-stats.json")
 
-# What the tail received, by type; a line that is not one JSON event is a
-# failure of its own (the contract says every message is valid JSON).
-by_type, received, bad = {}, 0, 0
-if have_stream:
-    with open(os.path.join(work, "stream.jsonl"), encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            received += 1
-            try:
-                ev = json.loads(line)
-                t = ev["event_type"]
-            except (ValueError, KeyError, TypeError):
+# What the tail printed, by type. In stream mode each line is
+# {"id":"ID","event":EVENT} with the event byte for byte, from two runs:
+# before it was stopped and after the resume. A line that is not one JSON
+# event is a failure of its own (the contract says every message is valid
+# JSON).
+LINE = re.compile(r'^\{"id":"([0-9]+-[0-9]+)","event":(.*)\}$', re.S)
+runs = [lines_of("tail1.jsonl"), lines_of("tail2.jsonl")] if have_events else [[], []]
+entries = []       # (id, event bytes) of both runs, in the order printed
+by_type, bad = {}, 0
+for run, lines in enumerate(runs):
+    for line in lines:
+        if stream_mode:
+            m = LINE.match(line)
+            if not m:
                 bad += 1
                 continue
-            by_type[t] = by_type.get(t, 0) + 1
+            eid, raw = m.group(1), m.group(2)
+        else:
+            eid, raw = None, line
+        entries.append((run, eid, raw))
+        try:
+            t = json.loads(raw)["event_type"]
+            if not isinstance(t, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            continue
+        by_type[t] = by_type.get(t, 0) + 1
+received = len(entries) + (bad if stream_mode else 0)
 
 # On a fresh database every row was inserted once by this run, so rows are
 # what outbox.enqueued counted.
@@ -283,32 +418,88 @@ def verdict(values):
         return "MISMATCH (missing)"
     return "OK" if len(set(vals)) == 1 else "MISMATCH"
 
-for etype, what, db in checks:
-    w = os.environ.get("MAE_DEMO_W_" + etype.replace(".", "_")) or None
-    w = int(w) if w else None
-    values = [db, w] + ([by_type.get(etype, 0)] if have_stream else [])
-    v = verdict(values)
+def line(name, text, ok):
+    global failed
+    v = ok if isinstance(ok, str) else ("OK" if ok else "MISMATCH")
     failed += v != "OK"
-    s = "%6d" % by_type.get(etype, 0) if have_stream else "     -"
-    print("  %-19s stream %s  watcher %6s  db %-21s %6s  %s"
-          % (etype, s, w if w is not None else "?", what, db if db is not None else "?", v))
+    print("  %-19s %s  %s" % (name, text, v))
 
-if have_stream:
-    pub = os.environ.get("MAE_DEMO_PUBLISHED") or None
-    pub = int(pub) if pub else None
-    v = verdict([received, pub])
-    failed += v != "OK"
-    print("  %-19s stream %6d  publisher published %6s %22s  %s"
-          % ("events received", received, pub if pub is not None else "?", "", v))
-    relay = os.environ.get("MAE_DEMO_RELAY_EVENTS") or None
+for etype, what, db in checks:
+    w = env_int("MAE_DEMO_W_" + etype.replace(".", "_"))
+    values = [db, w] + ([by_type.get(etype, 0)] if have_events else [])
+    s = "%6d" % by_type.get(etype, 0) if have_events else "     -"
+    line(etype, "stream %s  watcher %6s  db %-21s %6s" % (s, w if w is not None else "?", what,
+                                                         db if db is not None else "?"),
+         verdict(values))
+
+pub = env_int("MAE_DEMO_PUBLISHED")
+relay = env_int("MAE_DEMO_RELAY_EVENTS")
+if stream_mode:
+    # What Redis holds: redis-cli --raw XRANGE prints id, field, value a line
+    # each (an event is one line of JSON).
+    xr = lines_of("xrange.txt")
+    stream = [(xr[i], xr[i + 2]) for i in range(0, len(xr) - 2, 3) if xr[i + 1] == "event"]
+    xr_ok = len(xr) == 3 * len(stream)
+    xlen = env_int("MAE_DEMO_STREAM_LEN")
+    n1, n2 = len(runs[0]), len(runs[1])
+    line("events received", "tail %6d (%d + %d after the resume)  published %s  XLEN %s"
+         % (received, n1, n2, pub if pub is not None else "?", xlen if xlen is not None else "?"),
+         verdict([received, pub, xlen, len(stream)]) if xr_ok else "MISMATCH (XRANGE unreadable)")
+
+    ids = [e[1] for e in entries]
+    in_order = all(id_key(a) < id_key(b) for a, b in zip(ids, ids[1:]))
+    line("no id twice", "%d ids, %d distinct, %s" % (len(ids), len(set(ids)),
+         "increasing across both runs" if in_order else "NOT in increasing order"),
+         len(set(ids)) == len(ids) and in_order)
+
+    # Exactly once, by id and by content: the two runs together are the
+    # stream, entry for entry, id and bytes; and no two entries carry the
+    # same event (a doubled publish would be a second id with equal bytes).
+    same = [(e[1], e[2]) for e in entries] == stream
+    first_diff = next((i for i, (a, b) in enumerate(zip([(e[1], e[2]) for e in entries], stream))
+                       if a != b), min(len(entries), len(stream)))
+    raws = [r for _, r in stream]
+    line("exactly once", "tail = XRANGE id for id, byte for byte%s; %d distinct events in %d entries"
+         % ("" if same else " (differs from entry %d)" % first_diff, len(set(raws)), len(raws)),
+         same and len(set(raws)) == len(raws))
+
+    # The resume: the second run starts right after the first run's last id
+    # and first brings back what was published while the tail was away.
+    last1 = os.environ.get("MAE_DEMO_LAST1") or None
+    at_restart = os.environ.get("MAE_DEMO_ID_AT_RESTART") or None
+    len_at_restart = env_int("MAE_DEMO_LEN_AT_RESTART")
+    run2 = [e[1] for e in entries if e[0] == 1]
+    missed = (len_at_restart - n1) if len_at_restart is not None else None
+    back = sum(1 for i in run2 if at_restart and id_key(i) <= id_key(at_restart))
+    # The entry after the last id the first run printed (after none: the
+    # first entry) is where the second run must begin.
+    nxt = stream[n1][0] if n1 < len(stream) else None
+    starts_right = (last1 is None) == (n1 == 0) and \
+        (last1 is None or (0 < n1 <= len(stream) and stream[n1 - 1][0] == last1)) and \
+        (run2[0] == nxt if run2 else nxt is None or missed == 0)
+    line("the resume", "--since %s: %s missed while stopped, %d brought back first, then %d live"
+         % (last1 or "start", missed if missed is not None else "?", back, len(run2) - back),
+         starts_right and missed == back)
+
     if relay is not None:
-        v = verdict([int(relay), pub])
-        failed += v != "OK"
-        print("  %-19s relay  %6d  publisher published %6s %22s  %s"
-              % ("events via SSE", int(relay), pub if pub is not None else "?", "", v))
-    v = "OK" if bad == 0 else "MISMATCH"
-    failed += bad != 0
-    print("  %-19s %d of %d lines are not a JSON event  %s" % ("stream is JSON", bad, received, v))
+        frames, fid = [], None
+        for l in lines_of("relay.sse"):
+            if l.startswith("id: "):
+                fid = l[4:]
+            elif l.startswith("data: ") and fid is not None:
+                frames.append((fid, l[6:]))
+                fid = None
+        line("events via SSE", "relay %6d frames, their id: and data: = XRANGE%s"
+             % (relay, "" if frames == stream else " NOT (%d frames with an id)" % len(frames)),
+             relay == pub and frames == stream)
+    line("stream is JSON", "%d of %d lines are not a JSON event" % (bad, received), bad == 0)
+elif have_events:
+    line("events received", "stream %6d  publisher published %6s %22s"
+         % (received, pub if pub is not None else "?", ""), verdict([received, pub]))
+    if relay is not None:
+        line("events via SSE", "relay  %6d  publisher published %6s %22s"
+             % (relay, pub if pub is not None else "?", ""), verdict([relay, pub]))
+    line("stream is JSON", "%d of %d lines are not a JSON event" % (bad, received), bad == 0)
 else:
     print("  (no stream: redis-server was not available, so only the watcher and the db are compared)")
 
@@ -330,14 +521,20 @@ check() { # name stream watcher db
   fi
   printf '  %-19s stream %6s  watcher %6s  db %6s  %s\n' "$1" "$2" "$3" "$4" "$v"
 }
-sc() { [ "$have_redis" = 1 ] && grep -c "\"event_type\":\"$1\"" "$stream" || echo -; }
+sc() { [ "$have_redis" = 1 ] && cat "$tail1" "$tail2" | grep -c "\"event_type\":\"$1\"" || echo -; }
 check email.synced "$(sc email.synced)" "$(watcher_count email.synced)" "$(num admin-stats.json emails_synced)"
 check outbox.dead_letter "$(sc outbox.dead_letter)" "$(watcher_count outbox.dead_letter)" "$(num admin-queue-depth.json dead_letter)"
 check llm.success "$(sc llm.success)" "$(watcher_count llm.success)" "$(num llm-stats.json successes)"
 if [ "$have_redis" = 1 ]; then
-  got=$(wc -l <"$stream") v=OK
+  got=$(cat "$tail1" "$tail2" | wc -l) v=OK
   [ "$got" = "${published:-}" ] || { v=MISMATCH; failed=$((failed + 1)); }
   printf '  %-19s stream %6s  publisher published %6s  %s\n' "events received" "$got" "${published:-?}" "$v"
+fi
+if [ "$have_redis" = 1 ] && [ -n "$stream_key" ]; then
+  ids=$(cat "$tail1" "$tail2" | sed -n 's/^{"id":"\([0-9]*-[0-9]*\)".*/\1/p')
+  n=$(printf '%s\n' "$ids" | grep -c .) twice=$(printf '%s\n' "$ids" | sort | uniq -d | grep -c .) v=OK
+  { [ "$n" = "$got" ] && [ "$n" = "${stream_len:-}" ] && [ "$twice" = 0 ]; } || { v=MISMATCH; failed=$((failed + 1)); }
+  printf '  %-19s %s ids, %s twice, XLEN %s  %s\n' "no id twice" "$n" "$twice" "${stream_len:-?}" "$v"
 fi
 echo
 [ "$failed" = 0 ] && echo "AGREEMENT: OK" || echo "AGREEMENT: $failed MISMATCH"

@@ -52,6 +52,7 @@ typedef struct options {
     const char *db_path;
     const char *redis_url;
     const char *channel;
+    const char *stream_key; /* NULL: pub/sub only */
     uint64_t seed;
     bool seed_given;
     bool fast;

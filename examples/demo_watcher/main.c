@@ -5,11 +5,12 @@
  * the setup, the day's loop and the exit codes.
  *
  *   demo_watcher [--mails N] [--db PATH] [--redis URL] [--channel C]
- *                [--seed N] [--fast]
+ *                [--stream KEY] [--seed N] [--fast]
  *
- * Environment: MAILAGENT_DB, MAILAGENT_REDIS_URL, MAILAGENT_CHANNEL (the
- * options win). Without a Redis URL the publisher is disabled and only the
- * state is written.
+ * Environment: MAILAGENT_DB, MAILAGENT_REDIS_URL, MAILAGENT_CHANNEL,
+ * MAILAGENT_STREAM (the options win). Without a Redis URL the publisher is
+ * disabled and only the state is written. With a stream key the events also
+ * go to that Redis Stream (stream mode), exactly once.
  *
  * Time: the stores run on a simulated clock (mae_db_config.clock) that
  * starts a day ago and advances with each mail, so retry schedules of
@@ -66,12 +67,15 @@ int fail(watcher *w, const char *what, int64_t id, int rc)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: " PROG " [--mails N] [--db PATH] [--redis URL] [--channel C] [--seed N] [--fast]\n"
+            "usage: " PROG " [--mails N] [--db PATH] [--redis URL] [--channel C] [--stream KEY]\n"
+            "                    [--seed N] [--fast]\n"
             "  --mails N     mails in the simulated day (default 500)\n"
             "  --db PATH     SQLite file (default $MAILAGENT_DB, else mailagent-demo.db)\n"
             "  --redis URL   e.g. redis://127.0.0.1:6379 (default $MAILAGENT_REDIS_URL;\n"
             "                none: publisher disabled, state only)\n"
             "  --channel C   default $MAILAGENT_CHANNEL, else mailagent:events:v1\n"
+            "  --stream KEY  also append each event to this Redis Stream (default\n"
+            "                $MAILAGENT_STREAM; none: pub/sub only)\n"
             "  --seed N      reproducible run (default: from the time)\n"
             "  --fast        do not pace (default: about 7 s per 500 mails)\n");
 }
@@ -96,6 +100,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->db_path = getenv("MAILAGENT_DB");
     o->redis_url = getenv("MAILAGENT_REDIS_URL");
     o->channel = getenv("MAILAGENT_CHANNEL");
+    o->stream_key = getenv("MAILAGENT_STREAM");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -108,7 +113,7 @@ static int parse_args(int argc, char **argv, options *o)
             continue;
         } else if (strcmp(a, "--mails") != 0 && strcmp(a, "--seed") != 0 &&
                    strcmp(a, "--db") != 0 && strcmp(a, "--redis") != 0 &&
-                   strcmp(a, "--channel") != 0) {
+                   strcmp(a, "--channel") != 0 && strcmp(a, "--stream") != 0) {
             fprintf(stderr, PROG ": unknown option '%s' (see --help)\n", a);
             return 2;
         } else if (val == NULL) {
@@ -131,6 +136,8 @@ static int parse_args(int argc, char **argv, options *o)
             o->db_path = val;
         } else if (strcmp(a, "--redis") == 0) {
             o->redis_url = val;
+        } else if (strcmp(a, "--stream") == 0) {
+            o->stream_key = val;
         } else {
             o->channel = val;
         }
@@ -140,6 +147,8 @@ static int parse_args(int argc, char **argv, options *o)
         o->db_path = "mailagent-demo.db";
     if (o->channel != NULL && *o->channel == '\0')
         o->channel = NULL;
+    if (o->stream_key != NULL && *o->stream_key == '\0')
+        o->stream_key = NULL;
     if (!o->seed_given) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -237,6 +246,7 @@ static int open_publisher(watcher *w)
     cfg.redis_url = w->opt.redis_url;
     if (w->opt.channel)
         cfg.channel = w->opt.channel;
+    cfg.stream_key = w->opt.stream_key;
     cfg.error_buf = err;
     cfg.error_buf_size = sizeof err;
     int rc = mae_publisher_open(&cfg, &w->pub);
@@ -306,9 +316,11 @@ int main(int argc, char **argv)
     }
     decide_fates(&w);
 
-    fprintf(stderr, PROG ": %ld mails into %s%s%s, seed %" PRIu64 "%s\n", w.opt.mails,
+    fprintf(stderr, PROG ": %ld mails into %s%s%s%s%s, seed %" PRIu64 "%s\n", w.opt.mails,
             w.opt.db_path, publishing ? ", events to " : "", publishing ? w.opt.redis_url : "",
-            w.opt.seed, w.opt.fast ? ", not paced" : "");
+            publishing && w.opt.stream_key ? " and the stream " : "",
+            publishing && w.opt.stream_key ? w.opt.stream_key : "", w.opt.seed,
+            w.opt.fast ? ", not paced" : "");
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

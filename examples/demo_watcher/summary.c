@@ -92,6 +92,11 @@ int summary(watcher *w, double elapsed)
            frc == MAE_OK ? "" : " (flush timed out)", ps.calls, ps.enqueued, ps.published,
            ps.queued, ps.dropped_queue_full, ps.dropped_disabled, ps.dropped_invalid,
            ps.dropped_send_error, ps.connects, ps.connect_failures);
+    /* Stream mode: what a broken connection made the publisher send again,
+     * and how much of that Redis had already applied and skipped. */
+    if (w->opt.stream_key && w->opt.redis_url && *w->opt.redis_url)
+        printf("publisher stream %s: resent=%" PRIu64 " skipped=%" PRIu64 "\n",
+               w->opt.stream_key, ps.resent, ps.skipped);
     if (ps.last_error[0])
         printf("publisher last error: %s\n", ps.last_error);
     if (ps.calls != total_events(w))
