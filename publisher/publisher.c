@@ -1333,10 +1333,13 @@ int mae_publisher_close(mae_publisher *p, int timeout_ms)
     }
     if (!p->exited) {
         /* Still inside a blocking call we cannot interrupt (name resolution
-         * in hiredis' connect): let the thread free everything on its way out. */
+         * in hiredis' connect): let the thread free everything on its way
+         * out. Detach before unlocking: once mu is released the thread may
+         * see detached, free p and exit, and p->thread would be read from
+         * freed memory. */
         p->detached = true;
-        pthread_mutex_unlock(&p->mu);
         pthread_detach(p->thread);
+        pthread_mutex_unlock(&p->mu);
         return MAE_ETIMEDOUT;
     }
     pthread_mutex_unlock(&p->mu);
