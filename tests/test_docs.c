@@ -259,6 +259,9 @@ static void test_publisher_page_gives_the_real_defaults(void **state)
     expect_default(page, "publisher.md", "backoff_min_ms", c.backoff_min_ms);
     expect_default(page, "publisher.md", "backoff_max_ms", c.backoff_max_ms);
     expect_default(page, "publisher.md", "batch_max_events", (double)c.batch_max_events);
+    expect_default(page, "publisher.md", "stream_maxlen", (double)c.stream_maxlen);
+    free(row(page, "publisher.md", "stream_key"));
+    assert_null(c.stream_key);
     assert_null(c.redis_url);
     assert_null(c.log);
     free(page);
