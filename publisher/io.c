@@ -1,0 +1,343 @@
+/* This file implements the I/O thread: it sleeps until there is work,
+ * connects with backoff and jitter, watches an idle connection and sends
+ * each batch (send.c) with its outcome counted. */
+#define _GNU_SOURCE /* ppoll */
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/backoff.h"
+#include "publisher/publisher_impl.h"
+
+/* Under a steady trickle of events a batch is gathered for this long after
+ * the previous one was sent (unless it is full, or flush or close is
+ * waiting): sending each event as it comes costs a round trip and a Redis
+ * wake-up per few events, CPU the caller's own work competes for. The I/O
+ * thread stays awake for this long after a send, so the rest of a burst
+ * never has to wake it; an event after an idle spell goes out at once. */
+#define LINGER_S 0.001
+
+/* ---- problems and the connection --------------------------------------------- */
+
+/* What the I/O thread keeps between its steps. */
+typedef struct io_state {
+    void *conn;
+    int failures;            /* connect failures in a row */
+    double next_attempt;     /* no connect before this (backoff) */
+    double next_send;        /* no batch before this unless it is full (linger) */
+    bool watch_conn;         /* an idle wait also watches the connection */
+} io_state;
+
+static double backoff_delay(mae_publisher *p, int failures)
+{
+    return mae__backoff_delay(p->backoff_min_ms, p->backoff_max_ms, failures,
+                              mae__rand_unit(&p->rng));
+}
+
+/* Records a problem for the counters and, rate-limited, for the log. Called
+ * on the I/O thread with mu NOT held. */
+void mae__io_problem(mae_publisher *p, int kind, const char *fmt, ...)
+{
+    char msg[sizeof p->st.last_error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+
+    io_lock(p);
+    memcpy(p->st.last_error, msg, sizeof msg);
+    p->st.last_error_at = wall_now();
+    pthread_mutex_unlock(&p->mu);
+
+    if (!p->log)
+        return;
+    double now = mono_now();
+    if (p->logged[kind].last != 0 && now - p->logged[kind].last < 60.0) {
+        p->logged[kind].repeats++;
+        return;
+    }
+    uint64_t repeats = p->logged[kind].repeats;
+    p->logged[kind].last = now;
+    p->logged[kind].repeats = 0;
+    p->log(p->log_user, MAE_LOG_ERROR, msg, repeats);
+}
+
+/* A SIGPIPE raised by a write on this thread is blocked here and would stay
+ * pending forever; take it off so it never lingers. */
+static void drain_sigpipe(void)
+{
+    sigset_t set;
+    struct timespec zero = {0, 0};
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    while (sigtimedwait(&set, NULL, &zero) > 0) {
+    }
+}
+
+/* Sends one command and reads its reply: MAE__REPLY_*. */
+static int roundtrip(mae_publisher *p, void *conn, int argc, const char **argv, char *err,
+                     size_t errlen)
+{
+    size_t lens[3];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    if (p->ops.append(conn, argc, argv, lens) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return MAE__REPLY_IO;
+    }
+    return p->ops.get_reply(conn, NULL, err, errlen);
+}
+
+/* AUTH, SELECT and a PING: a connection counts only once Redis answers, so a
+ * hung server (which still accepts connections into its backlog) never gets
+ * a batch that would be lost. */
+static int handshake(mae_publisher *p, void *conn, char *err, size_t errlen)
+{
+    const mae__url *u = &p->url;
+    char dbtext[16];
+    int rc;
+
+    if (u->password) {
+        const char *argv[3] = {"AUTH", u->user ? u->user : u->password, u->password};
+        rc = roundtrip(p, conn, u->user ? 3 : 2, argv, err, errlen);
+        if (rc != MAE__REPLY_OK)
+            return rc;
+    }
+    if (u->db != 0) {
+        snprintf(dbtext, sizeof dbtext, "%d", u->db);
+        const char *argv[2] = {"SELECT", dbtext};
+        rc = roundtrip(p, conn, 2, argv, err, errlen);
+        if (rc != MAE__REPLY_OK)
+            return rc;
+    }
+    if (p->stream_key)
+        return mae__send_load_script(p, conn, err, errlen);
+    const char *argv[1] = {"PING"};
+    return roundtrip(p, conn, 1, argv, err, errlen);
+}
+
+static void *try_connect(mae_publisher *p)
+{
+    char err[128] = "";
+    void *conn = p->ops.connect(p->ops.user, &p->url, p->connect_timeout_ms,
+                                p->io_timeout_ms, err, sizeof err);
+    if (!conn) {
+        mae__io_problem(p, LOG_CONNECT, "connect failed: %s", err[0] ? err : "unknown error");
+        return NULL;
+    }
+    io_lock(p);
+    p->sock_fd = p->ops.fd(conn);
+    bool give_up = p->abandon;
+    pthread_mutex_unlock(&p->mu);
+    int rc = give_up ? MAE__REPLY_IO : handshake(p, conn, err, sizeof err);
+    if (rc != MAE__REPLY_OK) {
+        io_lock(p);
+        p->sock_fd = -1;
+        pthread_mutex_unlock(&p->mu);
+        p->ops.free(conn);
+        drain_sigpipe();
+        if (!give_up)
+            mae__io_problem(p, LOG_CONNECT, "connect failed: %s%s",
+                    rc == MAE__REPLY_ERROR ? "server refused: " : "", err);
+        return NULL;
+    }
+    return conn;
+}
+
+static void drop_connection(mae_publisher *p, void **conn)
+{
+    io_lock(p);
+    p->sock_fd = -1;
+    p->st.connected = false;
+    pthread_mutex_unlock(&p->mu);
+    p->ops.free(*conn);
+    *conn = NULL;
+    drain_sigpipe();
+}
+
+/* Connects, with mu held (released meanwhile), unless the backoff says not
+ * yet. Returns true with io->conn set. */
+static bool io_connect(mae_publisher *p, io_state *io)
+{
+    pthread_mutex_unlock(&p->mu);
+    io->conn = try_connect(p);
+    io_lock(p);
+    if (!io->conn) {
+        io->failures++;
+        p->st.connect_failures++;
+        io->next_attempt = mono_now() + backoff_delay(p, io->failures);
+        return false;
+    }
+    io->failures = 0;
+    io->watch_conn = true;
+    p->st.connects++;
+    p->st.connected = true;
+    return true;
+}
+
+/* ---- waiting -------------------------------------------------------------------
+ * The thread waits on its eventfd. Asleep (nothing queued), it says so in
+ * `sleeping`, and the first publish call after that wakes it; it then also
+ * watches an idle connection, so a Redis that goes away is noticed without
+ * a timer. Lingering or backing off, it waits with a timeout and no
+ * publisher wakes it (flush and close always do). */
+static void io_wait(mae_publisher *p, io_state *io, double until, bool asleep)
+{
+    struct pollfd fds[2] = {{.fd = p->wake_fd, .events = POLLIN}};
+    nfds_t n = 1;
+    int cfd = asleep && io->conn && io->watch_conn ? p->ops.fd(io->conn) : -1;
+    if (cfd >= 0)
+        fds[n++] = (struct pollfd){.fd = cfd, .events = POLLIN};
+    struct timespec ts, *tsp = NULL;
+    if (until >= 0) {
+        ts = to_timespec(until - mono_now());
+        tsp = &ts;
+    }
+    p->sleeping = asleep;
+    pthread_mutex_unlock(&p->mu);
+
+    /* Every signal is blocked on this thread: ppoll is never interrupted. */
+    int ready = ppoll(fds, n, tsp, NULL);
+    if (ready > 0 && fds[0].revents) {
+        uint64_t v;
+        ssize_t r = read(p->wake_fd, &v, sizeof v);
+        (void)r;
+    }
+    if (ready > 0 && n > 1 && fds[1].revents) {
+        if (p->ops.peer_closed(io->conn)) {
+            mae__io_problem(p, LOG_SEND, "connection closed by the server");
+            drop_connection(p, &io->conn);
+        } else {
+            /* Data nobody asked for: left for the next reply read, and not
+             * watched again until then, so it cannot spin this loop. */
+            io->watch_conn = false;
+        }
+    }
+    io_lock(p);
+    p->sleeping = false;
+}
+
+/* ---- sending and the loop ------------------------------------------------------ */
+
+/* Sends one batch, with mu held (released for the I/O), and counts the
+ * outcome. A connection the peer closed while idle (Redis restarted) is
+ * replaced first, so nothing is lost on it. */
+static void io_send(mae_publisher *p, io_state *io)
+{
+    pthread_mutex_unlock(&p->mu);
+    bool closed = p->ops.peer_closed(io->conn);
+    if (closed) {
+        mae__io_problem(p, LOG_SEND, "connection closed by the server");
+        drop_connection(p, &io->conn);
+    }
+    io_lock(p);
+    if (closed)
+        return;
+    if (p->out.pending) {
+        /* Stream mode: the batch a broken connection left unacknowledged
+         * goes again, with the same numbers; the script skips what landed. */
+        p->st.resent += p->out.n;
+    } else if (!mae__ring_take_batch(p)) {
+        pthread_mutex_unlock(&p->mu);
+        mae__io_problem(p, LOG_SEND, "out of memory taking a batch");
+        io_lock(p);
+        io->next_send = mono_now() + LINGER_S;
+        return;
+    } else if (p->stream_key) {
+        p->out.first_seq = p->next_seq;
+        p->next_seq += p->out.n;
+        p->out.pending = true;
+    }
+    size_t n = p->out.n;
+    pthread_mutex_unlock(&p->mu);
+
+    bool broken;
+    size_t acked;
+    uint64_t skipped = 0;
+    if (p->stream_key) {
+        int sent = mae__send_stream_batch(p, io->conn, &skipped);
+        broken = sent == SENT_BROKEN;
+        acked = sent == SENT_OK ? n : 0;
+    } else {
+        acked = mae__send_publish_batch(p, io->conn, &broken);
+    }
+    io->next_send = mono_now() + LINGER_S;
+    io->watch_conn = true;
+    if (broken)
+        drop_connection(p, &io->conn);
+
+    io_lock(p);
+    if (broken) {
+        io->failures = 1;
+        io->next_attempt = 0; /* reconnect at once: the server may be fine */
+        if (p->out.pending)
+            return; /* kept, still in flight */
+    }
+    p->out.pending = false;
+    p->st.in_flight -= n;
+    p->st.published += acked;
+    p->st.skipped += skipped;
+    p->st.dropped_send_error += n - acked;
+}
+
+/* One turn of the I/O thread's loop, with mu held: wait, connect or send.
+ * Returns false when the thread should exit. */
+static bool io_step(mae_publisher *p, io_state *io)
+{
+    if (p->abandon)
+        return false;
+    bool hurry = p->stopping || p->flushers > 0;
+    if (p->st.queued == 0 && !p->out.pending) {
+        if (p->stopping)
+            return false;
+        if (p->st.in_flight == 0)
+            pthread_cond_broadcast(&p->idle);
+        /* Awake for a linger after a send, then asleep until woken. */
+        if (mono_now() < io->next_send && !hurry)
+            io_wait(p, io, io->next_send, false);
+        else
+            io_wait(p, io, -1, true);
+        return true;
+    }
+    if (!io->conn) {
+        if (mono_now() < io->next_attempt)
+            io_wait(p, io, io->next_attempt, false);
+        else
+            io_connect(p, io);
+        return true;
+    }
+    if (p->st.queued < p->batch_max && !hurry && !p->out.pending && mono_now() < io->next_send) {
+        io_wait(p, io, io->next_send, false);
+        return true;
+    }
+    io_send(p, io);
+    return true;
+}
+
+/* The I/O thread's body, started by open with the publisher as arg. */
+void *mae__io_main(void *arg)
+{
+    mae_publisher *p = arg;
+    io_state io = {.conn = NULL};
+
+    io_lock(p);
+    while (io_step(p, &io)) {
+    }
+    /* Leaving, with mu held. A batch still unacknowledged is given up. */
+    if (p->out.pending) {
+        p->out.pending = false;
+        p->st.in_flight -= p->out.n;
+        p->st.dropped_send_error += p->out.n;
+    }
+    bool detached = p->detached;
+    p->exited = true;
+    pthread_cond_broadcast(&p->idle);
+    pthread_mutex_unlock(&p->mu);
+    if (io.conn)
+        drop_connection(p, &io.conn);
+    if (detached)
+        mae__publisher_destroy(p);
+    return NULL;
+}
