@@ -19,8 +19,13 @@
  * the key's time to live, ARGV[5..] the events. An event whose number is
  * not above the last applied one was applied by an earlier send of the same
  * batch (the connection broke before the reply came) and is skipped; the
- * others are appended and published. A script runs atomically, so a batch
- * is applied whole or not at all. Returns {applied, skipped}. */
+ * others are appended and published. A script runs atomically (no other
+ * client's command comes between its commands), but Redis does not undo
+ * what it did before a command that fails: a batch refused midway (the
+ * key holds another type fails at the first XADD, so in practice before
+ * anything) would leave its first events applied and the number
+ * unrecorded; such a batch is counted as lost and not resent. Returns
+ * {applied, skipped}. */
 static const char BATCH_SCRIPT[] =
     "local last = tonumber(redis.call('GET', KEYS[2]) or 0)\n"
     "local first = tonumber(ARGV[3])\n"
