@@ -606,30 +606,29 @@ static int plot(const bench_opts *o, const char *data, const char *png)
 
 /* ---- main ---------------------------------------------------------------------------- */
 
-int main(int argc, char **argv)
-{
-    bench_opts o;
-    bench_results *r = calloc(1, sizeof *r);
-    bool run[8] = {true, true, true, true, true, true, true, true};
-    char path[600], cdfpath[600], png[600], mach[400];
+#define PARTS 8
 
-    if (!r)
-        return 1;
-    set_quick(&o);
-    o.results_dir = "bench/results";
-    o.plot_script = "bench/plot.gp";
+/* Parses the command line into o and run (the parts to run). -1 to go on,
+ * or the exit status (help printed, or a usage error). */
+static int parse_args(int argc, char **argv, bench_opts *o, bool run[PARTS])
+{
+    set_quick(o);
+    o->results_dir = "bench/results";
+    o->plot_script = "bench/plot.gp";
+    for (int k = 0; k < PARTS; k++)
+        run[k] = true;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
-            set_quick(&o);
+            set_quick(o);
         } else if (strcmp(argv[i], "--full") == 0) {
-            set_full(&o);
+            set_full(o);
         } else if (strcmp(argv[i], "--results") == 0 && i + 1 < argc) {
-            o.results_dir = argv[++i];
+            o->results_dir = argv[++i];
         } else if (strcmp(argv[i], "--plot") == 0 && i + 1 < argc) {
-            o.plot_script = argv[++i];
+            o->plot_script = argv[++i];
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             const char *s = argv[++i];
-            for (int k = 0; k < 8; k++)
+            for (int k = 0; k < PARTS; k++)
                 run[k] = strchr(s, '1' + k) != NULL;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -639,83 +638,75 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    return -1;
+}
 
-    /* The replaced design writes to sockets on this thread, as the original
-     * did; a server vanishing mid-write must cost it an error, not the
-     * process. (The library's own I/O thread needs no such help.) */
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    atexit(redis_kill_all);
-
-    machine(mach, sizeof mach);
-    snprintf(cdfpath, sizeof cdfpath, "%s/latency-cdf.tmp", o.results_dir);
-    snprintf(png, sizeof png, "%s/latency.png", o.results_dir);
+/* Runs the chosen parts into r; returns how many failed. */
+static int run_parts(const bench_opts *o, const bool run[PARTS], bench_results *r,
+                     const char *cdfpath)
+{
     uint64_t t0 = now_ns();
     int failed = 0;
 
     /* Part 5 first: its RSS figures are cleanest in a process that has not
      * yet grown and freed the large queues of parts 1 and 2. */
-    if (run[4] && part_memory(&o, r) != 0)
+    if (run[4] && part_memory(o, r) != 0)
         failed++;
     if (run[0]) {
         FILE *cdf = fopen(cdfpath, "w");
         if (!cdf)
             perror(cdfpath);
-        if (part_latency(&o, r, cdf) != 0)
+        if (part_latency(o, r, cdf) != 0)
             failed++;
         if (cdf)
             fclose(cdf);
     }
-    if (run[1] && part_throughput(&o, r) != 0)
+    if (run[1] && part_throughput(o, r) != 0)
         failed++;
-    if (run[2] && part_stores(&o, r) != 0)
+    if (run[2] && part_stores(o, r) != 0)
         failed++;
-    if (run[3] && part_day(&o, r) != 0)
+    if (run[3] && part_day(o, r) != 0)
         failed++;
-    if (run[5] && part_idle(&o, r) != 0)
+    if (run[5] && part_idle(o, r) != 0)
         failed++;
-    if (run[6] && part_isolated(&o, r) != 0)
+    if (run[6] && part_isolated(o, r) != 0)
         failed++;
-    if (run[7] && part_stream(&o, r) != 0)
+    if (run[7] && part_stream(o, r) != 0)
         failed++;
     r->total_s = (double)(now_ns() - t0) / 1e9;
     progress_done();
+    return failed;
+}
 
-    bool plotted = r->have[0] && plot(&o, cdfpath, png) == 0;
-    if (r->have[0] && run[0] && run[1] && run[2] && run[3] && run[4] && run[5] && run[6] && run[7]) {
-        snprintf(path, sizeof path, "%s/latest.json", o.results_dir);
-    } else {
-        /* A partial run must not overwrite the figures of a whole one. */
-        snprintf(path, sizeof path, "%s/partial.json.tmp", o.results_dir);
-    }
-    bool wrote = write_json(path, &o, r, mach) == 0;
-
+/* Prints each part's table that has figures. */
+static void print_parts(const bench_opts *o, bench_results *r, const char *mach)
+{
     printf("mailagent-events %s benchmark, %s mode%s, %.0f s\n", MAE_VERSION_STRING,
-           o.full ? "full" : "quick",
-           o.full ? "" : " (part 5 keeps Redis down 15 s instead of 60 s; --full for all of it)",
+           o->full ? "full" : "quick",
+           o->full ? "" : " (part 5 keeps Redis down 15 s instead of 60 s; --full for all of it)",
            r->total_s);
     printf("machine: %s\n", mach);
     if (r->have[0])
-        print_latency(&o, r);
+        print_latency(o, r);
     if (r->have[1])
         print_throughput(r);
     if (r->have[2])
-        print_stores(&o, r);
+        print_stores(o, r);
     if (r->have[3])
         print_day(r);
     if (r->have[4])
-        print_memory(&o, r);
+        print_memory(o, r);
     if (r->have[5])
         print_idle(r);
     if (r->have[6])
         print_isolated(r);
     if (r->have[7])
         print_stream(r);
-    printf("\nraw figures: %s%s; plot: %s\n", path, wrote ? "" : " (NOT written)",
-           plotted ? png : "(not drawn)");
+}
 
-    /* The last line: the summary. */
+/* The last line: the summary, with the count of targets met. */
+static void print_summary(bench_results *r, int failed)
+{
     char a[8][32];
     printf("summary:");
     if (r->have[0])
@@ -768,6 +759,45 @@ int main(int argc, char **argv)
         printf("; stream mode %s ev/s (pub/sub %s)", fmt_num(r->stream.mode[1].eps, a[5], 32),
                fmt_num(r->stream.mode[0].eps, a[6], 32));
     printf("; targets met %d/%d%s\n", met, total, failed ? "; SOME PARTS FAILED" : "");
+}
+
+int main(int argc, char **argv)
+{
+    bench_opts o;
+    bool run[PARTS];
+    char path[600], cdfpath[600], png[600], mach[400];
+    int rc = parse_args(argc, argv, &o, run);
+    if (rc >= 0)
+        return rc;
+    bench_results *r = calloc(1, sizeof *r);
+    if (!r)
+        return 1;
+
+    /* The replaced design writes to sockets on this thread, as the original
+     * did; a server vanishing mid-write must cost it an error, not the
+     * process. (The library's own I/O thread needs no such help.) */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    atexit(redis_kill_all);
+
+    machine(mach, sizeof mach);
+    snprintf(cdfpath, sizeof cdfpath, "%s/latency-cdf.tmp", o.results_dir);
+    snprintf(png, sizeof png, "%s/latency.png", o.results_dir);
+    int failed = run_parts(&o, run, r, cdfpath);
+
+    bool plotted = r->have[0] && plot(&o, cdfpath, png) == 0;
+    bool all = r->have[0];
+    for (int k = 0; k < PARTS; k++)
+        all = all && run[k];
+    /* A partial run must not overwrite the figures of a whole one. */
+    snprintf(path, sizeof path, "%s/%s", o.results_dir, all ? "latest.json" : "partial.json.tmp");
+    bool wrote = write_json(path, &o, r, mach) == 0;
+
+    print_parts(&o, r, mach);
+    printf("\nraw figures: %s%s; plot: %s\n", path, wrote ? "" : " (NOT written)",
+           plotted ? png : "(not drawn)");
+    print_summary(r, failed);
     free(r);
     return failed ? 1 : 0;
 }
