@@ -3,7 +3,6 @@
 #   - no tracked file sends readers outside it (../shared, shared/spec);
 #   - every relative link in README.md, docs/*.md and bench/README.md
 #     names a file that exists, and every #anchor a heading of that file.
-# One tolerance: docs/relay.md may be missing (it lands with the relay).
 # Usage: check.sh SOURCE_DIR
 set -uo pipefail
 cd "$1" || exit 1
@@ -52,10 +51,6 @@ for page in "${pages[@]}"; do
     fi
     checked=$((checked + 1))
     if [ ! -e "$file" ]; then
-      if [ "$(realpath -m "$file")" = "$(realpath -m docs/relay.md)" ]; then
-        echo "note: $page links to docs/relay.md, which this tree does not have yet"
-        continue
-      fi
       fail "$page: link to $link: no such file"
       continue
     fi

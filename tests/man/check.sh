@@ -11,9 +11,6 @@
 #     every exit status it names has an EXIT STATUS entry, and the page's
 #     version is `mailagent --version`'s;
 #   - groff renders the page without a warning.
-# One tolerance: the page may document `events serve` before the command
-# has it (the relay lands separately); once --help lists it, it is checked
-# like every other command.
 # Usage: check.sh MAILAGENT_BINARY MAN_PAGE
 set -uo pipefail
 bin=$1
@@ -59,10 +56,6 @@ help_cmds=$(printf '%s\n' "$top" | awk '/^Commands:/ {on = 1; next} on && /^$/ {
   on && /^  [a-z]+ [a-z-]+/ {print $1 " " $2}' | sort -u)
 man_cmds=$(section SH COMMANDS | awk '/^\.SS/ {sub(/^\.SS[ \t]+/, ""); gsub(/"/, ""); print}' | sort -u)
 [ -n "$help_cmds" ] || fail "no command found in mailagent --help"
-if ! grep -qx 'events serve' <<<"$help_cmds" && grep -qx 'events serve' <<<"$man_cmds"; then
-  echo "note: the man page documents 'events serve', which this build does not have yet"
-  man_cmds=$(grep -vx 'events serve' <<<"$man_cmds")
-fi
 same_set "commands" "$help_cmds" "$man_cmds"
 
 # ---- the page rendered, for synopses ---------------------------------------
