@@ -67,7 +67,7 @@ static int has_n(const char *msg, int n)
 static int setup(void **state)
 {
     if (!mtr_available()) {
-        print_message("redis-server not found: skipping\n");
+        print_message("redis-server not found: these tests cannot run, so they fail\n");
         return -1;
     }
     *state = NULL;
