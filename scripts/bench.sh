@@ -50,5 +50,6 @@ if [ "${MAE_BENCH_RELAY:-1}" = 1 ]; then
 fi
 # shellcheck disable=SC2086  # MAE_BENCH_ARGS is a list of flags
 # Not exec: the trap above must still remove the build log.
-"$build/bench/mae_bench" ${MAE_BENCH_ARGS:---full} \
-  --results bench/results --plot bench/plot.gp
+# The defaults come first, so a --results or --plot in MAE_BENCH_ARGS wins.
+"$build/bench/mae_bench" --results bench/results --plot bench/plot.gp \
+  ${MAE_BENCH_ARGS:---full}
