@@ -340,7 +340,7 @@ static void test_live_in_order(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = harness_new(500, 1000);
     /* Entries already there are history: a client without an id gets
      * only what comes after it connected. */
@@ -374,7 +374,7 @@ static void test_resume_after_missed(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = harness_new(500, 1000);
     char ids[60][MAE__STREAM_ID_BUFSIZE];
     for (long i = 0; i < 60; i++)
@@ -474,7 +474,7 @@ static void test_resume_during_writes(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = harness_new(500, 1000);
     for (long i = 0; i < 200; i++)
         xadd(h, -1000 + i, NULL);
@@ -514,7 +514,7 @@ static void test_trimmed_history(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = harness_new(500, 1000);
     char ids[50][MAE__STREAM_ID_BUFSIZE];
     for (long i = 0; i < 50; i++)
@@ -555,7 +555,7 @@ static void test_unknown_and_bad_ids(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = harness_new(500, 1000);
     for (long i = 0; i < 5; i++)
         xadd(h, i, NULL);
@@ -610,7 +610,7 @@ static void test_free_and_park_during_replay(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = harness_new(500, 1000);
     for (long i = 0; i < 100; i++)
         xadd(h, i, NULL);
@@ -643,7 +643,7 @@ static void test_killed_connections_lose_nothing(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = harness_new(500, 1000);
     assert_true(run_until(h, is_up, 5000));
     client *c = add_client(h, NULL, 0);
@@ -688,7 +688,7 @@ static void test_hung_redis(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = harness_new(200, 300);
     assert_true(run_until(h, is_up, 5000));
     client *c = add_client(h, NULL, 0);
@@ -728,7 +728,7 @@ static void test_restart_without_persistence_rewinds(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = harness_new(300, 500);
     assert_true(run_until(h, is_up, 5000));
     client *c = add_client(h, NULL, 0);
@@ -760,7 +760,7 @@ static void test_auth_select_and_wrong_type(void **state)
 {
     (void)state;
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     harness *h = calloc(1, sizeof *h);
     assert_non_null(h);
     assert_int_equal(mtr_start(&h->redis, "--requirepass s3cret"), 0);

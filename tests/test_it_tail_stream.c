@@ -35,7 +35,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
     if (!mtr_available())
-        skip();
+        tu_missing_prerequisite("redis-server not found");
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
     assert_int_equal(mtr_start(&f->redis, NULL), 0);
