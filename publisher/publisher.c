@@ -222,6 +222,10 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
     p->max_events = cfg->queue_max_events;
     p->max_bytes = cfg->queue_max_bytes;
     p->batch_max = cfg->batch_max_events ? cfg->batch_max_events : 256;
+    /* A batch never holds more than the queue: this also keeps the batch's
+     * arrays (batch_max entries each) from a size that overflows. */
+    if (p->batch_max > p->max_events)
+        p->batch_max = p->max_events;
     p->connect_timeout_ms = cfg->connect_timeout_ms;
     p->io_timeout_ms = cfg->io_timeout_ms;
     p->backoff_min_ms = cfg->backoff_min_ms;
