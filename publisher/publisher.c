@@ -222,6 +222,10 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
     p->max_events = cfg->queue_max_events;
     p->max_bytes = cfg->queue_max_bytes;
     p->batch_max = cfg->batch_max_events ? cfg->batch_max_events : 256;
+    /* A batch never holds more than the queue: this also keeps the batch's
+     * arrays (batch_max entries each) from a size that overflows. */
+    if (p->batch_max > p->max_events)
+        p->batch_max = p->max_events;
     p->connect_timeout_ms = cfg->connect_timeout_ms;
     p->io_timeout_ms = cfg->io_timeout_ms;
     p->backoff_min_ms = cfg->backoff_min_ms;
@@ -389,13 +393,14 @@ int mae_publisher_close(mae_publisher *p, int timeout_ms)
     wake(p);
     while (!p->exited && mono_now() < soft)
         wait_until(&p->idle, &p->mu, soft);
+    /* MAE_ETIMEDOUT only when events are abandoned: an idle thread that
+     * had no time to leave (close(p, 0)) loses nothing. */
     int rc = (p->st.queued || p->st.in_flight) ? MAE_ETIMEDOUT : MAE_OK;
     if (!p->exited) {
         /* Give up on what is left. A thread blocked writing to or reading
          * from a hung server is woken by shutting its socket down; the fd is
          * only closed by that thread, after it has cleared sock_fd under mu. */
         p->abandon = true;
-        rc = MAE_ETIMEDOUT;
         if (p->sock_fd >= 0)
             shutdown(p->sock_fd, SHUT_RDWR);
         wake(p);
@@ -411,7 +416,7 @@ int mae_publisher_close(mae_publisher *p, int timeout_ms)
         p->detached = true;
         pthread_detach(p->thread);
         pthread_mutex_unlock(&p->mu);
-        return MAE_ETIMEDOUT;
+        return rc;
     }
     pthread_mutex_unlock(&p->mu);
     pthread_join(p->thread, NULL);

@@ -118,7 +118,8 @@ static void answer_json(client *c, int status, const char *reason, const char *e
     answer(c, status, reason, "application/json", extra, body, strlen(body), keep_alive);
 }
 
-static void open_stream(client *c, const mae__request *req)
+/* Opens a stream (or refuses it); returns false when the client was freed. */
+static bool open_stream(client *c, const mae__request *req)
 {
     relay *r = c->r;
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -149,7 +150,7 @@ static void open_stream(client *c, const mae__request *req)
         if (!r->cfg->quiet)
             mae__relay_say("client %s refused: too many clients", c->addr);
         c->state = C_CLOSING;
-        return;
+        return true;
     }
 
     int n = snprintf(first, sizeof first, "retry: %d\n\n", MAE__RELAY_RETRY_MS);
@@ -180,8 +181,11 @@ static void open_stream(client *c, const mae__request *req)
     if (!r->cfg->quiet)
         mae__relay_say("client %s connected (%llu streams)", c->addr,
             (unsigned long long)r->counters.clients);
-    if (r->stream && !mae__fanout_resume_start(c, req))
+    if (r->stream && !mae__fanout_resume_start(c, req)) {
         mae__client_free(c, "out of memory");
+        return false;
+    }
+    return true;
 }
 
 /* Answers one parsed request; returns false when the client was freed. */
@@ -194,7 +198,8 @@ static bool serve(client *c, const mae__request *req)
 
     switch (mae__request_route(req, r->cfg->path, &r->cfg->credentials)) {
     case MAE__ROUTE_STREAM:
-        open_stream(c, req);
+        if (!open_stream(c, req))
+            return false;
         break;
     case MAE__ROUTE_UNAUTHORIZED:
         r->counters.auth_failures_total++;
