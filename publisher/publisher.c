@@ -89,7 +89,11 @@ void mae__publisher_destroy(mae_publisher *p)
     if (p->wake_fd >= 0)
         close(p->wake_fd);
     mae__buf_free(&p->scratch);
-    batch_free(&p->out);
+    /* The batch is the I/O thread's, grown without the lock: a fork() that
+     * lands inside that realloc leaves the child a pointer already freed.
+     * A child leaves it alone (its copy of the memory, nothing more). */
+    if (!p->forked)
+        batch_free(&p->out);
     free(p->argv);
     free(p->argl);
     free(p->stream_key);
