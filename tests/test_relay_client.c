@@ -94,11 +94,12 @@ static void test_stream_whose_resume_cannot_start_is_closed(void **state)
     assert_int_equal(r.counters.clients, 0);
     assert_null(r.conns);
     assert_null(r.streams);
-    /* The peer sees the connection closed. */
+    /* The peer sees the connection closed, after whatever was already
+     * written to it. */
     char buf[4096];
-    ssize_t got, total = 0;
+    ssize_t got;
     while ((got = read(sv[1], buf, sizeof buf)) > 0)
-        total += got;
+        continue;
     assert_int_equal(got, 0);
     close(sv[1]);
     mae__buf_free(&r.frame);
