@@ -70,16 +70,6 @@ static void stop_relay(rh_relay *r)
     assert_int_equal(rh_relay_stop(r, SIGTERM, 5000, NULL), 0);
 }
 
-/* Waits until the relay reports n open streams. */
-static void wait_clients(int port, const char *auth, long long n)
-{
-    long long got = -1;
-    double until = rh_now() + 10;
-    while ((got = rh_metric(port, auth, "mailagent_relay_clients")) != n && rh_now() < until)
-        rh_sleep_ms(20);
-    assert_int_equal(got, n);
-}
-
 /* ---- credentials with curl ------------------------------------------------------- */
 
 static void test_curl_credentials(void **state)
@@ -102,7 +92,7 @@ static void test_curl_credentials(void **state)
         curls[i] = rh_spawn(argv, NULL, out[i], NULL);
     }
     const char *auth = "X-Webhook-Token: s3cret\r\n";
-    wait_clients(r.port, auth, 3);
+    rh_wait_clients(r.port, auth, 3, 10000);
     publish("{\"event_type\":\"email.synced\",\"internal_id\":7,\"data\":{\"k\":\"\xc3\xa9\"}}");
     const char *frame =
         "event: mailagent\ndata: {\"event_type\":\"email.synced\",\"internal_id\":7,"
@@ -226,7 +216,7 @@ static void test_http_table(void **state)
 
     /* Max clients (2): the third gets 200, a retry and a comment, then EOF. */
     rh_conn *c2 = rh_get(r.port, "/api/events/stream", NULL);
-    wait_clients(r.port, NULL, 2);
+    rh_wait_clients(r.port, NULL, 2, 10000);
     rh_conn *c3 = rh_get(r.port, "/api/events/stream", NULL);
     assert_true(rh_wait_eof(c3, 5000));
     assert_memory_equal(c3->buf, "HTTP/1.1 200 OK\r\n", 17);
@@ -240,10 +230,10 @@ static void test_http_table(void **state)
 
     /* A client that goes away is noticed without any write to it. */
     rh_close(c2);
-    wait_clients(r.port, NULL, 1);
+    rh_wait_clients(r.port, NULL, 1, 10000);
     rh_close(c3);
     rh_close(c);
-    wait_clients(r.port, NULL, 0);
+    rh_wait_clients(r.port, NULL, 0, 10000);
     stop_relay(&r);
 }
 
@@ -262,7 +252,7 @@ static void test_slow_client_cut(void **state)
     rh_conn *good[3];
     for (int i = 0; i < 3; i++)
         good[i] = rh_get(r.port, "/api/events/stream", NULL);
-    wait_clients(r.port, NULL, 4);
+    rh_wait_clients(r.port, NULL, 4, 10000);
 
     char msg[1100];
     memset(msg, 'p', sizeof msg);
@@ -318,7 +308,7 @@ static void test_thousand_clients(void **state)
         cs[i] = rh_get(r.port, "/api/events/stream", NULL);
         assert_non_null(cs[i]);
     }
-    wait_clients(r.port, NULL, N);
+    rh_wait_clients(r.port, NULL, N, 10000);
     for (int k = 0; k < 3; k++) {
         char msg[64];
         snprintf(msg, sizeof msg, "{\"event_type\":\"t\",\"k\":%d}", k);
@@ -332,7 +322,7 @@ static void test_thousand_clients(void **state)
     for (int i = 0; i < N; i++)
         rh_close(cs[i]);
     free(cs);
-    wait_clients(r.port, NULL, 0);
+    rh_wait_clients(r.port, NULL, 0, 10000);
     assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_clients_total"), N);
     stop_relay(&r);
 }
@@ -363,7 +353,7 @@ static void test_redis_lost_and_back(void **state)
     rh_relay r;
     start_relay(&r, "redis", args, NULL);
     rh_conn *c = rh_get(r.port, "/api/events/stream", NULL);
-    wait_clients(r.port, NULL, 1);
+    rh_wait_clients(r.port, NULL, 1, 10000);
     publish("{\"event_type\":\"before\"}");
     assert_true(rh_wait_for(c, 0, "data: {\"event_type\":\"before\"}\n\n", 5000) > 0);
 
@@ -423,7 +413,7 @@ static void test_slowloris_and_sigterm(void **state)
     rh_conn *streams[2];
     for (int i = 0; i < 2; i++)
         streams[i] = rh_get(r.port, "/api/events/stream", NULL);
-    wait_clients(r.port, NULL, 2);
+    rh_wait_clients(r.port, NULL, 2, 10000);
     while (!loris->eof && rh_now() - t0 < 20) {
         rh_send(loris, "X-A: b\r\n", 8);
         rh_wait_eof(loris, 500);
@@ -497,11 +487,11 @@ static void test_descriptors(void **state)
     assert_true(served > 10 && served < N);
     for (int i = 0; i < N; i++)
         rh_close(cs[i]);
-    wait_clients(r.port, NULL, 0);
+    rh_wait_clients(r.port, NULL, 0, 10000);
     rh_conn *again[5];
     for (int i = 0; i < 5; i++)
         again[i] = rh_get(r.port, "/api/events/stream", NULL);
-    wait_clients(r.port, NULL, 5);
+    rh_wait_clients(r.port, NULL, 5, 10000);
     publish("{\"event_type\":\"after-emfile\"}");
     for (int i = 0; i < 5; i++) {
         assert_true(rh_wait_for(again[i], 0, "after-emfile", 5000) > 0);

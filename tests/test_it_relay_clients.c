@@ -93,16 +93,6 @@ static void mail_lifecycle(stores *s, int64_t id)
     assert_int_equal(mae_publisher_flush(s->pub, 5000), MAE_OK);
 }
 
-static void wait_clients(int port, const char *auth, long long n)
-{
-    long long got = -1;
-    double until = rh_now() + 20;
-    while ((got = rh_metric(port, auth, "mailagent_relay_clients")) != n && rh_now() < until)
-        rh_sleep_ms(20);
-    assert_int_equal(got, n);
-}
-
-
 /* ---- Python httpx ------------------------------------------------------------------- */
 
 static void test_python_httpx(void **state)
@@ -121,7 +111,7 @@ static void test_python_httpx(void **state)
     const char *argv[] = {PYTHON, MAE_RELAY_TEST_DIR "/httpx_reader.py", url, "py-s3cret", "3",
                           NULL};
     pid_t py = rh_spawn(argv, NULL, out, err);
-    wait_clients(r.port, "X-Webhook-Token: py-s3cret\r\n", 1);
+    rh_wait_clients(r.port, "X-Webhook-Token: py-s3cret\r\n", 1, 20000);
 
     stores s;
     stores_open(&s, "relay-httpx");
@@ -165,21 +155,13 @@ static void dashboard(const char *name, const char *const *env, const char *frag
     pid_t drv = rh_spawn(argv, NULL, out, err);
     /* The page is live (the driver says so) before anything is published:
      * what it shows came in over the stream. */
-    char *o = NULL;
-    double until = rh_now() + 30;
-    while (rh_now() < until) {
-        free(o);
-        o = rh_slurp(out);
-        if (o && strstr(o, "\n"))
-            break;
-        rh_sleep_ms(50);
-    }
+    char *o = rh_wait_text(out, "\n", 30000, 50);
     if (!o || strncmp(o, "ready\n", 6) != 0) {
         char *e = rh_slurp(err);
         fail_msg("the page did not go live: %s %s", o ? o : "", e ? e : "");
     }
     free(o);
-    wait_clients(r.port, auth, 1);
+    rh_wait_clients(r.port, auth, 1, 20000);
 
     stores s;
     stores_open(&s, name);
@@ -333,18 +315,10 @@ static void test_behind_nginx(void **state)
     snprintf(url, sizeof url, "http://127.0.0.1:%d/api/events/stream", port);
     const char *cargv[] = {CURL, "-sN", url, NULL};
     pid_t curl = rh_spawn(cargv, NULL, out, NULL);
-    wait_clients(r.port, NULL, 1);
+    rh_wait_clients(r.port, NULL, 1, 20000);
     mtr_command(&g_redis, "PUBLISH %s %s", MAE_DEFAULT_CHANNEL, "{\"event_type\":\"first\"}");
     /* It passes at once: nginx does not hold it in a buffer. */
-    char *got = NULL;
-    until = rh_now() + 5;
-    while (rh_now() < until) {
-        free(got);
-        got = rh_slurp(out);
-        if (got && strstr(got, "data: {\"event_type\":\"first\"}\n\n"))
-            break;
-        rh_sleep_ms(10);
-    }
+    char *got = rh_wait_text(out, "data: {\"event_type\":\"first\"}\n\n", 5000, 10);
     assert_non_null(got);
     assert_non_null(strstr(got, "data: {\"event_type\":\"first\"}\n\n"));
     free(got);
@@ -354,15 +328,7 @@ static void test_behind_nginx(void **state)
     assert_true(rh_running(curl));
     assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_clients"), 1);
     mtr_command(&g_redis, "PUBLISH %s %s", MAE_DEFAULT_CHANNEL, "{\"event_type\":\"second\"}");
-    until = rh_now() + 5;
-    got = NULL;
-    while (rh_now() < until) {
-        free(got);
-        got = rh_slurp(out);
-        if (got && strstr(got, "data: {\"event_type\":\"second\"}\n\n"))
-            break;
-        rh_sleep_ms(10);
-    }
+    got = rh_wait_text(out, "data: {\"event_type\":\"second\"}\n\n", 5000, 10);
     assert_non_null(got);
     assert_non_null(strstr(got, "data: {\"event_type\":\"second\"}\n\n"));
     assert_true(rh_count(&(rh_conn){.buf = got}, "event: ping\n") >= 5);

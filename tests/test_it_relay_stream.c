@@ -60,15 +60,6 @@ static void start(rh_relay *r, const char *tag, const char *key, const char *con
     assert_int_equal(rh_relay_start(r, g_redis.url, args, NULL, log), 0);
 }
 
-static void wait_clients(int port, long long n)
-{
-    long long got = -1;
-    double until = rh_now() + 10;
-    while ((got = rh_metric(port, NULL, "mailagent_relay_clients")) != n && rh_now() < until)
-        rh_sleep_ms(20);
-    assert_int_equal(got, n);
-}
-
 /* The internal_ids of the events a connection received, in order, and
  * checks that each frame carried an id line just before its event line. */
 static size_t received(const rh_conn *c, int *ids, size_t max, char *last_id, size_t idsize)
@@ -115,13 +106,13 @@ static void test_resume_gets_exactly_the_missed(void **state)
     rh_relay r;
     start(&r, "resume", "ev:resume", NULL);
     rh_conn *a = rh_get(r.port, "/api/events/stream", NULL);
-    wait_clients(r.port, 1);
+    rh_wait_clients(r.port, NULL, 1, 10000);
     for (int i = 1; i <= 3; i++)
         xadd("ev:resume", i);
     char last[64];
     expect_ids(a, (int[]){1, 2, 3}, 3, last, sizeof last);
     rh_close(a);
-    wait_clients(r.port, 0);
+    rh_wait_clients(r.port, NULL, 0, 10000);
 
     /* Missed while away: 4, 5, 6. */
     for (int i = 4; i <= 6; i++)
@@ -204,7 +195,7 @@ static void test_hostile_ids(void **state)
     rh_conn *cs[N];
     for (size_t i = 0; i < N; i++)
         cs[i] = rh_get(r.port, cases[i].path, cases[i].header);
-    wait_clients(r.port, N);
+    rh_wait_clients(r.port, NULL, N, 10000);
     /* Each decision first, so every client's frames come in one order:
      * reset, then the entry (test_no_gap_while_deciding covers entries that
      * come while a decision is out). */
@@ -280,7 +271,7 @@ static void test_no_gap_while_deciding(void **state)
     for (int i = 0; i < N; i++)
         cs[i] = rh_get(r.port, "/api/events/stream",
                        i % 2 ? "Last-Event-ID: 99999999999999-0\r\n" : "Last-Event-ID: x\r\n");
-    wait_clients(r.port, N);
+    rh_wait_clients(r.port, NULL, N, 10000);
     xadd("ev:gap", 2);
     xadd("ev:gap", 3);
     for (int i = 0; i < N; i++) {
@@ -317,22 +308,14 @@ static void test_chromium_resumes_after_restart(void **state)
     const char *argv[] = {PYTHON, MAE_RELAY_TEST_DIR "/chromium_driver.py", CHROMIUM, url, dir,
                           "email.synced\t4", "events: 4", NULL};
     pid_t drv = rh_spawn(argv, NULL, out, err);
-    char *o = NULL;
-    double until = rh_now() + 30;
-    while (rh_now() < until) {
-        free(o);
-        o = rh_slurp(out);
-        if (o && strchr(o, '\n'))
-            break;
-        rh_sleep_ms(50);
-    }
+    char *o = rh_wait_text(out, "\n", 30000, 50);
     assert_non_null(o);
     assert_memory_equal(o, "ready\n", 6);
     free(o);
-    wait_clients(port, 1);
+    rh_wait_clients(port, NULL, 1, 10000);
     xadd("ev:page", 1);
     xadd("ev:page", 2);
-    until = rh_now() + 5;
+    double until = rh_now() + 5;
     while (rh_metric(port, NULL, "mailagent_relay_bytes_total") < 100 && rh_now() < until)
         rh_sleep_ms(20);
     rh_sleep_ms(300);

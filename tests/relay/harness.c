@@ -86,6 +86,19 @@ char *rh_slurp(const char *path)
     return s;
 }
 
+char *rh_wait_text(const char *path, const char *needle, int timeout_ms, int step_ms)
+{
+    char *text = NULL;
+    double until = rh_now() + timeout_ms / 1000.0;
+    for (;;) {
+        free(text);
+        text = rh_slurp(path);
+        if ((text && strstr(text, needle)) || rh_now() >= until)
+            return text;
+        rh_sleep_ms(step_ms);
+    }
+}
+
 /* ---- processes ---- */
 
 pid_t rh_spawn(const char *const *argv, const char *const *env, const char *out_path,
@@ -371,4 +384,13 @@ long long rh_metric(int port, const char *extra, const char *name)
         v = strtoll(p + strlen(key), NULL, 10);
     free(a);
     return v;
+}
+
+void rh_wait_clients(int port, const char *auth, long long n, int timeout_ms)
+{
+    long long got = -1;
+    double until = rh_now() + timeout_ms / 1000.0;
+    while ((got = rh_metric(port, auth, "mailagent_relay_clients")) != n && rh_now() < until)
+        rh_sleep_ms(20);
+    assert_int_equal(got, n);
 }

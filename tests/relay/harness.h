@@ -75,6 +75,10 @@ char *rh_request(int port, const char *req);
 /* GET /metrics (with the header lines extra, may be NULL) and the value of
  * one counter; -1 when absent. */
 long long rh_metric(int port, const char *extra, const char *name);
+/* Waits up to timeout_ms until the relay on port reports n open streams
+ * (mailagent_relay_clients, read with the extra header auth, NULL ok), and
+ * asserts that it did. */
+void rh_wait_clients(int port, const char *auth, long long n, int timeout_ms);
 
 /* ---- other programs ---- */
 
@@ -88,6 +92,10 @@ int rh_wait(pid_t pid, int timeout_ms);
 bool rh_running(pid_t pid);
 /* Reads a whole file (malloc'd, NUL-terminated); NULL when missing. */
 char *rh_slurp(const char *path);
+/* Reads path every step_ms until its text contains needle or timeout_ms
+ * pass; returns the last text read (malloc'd; NULL when the file never
+ * appeared), so the caller asserts on what was there. */
+char *rh_wait_text(const char *path, const char *needle, int timeout_ms, int step_ms);
 
 double rh_now(void);
 void rh_sleep_ms(int ms);
