@@ -55,6 +55,15 @@ int mae__db_hold(mae_db *db, mae__buf *b)
         mae__buf_free(b);
         return mae__db_error(db, MAE_ENOMEM, "building the event: out of memory");
     }
+    /* An event the publisher would refuse fails the write instead (rolled
+     * back by the caller), so a store change is never silently unannounced. */
+    size_t max = mae__publisher_max_line(db->publisher);
+    if (b->len > max) {
+        size_t len = b->len;
+        mae__buf_free(b);
+        return mae__db_error(db, MAE_EINVAL, "the event is %zu bytes, over max_event_bytes (%zu)",
+                             len, max);
+    }
     /* A disabled publisher still gets the (empty) line after the commit, so
      * its dropped_disabled counter sees every event it was handed. */
     mae__held_event *e = malloc(sizeof *e);

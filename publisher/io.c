@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/backoff.h"
@@ -221,6 +222,28 @@ static void io_wait(mae_publisher *p, io_state *io, double until, bool asleep)
 
 /* ---- sending and the loop ------------------------------------------------------ */
 
+/* A batch buffer that grew past BATCH_SHRINK_OVER for a large batch (long
+ * lines, a backlog) goes back to BATCH_FLOOR once that batch is done, so
+ * one burst does not pin its memory for the process's life. The floor
+ * holds a full batch of ordinary lines (256 x 150 to 400 bytes), so in
+ * steady state nothing is reallocated. With mu held: a fork() never
+ * lands inside this realloc. */
+#define BATCH_FLOOR ((size_t)256 << 10)
+#define BATCH_SHRINK_OVER (4 * BATCH_FLOOR)
+
+static void shrink_batch(mae_publisher *p)
+{
+    batch *b = &p->out;
+    if (b->cap <= BATCH_SHRINK_OVER)
+        return;
+    char *nb = realloc(b->buf, BATCH_FLOOR);
+    if (!nb)
+        return; /* keep the larger buffer: still valid */
+    b->buf = nb;
+    b->cap = BATCH_FLOOR;
+    b->len = 0;
+}
+
 /* Sends one batch, with mu held (released for the I/O), and counts the
  * outcome. A connection the peer closed while idle (Redis restarted) is
  * replaced first, so nothing is lost on it. */
@@ -280,6 +303,8 @@ static void io_send(mae_publisher *p, io_state *io)
     p->st.published += acked;
     p->st.skipped += skipped;
     p->st.dropped_send_error += n - acked;
+    shrink_batch(p);
+    p->held_bytes = p->out.cap + (io->conn && p->ops.held ? p->ops.held(io->conn) : 0);
 }
 
 /* One turn of the I/O thread's loop, with mu held: wait, connect or send.

@@ -55,6 +55,7 @@ void mae_publisher_config_init(mae_publisher_config *cfg)
     cfg->backoff_min_ms = 100;
     cfg->backoff_max_ms = 5000;
     cfg->batch_max_events = 256;
+    cfg->max_event_bytes = MAE_DEFAULT_MAX_EVENT_BYTES;
 }
 
 static int open_fail(const mae_publisher_config *cfg, int code, const char *fmt, ...)
@@ -226,6 +227,7 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
     p->max_events = cfg->queue_max_events;
     p->max_bytes = cfg->queue_max_bytes;
     p->batch_max = cfg->batch_max_events ? cfg->batch_max_events : 256;
+    p->max_line = cfg->max_event_bytes ? cfg->max_event_bytes : MAE_DEFAULT_MAX_EVENT_BYTES;
     /* A batch never holds more than the queue: this also keeps the batch's
      * arrays (batch_max entries each) from a size that overflows. */
     if (p->batch_max > p->max_events)
@@ -326,6 +328,33 @@ int mae_publisher_open(const mae_publisher_config *cfg, mae_publisher **out)
 void *mae__publisher_transport_user(mae_publisher *p)
 {
     return p ? p->ops.user : NULL;
+}
+
+size_t mae__publisher_max_line(const mae_publisher *p)
+{
+    return p ? p->max_line : MAE_DEFAULT_MAX_EVENT_BYTES;
+}
+
+size_t mae__publisher_held_bytes(mae_publisher *p)
+{
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->held_bytes;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+/* ---- the size handshake (docs/api.md, "ABI") ------------------------------------ */
+
+size_t mae_publisher_config_size(void)
+{
+    return sizeof(mae_publisher_config);
+}
+
+size_t mae_publisher_stats_size(void)
+{
+    return sizeof(mae_publisher_stats);
 }
 
 /* ---- counters --------------------------------------------------------------- */

@@ -39,6 +39,7 @@ struct mae_publisher {
     size_t channel_len;
     mae__url url;
     size_t max_events, max_bytes, batch_max;
+    size_t max_line;         /* max_event_bytes: longer lines are refused */
     int connect_timeout_ms, io_timeout_ms, backoff_min_ms, backoff_max_ms;
     mae_log_fn log;
     void *log_user;
@@ -69,6 +70,7 @@ struct mae_publisher {
     int flushers;            /* threads waiting in flush: send without lingering */
     int sock_fd;             /* the live connection's socket, or -1 */
     mae_publisher_stats st;
+    size_t held_bytes;       /* kept for sending after the last batch (tests) */
 
     mae_publisher *reg_next; /* the registry of live publishers (fork) */
 

@@ -26,6 +26,14 @@ void mae__publisher_enqueue(mae_publisher *p, mae__buf *b);
 mae__buf *mae__publisher_line_begin(mae_publisher *p);
 void mae__publisher_line_end(mae_publisher *p, bool built);
 
+/* The longest line p accepts (its max_event_bytes; the default for NULL).
+ * The stores check their events against it before they write. */
+size_t mae__publisher_max_line(const mae_publisher *p);
+
+/* Tests: the bytes the I/O thread keeps allocated for sending (its batch
+ * buffer and the transport's command buffer) as of its last batch. */
+size_t mae__publisher_held_bytes(mae_publisher *p);
+
 /* Counts one call as dropped_invalid (a builder's bad argument). */
 void mae__publisher_drop_invalid(mae_publisher *p);
 
@@ -69,6 +77,9 @@ typedef struct mae__transport_ops {
      * -1 when there is none. */
     int (*fd)(void *conn);
     void (*free)(void *conn);
+    /* The bytes the connection keeps allocated between commands (its
+     * command buffer), for the tests' view of memory; NULL = not known. */
+    size_t (*held)(void *conn);
     void *user;
     /* Called with user when the publisher is freed (NULL: user not owned). */
     void (*release)(void *user);

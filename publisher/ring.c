@@ -105,6 +105,10 @@ static size_t ring_get(const mae_publisher *p, size_t at, void *dst, size_t n)
 static bool push_locked(mae_publisher *p, const char *line, size_t len)
 {
     p->st.calls++;
+    if (len > p->max_line) {
+        p->st.dropped_too_large++;
+        return false;
+    }
     if (p->st.queued + 1 > p->max_events || len > p->max_bytes - p->st.queued_bytes ||
         len > UINT32_MAX) {
         p->st.dropped_queue_full++;

@@ -82,9 +82,17 @@ static char *put_count(char *out, char prefix, size_t n)
     return out;
 }
 
+/* A command buffer grown past this (a long event, a stream batch of long
+ * lines) is freed once its command is in hiredis' output, so one large
+ * event does not pin its size for the connection's life; below it, the
+ * buffer is kept and reused. hiredis itself frees its output buffer once
+ * written and its reader's buffer once idle and over 16 KiB. */
+#define CMD_KEEP ((size_t)256 << 10)
+
 /* Encodes the command in RESP into the connection's buffer (grown only for
- * a longer command than any before) and appends it to hiredis' output:
- * hiredis' own encoder allocates and frees a buffer per command. */
+ * a longer command than any before, up to CMD_KEEP) and appends it to
+ * hiredis' output: hiredis' own encoder allocates and frees a buffer per
+ * command. */
 static int hr_append(void *conn, int argc, const char **argv, const size_t *lens)
 {
     hr_conn *hc = conn;
@@ -106,8 +114,13 @@ static int hr_append(void *conn, int argc, const char **argv, const size_t *lens
         *out++ = '\r';
         *out++ = '\n';
     }
-    return redisAppendFormattedCommand(hc->c, hc->cmd, (size_t)(out - hc->cmd)) == REDIS_OK ? 0
-                                                                                             : -1;
+    int rc = redisAppendFormattedCommand(hc->c, hc->cmd, (size_t)(out - hc->cmd));
+    if (hc->cap > CMD_KEEP) {
+        free(hc->cmd);
+        hc->cmd = NULL;
+        hc->cap = 0;
+    }
+    return rc == REDIS_OK ? 0 : -1;
 }
 
 static void fill_reply(const redisReply *r, mae__reply *out)
@@ -166,6 +179,11 @@ static int hr_fd(void *conn)
     return ((hr_conn *)conn)->c->fd;
 }
 
+static size_t hr_held(void *conn)
+{
+    return ((hr_conn *)conn)->cap;
+}
+
 static void hr_free(void *conn)
 {
     hr_conn *hc = conn;
@@ -181,6 +199,7 @@ const mae__transport_ops mae__hiredis_transport = {
     .peer_closed = hr_peer_closed,
     .fd = hr_fd,
     .free = hr_free,
+    .held = hr_held,
     .user = NULL,
     .release = NULL,
 };

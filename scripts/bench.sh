@@ -36,7 +36,7 @@ case " ${MAE_BENCH_ARGS:-} " in *" --only "*) MAE_BENCH_PYTHON=${MAE_BENCH_PYTHO
 if [ "${MAE_BENCH_PYTHON:-1}" = 1 ]; then
   py_quick=""
   case " ${MAE_BENCH_ARGS:-} " in *" --quick "*) py_quick=--quick ;; esac
-  MAILAGENT_EVENTS_LIB=$PWD/$build/libmailagent-events.so.1 /usr/bin/python3 \
+  MAILAGENT_EVENTS_LIB=$PWD/$build/libmailagent-events.so.2 /usr/bin/python3 \
     bench/python/bench_safe_publish.py $py_quick --json bench/results/python.json
 fi
 # The relay's part (bench/relay/, bench/README.md "The SSE relay"): 100,

@@ -76,6 +76,120 @@ static void test_config_defaults(void **state)
     assert_int_equal(cfg.io_timeout_ms, 1000);
     assert_int_equal(cfg.backoff_min_ms, 100);
     assert_int_equal(cfg.backoff_max_ms, 5000);
+    assert_int_equal(cfg.max_event_bytes, 1048576);
+    assert_int_equal(cfg.stream_maxlen, 100000);
+    assert_null(cfg.stream_key);
+}
+
+/* The size handshake says what the headers say, and the fields added after
+ * the first release sit at the end, in the order they came (api.md, ABI). */
+static void test_size_handshake_and_fields_at_the_end(void **state)
+{
+    (void)state;
+    assert_int_equal(mae_publisher_config_size(), sizeof(mae_publisher_config));
+    assert_int_equal(mae_publisher_stats_size(), sizeof(mae_publisher_stats));
+    assert_true(offsetof(mae_publisher_config, stream_key) >
+                offsetof(mae_publisher_config, error_buf_size));
+    assert_true(offsetof(mae_publisher_config, max_event_bytes) >
+                offsetof(mae_publisher_config, stream_maxlen));
+    assert_int_equal(offsetof(mae_publisher_config, max_event_bytes) + sizeof(size_t),
+                     sizeof(mae_publisher_config));
+    assert_int_equal(offsetof(mae_publisher_stats, dropped_too_large) + sizeof(uint64_t),
+                     sizeof(mae_publisher_stats));
+}
+
+/* A data object of 2 MB makes a line over the default 1 MiB: counted as
+ * dropped_too_large, never sent; the next small event goes through, and
+ * the counters still add up. */
+static void test_event_over_max_event_bytes_is_counted_not_sent(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://fake", 0, 0);
+    size_t big = 2u << 20;
+    char *data = malloc(big + 16);
+    assert_non_null(data);
+    memcpy(data, "{\"s\":\"", 6);
+    memset(data + 6, 'a', big);
+    memcpy(data + 6 + big, "\"}", 3);
+    mae_safe_publish(p, "test.big", 1, data, "test");
+    publish_n(p, 2, 1);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.calls, 2);
+    assert_int_equal(st.dropped_too_large, 1);
+    assert_int_equal(st.dropped_invalid, 0);
+    assert_int_equal(st.published, 1);
+    assert_int_equal(fake_redis_published(f), 1);
+    assert_message_n(f, 0, 2);
+    tu_assert_counters_add_up(p);
+    mae_publisher_close(p, 1000);
+
+    /* A smaller limit applies to the whole line, envelope included; the
+     * typed builders are held to it too. */
+    mae_publisher_config cfg;
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = "redis://fake";
+    cfg.max_event_bytes = 200;
+    mae__transport_ops ops = fake_redis_ops(f);
+    fake_redis_clear(f);
+    assert_int_equal(mae__publisher_open_with(&cfg, &ops, &p), MAE_OK);
+    data[6 + 300] = '\0';
+    memcpy(data + 6 + 300 - 2, "\"}", 3);
+    mae_safe_publish(p, "test.big", 1, data, "test");
+    char err[400];
+    memset(err, 'e', 300);
+    err[300] = '\0';
+    mae_publish_llm_gave_up(p, 7, 3, err); /* cut to 200 code points: about 330 bytes */
+    mae_publish_outbox_done(p, 7, 8);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.dropped_too_large, 2);
+    assert_int_equal(st.published, 1);
+    assert_non_null(strstr(fake_redis_message(f, 0), "outbox.done"));
+    tu_assert_counters_add_up(p);
+    mae_publisher_close(p, 1000);
+    free(data);
+    fake_redis_free(f);
+}
+
+/* After a batch of large lines the I/O thread's batch buffer returns to a
+ * small floor: one burst does not pin its memory. */
+static void test_batch_buffer_shrinks_after_a_large_batch(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae_publisher *p = open_fake(f, "redis://fake", 0, 0);
+    publish_n(p, 1, 10);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    size_t before = mae__publisher_held_bytes(p);
+    assert_true(before > 0);
+
+    size_t big = 900u << 10; /* under the 1 MiB limit */
+    char *data = malloc(big + 16);
+    assert_non_null(data);
+    memcpy(data, "{\"s\":\"", 6);
+    memset(data + 6, 'b', big);
+    memcpy(data + 6 + big, "\"}", 3);
+    fake_redis_hang(f, true); /* the lines pile up into one batch */
+    mae_safe_publish(p, "test.big", 1, NULL, "test");
+    for (int i = 0; i < 8; i++)
+        mae_safe_publish(p, "test.big", i, data, "test");
+    fake_redis_hang(f, false);
+    assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.dropped_too_large, 0);
+    assert_true(st.published >= 11);
+    publish_n(p, 20, 1); /* one ordinary batch after the large one */
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    size_t after = mae__publisher_held_bytes(p);
+    assert_true(after <= 2 * before + (256u << 10));
+    assert_true(after < (1u << 20));
+    mae_publisher_close(p, 1000);
+    free(data);
+    fake_redis_free(f);
 }
 
 static void test_open_rejects_bad_config(void **state)
@@ -825,6 +939,9 @@ int main(void)
         cmocka_unit_test(test_ring_wraps_lines_intact),
         cmocka_unit_test(test_byte_bound_is_exact),
         cmocka_unit_test(test_huge_batch_max_does_not_overflow),
+        cmocka_unit_test(test_size_handshake_and_fields_at_the_end),
+        cmocka_unit_test(test_event_over_max_event_bytes_is_counted_not_sent),
+        cmocka_unit_test(test_batch_buffer_shrinks_after_a_large_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,7 +12,7 @@ timer's own cost is measured and printed, and included in every figure).
 It starts its own redis-server on a free 127.0.0.1 port and stops it on
 every exit (the server also dies with this process: PR_SET_PDEATHSIG).
 
-    MAILAGENT_EVENTS_LIB=build-release/libmailagent-events.so.1 \\
+    MAILAGENT_EVENTS_LIB=build-release/libmailagent-events.so.2 \\
         /usr/bin/python3 bench/python/bench_safe_publish.py [--quick] [--json FILE]
 """
 

@@ -69,6 +69,10 @@ MAE_EXTERN void mae_counts_free(mae_counts *counts);
 /* Fills every field with its default. This function can't fail. */
 MAE_EXTERN void mae_db_config_init(mae_db_config *cfg);
 
+/* sizeof(mae_db_config) as this library was built: the size handshake
+ * (docs/api.md, "ABI"), like mae_publisher_config_size. Can't fail. */
+MAE_EXTERN size_t mae_db_config_size(void);
+
 /* Opens (creating the file unless read_only) the database at cfg->path, sets
  * WAL, foreign keys and the busy timeout, and creates the missing tables and
  * indexes with IF NOT EXISTS; tables and columns it does not know are left

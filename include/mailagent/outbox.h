@@ -88,6 +88,9 @@ MAE_EXTERN int mae_outbox_list_dead_letters(mae_db *db, int limit, mae_outbox_li
 
 /* Counts by status, by target, and pending ages. Writes *out on success. */
 MAE_EXTERN int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out);
+/* sizeof(mae_outbox_depth) as this library was built: the size handshake
+ * (docs/api.md, "ABI"). This function can't fail. */
+MAE_EXTERN size_t mae_outbox_depth_size(void);
 
 MAE_EXTERN void mae_outbox_row_free(mae_outbox_row *row);
 MAE_EXTERN void mae_outbox_list_free(mae_outbox_list *list);

@@ -41,6 +41,9 @@ typedef struct mae_publisher mae_publisher;
 /* The channel events go to when none is configured (docs/events.md). */
 #define MAE_DEFAULT_CHANNEL "mailagent:events:v1"
 
+/* The default of max_event_bytes: 1 MiB. */
+#define MAE_DEFAULT_MAX_EVENT_BYTES ((size_t)1 << 20)
+
 /* Log levels given to the log callback. */
 enum { MAE_LOG_ERROR = 0, MAE_LOG_WARN = 1, MAE_LOG_INFO = 2 };
 
@@ -56,6 +59,17 @@ typedef struct mae_publisher_config {
     size_t queue_max_bytes;     /* default 64 MiB */
     int connect_timeout_ms;     /* default 1000 */
     int io_timeout_ms;          /* default 1000 */
+    int backoff_min_ms;         /* default 100: first reconnect delay */
+    int backoff_max_ms;         /* default 5000: cap of the doubling delay */
+    size_t batch_max_events;    /* default 256: PUBLISHes pipelined per batch */
+    mae_log_fn log;             /* NULL = silent */
+    void *log_user;
+    /* Where open writes one line saying why it failed (e.g. which part of the
+     * URL is malformed); may be NULL. Written only when open fails. */
+    char *error_buf;
+    size_t error_buf_size;
+    /* Later additions, in the order they came: new fields go only at the
+     * end (docs/api.md, "ABI"). */
     /* Stream mode (docs/relay.md): also append each event to this Redis Stream
      * (XADD key MAXLEN ~ stream_maxlen * event <line>), exactly once across
      * broken connections, and still PUBLISH it to the channel, once. Each
@@ -69,19 +83,18 @@ typedef struct mae_publisher_config {
      * dropped_send_error and not resent. NULL or "" = off. Copied. */
     const char *stream_key;
     size_t stream_maxlen;       /* default 100000 (0 = default), approximate */
-    int backoff_min_ms;         /* default 100: first reconnect delay */
-    int backoff_max_ms;         /* default 5000: cap of the doubling delay */
-    size_t batch_max_events;    /* default 256: PUBLISHes pipelined per batch */
-    mae_log_fn log;             /* NULL = silent */
-    void *log_user;
-    /* Where open writes one line saying why it failed (e.g. which part of the
-     * URL is malformed); may be NULL. Written only when open fails. */
-    char *error_buf;
-    size_t error_buf_size;
+    /* The longest event line accepted, in bytes (the whole JSON line as
+     * published, envelope included); default 1048576 (1 MiB), 0 = default.
+     * A longer line is refused before it is queued: the fire-and-forget
+     * calls count it in dropped_too_large and nothing is sent; a store write
+     * whose event would be longer fails with MAE_EINVAL before it changes
+     * anything (stores.md). */
+    size_t max_event_bytes;
 } mae_publisher_config;
 
 /* Counters. They add up at every instant:
  *   calls = enqueued + dropped_queue_full + dropped_disabled + dropped_invalid
+ *           + dropped_too_large
  *   enqueued = published + dropped_send_error + queued + in_flight          */
 typedef struct mae_publisher_stats {
     uint64_t enqueued, published;
@@ -97,7 +110,19 @@ typedef struct mae_publisher_stats {
      * the ones Redis had already applied, so it appended and published
      * them only once. Both are already counted in published once each. */
     uint64_t resent, skipped;
+    /* Later additions, in the order they came: new fields go only at the
+     * end (docs/api.md, "ABI"). */
+    /* Calls whose line was longer than max_event_bytes: refused, not sent. */
+    uint64_t dropped_too_large;
 } mae_publisher_stats;
+
+/* The size handshake (docs/api.md, "ABI"): sizeof each struct as this
+ * library was built, for programs that load it at run time (the Python
+ * package) and must allocate exactly what it reads and writes. A C program
+ * compiled against these headers needs none of it: the soname ties it to a
+ * library of the same layout. These functions can't fail. */
+MAE_EXTERN size_t mae_publisher_config_size(void);
+MAE_EXTERN size_t mae_publisher_stats_size(void);
 
 /* Fills every field with its default. This function can't fail. */
 MAE_EXTERN void mae_publisher_config_init(mae_publisher_config *cfg);

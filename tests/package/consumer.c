@@ -4,11 +4,26 @@
 
 #include <mailagent/events.h>
 
+/* The size handshake: the library the program runs with was built with the
+ * same struct sizes as the headers it was compiled against. */
+static int sizes_match(void)
+{
+    return mae_publisher_config_size() == sizeof(mae_publisher_config) &&
+           mae_publisher_stats_size() == sizeof(mae_publisher_stats) &&
+           mae_db_config_size() == sizeof(mae_db_config) &&
+           mae_outbox_depth_size() == sizeof(mae_outbox_depth) &&
+           mae_llm_totals_size() == sizeof(mae_llm_totals);
+}
+
 int main(void)
 {
+    if (!sizes_match())
+        return 6;
     mae_publisher_config cfg;
     mae_publisher *p = NULL;
     mae_publisher_config_init(&cfg); /* no URL: a disabled publisher */
+    if (cfg.max_event_bytes != MAE_DEFAULT_MAX_EVENT_BYTES)
+        return 7;
     if (mae_publisher_open(&cfg, &p) != MAE_OK)
         return 1;
     mae_safe_publish(p, "email.synced", 1, "{\"notion_page_id\":\"x\"}", MAE_SOURCE_SYNC_STORE);

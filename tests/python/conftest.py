@@ -1,10 +1,10 @@
 """Fixtures of the Python suite: the library under test, throwaway
 redis-server processes on free loopback ports, subscribers, fresh databases.
 
-The library is $MAILAGENT_EVENTS_LIB, else build/libmailagent-events.so.1 of
+The library is $MAILAGENT_EVENTS_LIB, else build/libmailagent-events.so.2 of
 this checkout; the package is imported from bindings/python/src. Run with
 Debian's interpreter (it sees python3-pytest and python3-redis):
-    MAILAGENT_EVENTS_LIB=$PWD/build/libmailagent-events.so.1 /usr/bin/python3 -m pytest tests/python
+    MAILAGENT_EVENTS_LIB=$PWD/build/libmailagent-events.so.2 /usr/bin/python3 -m pytest tests/python
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG_SRC = ROOT / "bindings" / "python" / "src"
 
 if not os.environ.get("MAILAGENT_EVENTS_LIB"):
-    os.environ["MAILAGENT_EVENTS_LIB"] = str(ROOT / "build" / "libmailagent-events.so.1")
+    os.environ["MAILAGENT_EVENTS_LIB"] = str(ROOT / "build" / "libmailagent-events.so.2")
 LIB = Path(os.environ["MAILAGENT_EVENTS_LIB"])
 if not LIB.exists():
     raise pytest.UsageError(f"{LIB} does not exist: build the library first (make build)")

@@ -201,7 +201,7 @@ void check_counters(mae_publisher *p, const char *when)
           (unsigned long long)st.dropped_send_error, (unsigned long long)st.queued,
           (unsigned long long)st.in_flight);
     CHECK(st.calls == st.enqueued + st.dropped_queue_full + st.dropped_disabled +
-                          st.dropped_invalid,
+                          st.dropped_invalid + st.dropped_too_large,
           "docs/publisher.md Counters: every call is counted exactly once (%s): calls %llu",
           when, (unsigned long long)st.calls);
 }

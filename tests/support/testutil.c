@@ -35,7 +35,7 @@ void tu_assert_counters_add_up(mae_publisher *p)
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
     assert_int_equal(st.calls, st.enqueued + st.dropped_queue_full + st.dropped_disabled +
-                                   st.dropped_invalid);
+                                   st.dropped_invalid + st.dropped_too_large);
     assert_int_equal(st.enqueued, st.published + st.dropped_send_error + st.queued + st.in_flight);
 }
 

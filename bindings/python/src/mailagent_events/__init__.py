@@ -44,7 +44,7 @@ from .rows import (
     TargetDepth,
 )
 
-__version__ = "1.0.0"
+__version__ = "2.0.0"
 
 # The documented source tags (events.md).
 SOURCE_CLI = "cli"

@@ -1,4 +1,4 @@
-"""Finds and loads libmailagent-events.so.1 and declares the C functions'
+"""Finds and loads libmailagent-events.so.2 and declares the C functions'
 prototypes, so every call through ctypes converts its arguments exactly.
 
 The library is loaded from $MAILAGENT_EVENTS_LIB when it is set (a path),
@@ -29,7 +29,7 @@ from . import _layout as L
 
 __all__ = ["lib", "SONAME", "ENV_VAR", "slack", "strerror"]
 
-SONAME = "libmailagent-events.so.1"
+SONAME = "libmailagent-events.so.2"
 ENV_VAR = "MAILAGENT_EVENTS_LIB"
 
 # Bytes allocated past every struct the library writes into, so a library
