@@ -63,6 +63,10 @@ typedef struct mae_counts {
     size_t count;
 } mae_counts;
 
+/* sizeof(mae_retry_outcome) as this library was built: the size handshake
+ * (docs/api.md, "ABI"). This function can't fail. */
+MAE_EXTERN size_t mae_retry_outcome_size(void);
+
 /* Frees a mae_counts returned by a store and everything in it; NULL is a no-op. */
 MAE_EXTERN void mae_counts_free(mae_counts *counts);
 

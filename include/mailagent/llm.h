@@ -83,6 +83,9 @@ MAE_EXTERN int mae_llm_store_get(mae_db *db, int64_t internal_id, mae_llm_row **
 MAE_EXTERN int mae_llm_store_due_for_retry(mae_db *db, double now, int limit, mae_llm_list **out);
 MAE_EXTERN int mae_llm_store_count_by_status(mae_db *db, mae_counts **out);
 MAE_EXTERN int mae_llm_store_totals(mae_db *db, mae_llm_totals *out);
+/* sizeof(mae_llm_usage) as this library was built: the size handshake
+ * (docs/api.md, "ABI"). This function can't fail. */
+MAE_EXTERN size_t mae_llm_usage_size(void);
 /* sizeof(mae_llm_totals) as this library was built: the size handshake
  * (docs/api.md, "ABI"). This function can't fail. */
 MAE_EXTERN size_t mae_llm_totals_size(void);

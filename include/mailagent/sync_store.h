@@ -39,6 +39,9 @@ typedef struct mae_email_list {
  * MAE_EINVAL: NULL mail, internal_id <= 0, NULL/empty message_id. A
  * message_id already used by another internal_id is MAE_EDB (UNIQUE). */
 MAE_EXTERN int mae_sync_store_upsert(mae_db *db, const mae_email *mail);
+/* sizeof(mae_email) as this library was built: the size handshake
+ * (docs/api.md, "ABI"). This function can't fail. */
+MAE_EXTERN size_t mae_email_size(void);
 
 /* Marks a mail synced: sync_status 'synced', notion_page_id (and
  * notion_thread_id when not NULL) set, sync_error and next_retry_at cleared.

@@ -12,7 +12,10 @@ static int sizes_match(void)
            mae_publisher_stats_size() == sizeof(mae_publisher_stats) &&
            mae_db_config_size() == sizeof(mae_db_config) &&
            mae_outbox_depth_size() == sizeof(mae_outbox_depth) &&
-           mae_llm_totals_size() == sizeof(mae_llm_totals);
+           mae_llm_totals_size() == sizeof(mae_llm_totals) &&
+           mae_retry_outcome_size() == sizeof(mae_retry_outcome) &&
+           mae_email_size() == sizeof(mae_email) &&
+           mae_llm_usage_size() == sizeof(mae_llm_usage);
 }
 
 int main(void)

@@ -2,10 +2,15 @@
 with ctypes: the one place their layout is written.
 
 Each class names its fields exactly like the C struct in include/mailagent/,
-in the same order, so tests/python/test_layout.py can compile a C program
-that prints sizeof/offsetof of every field and compare. When a header
-changes, change the class here (and nothing else: the rest of the package
-reads fields by name).
+in the same order, and nothing else: no spare bytes. Two checks keep it
+true. tests/python/test_layout.py compiles a C program against the headers
+that prints the size, alignment and offset of every field of every struct
+here (and the result codes and source tags mirrored elsewhere in the
+package) and compares them all. At import, _lib.py asks the loaded library
+for the size of each struct it reads from or writes into (SIZE_FUNCTIONS,
+the mae_*_size() handshake of docs/api.md) and refuses a library whose
+sizes differ. When a header changes, change the class here (and nothing
+else: the rest of the package reads fields by name).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ __all__ = [
     "LlmList",
     "LlmTotals",
     "C_NAMES",
+    "SIZE_FUNCTIONS",
 ]
 
 # typedef void (*mae_log_fn)(void *user, int level, const char *msg, uint64_t repeats);
@@ -64,9 +70,6 @@ class PublisherConfig(Structure):
         ("queue_max_bytes", c_size_t),
         ("connect_timeout_ms", c_int),
         ("io_timeout_ms", c_int),
-        # stream mode (api.md orders these right after io_timeout_ms)
-        ("stream_key", c_char_p),
-        ("stream_maxlen", c_size_t),
         ("backoff_min_ms", c_int),
         ("backoff_max_ms", c_int),
         ("batch_max_events", c_size_t),
@@ -74,6 +77,10 @@ class PublisherConfig(Structure):
         ("log_user", c_void_p),
         ("error_buf", POINTER(c_char)),
         ("error_buf_size", c_size_t),
+        # added after the first release, at the end (docs/api.md, ABI)
+        ("stream_key", c_char_p),
+        ("stream_maxlen", c_size_t),
+        ("max_event_bytes", c_size_t),
     ]
 
 
@@ -98,6 +105,8 @@ class PublisherStats(Structure):
         ("last_error_at", c_double),
         ("resent", c_uint64),
         ("skipped", c_uint64),
+        # added after the first release, at the end (docs/api.md, ABI)
+        ("dropped_too_large", c_uint64),
     ]
 
 
@@ -317,4 +326,19 @@ C_NAMES: dict[type, str] = {
     LlmRow: "mae_llm_row",
     LlmList: "mae_llm_list",
     LlmTotals: "mae_llm_totals",
+}
+
+# Every struct the package allocates and hands to the library (configs, the
+# mail and usage it reads; stats, totals and outcomes it writes), with the
+# library's size function for each: checked at import (_lib.py). The others are read through pointers
+# the library returns, where fields it adds at the end are never reached.
+SIZE_FUNCTIONS: dict[type, str] = {
+    PublisherConfig: "mae_publisher_config_size",
+    PublisherStats: "mae_publisher_stats_size",
+    DbConfig: "mae_db_config_size",
+    OutboxDepth: "mae_outbox_depth_size",
+    LlmTotals: "mae_llm_totals_size",
+    RetryOutcome: "mae_retry_outcome_size",
+    Email: "mae_email_size",
+    LlmUsage: "mae_llm_usage_size",
 }

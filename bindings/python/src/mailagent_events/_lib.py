@@ -1,5 +1,7 @@
-"""Finds and loads libmailagent-events.so.2 and declares the C functions'
-prototypes, so every call through ctypes converts its arguments exactly.
+"""Finds and loads libmailagent-events.so.2, declares the C functions'
+prototypes, so every call through ctypes converts its arguments exactly,
+and checks the size handshake: every struct the package hands over is the
+size the library was built with (mae_*_size(), docs/api.md "ABI").
 
 The library is loaded from $MAILAGENT_EVENTS_LIB when it is set (a path),
 else by its soname, as the dynamic linker finds it (after `make install`:
@@ -20,21 +22,19 @@ from ctypes import (
     c_double,
     c_int,
     c_int64,
-    c_ubyte,
+    c_size_t,
     c_void_p,
 )
-from typing import Any, Type, TypeVar
+from typing import Any, Callable
 
 from . import _layout as L
 
-__all__ = ["lib", "SONAME", "ENV_VAR", "slack", "strerror"]
+__all__ = ["lib", "SONAME", "ENV_VAR", "strerror"]
 
 SONAME = "libmailagent-events.so.2"
 ENV_VAR = "MAILAGENT_EVENTS_LIB"
-
-# Bytes allocated past every struct the library writes into, so a library
-# whose structs grew (new counters) cannot write past our buffers.
-_SLACK = 512
+# The library's major version this package is written for (its soname's).
+_MAJOR = 2
 
 
 def _load() -> ctypes.CDLL:
@@ -143,41 +143,46 @@ _proto("mae_llm_store_totals", c_int, _H, c_void_p)
 _proto("mae_llm_row_free", None, c_void_p)
 _proto("mae_llm_list_free", None, c_void_p)
 
-T = TypeVar("T", bound=ctypes.Structure)
-
-
-def slack(cls: Type[T]) -> T:
-    """A zeroed `cls` with _SLACK spare bytes after it, for the library to
-    write into: a newer library with a larger struct cannot overrun it."""
-    buf = (c_ubyte * (ctypes.sizeof(cls) + _SLACK))()
-    return cls.from_buffer(buf)
-
 
 def strerror(code: int) -> str:
     """The library's text for a result code (mae_strerror)."""
     return lib.mae_strerror(code).decode("utf-8", "replace")
 
 
-def _check_config_layout(cls: Type[ctypes.Structure], init_name: str) -> None:
-    """Refuses a library whose config struct is larger than the one mirrored
-    here: it would read fields past what Python filled in. The library's
-    init function writes the whole struct, so bytes it changes past our
-    size reveal the difference."""
-    size = ctypes.sizeof(cls)
-    buf = (c_ubyte * (size + _SLACK))(*([0xA5] * (size + _SLACK)))
-    getattr(lib, init_name)(buf)
-    if any(b != 0xA5 for b in bytes(buf)[size:]):
+def _check_version(version: str) -> None:
+    """Refuses a library of another major version: its structs and calls
+    are not the ones mirrored here."""
+    if version.split(".", 1)[0] != str(_MAJOR):
         raise ImportError(
-            f"mailagent_events: {init_name} in {lib._name} writes past the {size} bytes of "
-            f"{L.C_NAMES[cls]} known to this package: the library is newer than "
-            f"mailagent_events/_layout.py (update it)"
+            f"mailagent_events: needs libmailagent-events {_MAJOR}.x, {lib._name} is {version}"
         )
 
 
-_check_config_layout(L.PublisherConfig, "mae_publisher_config_init")
-_check_config_layout(L.DbConfig, "mae_db_config_init")
+def _check_sizes(size_of: Callable[[str], int]) -> None:
+    """The size handshake: refuses a library whose size for any struct this
+    package allocates (_layout.SIZE_FUNCTIONS) differs from the mirror's,
+    since it would read or write past the bytes Python owns."""
+    wrong = []
+    for cls, fn in L.SIZE_FUNCTIONS.items():
+        theirs, ours = size_of(fn), ctypes.sizeof(cls)
+        if theirs != ours:
+            wrong.append(f"{L.C_NAMES[cls]} is {theirs} bytes there, {ours} here")
+    if wrong:
+        raise ImportError(
+            f"mailagent_events: {lib._name} was built with other struct sizes than this "
+            f"package ({'; '.join(wrong)}): install the library and the package from the "
+            f"same release"
+        )
+
+
+def _library_size(fn: str) -> int:
+    f = getattr(lib, fn)
+    f.restype = c_size_t
+    f.argtypes = []
+    return int(f())
+
 
 _version = lib.mae_version().decode()
-if not _version.startswith("1."):
-    raise ImportError(f"mailagent_events: needs libmailagent-events 1.x, {lib._name} is {_version}")
+_check_version(_version)
+_check_sizes(_library_size)
 version: str = _version

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from . import _layout as L
 from . import _sqlite
-from ._lib import lib, slack, strerror
+from ._lib import lib, strerror
 from ._util import OPEN_DBS, Text, c_int, fspath, int64, json_object, real, text
 from .errors import Closed, Result, error_for
 from .publisher import Publisher
@@ -74,7 +74,7 @@ class Db:
         self._clock_fn: Any = None
         self.in_transaction = False
         self.path = os.fsdecode(fspath(path, "path"))
-        cfg = slack(L.DbConfig)
+        cfg = L.DbConfig()
         lib.mae_db_config_init(byref(cfg))
         cfg.path = fspath(path, "path")
         for name, value in (
@@ -272,7 +272,7 @@ def _row(db: Db, cls: Any, row_type: Any, free: Any, fn: Any, key: int) -> Any:
 
 
 def _outcome(db: Db, fn: Any, *args: Any) -> RetryOutcome:
-    o = slack(L.RetryOutcome)
+    o = L.RetryOutcome()
     db._run(fn, *args, byref(o))
     return from_c(RetryOutcome, o)
 
@@ -452,7 +452,7 @@ class Outbox:
 
     def queue_depth(self) -> QueueDepth:
         """Counts by status, by target, and pending ages."""
-        d = slack(L.OutboxDepth)
+        d = L.OutboxDepth()
         self._db._run(lib.mae_outbox_queue_depth, byref(d))
         return from_c(QueueDepth, d)
 
@@ -545,6 +545,6 @@ class LlmStore:
 
     def totals(self) -> LlmTotals:
         """Token totals and latency mean/p95 of the successes."""
-        t = slack(L.LlmTotals)
+        t = L.LlmTotals()
         self._db._run(lib.mae_llm_store_totals, byref(t))
         return from_c(LlmTotals, t)

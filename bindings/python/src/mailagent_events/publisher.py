@@ -15,7 +15,7 @@ from ctypes import byref, c_char, c_void_p
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from . import _layout as L
-from ._lib import lib, slack, strerror
+from ._lib import lib, strerror
 from ._util import NO_ID, OPEN_PUBLISHERS, Handle, Text, c_int, int64, internal_id, json_object, real, size, text
 from .errors import InvalidArgument, error_for
 
@@ -94,7 +94,7 @@ class Publisher:
         self._handle: Optional[Handle] = None
         self._log_fn: Any = None
         self.close_timeout_ms = c_int(close_timeout_ms, "close_timeout_ms")
-        cfg = slack(L.PublisherConfig)
+        cfg = L.PublisherConfig()
         lib.mae_publisher_config_init(byref(cfg))
         strings = {"redis_url": redis_url, "channel": channel, "stream_key": stream_key}
         sizes = {
@@ -206,7 +206,7 @@ class Publisher:
         h = self._h()
         p = h.enter()
         try:
-            st = slack(L.PublisherStats)
+            st = L.PublisherStats()
             lib.mae_publisher_stats_get(p, byref(st))
         finally:
             h.leave()
