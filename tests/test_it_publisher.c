@@ -15,6 +15,7 @@
 
 #include <mailagent/events.h>
 
+#include "publisher/publisher_internal.h"
 #include "redis_harness.h"
 #include "testutil.h"
 
@@ -122,6 +123,70 @@ static void test_subscriber_gets_exactly_what_was_published(void **state)
     assert_int_equal(st.connects, 1);
     tu_assert_counters_add_up(p);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
+    mtr_sub_close(sub);
+    mtr_cleanup(&r);
+}
+
+/* {"s":"<n times c>"}, malloc'd. */
+static char *big_object(size_t n, char c)
+{
+    char *data = malloc(n + 16);
+    assert_non_null(data);
+    memcpy(data, "{\"s\":\"", 6);
+    memset(data + 6, c, n);
+    memcpy(data + 6 + n, "\"}", 3);
+    return data;
+}
+
+/* A 2 MB data object is over the default max_event_bytes (1 MiB): counted
+ * as dropped_too_large, never seen by a subscriber; the small event after
+ * it arrives. An event just under the limit goes through, and afterwards
+ * the I/O thread's buffers (batch and hiredis command buffer) are back
+ * under 1 MiB: the large event does not stay resident. */
+static void test_event_over_max_event_bytes_never_reaches_redis(void **state)
+{
+    (void)state;
+    mtr_redis r;
+    assert_int_equal(mtr_start(&r, NULL), 0);
+    mtr_sub *sub = mtr_subscribe(&r, CHANNEL);
+    assert_non_null(sub);
+    mae_publisher *p = open_url(r.url, 0);
+    publish_n(p, 0, 1);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    size_t held_before = mae__publisher_held_bytes(p);
+
+    char *huge = big_object(2u << 20, 'h');
+    mae_safe_publish(p, "test.huge", 1, huge, "test");
+    publish_n(p, 1, 1);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_int_equal(mtr_sub_wait(sub, 2, 5000), 2);
+    assert_true(has_n(mtr_sub_message(sub, 1), 1));
+
+    char *large = big_object(1000000, 'l'); /* under 1 MiB with its envelope */
+    mae_safe_publish(p, "test.large", 2, large, "test");
+    publish_n(p, 2, 1);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    assert_int_equal(mtr_sub_wait(sub, 4, 5000), 4);
+    tu_sleep_ms(100);
+    assert_int_equal(mtr_sub_count(sub), 4); /* the 2 MB one never came */
+    assert_non_null(strstr(mtr_sub_message(sub, 2), "\"event_type\":\"test.large\""));
+    assert_true(has_n(mtr_sub_message(sub, 3), 2));
+    for (size_t i = 0; i < 4; i++)
+        assert_null(strstr(mtr_sub_message(sub, i), "hhhh"));
+
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.dropped_too_large, 1);
+    assert_int_equal(st.published, 4);
+    tu_assert_counters_add_up(p);
+    size_t held_after = mae__publisher_held_bytes(p);
+    print_message("held for sending: %zu bytes before the large events, %zu after\n",
+                  held_before, held_after);
+    assert_true(held_after < (1u << 20));
+    assert_true(held_after <= 2 * held_before + (256u << 10));
+    assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
+    free(huge);
+    free(large);
     mtr_sub_close(sub);
     mtr_cleanup(&r);
 }
@@ -363,6 +428,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_subscriber_gets_exactly_what_was_published),
+        cmocka_unit_test(test_event_over_max_event_bytes_never_reaches_redis),
         cmocka_unit_test(test_redis_started_late),
         cmocka_unit_test(test_killed_and_restarted_loses_nothing),
         cmocka_unit_test(test_killed_mid_stream_process_survives),

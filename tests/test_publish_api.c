@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "capture.h"
+#include "fake_transport.h"
 #include "testutil.h"
 
 #define FFFD "\xEF\xBF\xBD"
@@ -211,6 +212,54 @@ static void test_invalid_calls_are_dropped(void **state)
 
 /* A disabled publisher counts every call, valid or not, as dropped_disabled
  * and builds nothing; a NULL publisher is a no-op. */
+/* A store write whose event would be over max_event_bytes fails with
+ * MAE_EINVAL, naming the limit, and changes nothing: the row keeps its old
+ * state and nothing is published. The same write with a shorter value
+ * goes through and is announced. */
+static void test_store_write_over_max_event_bytes_is_refused(void **state)
+{
+    (void)state;
+    fake_redis *f = fake_redis_new();
+    mae__transport_ops ops = fake_redis_ops(f);
+    mae_publisher_config cfg;
+    mae_publisher *p = NULL;
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = "redis://fake";
+    cfg.max_event_bytes = 300;
+    assert_int_equal(mae__publisher_open_with(&cfg, &ops, &p), MAE_OK);
+    mae_db_config dcfg;
+    mae_db_config_init(&dcfg);
+    dcfg.path = ":memory:";
+    dcfg.publisher = p;
+    mae_db *db = NULL;
+    assert_int_equal(mae_db_open(&dcfg, &db), MAE_OK);
+    mae_email mail = {.internal_id = 7, .message_id = "<m@x>"};
+    assert_int_equal(mae_sync_store_upsert(db, &mail), MAE_OK);
+
+    char page[400];
+    memset(page, 'p', 350);
+    page[350] = '\0';
+    assert_int_equal(mae_sync_store_mark_synced(db, 7, page, NULL, NULL), MAE_EINVAL);
+    assert_non_null(strstr(mae_db_errmsg(db), "max_event_bytes (300)"));
+    mae_email_row *row = NULL;
+    assert_int_equal(mae_sync_store_get(db, 7, &row), MAE_OK);
+    assert_null(row->notion_page_id);
+    assert_string_not_equal(row->sync_status, "synced");
+    mae_email_row_free(row);
+
+    page[40] = '\0';
+    assert_int_equal(mae_sync_store_mark_synced(db, 7, page, NULL, NULL), MAE_OK);
+    assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
+    mae_publisher_stats st;
+    mae_publisher_stats_get(p, &st);
+    assert_int_equal(st.dropped_too_large, 0);
+    assert_int_equal(fake_redis_published(f), st.published);
+    assert_non_null(strstr(fake_redis_message(f, st.published - 1), "email.synced"));
+    mae_db_close(db);
+    assert_int_equal(mae_publisher_close(p, 5000), MAE_OK);
+    fake_redis_free(f);
+}
+
 static void test_disabled_and_null(void **state)
 {
     (void)state;
@@ -265,6 +314,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_texts_cut_and_repaired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_safe_publish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_calls_are_dropped, setup, teardown),
+        cmocka_unit_test(test_store_write_over_max_event_bytes_is_refused),
         cmocka_unit_test(test_disabled_and_null),
         cmocka_unit_test(test_result_texts),
     };

@@ -42,8 +42,10 @@ typedef struct mae_db_config {
 /* Conventions of every store call (sync_store.h, outbox.h, llm.h): a NULL
  * db, a NULL out pointer or an id <= 0 (MAE_NO_ID included) is MAE_EINVAL;
  * a positive id with no row (INT64_MAX included) is MAE_ENOTFOUND; texts are
- * repaired to valid UTF-8 before they are stored; every failure leaves its
- * detail in mae_db_errmsg and writes and publishes nothing. */
+ * repaired to valid UTF-8 before they are stored; a write whose event line
+ * would be longer than the publisher's max_event_bytes is MAE_EINVAL; every
+ * failure leaves its detail in mae_db_errmsg and writes and publishes
+ * nothing. */
 
 /* The outcome of a failure that was counted (mark_failed of any store). */
 typedef struct mae_retry_outcome {
