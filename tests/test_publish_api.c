@@ -151,6 +151,27 @@ static void test_safe_publish(void **state)
     assert_counters_add_up(p, 5);
 }
 
+/* MAE_NO_ID is INT64_MIN, so -2^63 is the one int64 never published as a
+ * number: it is null, like no mail. Its neighbour and INT64_MAX are
+ * published as the numbers they are (events.md, internal_id). */
+static void test_internal_id_int64_min_is_null(void **state)
+{
+    mae_publisher *p = *state;
+    mae_safe_publish(p, "t", INT64_MIN, NULL, "s");
+    mae_safe_publish(p, "t", INT64_MIN + 1, NULL, "s");
+    mae_safe_publish(p, "t", INT64_MAX, NULL, "s");
+    mae_publish_outbox_done(p, INT64_MIN, 3);
+    assert_int_equal(cap_count(p), 4);
+    cap_assert_line(cap_line(p, 0), "{\"event_type\":\"t\",\"ts\":TS,\"internal_id\":null,"
+                                    "\"data\":{},\"source\":\"s\"}");
+    cap_assert_line(cap_line(p, 1), "{\"event_type\":\"t\",\"ts\":TS,\"internal_id\":"
+                                    "-9223372036854775807,\"data\":{},\"source\":\"s\"}");
+    cap_assert_line(cap_line(p, 2), "{\"event_type\":\"t\",\"ts\":TS,\"internal_id\":"
+                                    "9223372036854775807,\"data\":{},\"source\":\"s\"}");
+    assert_non_null(strstr(cap_line(p, 3), "\"internal_id\":null,"));
+    assert_counters_add_up(p, 4);
+}
+
 static void test_invalid_calls_are_dropped(void **state)
 {
     mae_publisher *p = *state;
@@ -314,6 +335,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_texts_cut_and_repaired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_safe_publish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_calls_are_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_internal_id_int64_min_is_null, setup, teardown),
         cmocka_unit_test(test_store_write_over_max_event_bytes_is_refused),
         cmocka_unit_test(test_disabled_and_null),
         cmocka_unit_test(test_result_texts),

@@ -15,7 +15,9 @@
 extern "C" {
 #endif
 
-/* internal_id of an event that concerns no mail: published as null. */
+/* internal_id of an event that concerns no mail: published as null. It is
+ * INT64_MIN, so -2^63 is the one int64 id that cannot be published as a
+ * number (mail ids are positive: the stores never produce it). */
 #define MAE_NO_ID INT64_MIN
 
 /* Result codes. Every fallible call returns MAE_OK (0), MAE_SKIPPED (1) when
