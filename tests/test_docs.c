@@ -260,6 +260,7 @@ static void test_publisher_page_gives_the_real_defaults(void **state)
     expect_default(page, "publisher.md", "backoff_max_ms", c.backoff_max_ms);
     expect_default(page, "publisher.md", "batch_max_events", (double)c.batch_max_events);
     expect_default(page, "publisher.md", "stream_maxlen", (double)c.stream_maxlen);
+    expect_default(page, "publisher.md", "max_event_bytes", (double)c.max_event_bytes);
     free(row(page, "publisher.md", "stream_key"));
     assert_null(c.stream_key);
     assert_null(c.redis_url);
