@@ -245,6 +245,25 @@ typedef struct stream_result {
     stream_mode_result mode[2];
 } stream_result;
 
+/* The parts, each known by its name: on the command line (--only
+ * latency,stores), in have[] and in the table's headings. */
+#define BENCH_PARTS(X)                                                                      \
+    X(LATENCY, "latency")                                                                   \
+    X(THROUGHPUT, "throughput")                                                             \
+    X(STORES, "stores")                                                                     \
+    X(DAY, "day")                                                                           \
+    X(MEMORY, "memory")                                                                     \
+    X(IDLE, "idle")                                                                         \
+    X(ISOLATED, "isolated")                                                                 \
+    X(STREAM, "stream")
+
+enum {
+#define BENCH_PART_ENUM(id, name) PART_##id,
+    BENCH_PARTS(BENCH_PART_ENUM)
+#undef BENCH_PART_ENUM
+    PART_COUNT
+};
+
 typedef struct bench_results {
     double timer_overhead_ns;
     lat_result lat[ST_COUNT];
@@ -255,7 +274,7 @@ typedef struct bench_results {
     idle_result idle;
     isolated_result iso;
     stream_result stream;
-    bool have[8];
+    bool have[PART_COUNT];
     double total_s;
 } bench_results;
 

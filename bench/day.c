@@ -178,9 +178,9 @@ int part_day(const bench_opts *o, bench_results *res)
     d->line_bytes = sub_bytes(sub);
     d->resp_bytes = sub_resp_bytes(sub);
     d->net_input_bytes = in1 - in0 - INFO_QUERY_BYTES;
-    if (res->have[1])
+    if (res->have[PART_THROUGHPUT])
         d->headroom = res->tput.ours_eps * 86400.0 / NOMINAL_EVENTS_PER_DAY;
-    res->have[3] = true;
+    res->have[PART_DAY] = true;
     rc = 0;
 out:
     mae_publisher_close(pub, 5000);

@@ -343,7 +343,7 @@ int part_latency(const bench_opts *o, bench_results *res, FILE *cdf)
             redis_unhang(&srv);
         }
     }
-    res->have[0] = true;
+    res->have[PART_LATENCY] = true;
     rc = 0;
 out:
     if (pausing) {

@@ -14,6 +14,7 @@
 #include <mailagent/events.h>
 
 #include "bench.h"
+#include "core/text.h"
 
 /* Targets (figures to report against, not pass/fail). */
 #define TARGET_P50_NS 1000.0
@@ -36,9 +37,11 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mae_bench [--quick | --full] [--results DIR] [--plot FILE] [--only 1,2,3,4,5,6,7,8]\n"
-            "  --quick  part 5 keeps Redis down 15 s (default); fewer replaced calls where it stalls\n"
-            "  --full   part 5 keeps Redis down 60 s, 500 000 calls per state, 2 000 000 events\n");
+            "usage: mae_bench [--quick | --full] [--results DIR] [--plot FILE] [--only PART,...]\n"
+            "  --only   the parts to run, by name: latency, throughput, stores, day, memory,\n"
+            "           idle, isolated, stream (or their numbers 1-8, as in \"--only 13\")\n"
+            "  --quick  the memory part keeps Redis down 15 s (default); fewer replaced calls where it stalls\n"
+            "  --full   the memory part keeps Redis down 60 s, 500 000 calls per state, 2 000 000 events\n");
 }
 
 static void set_quick(bench_opts *o)
@@ -418,177 +421,378 @@ static void print_stream(bench_results *r)
     }
 }
 
-/* ---- JSON --------------------------------------------------------------------------- */
+/* ---- JSON --------------------------------------------------------------------------
+ * latest.json is written with the library's own JSON writer (core/text.h:
+ * mae__buf, mae__json_str, mae__json_i64) through a small layer that keeps
+ * the commas and the indentation: one member per line, except inside a
+ * "flat" container (a percentile summary, a series point) which stays on
+ * one line. A figure that is not finite (a part that did not run into a
+ * ratio) is written as null, never as "nan". */
 
-static void json_lat(FILE *f, const char *name, const lat_summary *s, bool comma)
+typedef struct jw {
+    mae__buf b;
+    int depth;
+    int flat;                 /* > 0: depth at which a one-line container began */
+    bool first;               /* nothing written yet in the open container */
+} jw;
+
+static void jw_newline(jw *w)
 {
-    fprintf(f,
-            "      \"%s\": {\"calls\": %zu, \"p50_ns\": %.0f, \"p99_ns\": %.0f, \"p999_ns\": %.0f, "
-            "\"max_ns\": %.0f, \"mean_ns\": %.1f}%s\n",
-            name, s->n, s->p50, s->p99, s->p999, s->max, s->mean, comma ? "," : "");
+    mae__buf_putc(&w->b, '\n');
+    for (int i = 0; i < w->depth; i++)
+        mae__buf_puts(&w->b, "  ");
 }
 
+/* The separator before a member (or element, key NULL), and its key. */
+static void jw_sep(jw *w, const char *key)
+{
+    if (!w->first)
+        mae__buf_putc(&w->b, ',');
+    if (w->flat) {
+        if (!w->first)
+            mae__buf_putc(&w->b, ' ');
+    } else if (w->depth > 0) {
+        jw_newline(w);
+    }
+    w->first = false;
+    if (key) {
+        mae__json_str(&w->b, key, 0);
+        mae__buf_puts(&w->b, ": ");
+    }
+}
+
+static void jw_open(jw *w, const char *key, char c, bool flat)
+{
+    jw_sep(w, key);
+    mae__buf_putc(&w->b, c);
+    w->depth++;
+    if (flat && !w->flat)
+        w->flat = w->depth;
+    w->first = true;
+}
+
+static void jw_close(jw *w, char c)
+{
+    bool was_flat = w->flat != 0;
+    if (w->flat == w->depth)
+        w->flat = 0;
+    w->depth--;
+    if (!was_flat && !w->first)
+        jw_newline(w);
+    mae__buf_putc(&w->b, c);
+    w->first = false;
+}
+
+#define jw_obj(w, key) jw_open((w), (key), '{', false)
+#define jw_flat_obj(w, key) jw_open((w), (key), '{', true)
+#define jw_end(w) jw_close((w), '}')
+
+/* A number written with printf's fmt ("%.0f", "%.4g", ...). */
+static void jw_num(jw *w, const char *key, const char *fmt, double v)
+{
+    char text[64];
+    jw_sep(w, key);
+    if (!isfinite(v)) {
+        mae__buf_puts(&w->b, "null");
+        return;
+    }
+    snprintf(text, sizeof text, fmt, v);
+    mae__buf_puts(&w->b, text);
+}
+
+static void jw_u64(jw *w, const char *key, uint64_t v)
+{
+    jw_sep(w, key);
+    if (v > (uint64_t)INT64_MAX) {
+        char text[24];
+        snprintf(text, sizeof text, "%llu", (unsigned long long)v);
+        mae__buf_puts(&w->b, text);
+    } else {
+        mae__json_i64(&w->b, (int64_t)v);
+    }
+}
+
+static void jw_i64(jw *w, const char *key, int64_t v)
+{
+    jw_sep(w, key);
+    mae__json_i64(&w->b, v);
+}
+
+static void jw_str(jw *w, const char *key, const char *v)
+{
+    jw_sep(w, key);
+    mae__json_str(&w->b, v, 0);
+}
+
+static void jw_bool(jw *w, const char *key, bool v)
+{
+    jw_sep(w, key);
+    mae__buf_puts(&w->b, v ? "true" : "false");
+}
+
+static void json_lat(jw *w, const char *name, const lat_summary *s)
+{
+    jw_flat_obj(w, name);
+    jw_u64(w, "calls", s->n);
+    jw_num(w, "p50_ns", "%.0f", s->p50);
+    jw_num(w, "p99_ns", "%.0f", s->p99);
+    jw_num(w, "p999_ns", "%.0f", s->p999);
+    jw_num(w, "max_ns", "%.0f", s->max);
+    jw_num(w, "mean_ns", "%.1f", s->mean);
+    jw_end(w);
+}
+
+static void json_latency(jw *w, bench_results *r)
+{
+    jw_obj(w, "latency");
+    for (int s = 0; s < ST_COUNT; s++) {
+        lat_result *l = &r->lat[s];
+        jw_obj(w, state_names[s]);
+        json_lat(w, "ours", &l->ours);
+        json_lat(w, "ours_typed_builder", &l->ours_typed);
+        json_lat(w, "ours_cold_start", &l->ours_cold);
+        json_lat(w, "control_copy", &l->control);
+        json_lat(w, "control_copy_cold_start", &l->control_cold);
+        jw_u64(w, "cold_start_minflt", l->minflt_cold);
+        json_lat(w, "replaced", &l->replaced);
+        jw_num(w, "ratio_p50", "%.4g", ratio(l->replaced.p50, l->ours.p50));
+        jw_num(w, "ratio_p99", "%.4g", ratio(l->replaced.p99, l->ours.p99));
+        jw_u64(w, "replaced_errors", l->replaced_errors);
+        jw_num(w, "replaced_wall_s", "%.2f", l->replaced_wall_s);
+        jw_obj(w, "counters");
+        jw_u64(w, "calls", l->calls);
+        jw_u64(w, "enqueued", l->enqueued);
+        jw_u64(w, "published", l->published);
+        jw_u64(w, "dropped_queue_full", l->dropped_queue_full);
+        jw_u64(w, "dropped_disabled", l->dropped_disabled);
+        jw_u64(w, "dropped_invalid", l->dropped_invalid);
+        jw_u64(w, "dropped_send_error", l->dropped_send_error);
+        jw_u64(w, "caller_minor_faults", l->minflt);
+        jw_u64(w, "caller_minor_faults_typed", l->minflt_typed);
+        jw_end(w);
+        jw_bool(w, "target_met", latency_met(l));
+        jw_end(w);
+    }
+    jw_end(w);
+    jw_num(w, "hung_ratio", "%.4g", hung_ratio(r));
+}
+
+static void json_throughput(jw *w, const tput_result *t)
+{
+    jw_obj(w, "throughput");
+    jw_u64(w, "events", t->events);
+    jw_u64(w, "received", t->received);
+    jw_u64(w, "dropped", t->dropped);
+    jw_u64(w, "payload_bytes", t->payload_len);
+    jw_num(w, "ours_eps", "%.0f", t->ours_eps);
+    jw_num(w, "ours_acked_eps", "%.0f", t->ours_acked_eps);
+    jw_num(w, "caller_eps", "%.0f", t->caller_eps);
+    jw_num(w, "redis_benchmark_p16_eps", "%.0f", t->rb16_eps);
+    jw_num(w, "redis_benchmark_p16_subscriber_eps", "%.0f", t->rb16_sub_eps);
+    jw_u64(w, "redis_benchmark_p16_received", t->rb16_received);
+    jw_num(w, "redis_benchmark_p128_eps", "%.0f", t->rb128_eps);
+    jw_num(w, "redis_benchmark_p128_subscriber_eps", "%.0f", t->rb128_sub_eps);
+    jw_u64(w, "redis_benchmark_p128_received", t->rb128_received);
+    jw_num(w, "ratio_p16", "%.3f", t->rb16_eps > 0 ? t->ours_eps / t->rb16_eps : 0);
+    jw_num(w, "ratio_p128", "%.3f", t->rb128_eps > 0 ? t->ours_eps / t->rb128_eps : 0);
+    jw_end(w);
+}
+
+static void json_overheads(jw *w, double healthy, double hung, double ci_healthy, double ci_hung)
+{
+    jw_num(w, "overhead_pct_healthy", "%.2f", healthy);
+    jw_num(w, "overhead_pct_hung", "%.2f", hung);
+    jw_num(w, "ci95_pct_healthy", "%.2f", ci_healthy);
+    jw_num(w, "ci95_pct_hung", "%.2f", ci_hung);
+}
+
+static void json_stores(jw *w, const store_result *st)
+{
+    jw_obj(w, "store_writes");
+    for (int sync = 0; sync < SYNC_COUNT; sync++) {
+        const struct store_cfg *s = &st->cfg[sync];
+        jw_obj(w, sync == SYNC_FULL ? "synchronous_full" : "synchronous_normal");
+        jw_num(w, "cap_s", "%.1f", s->cap_s);
+        for (int op = 0; op < OP_COUNT; op++) {
+            jw_obj(w, op_names[op]);
+            for (int ps = 0; ps < PS_COUNT; ps++) {
+                const struct store_cell *c = &s->cell[op][ps];
+                jw_flat_obj(w, pub_state_names[ps]);
+                jw_u64(w, "ops", c->ops);
+                jw_num(w, "ops_per_s", "%.0f", c->ops_per_s);
+                jw_num(w, "p50_ns", "%.0f", c->p50_ns);
+                jw_num(w, "p99_ns", "%.0f", c->p99_ns);
+                jw_num(w, "mean_ns", "%.0f", c->mean_ns);
+                jw_num(w, "sd_ns", "%.0f", c->sd_ns);
+                jw_end(w);
+            }
+            json_overheads(w, overhead_pct(s, op, PS_HEALTHY), overhead_pct(s, op, PS_HUNG),
+                           overhead_ci(s, op, PS_HEALTHY), overhead_ci(s, op, PS_HUNG));
+            jw_end(w);
+        }
+        json_overheads(w, overhead_all(s, PS_HEALTHY), overhead_all(s, PS_HUNG),
+                       overhead_all_ci(s, PS_HEALTHY), overhead_all_ci(s, PS_HUNG));
+        jw_flat_obj(w, "publisher_healthy");
+        jw_u64(w, "enqueued", s->enqueued[PS_HEALTHY]);
+        jw_u64(w, "published", s->published[PS_HEALTHY]);
+        jw_end(w);
+        jw_flat_obj(w, "publisher_hung");
+        jw_u64(w, "enqueued", s->enqueued[PS_HUNG]);
+        jw_u64(w, "dropped_queue_full", s->dropped_queue_full[PS_HUNG]);
+        jw_end(w);
+        jw_end(w);
+    }
+    jw_end(w);
+}
+
+static void json_day(jw *w, const day_result *d)
+{
+    jw_obj(w, "day");
+    jw_i64(w, "mails", d->mails);
+    jw_u64(w, "events", d->events);
+    jw_u64(w, "published", d->published);
+    jw_num(w, "wall_s", "%.4f", d->wall_s[1]);
+    jw_num(w, "caller_cpu_s", "%.4f", d->caller_cpu_s[1]);
+    jw_num(w, "process_cpu_s", "%.4f", d->process_cpu_s[1]);
+    jw_num(w, "io_thread_cpu_s", "%.5f", d->io_thread_cpu_s);
+    jw_num(w, "subscriber_cpu_s", "%.5f", d->sub_cpu_s);
+    jw_num(w, "redis_cpu_s", "%.5f", d->redis_cpu_s);
+    jw_flat_obj(w, "absent");
+    jw_num(w, "wall_s", "%.4f", d->wall_s[0]);
+    jw_num(w, "caller_cpu_s", "%.4f", d->caller_cpu_s[0]);
+    jw_num(w, "process_cpu_s", "%.4f", d->process_cpu_s[0]);
+    jw_end(w);
+    jw_u64(w, "line_bytes", d->line_bytes);
+    jw_u64(w, "resp_bytes", d->resp_bytes);
+    jw_u64(w, "net_input_bytes", d->net_input_bytes);
+    jw_num(w, "headroom", "%.4g", d->headroom);
+    jw_end(w);
+}
+
+static void json_memory(jw *w, const mem_result *m)
+{
+    jw_obj(w, "memory");
+    jw_i64(w, "down_s", m->down_s);
+    jw_i64(w, "rate", m->rate);
+    jw_i64(w, "recover_s", m->recover_s);
+    jw_u64(w, "queue_max_events", m->queue_max_events);
+    jw_u64(w, "queue_max_bytes", m->queue_max_bytes);
+    jw_u64(w, "rss_before_kib", m->rss_before_kib);
+    jw_u64(w, "rss_peak_kib", m->rss_peak_kib);
+    jw_u64(w, "vmhwm_kib", m->hwm_kib);
+    jw_u64(w, "rss_end_down_kib", m->rss_end_down_kib);
+    jw_u64(w, "rss_end_kib", m->rss_end_kib);
+    jw_u64(w, "queued_end_down", m->queued_end_down);
+    jw_u64(w, "queued_bytes_end_down", m->queued_bytes_end_down);
+    jw_u64(w, "max_queued", m->max_queued);
+    jw_u64(w, "queued_end", m->queued_end);
+    jw_u64(w, "dropped_queue_full", m->dropped_queue_full);
+    jw_u64(w, "calls", m->calls);
+    jw_u64(w, "published_after_restart", m->published_after);
+    jw_num(w, "drain_s", "%.2f", m->drain_s);
+    jw_num(w, "rss_growth_after_drain_kib", "%.0f", m->rss_growth_recover_kib);
+    jw_num(w, "restart_t", "%.2f", m->restart_t);
+    jw_open(w, "series", '[', true);
+    for (size_t i = 0; i < m->nseries; i++) {
+        jw_open(w, NULL, '[', true);
+        jw_num(w, NULL, "%.1f", m->series[i].t);
+        jw_u64(w, NULL, m->series[i].rss_kib);
+        jw_u64(w, NULL, m->series[i].queued);
+        jw_close(w, ']');
+    }
+    jw_close(w, ']');
+    jw_end(w);
+}
+
+static void json_idle(jw *w, const idle_result *id)
+{
+    jw_obj(w, "idle");
+    jw_num(w, "seconds", "%.2f", id->seconds);
+    jw_u64(w, "voluntary", id->voluntary);
+    jw_u64(w, "involuntary", id->involuntary);
+    jw_u64(w, "runtime_ns", id->runtime_ns);
+    jw_num(w, "wakeups_per_s", "%.3f", id->wakeups_per_s);
+    jw_num(w, "cpu_ms_per_hour", "%.3f", id->cpu_ms_per_hour);
+    jw_end(w);
+}
+
+static void json_isolated(jw *w, const isolated_result *is)
+{
+    jw_obj(w, "isolated");
+    jw_i64(w, "events", is->events);
+    jw_i64(w, "gap_ms", is->gap_ms);
+    jw_u64(w, "lost", is->lost);
+    jw_u64(w, "io_voluntary", is->io_voluntary);
+    json_lat(w, "to_ack", &is->ack);
+    json_lat(w, "to_subscriber", &is->sub);
+    json_lat(w, "replaced_to_reply", &is->sync_ack);
+    json_lat(w, "replaced_to_subscriber", &is->sync_sub);
+    json_lat(w, "machine_thread_wakeup", &is->hop);
+    jw_end(w);
+}
+
+static void json_stream(jw *w, const stream_result *st)
+{
+    jw_obj(w, "stream_mode");
+    for (int m = 0; m < 2; m++) {
+        const stream_mode_result *x = &st->mode[m];
+        jw_obj(w, m ? "stream" : "pubsub");
+        jw_u64(w, "events", x->events);
+        jw_u64(w, "received", x->received);
+        jw_u64(w, "dropped", x->dropped);
+        jw_num(w, "events_per_s", "%.0f", x->eps);
+        jw_num(w, "redis_cpu_ms_per_100k", "%.1f", x->redis_cpu_ms_per_100k);
+        jw_u64(w, "memory_bytes_per_100k", x->mem_per_100k);
+        json_lat(w, "call", &x->call);
+        jw_end(w);
+    }
+    jw_end(w);
+}
+
+/* Writes every part's figures (zeros for a part that did not run, as
+ * before) to path. 0, or -1 (out of memory or a write error). */
 static int write_json(const char *path, const bench_opts *o, bench_results *r, const char *mach)
 {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
+    jw w = {.first = true};
     time_t now = time(NULL);
     char when[32];
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    fprintf(f, "{\n  \"generated_at\": \"%s\",\n  \"mode\": \"%s\",\n  \"machine\": \"%s\",\n",
-            when, o->full ? "full" : "quick", mach);
-    fprintf(f, "  \"library_version\": \"%s\",\n  \"total_s\": %.1f,\n", MAE_VERSION_STRING,
-            r->total_s);
-    fprintf(f, "  \"timer_overhead_ns\": %.1f,\n", r->timer_overhead_ns);
-    fprintf(f, "  \"targets\": {\"p50_ns\": %.0f, \"p99_ns\": %.0f, \"hung_ratio\": %.0f, "
-               "\"throughput_ratio\": %.2f, \"store_overhead_pct\": %.1f},\n",
-            TARGET_P50_NS, TARGET_P99_NS, TARGET_HUNG_RATIO, TARGET_TPUT_RATIO, TARGET_OVERHEAD_PCT);
 
-    fprintf(f, "  \"latency\": {\n");
-    for (int s = 0; s < ST_COUNT; s++) {
-        lat_result *l = &r->lat[s];
-        fprintf(f, "    \"%s\": {\n", state_names[s]);
-        json_lat(f, "ours", &l->ours, true);
-        json_lat(f, "ours_typed_builder", &l->ours_typed, true);
-        json_lat(f, "ours_cold_start", &l->ours_cold, true);
-        json_lat(f, "control_copy", &l->control, true);
-        json_lat(f, "control_copy_cold_start", &l->control_cold, true);
-        fprintf(f, "      \"cold_start_minflt\": %llu,\n", (unsigned long long)l->minflt_cold);
-        json_lat(f, "replaced", &l->replaced, true);
-        fprintf(f,
-                "      \"ratio_p50\": %.4g, \"ratio_p99\": %.4g, \"replaced_errors\": %llu, "
-                "\"replaced_wall_s\": %.2f,\n",
-                ratio(l->replaced.p50, l->ours.p50), ratio(l->replaced.p99, l->ours.p99),
-                (unsigned long long)l->replaced_errors, l->replaced_wall_s);
-        fprintf(f,
-                "      \"counters\": {\"calls\": %llu, \"enqueued\": %llu, \"published\": %llu, "
-                "\"dropped_queue_full\": %llu, \"dropped_disabled\": %llu, \"dropped_invalid\": %llu, "
-                "\"dropped_send_error\": %llu, \"caller_minor_faults\": %llu, "
-                "\"caller_minor_faults_typed\": %llu},\n",
-                (unsigned long long)l->calls, (unsigned long long)l->enqueued,
-                (unsigned long long)l->published, (unsigned long long)l->dropped_queue_full,
-                (unsigned long long)l->dropped_disabled, (unsigned long long)l->dropped_invalid,
-                (unsigned long long)l->dropped_send_error, (unsigned long long)l->minflt,
-                (unsigned long long)l->minflt_typed);
-        fprintf(f, "      \"target_met\": %s\n    }%s\n", latency_met(l) ? "true" : "false",
-                s + 1 < ST_COUNT ? "," : "");
+    jw_obj(&w, NULL);
+    jw_str(&w, "generated_at", when);
+    jw_str(&w, "mode", o->full ? "full" : "quick");
+    jw_str(&w, "machine", mach);
+    jw_str(&w, "library_version", MAE_VERSION_STRING);
+    jw_num(&w, "total_s", "%.1f", r->total_s);
+    jw_num(&w, "timer_overhead_ns", "%.1f", r->timer_overhead_ns);
+    jw_flat_obj(&w, "targets");
+    jw_num(&w, "p50_ns", "%.0f", TARGET_P50_NS);
+    jw_num(&w, "p99_ns", "%.0f", TARGET_P99_NS);
+    jw_num(&w, "hung_ratio", "%.0f", TARGET_HUNG_RATIO);
+    jw_num(&w, "throughput_ratio", "%.2f", TARGET_TPUT_RATIO);
+    jw_num(&w, "store_overhead_pct", "%.1f", TARGET_OVERHEAD_PCT);
+    jw_end(&w);
+    json_latency(&w, r);
+    json_throughput(&w, &r->tput);
+    json_stores(&w, &r->store);
+    json_day(&w, &r->day);
+    json_memory(&w, &r->mem);
+    json_idle(&w, &r->idle);
+    json_isolated(&w, &r->iso);
+    json_stream(&w, &r->stream);
+    jw_end(&w);
+    mae__buf_putc(&w.b, '\n');
+    if (w.b.oom) {
+        mae__buf_free(&w.b);
+        return -1;
     }
-    fprintf(f, "  },\n  \"hung_ratio\": %.4g,\n", hung_ratio(r));
 
-    tput_result *t = &r->tput;
-    fprintf(f,
-            "  \"throughput\": {\"events\": %llu, \"received\": %llu, \"dropped\": %llu, "
-            "\"payload_bytes\": %zu,\n    \"ours_eps\": %.0f, \"ours_acked_eps\": %.0f, "
-            "\"caller_eps\": %.0f,\n    \"redis_benchmark_p16_eps\": %.0f, "
-            "\"redis_benchmark_p16_subscriber_eps\": %.0f, \"redis_benchmark_p16_received\": %llu,\n"
-            "    \"redis_benchmark_p128_eps\": %.0f, \"redis_benchmark_p128_subscriber_eps\": %.0f, "
-            "\"redis_benchmark_p128_received\": %llu,\n    \"ratio_p16\": %.3f, \"ratio_p128\": %.3f},\n",
-            (unsigned long long)t->events, (unsigned long long)t->received,
-            (unsigned long long)t->dropped, t->payload_len, t->ours_eps, t->ours_acked_eps,
-            t->caller_eps, t->rb16_eps, t->rb16_sub_eps, (unsigned long long)t->rb16_received,
-            t->rb128_eps, t->rb128_sub_eps, (unsigned long long)t->rb128_received,
-            t->rb16_eps > 0 ? t->ours_eps / t->rb16_eps : 0,
-            t->rb128_eps > 0 ? t->ours_eps / t->rb128_eps : 0);
-
-    fprintf(f, "  \"store_writes\": {\n");
-    for (int sync = 0; sync < SYNC_COUNT; sync++) {
-        const struct store_cfg *s = &r->store.cfg[sync];
-        fprintf(f, "    \"synchronous_%s\": {\n      \"cap_s\": %.1f,\n",
-                sync == SYNC_FULL ? "full" : "normal", s->cap_s);
-        for (int op = 0; op < OP_COUNT; op++) {
-            fprintf(f, "      \"%s\": {", op_names[op]);
-            for (int ps = 0; ps < PS_COUNT; ps++)
-                fprintf(f, "\"%s\": {\"ops\": %zu, \"ops_per_s\": %.0f, \"p50_ns\": %.0f, "
-                           "\"p99_ns\": %.0f, \"mean_ns\": %.0f, \"sd_ns\": %.0f}, ",
-                        pub_state_names[ps], s->cell[op][ps].ops, s->cell[op][ps].ops_per_s,
-                        s->cell[op][ps].p50_ns, s->cell[op][ps].p99_ns, s->cell[op][ps].mean_ns,
-                        s->cell[op][ps].sd_ns);
-            fprintf(f, "\"overhead_pct_healthy\": %.2f, \"overhead_pct_hung\": %.2f, "
-                       "\"ci95_pct_healthy\": %.2f, \"ci95_pct_hung\": %.2f},\n",
-                    overhead_pct(s, op, PS_HEALTHY), overhead_pct(s, op, PS_HUNG),
-                    overhead_ci(s, op, PS_HEALTHY), overhead_ci(s, op, PS_HUNG));
-        }
-        fprintf(f,
-                "      \"overhead_pct_healthy\": %.2f, \"overhead_pct_hung\": %.2f, "
-                "\"ci95_pct_healthy\": %.2f, \"ci95_pct_hung\": %.2f,\n"
-                "      \"publisher_healthy\": {\"enqueued\": %llu, \"published\": %llu},\n"
-                "      \"publisher_hung\": {\"enqueued\": %llu, \"dropped_queue_full\": %llu}\n    }%s\n",
-                overhead_all(s, PS_HEALTHY), overhead_all(s, PS_HUNG),
-                overhead_all_ci(s, PS_HEALTHY), overhead_all_ci(s, PS_HUNG),
-                (unsigned long long)s->enqueued[PS_HEALTHY],
-                (unsigned long long)s->published[PS_HEALTHY], (unsigned long long)s->enqueued[PS_HUNG],
-                (unsigned long long)s->dropped_queue_full[PS_HUNG], sync + 1 < SYNC_COUNT ? "," : "");
-    }
-    fprintf(f, "  },\n");
-
-    day_result *d = &r->day;
-    fprintf(f,
-            "  \"day\": {\"mails\": %d, \"events\": %llu, \"published\": %llu,\n"
-            "    \"wall_s\": %.4f, \"caller_cpu_s\": %.4f, \"process_cpu_s\": %.4f, "
-            "\"io_thread_cpu_s\": %.5f, \"subscriber_cpu_s\": %.5f, \"redis_cpu_s\": %.5f,\n"
-            "    \"absent\": {\"wall_s\": %.4f, \"caller_cpu_s\": %.4f, \"process_cpu_s\": %.4f},\n"
-            "    \"line_bytes\": %llu, \"resp_bytes\": %llu, \"net_input_bytes\": %llu, "
-            "\"headroom\": %.4g},\n",
-            d->mails, (unsigned long long)d->events, (unsigned long long)d->published, d->wall_s[1],
-            d->caller_cpu_s[1], d->process_cpu_s[1], d->io_thread_cpu_s, d->sub_cpu_s, d->redis_cpu_s,
-            d->wall_s[0], d->caller_cpu_s[0], d->process_cpu_s[0],
-            (unsigned long long)d->line_bytes, (unsigned long long)d->resp_bytes,
-            (unsigned long long)d->net_input_bytes, d->headroom);
-
-    mem_result *m = &r->mem;
-    fprintf(f,
-            "  \"memory\": {\"down_s\": %d, \"rate\": %d, \"recover_s\": %d, "
-            "\"queue_max_events\": %llu, \"queue_max_bytes\": %llu,\n"
-            "    \"rss_before_kib\": %llu, \"rss_peak_kib\": %llu, \"vmhwm_kib\": %llu, "
-            "\"rss_end_down_kib\": %llu, \"rss_end_kib\": %llu,\n"
-            "    \"queued_end_down\": %llu, \"queued_bytes_end_down\": %llu, \"max_queued\": %llu, "
-            "\"queued_end\": %llu, \"dropped_queue_full\": %llu, \"calls\": %llu,\n"
-            "    \"published_after_restart\": %llu, \"drain_s\": %.2f, "
-            "\"rss_growth_after_drain_kib\": %.0f, \"restart_t\": %.2f,\n    \"series\": [",
-            m->down_s, m->rate, m->recover_s, (unsigned long long)m->queue_max_events,
-            (unsigned long long)m->queue_max_bytes, (unsigned long long)m->rss_before_kib,
-            (unsigned long long)m->rss_peak_kib, (unsigned long long)m->hwm_kib,
-            (unsigned long long)m->rss_end_down_kib, (unsigned long long)m->rss_end_kib,
-            (unsigned long long)m->queued_end_down, (unsigned long long)m->queued_bytes_end_down,
-            (unsigned long long)m->max_queued, (unsigned long long)m->queued_end,
-            (unsigned long long)m->dropped_queue_full, (unsigned long long)m->calls,
-            (unsigned long long)m->published_after, m->drain_s, m->rss_growth_recover_kib,
-            m->restart_t);
-    for (size_t i = 0; i < m->nseries; i++)
-        fprintf(f, "%s[%.1f, %u, %u]", i ? ", " : "", m->series[i].t, m->series[i].rss_kib,
-                m->series[i].queued);
-    fprintf(f, "]},\n");
-    const idle_result *id = &r->idle;
-    fprintf(f,
-            "  \"idle\": {\"seconds\": %.2f, \"voluntary\": %llu, \"involuntary\": %llu, "
-            "\"runtime_ns\": %llu, \"wakeups_per_s\": %.3f, \"cpu_ms_per_hour\": %.3f},\n",
-            id->seconds, (unsigned long long)id->voluntary, (unsigned long long)id->involuntary,
-            (unsigned long long)id->runtime_ns, id->wakeups_per_s, id->cpu_ms_per_hour);
-    const isolated_result *is = &r->iso;
-    fprintf(f, "  \"isolated\": {\"events\": %d, \"gap_ms\": %d, \"lost\": %llu, "
-               "\"io_voluntary\": %llu,\n",
-            is->events, is->gap_ms, (unsigned long long)is->lost,
-            (unsigned long long)is->io_voluntary);
-    json_lat(f, "to_ack", &is->ack, true);
-    json_lat(f, "to_subscriber", &is->sub, true);
-    json_lat(f, "replaced_to_reply", &is->sync_ack, true);
-    json_lat(f, "replaced_to_subscriber", &is->sync_sub, true);
-    json_lat(f, "machine_thread_wakeup", &is->hop, false);
-    fprintf(f, "  },\n  \"stream_mode\": {\n");
-    for (int m = 0; m < 2; m++) {
-        const stream_mode_result *x = &r->stream.mode[m];
-        fprintf(f, "    \"%s\": {\"events\": %llu, \"received\": %llu, \"dropped\": %llu, "
-                   "\"events_per_s\": %.0f, \"redis_cpu_ms_per_100k\": %.1f, "
-                   "\"memory_bytes_per_100k\": %llu,\n",
-                m ? "stream" : "pubsub", (unsigned long long)x->events,
-                (unsigned long long)x->received, (unsigned long long)x->dropped, x->eps,
-                x->redis_cpu_ms_per_100k, (unsigned long long)x->mem_per_100k);
-        json_lat(f, "call", &x->call, false);
-        fprintf(f, "    }%s\n", m ? "" : ",");
-    }
-    fprintf(f, "  }\n}\n");
-    return fclose(f) == 0 ? 0 : -1;
+    FILE *f = fopen(path, "w");
+    bool ok = f && fwrite(w.b.ptr, 1, w.b.len, f) == w.b.len;
+    if (f && fclose(f) != 0)
+        ok = false;
+    mae__buf_free(&w.b);
+    return ok ? 0 : -1;
 }
 
 /* ---- the plot --------------------------------------------------------------------- */
@@ -606,16 +810,50 @@ static int plot(const bench_opts *o, const char *data, const char *png)
 
 /* ---- main ---------------------------------------------------------------------------- */
 
-#define PARTS 8
+static const char *const part_names[PART_COUNT] = {
+#define BENCH_PART_NAME(id, name) [PART_##id] = name,
+    BENCH_PARTS(BENCH_PART_NAME)
+#undef BENCH_PART_NAME
+};
+
+/* Marks in run the parts named in list: names separated by commas
+ * ("latency,stores"), or their numbers in the order of the table, for the
+ * older form ("13"). False, with a message, for a name that is none. */
+static bool parse_only(const char *list, bool run[PART_COUNT])
+{
+    for (int k = 0; k < PART_COUNT; k++)
+        run[k] = false;
+    if (strspn(list, "12345678") == strlen(list) && list[0]) {
+        for (const char *c = list; *c; c++)
+            run[*c - '1'] = true;
+        return true;
+    }
+    const char *p = list;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        int k = 0;
+        while (k < PART_COUNT && !(strlen(part_names[k]) == n && strncmp(p, part_names[k], n) == 0))
+            k++;
+        if (k == PART_COUNT) {
+            fprintf(stderr, "mae_bench: no part named \"%.*s\"\n", (int)n, p);
+            return false;
+        }
+        run[k] = true;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return true;
+}
 
 /* Parses the command line into o and run (the parts to run). -1 to go on,
  * or the exit status (help printed, or a usage error). */
-static int parse_args(int argc, char **argv, bench_opts *o, bool run[PARTS])
+static int parse_args(int argc, char **argv, bench_opts *o, bool run[PART_COUNT])
 {
     set_quick(o);
     o->results_dir = "bench/results";
     o->plot_script = "bench/plot.gp";
-    for (int k = 0; k < PARTS; k++)
+    for (int k = 0; k < PART_COUNT; k++)
         run[k] = true;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
@@ -627,9 +865,10 @@ static int parse_args(int argc, char **argv, bench_opts *o, bool run[PARTS])
         } else if (strcmp(argv[i], "--plot") == 0 && i + 1 < argc) {
             o->plot_script = argv[++i];
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
-            const char *s = argv[++i];
-            for (int k = 0; k < PARTS; k++)
-                run[k] = strchr(s, '1' + k) != NULL;
+            if (!parse_only(argv[++i], run)) {
+                usage(stderr);
+                return 2;
+            }
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -642,17 +881,18 @@ static int parse_args(int argc, char **argv, bench_opts *o, bool run[PARTS])
 }
 
 /* Runs the chosen parts into r; returns how many failed. */
-static int run_parts(const bench_opts *o, const bool run[PARTS], bench_results *r,
+static int run_parts(const bench_opts *o, const bool run[PART_COUNT], bench_results *r,
                      const char *cdfpath)
 {
     uint64_t t0 = now_ns();
     int failed = 0;
 
-    /* Part 5 first: its RSS figures are cleanest in a process that has not
-     * yet grown and freed the large queues of parts 1 and 2. */
-    if (run[4] && part_memory(o, r) != 0)
+    /* The memory part first: its RSS figures are cleanest in a process that
+     * has not yet grown and freed the large queues of latency and
+     * throughput. */
+    if (run[PART_MEMORY] && part_memory(o, r) != 0)
         failed++;
-    if (run[0]) {
+    if (run[PART_LATENCY]) {
         FILE *cdf = fopen(cdfpath, "w");
         if (!cdf)
             perror(cdfpath);
@@ -661,17 +901,17 @@ static int run_parts(const bench_opts *o, const bool run[PARTS], bench_results *
         if (cdf)
             fclose(cdf);
     }
-    if (run[1] && part_throughput(o, r) != 0)
+    if (run[PART_THROUGHPUT] && part_throughput(o, r) != 0)
         failed++;
-    if (run[2] && part_stores(o, r) != 0)
+    if (run[PART_STORES] && part_stores(o, r) != 0)
         failed++;
-    if (run[3] && part_day(o, r) != 0)
+    if (run[PART_DAY] && part_day(o, r) != 0)
         failed++;
-    if (run[5] && part_idle(o, r) != 0)
+    if (run[PART_IDLE] && part_idle(o, r) != 0)
         failed++;
-    if (run[6] && part_isolated(o, r) != 0)
+    if (run[PART_ISOLATED] && part_isolated(o, r) != 0)
         failed++;
-    if (run[7] && part_stream(o, r) != 0)
+    if (run[PART_STREAM] && part_stream(o, r) != 0)
         failed++;
     r->total_s = (double)(now_ns() - t0) / 1e9;
     progress_done();
@@ -683,24 +923,24 @@ static void print_parts(const bench_opts *o, bench_results *r, const char *mach)
 {
     printf("mailagent-events %s benchmark, %s mode%s, %.0f s\n", MAE_VERSION_STRING,
            o->full ? "full" : "quick",
-           o->full ? "" : " (part 5 keeps Redis down 15 s instead of 60 s; --full for all of it)",
+           o->full ? "" : " (the memory part keeps Redis down 15 s instead of 60 s; --full for all of it)",
            r->total_s);
     printf("machine: %s\n", mach);
-    if (r->have[0])
+    if (r->have[PART_LATENCY])
         print_latency(o, r);
-    if (r->have[1])
+    if (r->have[PART_THROUGHPUT])
         print_throughput(r);
-    if (r->have[2])
+    if (r->have[PART_STORES])
         print_stores(o, r);
-    if (r->have[3])
+    if (r->have[PART_DAY])
         print_day(r);
-    if (r->have[4])
+    if (r->have[PART_MEMORY])
         print_memory(o, r);
-    if (r->have[5])
+    if (r->have[PART_IDLE])
         print_idle(r);
-    if (r->have[6])
+    if (r->have[PART_ISOLATED])
         print_isolated(r);
-    if (r->have[7])
+    if (r->have[PART_STREAM])
         print_stream(r);
 }
 
@@ -709,13 +949,13 @@ static void print_summary(bench_results *r, int failed)
 {
     char a[8][32];
     printf("summary:");
-    if (r->have[0])
+    if (r->have[PART_LATENCY])
         printf(" publish p50/p99");
-    for (int s = 0; s < ST_COUNT && r->have[0]; s++)
+    for (int s = 0; s < ST_COUNT && r->have[PART_LATENCY]; s++)
         printf(" %s %s/%s%s", state_names[s], fmt_ns(r->lat[s].ours.p50, a[0], 32),
                fmt_ns(r->lat[s].ours.p99, a[1], 32), s + 1 < ST_COUNT ? "," : "");
     int met = 0, total = 0;
-    if (r->have[0]) {
+    if (r->have[PART_LATENCY]) {
         bool all = true;
         for (int s = 0; s < ST_COUNT; s++)
             all = all && latency_met(&r->lat[s]);
@@ -724,14 +964,14 @@ static void print_summary(bench_results *r, int failed)
         total += 2;
         printf("; hung ratio %sx", fmt_num(hung_ratio(r), a[2], 32));
     }
-    if (r->have[1]) {
+    if (r->have[PART_THROUGHPUT]) {
         double rt = r->tput.rb16_eps > 0 ? r->tput.ours_eps / r->tput.rb16_eps : 0;
         met += rt >= TARGET_TPUT_RATIO;
         total++;
         printf("; throughput %s ev/s = %.2fx redis-benchmark -P16", fmt_num(r->tput.ours_eps, a[3], 32),
                rt);
     }
-    if (r->have[2]) {
+    if (r->have[PART_STORES]) {
         const struct store_cfg *n = &r->store.cfg[SYNC_NORMAL], *f = &r->store.cfg[SYNC_FULL];
         met += store_met(&r->store);
         total++;
@@ -739,23 +979,23 @@ static void print_summary(bench_results *r, int failed)
                overhead_all(n, PS_HEALTHY), overhead_all(n, PS_HUNG), overhead_all(f, PS_HEALTHY),
                overhead_all(f, PS_HUNG));
     }
-    if (r->have[3])
+    if (r->have[PART_DAY])
         printf("; day %.1f ms CPU, headroom %sx", 1e3 * (r->day.process_cpu_s[1]),
                fmt_num(r->day.headroom, a[4], 32));
-    if (r->have[4])
+    if (r->have[PART_MEMORY])
         printf("; peak RSS %.0f MiB (Redis down %d s)", r->mem.rss_peak_kib / 1024.0, r->mem.down_s);
-    if (r->have[5]) {
+    if (r->have[PART_IDLE]) {
         met += idle_met(&r->idle);
         total++;
         printf("; idle %.2f wake-ups/s", r->idle.wakeups_per_s);
     }
-    if (r->have[6]) {
+    if (r->have[PART_ISOLATED]) {
         met += isolated_met(&r->iso);
         total++;
         printf("; isolated event p99 %s to Redis, %s to a subscriber",
                fmt_ns(r->iso.ack.p99, a[5], 32), fmt_ns(r->iso.sub.p99, a[6], 32));
     }
-    if (r->have[7])
+    if (r->have[PART_STREAM])
         printf("; stream mode %s ev/s (pub/sub %s)", fmt_num(r->stream.mode[1].eps, a[5], 32),
                fmt_num(r->stream.mode[0].eps, a[6], 32));
     printf("; targets met %d/%d%s\n", met, total, failed ? "; SOME PARTS FAILED" : "");
@@ -764,7 +1004,7 @@ static void print_summary(bench_results *r, int failed)
 int main(int argc, char **argv)
 {
     bench_opts o;
-    bool run[PARTS];
+    bool run[PART_COUNT];
     char path[600], cdfpath[600], png[600], mach[400];
     int rc = parse_args(argc, argv, &o, run);
     if (rc >= 0)
@@ -786,9 +1026,9 @@ int main(int argc, char **argv)
     snprintf(png, sizeof png, "%s/latency.png", o.results_dir);
     int failed = run_parts(&o, run, r, cdfpath);
 
-    bool plotted = r->have[0] && plot(&o, cdfpath, png) == 0;
-    bool all = r->have[0];
-    for (int k = 0; k < PARTS; k++)
+    bool plotted = r->have[PART_LATENCY] && plot(&o, cdfpath, png) == 0;
+    bool all = r->have[PART_LATENCY];
+    for (int k = 0; k < PART_COUNT; k++)
         all = all && run[k];
     /* A partial run must not overwrite the figures of a whole one. */
     snprintf(path, sizeof path, "%s/%s", o.results_dir, all ? "latest.json" : "partial.json.tmp");

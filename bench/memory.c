@@ -152,7 +152,7 @@ int part_memory(const bench_opts *o, bench_results *res)
     m->calls = st.calls;
     m->drain_s = rv.drained_ns ? (double)(rv.drained_ns - rv.restart_ns) / 1e9 : -1;
     m->rss_growth_recover_kib = rv.have_first ? (double)rv.last_rss - (double)rv.first_rss : 0;
-    res->have[4] = true;
+    res->have[PART_MEMORY] = true;
     rc = 0;
 out:
     mae_publisher_close(pc.p, 2000);

@@ -260,7 +260,7 @@ int part_stores(const bench_opts *o, bench_results *res)
     for (int sync = 0; sync < SYNC_COUNT; sync++)
         if (run_config(o, sync, healthy.port, hung.port, &res->store.cfg[sync]) != 0)
             goto out;
-    res->have[2] = true;
+    res->have[PART_STORES] = true;
     rc = 0;
 out:
     redis_cleanup(&healthy);

@@ -136,7 +136,7 @@ int part_stream(const bench_opts *o, bench_results *res)
     if (run_mode(o, &srv, sub, false, &res->stream.mode[0]) != 0 ||
         run_mode(o, &srv, sub, true, &res->stream.mode[1]) != 0)
         goto out;
-    res->have[7] = true;
+    res->have[PART_STREAM] = true;
     rc = 0;
 out:
     sub_close(sub);

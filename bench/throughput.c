@@ -136,7 +136,7 @@ int part_throughput(const bench_opts *o, bench_results *res)
     if (run_redis_benchmark(srv.port, n, 128, payload, sub, &t->rb128_eps, &t->rb128_sub_eps,
                             &t->rb128_received) != 0)
         goto out;
-    res->have[1] = true;
+    res->have[PART_THROUGHPUT] = true;
     rc = 0;
 out:
     mae_publisher_close(p, 1000);

@@ -120,7 +120,7 @@ int part_idle(const bench_opts *o, bench_results *res)
     r->runtime_ns = cpu1 - cpu0;
     r->wakeups_per_s = (double)(r->voluntary + r->involuntary) / r->seconds;
     r->cpu_ms_per_hour = (double)r->runtime_ns / 1e6 * 3600.0 / r->seconds;
-    res->have[5] = true;
+    res->have[PART_IDLE] = true;
     rc = 0;
 out:
     mae_publisher_close(p, 1000);
@@ -298,7 +298,7 @@ int part_isolated(const bench_opts *o, bench_results *res)
     }
     if (c)
         redisFree(c);
-    res->have[6] = true;
+    res->have[PART_ISOLATED] = true;
     rc = 0;
 out:
     mae_publisher_close(p, 1000);

@@ -7,7 +7,7 @@
 # part 5 to 15 s and the replaced design's capped runs.
 #   make bench
 #   MAE_BENCH_ARGS=--quick make bench
-#   MAE_BENCH_ARGS="--only 13" make bench     # parts 1 and 3 only (no latest.json)
+#   MAE_BENCH_ARGS="--only latency,stores" make bench   # two parts only (no latest.json)
 #   MAE_BENCH_PYTHON=0 make bench             # without the Python part
 set -euo pipefail
 cd "$(dirname "$0")/.."
