@@ -367,6 +367,24 @@ static void test_hostile_text_is_stored_and_published_as_valid_utf8(void **state
 
         cap_clear(c->pub);
         int64_t oid = 0;
+        if (texts[i] == c->big) {
+            /* 1 MiB in a field that is published whole: the event would pass
+             * max_event_bytes, so the write is refused and nothing changes
+             * (publisher.md, Event size). */
+            mae_publisher_stats st0, st1;
+            mae_publisher_stats_get(c->pub, &st0);
+            assert_int_equal(mae_outbox_enqueue(c->db, 7, texts[i], "mailapp", "{\"x\":1}",
+                                                texts[i], &oid, NULL),
+                             MAE_EINVAL);
+            assert_non_null(strstr(mae_db_errmsg(c->db), "max_event_bytes"));
+            mae_llm_usage u = {.model = texts[i], .input_tokens = 1, .output_tokens = 2};
+            assert_int_equal(mae_llm_store_mark_success(c->db, 7, "p7", &u), MAE_EINVAL);
+            mae_safe_publish(c->pub, texts[i], 7, NULL, texts[i]);
+            assert_int_equal(cap_count(c->pub), 0);
+            mae_publisher_stats_get(c->pub, &st1);
+            assert_int_equal(st1.dropped_too_large, st0.dropped_too_large + 1);
+            continue;
+        }
         assert_int_equal(mae_outbox_enqueue(c->db, 7, texts[i], "mailapp", "{\"x\":1}", texts[i],
                                             &oid, NULL),
                          MAE_OK);
