@@ -43,7 +43,7 @@ typedef struct mae_db_config {
  * db, a NULL out pointer or an id <= 0 (MAE_NO_ID included) is MAE_EINVAL;
  * a positive id with no row (INT64_MAX included) is MAE_ENOTFOUND; texts are
  * repaired to valid UTF-8 before they are stored; a write whose event line
- * would be longer than the publisher's max_event_bytes is MAE_EINVAL; every
+ * would be longer than a live publisher's max_event_bytes is MAE_EINVAL; every
  * failure leaves its detail in mae_db_errmsg and writes and publishes
  * nothing. */
 

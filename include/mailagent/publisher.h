@@ -87,8 +87,8 @@ typedef struct mae_publisher_config {
      * published, envelope included); default 1048576 (1 MiB), 0 = default.
      * A longer line is refused before it is queued: the fire-and-forget
      * calls count it in dropped_too_large and nothing is sent; a store write
-     * whose event would be longer fails with MAE_EINVAL before it changes
-     * anything (stores.md). */
+     * whose event would be longer fails with MAE_EINVAL and changes nothing
+     * (only while the publisher is live: publisher.md, "Event size"). */
     size_t max_event_bytes;
 } mae_publisher_config;
 
