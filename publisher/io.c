@@ -226,8 +226,8 @@ static void io_wait(mae_publisher *p, io_state *io, double until, bool asleep)
  * lines, a backlog) goes back to BATCH_FLOOR once that batch is done, so
  * one burst does not pin its memory for the process's life. The floor
  * holds a full batch of ordinary lines (256 x 150 to 400 bytes, at most
- * 100 KiB), so in steady state nothing is reallocated. With mu held: a fork() never
- * lands inside this realloc. */
+ * 100 KiB), so in steady state nothing is reallocated. Called with mu
+ * held, so a fork() never lands inside this realloc. */
 #define BATCH_FLOOR ((size_t)128 << 10)
 #define BATCH_SHRINK_OVER (4 * BATCH_FLOOR)
 
