@@ -391,7 +391,7 @@ static bool is_ndjson(const char *ct)
 static bool blank(const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
             return false;
     return true;
 }
@@ -434,6 +434,7 @@ int mae__envelope_parse(const char *body, size_t len, const char *content_type,
             r->status = refuse(r, 400, "the body holds no envelope: NDJSON wants one a line");
     }
     if (r->status != 200) {
+        r->count = 0;
         mae__buf_free(&out);
         return r->status;
     }
