@@ -69,6 +69,9 @@ static int start_raw(const char *const *argv, const char *const *env, const char
 {
     char path[600];
     snprintf(path, sizeof path, "%s/%s.log", g_out, tag);
+    /* The child truncates it, but only after fork: a previous run's log
+     * must not be read as this one's. */
+    unlink(path);
     *pid = rh_spawn(argv, env, NULL, path);
     char *log = rh_wait_text(path, "listening on http://127.0.0.1:", 10000, 20);
     const char *at = log ? strstr(log, "listening on http://127.0.0.1:") : NULL;
