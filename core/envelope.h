@@ -1,8 +1,9 @@
 /* Internal: the body of POST /api/events/publish, the route through which
  * MailAgent's other processes hand events to the relay, read into the
  * library's canonical event lines or refused with the HTTP answer it earns
- * (docs/events.md#an-envelope-handed-over-as-json). A pure function: no I/O, no globals but the
- * real-time clock for a missing ts. Never installed. */
+ * (docs/events.md#an-envelope-handed-over-as-json). A pure function: no
+ * I/O, no globals but the real-time clock for a missing ts. Never
+ * installed. */
 #ifndef MAE_ENVELOPE_H
 #define MAE_ENVELOPE_H
 
