@@ -149,7 +149,7 @@ static int parse_prefix(const group *g, cli_config *cfg, int argc, char **argv)
  * CLI_USAGE after saying which variable is wrong. */
 static int config_from_env(cli_config *cfg)
 {
-    /* A blank variable counts as unset: `MAILAGENT_REDIS_URL= mailagent`
+    /* A blank variable counts as unset: `MAILAGENT_REDIS_URL= REDIS_URL= mailagent`
      * is the usual way to switch publishing off for one command. */
     static char *redis_url; /* reachable for the life of the process */
     char err[320];
