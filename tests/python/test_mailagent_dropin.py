@@ -396,3 +396,35 @@ def test_star_import_gives_mailagents_names() -> None:
 def test_positional_list_of_names_unchanged() -> None:
     missing: List[str] = [n for n in mae.__all__ if not hasattr(mae, n)]
     assert missing == []
+
+
+def test_the_library_grammar_is_judged_before_publish_answers(
+        redis_server: RedisServer, channel: str) -> None:
+    """publish() says False for exactly what the library would drop:
+    deeper than 64 levels, a NUL character; brackets and backslashes inside
+    strings are text, not structure."""
+    sub = Subscriber(redis_server, channel)
+    p = EventPublisher(redis_url=redis_server.url, channel=channel)
+    try:
+        ok = {
+            "depth-64": deep(63),                     # the data object is level 1
+            "brackets-in-text": {"s": "[{" * 100},
+            "backslash-u0000-text": {"s": "\\u0000"},  # a backslash, then 'u0000'
+            "many-shallow": {"rows": [{"i": i} for i in range(200)]},
+        }
+        bad = {"depth-65": deep(64), "nul": {"s": "a\x00b"}, "nul-key": {"\x00": 1}}
+        for name, data in ok.items():
+            assert p.publish(name, data=data) is True, name
+        for name, data in bad.items():
+            assert p.publish(name, data=data) is False, name
+        p._client.publisher.flush(5000)
+        st = p._client.publisher.stats()
+        assert st["dropped_invalid"] == len(bad) and st["published"] == len(ok)
+        got = [json.loads(r) for r in sub.take(len(ok))]
+        assert [e["event_type"] for e in got] == list(ok)
+        for e in got:
+            assert e["data"] == json.loads(mailagent_data(ok[e["event_type"]]))
+        assert sub.quiet() == []
+    finally:
+        p.close()
+        sub.close()

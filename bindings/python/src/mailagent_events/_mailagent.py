@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from typing import Any, Dict, Optional
@@ -56,6 +57,28 @@ def _build_payload(
     }
 
 
+# The library's JSON grammar (core/text.h): at most 64 levels, no \u0000.
+_MAX_DEPTH = 64
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]")
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _outside_grammar(body: str) -> bool:
+    """True when json.dumps' text is outside the library's JSON grammar, so
+    that the library would count it dropped_invalid: known here, so that
+    publish() can say False. Cheap unless the text could be that deep."""
+    if "\\u0000" in body and _NUL.search(body):
+        return True
+    if body.count("{") + body.count("[") > _MAX_DEPTH:
+        depth = 0
+        for c in _NOT_BRACKET.sub("", _STRING.sub("", body)):
+            depth += 1 if c in "[{" else -1
+            if depth > _MAX_DEPTH:
+                return True
+    return False
+
+
 class _LibraryClient:
     """What EventPublisher._client is here: a library Publisher. Any other
     object put in _client (a redis-py client, a test's mock) is used as
@@ -74,6 +97,8 @@ class _LibraryClient:
             # MailAgent's serialisation: json.dumps(..., ensure_ascii=False,
             # default=str); NaN/infinity are not JSON and are refused.
             body = json.dumps(data or {}, ensure_ascii=False, default=str, allow_nan=False)
+            if _outside_grammar(body):
+                return _count_invalid(p)
             p.publish(event_type, internal_id, body, source)
         except MailagentError as e:
             if e.__class__.__name__ == "Closed":
