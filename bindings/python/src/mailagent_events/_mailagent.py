@@ -226,8 +226,7 @@ _orphans: list = []
 def _from_env() -> EventPublisher:
     try:
         url, var = redis_url_from_env()
-    except ValueError as e:
-        _log.error("mailagent_events: cannot publish: %s", e)
+    except ValueError:  # default_publisher() logs it, once
         url, var = None, None
     if var == "REDIS_URL":
         raw = (os.environ.get("REDIS_DB") or "").strip()
