@@ -428,3 +428,24 @@ def test_the_library_grammar_is_judged_before_publish_answers(
     finally:
         p.close()
         sub.close()
+
+
+def test_process_wide_publisher_reopens_after_close(env: pytest.MonkeyPatch,
+                                                    redis_server: RedisServer,
+                                                    channel: str) -> None:
+    """get_publisher().close() then publish: reopened from the environment
+    (its channel, a URL naming a database), as MailAgent's lazy client is."""
+    env.setenv("MAILAGENT_REDIS_URL", redis_server.url + "/3")
+    env.setenv("MAILAGENT_CHANNEL", channel)
+    sub = Subscriber(redis_server, channel)
+    try:
+        p = get_publisher()
+        p.close()
+        assert p._client is None
+        assert p.publish("after.close", internal_id=1) is True
+        safe_publish("after.close.2")
+        flush()
+        assert [json.loads(r)["event_type"] for r in sub.take(2)] == ["after.close",
+                                                                       "after.close.2"]
+    finally:
+        sub.close()

@@ -152,11 +152,20 @@ class EventPublisher:
         self._client: Any = None  # lazy
         self._lock = threading.Lock()
         self._warned = False
+        # get_publisher()'s instance: its client is default_publisher(),
+        # configured from the environment (None: an instance of the caller's).
+        self._env_enabled: Optional[bool] = None
 
     def _client_or_none(self) -> Any:
         client = self._client
         if client is not None:
             return client
+        if self._env_enabled is not None:  # reopened after close()
+            with self._lock:
+                if self._client is None:
+                    self._client = _LibraryClient(_default.default_publisher(),
+                                                  enabled=self._env_enabled, owned=False)
+                return self._client
         if not self.redis_url:
             return None
         with self._lock:
@@ -237,8 +246,8 @@ def _from_env() -> EventPublisher:
     # Its client is the process-wide library publisher (default_publisher()),
     # configured from the same environment, so that safe_publish,
     # get_publisher() and default_publisher() count in one place.
-    ep._client = _LibraryClient(_default.default_publisher(), enabled=url is not None,
-                                owned=False)
+    ep._env_enabled = url is not None
+    ep._client_or_none()
     return ep
 
 
