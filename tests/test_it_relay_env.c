@@ -3,7 +3,8 @@
  * on loopback with a real redis-server: MailAgent's local token variable and
  * our alias (alone, equal, different), SSE_LOCAL_PORT, credentials no header
  * could match (surrounding whitespace, control characters), and the Redis
- * URL from MailAgent's REDIS_URL + REDIS_DB. */
+ * URL from MailAgent's REDIS_URL + REDIS_DB, for the relay and for the demo
+ * watcher (examples/demo_watcher, built next to the command). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -288,6 +289,54 @@ static void test_redis_url_and_db(void **state)
     free(err);
 }
 
+/* ---- the demo watcher reads the same variables ------------------------------ */
+
+/* XLEN key in database db, through redis-cli. */
+static long xlen(int db, const char *key)
+{
+    char out[600], port[16], dbs[16];
+    snprintf(out, sizeof out, "%s/xlen-%d.out", g_out, db);
+    snprintf(port, sizeof port, "%d", g_redis.port);
+    snprintf(dbs, sizeof dbs, "%d", db);
+    const char *argv[] = {MAE_REDIS_CLI, "-h", "127.0.0.1", "-p", port, "-n", dbs,
+                          "XLEN", key, NULL};
+    assert_int_equal(rh_wait(rh_spawn(argv, NULL, out, NULL), 10000), 0);
+    char *text = rh_slurp(out);
+    assert_non_null(text);
+    long n = strtol(text, NULL, 10);
+    free(text);
+    return n;
+}
+
+static void test_demo_watcher_redis_url_and_db(void **state)
+{
+    (void)state;
+    char demo[600], db_path[600], url_var[128], db_var[700];
+    snprintf(demo, sizeof demo, "%s", MAE_CLI_PATH);
+    char *slash = strrchr(demo, '/');
+    assert_non_null(slash);
+    snprintf(slash + 1, sizeof demo - (size_t)(slash + 1 - demo), "demo_watcher");
+    RH_REQUIRE(demo);
+    snprintf(db_path, sizeof db_path, "%s/demo.db", g_out);
+    unlink(db_path);
+    snprintf(url_var, sizeof url_var, "REDIS_URL=%s/", g_redis.url);
+    snprintf(db_var, sizeof db_var, "MAILAGENT_DB=%s", db_path);
+    const char *env[] = {CLEAN_ENV, url_var, "REDIS_DB=6", "MAILAGENT_STREAM=demo-env:events",
+                         db_var, NULL};
+    const char *argv[] = {demo, "--mails", "3", "--fast", NULL};
+    char *err;
+    assert_int_equal(run_cmd(argv, env, "demo", &err), 0);
+    free(err);
+    /* Every event went to database 6 (MailAgent's REDIS_DB), none to 0. */
+    assert_true(xlen(6, "demo-env:events") >= 3);
+    assert_int_equal(xlen(0, "demo-env:events"), 0);
+    /* A bad REDIS_DB: refused, naming it. */
+    const char *bad[] = {CLEAN_ENV, url_var, "REDIS_DB=six", db_var, NULL};
+    assert_int_equal(run_cmd(argv, bad, "demo-bad", &err), 2);
+    assert_non_null(strstr(err, "REDIS_DB"));
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -295,6 +344,7 @@ int main(void)
         cmocka_unit_test(test_credentials_with_whitespace_refused),
         cmocka_unit_test(test_sse_local_port),
         cmocka_unit_test(test_redis_url_and_db),
+        cmocka_unit_test(test_demo_watcher_redis_url_and_db),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
