@@ -53,7 +53,7 @@ static bool valid_path(const char *p)
     return strcmp(p, "/") != 0 && strcmp(p, "/healthz") != 0 && strcmp(p, "/metrics") != 0;
 }
 
-/* The relay's credentials from the environment (docs/relay.md#environment):
+/* The relay's credentials from the environment (docs/relay.md's table):
  * WEBHOOK_SECRET, and the local token under MailAgent's name
  * MAILAGENT_LOCAL_API_TOKEN or our earlier MAILAGENT_LOCAL_TOKEN (both set
  * must agree). A value no header could match is refused. Returns CLI_OK or
