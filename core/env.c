@@ -115,7 +115,11 @@ int mae__env_redis_url(mae__getenv_fn get, char **out, const char **from, char *
     }
     if (!is_unix && scheme_end && (size_t)(scheme_end - s) + 3 <= n &&
         memcmp(scheme_end, "://", 3) == 0) {
+        /* The host starts after the last '@': a password may hold a '/'. */
         const char *auth = scheme_end + 3;
+        for (const char *c = auth; c < s + n; c++)
+            if (*c == '@')
+                auth = c + 1;
         const char *slash = memchr(auth, '/', n - (size_t)(auth - s));
         if (slash) {
             size_t path = n - (size_t)(slash - s);

@@ -77,10 +77,12 @@ def compose_url(redis_url: str, redis_db: object) -> str:
     if url.startswith("unix://"):
         return f"{url}?db={db}"
     scheme, sep, rest = url.partition("://")
-    if sep and "/" in rest:
-        host, _, path = rest.partition("/")
+    # The host starts after the last '@': a password may hold a '/'.
+    userinfo, at, hostpart = rest.rpartition("@")
+    if sep and "/" in hostpart:
+        host, _, path = hostpart.partition("/")
         if path == "0":
-            url = f"{scheme}://{host}"
+            url = f"{scheme}://{userinfo}{at}{host}"
         else:
             raise ValueError(f"REDIS_URL already names a database (/{path[:39]}), to which "
                              f"MailAgent would append \"/{db}\": give the database in "
