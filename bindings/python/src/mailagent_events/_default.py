@@ -34,10 +34,9 @@ def _from_env() -> Publisher:
         # The drop-in must not take the watcher down for a bad variable.
         _log.error("mailagent_events: cannot publish: %s", e)
         return Publisher(None, close_timeout_ms=1000)
-    channel = env_get("MAILAGENT_CHANNEL")
-    kw: dict = {"channel": channel.strip() if channel else None}
+    # Taken as set (blank: unset), as the command takes them.
+    kw: dict = {"channel": env_get("MAILAGENT_CHANNEL")}
     stream = env_get("MAILAGENT_STREAM")
-    stream = stream.strip() if stream else None
     if stream is not None:
         if has_stream_mode():
             kw["stream_key"] = stream
