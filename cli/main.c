@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "core/env.h"
 
 typedef struct group {
     const char *name;
@@ -143,15 +144,31 @@ static int parse_prefix(const group *g, cli_config *cfg, int argc, char **argv)
     }
 }
 
-static void config_from_env(cli_config *cfg)
+/* The environment as docs/operations.md#environment describes it, read by
+ * core/env.c like every program of the project. Returns CLI_OK, or
+ * CLI_USAGE after saying which variable is wrong. */
+static int config_from_env(cli_config *cfg)
 {
-    /* An empty variable counts as unset: `MAILAGENT_REDIS_URL= mailagent`
+    /* A blank variable counts as unset: `MAILAGENT_REDIS_URL= REDIS_URL= mailagent`
      * is the usual way to switch publishing off for one command. */
+    static char *redis_url; /* reachable for the life of the process */
+    char err[320];
     const char *v;
-    cfg->db_path = (v = getenv("MAILAGENT_DB")) && *v ? v : NULL;
-    cfg->redis_url = (v = getenv("MAILAGENT_REDIS_URL")) && *v ? v : NULL;
-    cfg->channel = (v = getenv("MAILAGENT_CHANNEL")) && *v ? v : CLI_DEFAULT_CHANNEL;
-    cfg->stream_key = (v = getenv("MAILAGENT_STREAM")) && *v ? v : NULL;
+    cfg->db_path = mae__env_get(NULL, "MAILAGENT_DB");
+    cfg->channel = (v = mae__env_get(NULL, "MAILAGENT_CHANNEL")) ? v : CLI_DEFAULT_CHANNEL;
+    cfg->stream_key = mae__env_get(NULL, "MAILAGENT_STREAM");
+    int rc = mae__env_redis_url(NULL, &redis_url, NULL, err, sizeof err);
+    if (rc == MAE_ENOMEM) {
+        fprintf(stderr, "mailagent: out of memory\n");
+        return CLI_FAIL;
+    }
+    if (rc != MAE_OK) {
+        /* MailAgent's own configuration refuses a bad REDIS_DB at start too. */
+        fprintf(stderr, "mailagent: %s\n", err);
+        return CLI_USAGE;
+    }
+    cfg->redis_url = redis_url;
+    return CLI_OK;
 }
 
 int main(int argc, char **argv)
@@ -160,7 +177,8 @@ int main(int argc, char **argv)
     const group *g = NULL;
     int rc;
 
-    config_from_env(&cfg);
+    if ((rc = config_from_env(&cfg)) != CLI_OK)
+        return rc;
     if ((rc = parse_prefix(NULL, &cfg, argc, argv)) >= 0)
         return rc;
     if (optind >= argc)

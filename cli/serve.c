@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/url.h"
 #include "relay/relay.h"
 
@@ -52,10 +53,57 @@ static bool valid_path(const char *p)
     return strcmp(p, "/") != 0 && strcmp(p, "/healthz") != 0 && strcmp(p, "/metrics") != 0;
 }
 
-static const char *env_or_null(const char *name)
+/* The relay's credentials from the environment (docs/relay.md's table):
+ * WEBHOOK_SECRET, and the local token under MailAgent's name
+ * MAILAGENT_LOCAL_API_TOKEN or our earlier MAILAGENT_LOCAL_TOKEN (both set
+ * must agree). A value no header could match is refused. Returns CLI_OK or
+ * CLI_USAGE after saying which variable is wrong. */
+static int credentials_from_env(mae__relay_config *rc)
 {
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
+    const char *secret, *api_token, *token;
+    char err[256];
+    if (mae__env_credential(NULL, "WEBHOOK_SECRET", &secret, err, sizeof err) != MAE_OK ||
+        mae__env_credential(NULL, "MAILAGENT_LOCAL_API_TOKEN", &api_token, err,
+                            sizeof err) != MAE_OK ||
+        mae__env_credential(NULL, "MAILAGENT_LOCAL_TOKEN", &token, err, sizeof err) != MAE_OK) {
+        cli_error("%s", err);
+        return CLI_USAGE;
+    }
+    if (api_token && token && strcmp(api_token, token) != 0) {
+        cli_error("MAILAGENT_LOCAL_API_TOKEN and MAILAGENT_LOCAL_TOKEN are both set and "
+                  "differ: set only MAILAGENT_LOCAL_API_TOKEN (MailAgent's name; "
+                  "MAILAGENT_LOCAL_TOKEN is its alias)");
+        return CLI_USAGE;
+    }
+    rc->credentials.webhook_secret = secret;
+    rc->credentials.local_token = api_token ? api_token : token;
+    return CLI_OK;
+}
+
+/* The default port from SSE_LOCAL_PORT (MailAgent's desktop app sets it),
+ * else 9200. Returns CLI_OK or CLI_USAGE after saying why. */
+static int port_from_env(int *port)
+{
+    const char *v = mae__env_get(NULL, "SSE_LOCAL_PORT");
+    char buf[16];
+    int64_t p;
+    if (!v)
+        return CLI_OK;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t n = strcspn(v, " \t\r\n");
+    if (n >= sizeof buf || v[n + strspn(v + n, " \t\r\n")] != '\0') {
+        cli_error("SSE_LOCAL_PORT wants a port from 0 to 65535");
+        return CLI_USAGE;
+    }
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    if (!cli_parse_int64(buf, 0, 65535, &p)) {
+        cli_error("SSE_LOCAL_PORT wants a port from 0 to 65535, not '%s'", buf);
+        return CLI_USAGE;
+    }
+    *port = (int)p;
+    return CLI_OK;
 }
 
 static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
@@ -73,7 +121,7 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     };
     mae__relay_config rc;
     char host[256];
-    bool allow_open = false;
+    bool allow_open = false, listen_given = false;
     int64_t n;
     int c;
 
@@ -85,6 +133,7 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
             if (!parse_listen(optarg, host, sizeof host, &rc.port))
                 return cli_usage_error(cmd, "--listen wants HOST:PORT (IPv6 as [::1]:9200), "
                                        "not '%s'", optarg);
+            listen_given = true;
             break;
         case 'p':
             if (!valid_path(optarg))
@@ -124,8 +173,11 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     }
     if (!cli_positionals(cmd, argc, argv, 0, 0))
         return CLI_USAGE;
+    if (!listen_given && port_from_env(&rc.port) != CLI_OK)
+        return CLI_USAGE;
     if (!cfg->redis_url)
-        return cli_usage_error(cmd, "no Redis URL: set MAILAGENT_REDIS_URL or pass --redis URL");
+        return cli_usage_error(cmd, "no Redis URL: set MAILAGENT_REDIS_URL (or REDIS_URL and "
+                               "REDIS_DB) or pass --redis URL");
     mae__url url;
     char err[256];
     if (mae__url_parse(cfg->redis_url, &url, err, sizeof err) != MAE_OK) {
@@ -138,12 +190,12 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     rc.redis_url = cfg->redis_url;
     rc.channel = cfg->channel;
     rc.stream_key = cfg->stream_key;   /* --stream or $MAILAGENT_STREAM */
-    rc.credentials.webhook_secret = env_or_null("WEBHOOK_SECRET");
-    rc.credentials.local_token = env_or_null("MAILAGENT_LOCAL_TOKEN");
+    if (credentials_from_env(&rc) != CLI_OK)
+        return CLI_USAGE;
     if (!mae__credentials_required(&rc.credentials) && !allow_open &&
         !mae__relay_host_is_loopback(host)) {
         cli_error("refusing to serve without credentials on %s, which is not a loopback "
-                  "address: set WEBHOOK_SECRET or MAILAGENT_LOCAL_TOKEN, or pass --allow-open",
+                  "address: set WEBHOOK_SECRET or MAILAGENT_LOCAL_API_TOKEN, or pass --allow-open",
                   host);
         return CLI_USAGE;
     }
@@ -163,11 +215,14 @@ const cli_command cli_events_serve = {
     "httpx...). GET PATH is the stream, GET / the dashboard page, GET /healthz\n"
     "and GET /metrics (Prometheus) the relay's state. Stops on SIGINT or SIGTERM.\n"
     "Credentials come from the environment: WEBHOOK_SECRET (sent as\n"
-    "X-Webhook-Token or Authorization: Bearer) and MAILAGENT_LOCAL_TOKEN (sent\n"
-    "as X-MailAgent-Local-Token); with neither, the stream is open, which is\n"
-    "only allowed on a loopback address unless --allow-open.\n"
+    "X-Webhook-Token or Authorization: Bearer) and MAILAGENT_LOCAL_API_TOKEN\n"
+    "(alias MAILAGENT_LOCAL_TOKEN; sent as X-MailAgent-Local-Token); with\n"
+    "neither, the stream is open, which is only allowed on a loopback address\n"
+    "unless --allow-open. A credential with surrounding whitespace or a control\n"
+    "character is refused.\n"
     "Options:\n"
-    "  --listen HOST:PORT     address to listen on (default 127.0.0.1:9200;\n"
+    "  --listen HOST:PORT     address to listen on (default 127.0.0.1 and port\n"
+    "                         $SSE_LOCAL_PORT, else 9200;\n"
     "                         IPv6 as [::1]:9200; port 0 picks a free one)\n"
     "  --path PATH            the stream's path (default /api/events/stream)\n"
     "  --ping-interval SECONDS  heartbeat period, at least 0.05 (default 15)\n"

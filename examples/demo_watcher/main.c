@@ -7,8 +7,10 @@
  *   demo_watcher [--mails N] [--db PATH] [--redis URL] [--channel C]
  *                [--stream KEY] [--seed N] [--fast]
  *
- * Environment: MAILAGENT_DB, MAILAGENT_REDIS_URL, MAILAGENT_CHANNEL,
- * MAILAGENT_STREAM (the options win). Without a Redis URL the publisher is
+ * Environment: MAILAGENT_DB, MAILAGENT_REDIS_URL (else MailAgent's
+ * REDIS_URL + REDIS_DB), MAILAGENT_CHANNEL, MAILAGENT_STREAM (the options
+ * win; blank counts as unset), read by the project's own reader so that
+ * the demo takes the same configuration as the command and the relay. Without a Redis URL the publisher is
  * disabled and only the state is written. With a stream key the events also
  * go to that Redis Stream (stream mode), exactly once.
  *
@@ -32,6 +34,8 @@
 
 #include <sqlite3.h>
 
+/* The project's environment reader (not part of the installed API). */
+#include "../../core/env.h"
 #include "demo.h"
 
 /* The simulated day: mails arrive over 20 h that end 4 h ago, which leaves
@@ -71,8 +75,9 @@ static void usage(FILE *f)
             "                    [--seed N] [--fast]\n"
             "  --mails N     mails in the simulated day (default 500)\n"
             "  --db PATH     SQLite file (default $MAILAGENT_DB, else mailagent-demo.db)\n"
-            "  --redis URL   e.g. redis://127.0.0.1:6379 (default $MAILAGENT_REDIS_URL;\n"
-            "                none: publisher disabled, state only)\n"
+            "  --redis URL   e.g. redis://127.0.0.1:6379 (default $MAILAGENT_REDIS_URL,\n"
+            "                else $REDIS_URL/$REDIS_DB; none: publisher disabled,\n"
+            "                state only)\n"
             "  --channel C   default $MAILAGENT_CHANNEL, else mailagent:events:v1\n"
             "  --stream KEY  also append each event to this Redis Stream (default\n"
             "                $MAILAGENT_STREAM; none: pub/sub only)\n"
@@ -97,10 +102,16 @@ static bool parse_u64(const char *s, uint64_t *out)
 static int parse_args(int argc, char **argv, options *o)
 {
     o->mails = 500;
-    o->db_path = getenv("MAILAGENT_DB");
-    o->redis_url = getenv("MAILAGENT_REDIS_URL");
-    o->channel = getenv("MAILAGENT_CHANNEL");
-    o->stream_key = getenv("MAILAGENT_STREAM");
+    static char *env_url; /* reachable for the life of the process */
+    char err[320];
+    o->db_path = mae__env_get(NULL, "MAILAGENT_DB");
+    o->channel = mae__env_get(NULL, "MAILAGENT_CHANNEL");
+    o->stream_key = mae__env_get(NULL, "MAILAGENT_STREAM");
+    if (mae__env_redis_url(NULL, &env_url, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, PROG ": %s\n", err[0] ? err : "out of memory");
+        return 2;
+    }
+    o->redis_url = env_url;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -256,7 +267,8 @@ static int open_publisher(watcher *w)
         return 1;
     }
     if (!w->opt.redis_url || !*w->opt.redis_url)
-        fprintf(stderr, PROG ": no --redis URL or MAILAGENT_REDIS_URL: publisher disabled, "
+        fprintf(stderr, PROG ": no --redis URL, MAILAGENT_REDIS_URL or REDIS_URL: "
+                        "publisher disabled, "
                         "writing state only\n");
     return 0;
 }

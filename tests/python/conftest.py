@@ -33,7 +33,7 @@ LIB = Path(os.environ["MAILAGENT_EVENTS_LIB"])
 if not LIB.exists():
     raise pytest.UsageError(f"{LIB} does not exist: build the library first (make build)")
 # The suite talks to the servers it starts, never to one named by the caller.
-for var in ("MAILAGENT_REDIS_URL", "MAILAGENT_CHANNEL", "MAILAGENT_STREAM"):
+for var in ("MAILAGENT_REDIS_URL", "MAILAGENT_CHANNEL", "MAILAGENT_STREAM", "REDIS_URL", "REDIS_DB"):
     os.environ.pop(var, None)
 sys.path.insert(0, str(PKG_SRC))
 

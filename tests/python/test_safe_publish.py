@@ -55,7 +55,11 @@ def test_bad_input_never_raises_and_is_counted(redis_server: Any, channel: str) 
     r = run("""
         import json, math
         from mailagent_events import safe_publish, default_publisher
-        safe_publish("x.y", 1, {"when": object()}, "cli")    # not serialisable
+        class Hostile:
+            def __str__(self): raise RuntimeError("no")
+        # not serialisable, even by default=str (object() would now be sent
+        # as its str, as MailAgent's json.dumps(..., default=str) does)
+        safe_publish("x.y", 1, {"when": Hostile()}, "cli")
         safe_publish("x.y", 1, {"nan": math.nan}, "cli")     # not JSON
         safe_publish(None, 1, {}, "cli")                     # wrong type
         safe_publish("x.y", "1", {}, "cli")                  # wrong type

@@ -97,7 +97,8 @@ def main() -> int:
     ap.add_argument("--mails", type=int, default=50)
     ap.add_argument("--db", default=os.environ.get("MAILAGENT_DB", "mail.db"))
     args = ap.parse_args()
-    pub: Publisher = default_publisher()  # MAILAGENT_REDIS_URL, MAILAGENT_CHANNEL
+    # MAILAGENT_REDIS_URL (else REDIS_URL + REDIS_DB), MAILAGENT_CHANNEL
+    pub: Publisher = default_publisher()
     clock = SimClock(1_716_096_000.0 - 86_400)
     with Db(args.db, publisher=pub, clock=clock) as db:
         expect = run(db, clock, args.mails)

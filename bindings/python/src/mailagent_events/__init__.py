@@ -1,10 +1,15 @@
 """mailagent_events: record mail-sync state in SQLite and announce every
 change as a JSON event on Redis, through libmailagent-events.
 
-The one-import switch for code that used the original publisher::
+The one-import switch for MailAgent: its src/events/publisher.py becomes ::
 
-    from mailagent_events import safe_publish
-    safe_publish("email.synced", 53675, {"notion_page_id": "abc"}, "new_watcher")
+    from mailagent_events import *
+
+and its calls run unchanged::
+
+    safe_publish("email.new")
+    safe_publish("outbox.failed", internal_id=53675, data={"outbox_id": 17}, source="outbox")
+    get_publisher().publish("email.synced", internal_id=53675, data={"notion_page_id": "abc"})
 
 The rest: Publisher (the fire-and-forget publisher), Db with its stores
 (db.sync_store, db.outbox, db.llm_store) and transactions, the row
@@ -13,7 +18,15 @@ dataclasses, and one exception class per failure under MailagentError.
 
 from __future__ import annotations
 
-from ._default import default_publisher, safe_publish
+from ._default import default_publisher
+from ._mailagent import (
+    DEFAULT_CHANNEL,
+    EventPublisher,
+    _build_payload,
+    get_publisher,
+    reset_publisher_for_tests,
+    safe_publish,
+)
 from ._lib import version as library_version
 from ._util import NO_ID
 from .db import Db, LlmStore, Outbox, SyncStore
@@ -56,8 +69,16 @@ SOURCE_SYNC_STORE = "sync_store"
 SOURCE_NEW_WATCHER = "new_watcher"
 SOURCE_LLM_AGENT = "llm_agent"
 
+# MailAgent's publisher module's names come first: `from mailagent_events
+# import *` in place of its src/events/publisher.py gives its code and tests
+# every name they import from it (its private _build_payload included).
 __all__ = [
     "safe_publish",
+    "DEFAULT_CHANNEL",
+    "EventPublisher",
+    "get_publisher",
+    "reset_publisher_for_tests",
+    "_build_payload",
     "default_publisher",
     "Publisher",
     "has_stream_mode",

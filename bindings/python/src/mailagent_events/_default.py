@@ -1,5 +1,6 @@
-"""The drop-in safe_publish: one process-wide Publisher configured from the
-environment, opened on first use and closed at exit."""
+"""The process-wide library Publisher behind the drop-in (safe_publish and
+get_publisher() of _mailagent.py): configured from the environment, opened
+on first use and closed at exit."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import atexit
 import logging
 import os
 import threading
-from typing import Any, Mapping, Optional
+from typing import Optional
 
+from ._env import env_get, redis_url_from_env
 from ._util import OPEN_DBS, OPEN_PUBLISHERS
 from .errors import MailagentError
 from .publisher import Publisher, has_stream_mode
 
-__all__ = ["safe_publish", "default_publisher"]
+__all__ = ["default_publisher"]
 
 _log = logging.getLogger("mailagent_events")
 
@@ -26,9 +28,15 @@ _orphans: list = []
 
 
 def _from_env() -> Publisher:
-    url = os.environ.get("MAILAGENT_REDIS_URL") or None
-    kw: dict = {"channel": os.environ.get("MAILAGENT_CHANNEL") or None}
-    stream = os.environ.get("MAILAGENT_STREAM") or None
+    try:
+        url, var = redis_url_from_env()
+    except ValueError as e:
+        # The drop-in must not take the watcher down for a bad variable.
+        _log.error("mailagent_events: cannot publish: %s", e)
+        return Publisher(None, close_timeout_ms=1000)
+    # Taken as set (blank: unset), as the command takes them.
+    kw: dict = {"channel": env_get("MAILAGENT_CHANNEL")}
+    stream = env_get("MAILAGENT_STREAM")
     if stream is not None:
         if has_stream_mode():
             kw["stream_key"] = stream
@@ -40,15 +48,16 @@ def _from_env() -> Publisher:
     except MailagentError as e:
         # The drop-in must not take the watcher down for a bad variable:
         # say why once, and publish nothing (calls count as dropped_disabled).
-        _log.error("mailagent_events: cannot publish: MAILAGENT_REDIS_URL/MAILAGENT_CHANNEL: %s",
-                   e.message)
+        _log.error("mailagent_events: cannot publish: %s/MAILAGENT_CHANNEL: %s",
+                   var, e.message)
         return Publisher(None, close_timeout_ms=1000)
 
 
 def default_publisher() -> Publisher:
     """The process-wide Publisher safe_publish uses, opened on first use
-    from MAILAGENT_REDIS_URL (unset: a disabled publisher that only
-    counts), MAILAGENT_CHANNEL and MAILAGENT_STREAM, and closed at exit
+    from MAILAGENT_REDIS_URL, else MailAgent's REDIS_URL + REDIS_DB (none:
+    a disabled publisher that only counts), MAILAGENT_CHANNEL and
+    MAILAGENT_STREAM (docs/operations.md#environment), and closed at exit
     (waiting at most 1 s for queued events). A child process after fork()
     gets its own on its first call, as redis-py's connection pools do.
     Pass it to Db(publisher=...) to announce store writes through it."""
@@ -62,36 +71,19 @@ def default_publisher() -> Publisher:
         return _publisher
 
 
-def safe_publish(
-    event_type: str,
-    internal_id: Optional[int],
-    data: Optional[Mapping[str, Any]],
-    source: str,
-) -> None:
-    """Publishes one event through the process-wide publisher: the seed's
-    ``safe_publish(event_type, internal_id, data, source)``, now queued in
-    microseconds whatever Redis does.
-
-    Never raises and never blocks, like the function it replaces: bad
-    arguments (wrong types, data json cannot serialise) are counted as
-    dropped_invalid in default_publisher().stats(), and calls after the
-    interpreter began to exit are ignored."""
-    p = _publisher
-    if p is None:
-        if _shut:
+def _forget(p: Optional[Publisher]) -> None:
+    """Closes the process-wide Publisher (p, or whichever it is when None)
+    and forgets it: the next default_publisher() reads the environment
+    again (reset_publisher_for_tests)."""
+    global _publisher
+    with _lock:
+        cur = _publisher
+        if cur is None or (p is not None and cur is not p):
             return
-        try:
-            p = default_publisher()
-        except Exception:  # nothing about publishing may reach the caller
-            return
+        _publisher = None
     try:
-        p.publish(event_type, internal_id, data, source)
-    except (TypeError, ValueError):
-        try:
-            p._count_invalid()
-        except MailagentError:
-            pass
-    except MailagentError:  # closed at exit under a late daemon thread
+        cur.close()
+    except Exception:
         pass
 
 
