@@ -417,6 +417,11 @@ def ui(env, args):
     env.browser()
     env.open(f"http://127.0.0.1:{env.relay_port}/")
     check(env.live(), "the page did not go live")
+    # Event data only ever goes in as text: no markup API in the script.
+    source = env.js("document.documentElement.outerHTML")
+    check(not any(api in source for api in ("innerHTML", "outerHTML", "insertAdjacentHTML",
+                                            "document.write")),
+          "the page's script uses a markup API")
     plan = [("email.synced", 7), ("outbox.enqueued", 7), ("llm.success", 8),
             ("outbox.sent", 8), ("email.failed", 9)] * 4
     last = None
@@ -496,7 +501,11 @@ def ui(env, args):
     env.js("document.getElementById('dclose').click()")
     # Phone width: one column, nothing wider than the screen.
     env.viewport(390, 844, mobile=True)
-    time.sleep(0.5)
+    time.sleep(1.2)
+    check(env.js("document.getElementById('chart').getAttribute('viewBox')").split()[2]
+          == str(env.js("Math.round(document.getElementById('chart')"
+                        ".getBoundingClientRect().width)")),
+          "the chart is not drawn at the phone's width")
     width = env.js("document.documentElement.scrollWidth")
     check(width <= 391, f"the page is {width} px wide at a phone's 390")
     env.screenshot("phone.png")
