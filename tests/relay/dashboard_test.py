@@ -7,6 +7,8 @@ Usage: dashboard_test.py SCENARIO --cli MAILAGENT --out DIR [--seconds N]
 Scenarios (each its own CTest test, label `dashboard`):
   nginx_outage    relay (stream mode) behind nginx, stopped 4.5 s while
                   events keep coming: every event shown once
+  stall           the relay stops answering (SIGSTOP) without closing: the
+                  page notices the missing heartbeat and reconnects
   prefix          behind nginx under /mailagent/ only: stream and healthz
                   reached relative to the page
   odd_events      events the page cannot read as it expects, in EventSource
@@ -305,6 +307,51 @@ def nginx_outage(env, args):
     check(any(s and "retrying" in s for s in states), f"the page never said retrying: {states}")
     check(env.live(10), "the page is not live again")
     env.screenshot("nginx_outage.png")
+
+
+def stall(env, args):
+    """The relay stops answering without closing (SIGSTOP: the connection
+    stays open, nothing comes, not even the heartbeat): the page must say
+    so and reconnect with its last id, in EventSource and fetch mode."""
+    r = env.redis()
+    env.browser()
+    seq = 0
+    for label, extra, frag in (("EventSource", None, ""),
+                               ("fetch", {"MAILAGENT_LOCAL_TOKEN": "dash-t0ken"},
+                                "#token=dash-t0ken")):
+        env.start_relay(["--stream", STREAM], env=extra)
+        env.open(f"http://127.0.0.1:{env.relay_port}/{frag}")
+        check(env.live(), f"{label}: the page did not go live")
+        first = seq + 1
+        for _ in range(5):
+            seq += 1
+            r.xadd(STREAM, {"event": event(seq)})
+        check(wait_until(lambda: env.js(TOTAL) == 5, 10), f"{label}: events before the stall")
+        time.sleep(1.5)   # a few heartbeats: the page learns their interval
+        env.relay.send_signal(signal.SIGSTOP)
+        states = set()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 8:
+            if int((time.monotonic() - t0) * 4) % 4 == 0 and seq < first + 20:
+                seq += 1
+                r.xadd(STREAM, {"event": event(seq)})
+            states.add(env.js("document.getElementById('state').textContent"))
+            time.sleep(0.25)
+        env.relay.send_signal(signal.SIGCONT)
+        for _ in range(5):
+            seq += 1
+            r.xadd(STREAM, {"event": event(seq)})
+        n = seq - first + 1
+        wait_until(lambda: env.js(TOTAL) >= n, 30, 0.2)
+        print(f"{label}: states during the stall: {sorted(x for x in states if x)}")
+        check(any(x and "retrying" in x for x in states),
+              f"{label}: the page still said {sorted(x for x in states if x)} with nothing "
+              "coming for 8 s")
+        ids = [int(row[1]) for row in rows(env) if row[0] == "test.seq"]
+        check(sorted(ids) == list(range(first, seq + 1)),
+              f"{label}: {len(ids)} rows for {n} events: {sorted(ids)}")
+        check(env.live(10), f"{label}: not live again")
+        env.stop_relay()
 
 
 def prefix(env, args):
@@ -617,7 +664,7 @@ def first_frame_id(env, args):
         env.stop_relay()
 
 
-SCENARIOS = {f.__name__: f for f in (nginx_outage, prefix, odd_events, token, many_types, ui, lag,
+SCENARIOS = {f.__name__: f for f in (nginx_outage, stall, prefix, odd_events, token, many_types, ui, lag,
                                      first_frame_id)}
 
 
