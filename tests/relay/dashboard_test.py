@@ -415,6 +415,10 @@ def odd_events(env, args):
     env.stop_relay()
     env.start_relay(env=({"MAILAGENT_LOCAL_TOKEN": "dash-t0ken"}))
     odd_events_in(env, r, "fetch", f"http://127.0.0.1:{env.relay_port}/#token=dash-t0ken")
+    # Every one in the chart too, the ones with no or an absurd ts at arrival.
+    check(wait_until(lambda: env.js("document.getElementById('chart')"
+                                    ".getAttribute('data-total')") == "180", 5),
+          "the chart does not count all 180")
     env.screenshot("odd_events.png")
 
 
