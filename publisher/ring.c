@@ -71,7 +71,7 @@ int mae__ring_reserve(mae_publisher *p)
     p->out.lens = malloc(p->batch_max * sizeof *p->out.lens);
     if (!p->out.off || !p->out.lens)
         return MAE_ENOMEM;
-    if (p->stream_key) {
+    if (p->stream_key || p->hub) {
         p->argv = malloc((SCRIPT_ARGS + p->batch_max) * sizeof *p->argv);
         p->argl = malloc((SCRIPT_ARGS + p->batch_max) * sizeof *p->argl);
         if (!p->argv || !p->argl)
