@@ -184,9 +184,11 @@ static void test_resend_after_cut_answer_is_skipped(void **state)
     assert_hub_holds(h, 10);
     mae_publisher_stats st = stats(p);
     assert_int_equal(st.published, 10);
-    assert_int_equal(st.resent, 10);
-    assert_int_equal(st.skipped, 10);
-    assert_int_equal(fake_hub_skipped(h), 10);
+    /* The cut batch holds the first 1 to 10 events (how many the I/O
+     * thread had gathered): all of it resent, all of it skipped. */
+    assert_true(st.resent >= 1);
+    assert_int_equal(st.skipped, st.resent);
+    assert_int_equal(fake_hub_skipped(h), st.skipped);
     assert_int_equal(st.connects, 2);
     char last[256];
     assert_true(logged(last, sizeof last) >= 1);
@@ -213,8 +215,9 @@ static void test_resend_after_drop_is_applied(void **state)
     assert_hub_holds(h, 10);
     mae_publisher_stats st = stats(p);
     assert_int_equal(st.published, 10);
-    assert_int_equal(st.resent, 20);
+    assert_true(st.resent >= 2); /* the first batch, twice */
     assert_int_equal(st.skipped, 0);
+    assert_int_equal(fake_hub_skipped(h), 0);
     assert_int_equal(st.connects, 3);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     fake_hub_stop(h);
@@ -234,8 +237,8 @@ static void test_trickling_answer_times_out_and_resends(void **state)
     assert_hub_holds(h, 5);
     mae_publisher_stats st = stats(p);
     assert_int_equal(st.published, 5);
-    assert_int_equal(st.resent, 5);
-    assert_int_equal(st.skipped, 5);
+    assert_true(st.resent >= 1);
+    assert_int_equal(st.skipped, st.resent);
     assert_non_null(strstr(st.last_error, "timed out"));
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     fake_hub_stop(h);
@@ -290,7 +293,9 @@ static void test_401_counted_as_rejected_auth(void **state)
 
 /* 400 and 413 drop their batch as rejected_invalid, and the next batch goes
  * on (numbered on: the hub sees no gap it would refuse). The second refusal
- * within a minute is folded into the log's repeat count. */
+ * within a minute is folded into the log's repeat count. Which events make
+ * up the refused batch depends on how many the I/O thread had gathered
+ * (at least the first), so the sums are asserted, not the split. */
 static void test_400_413_counted_as_rejected_invalid(void **state)
 {
     (void)state;
@@ -305,11 +310,14 @@ static void test_400_413_counted_as_rejected_invalid(void **state)
     publish_n(p, 7, 2);
     assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
     mae_publisher_stats st = stats(p);
-    assert_int_equal(st.rejected_invalid, 7);
+    assert_true(st.rejected_invalid >= 2);
     assert_int_equal(st.rejected_auth, 0);
-    assert_int_equal(st.dropped_send_error, 7);
-    assert_int_equal(st.published, 2);
-    assert_int_equal(fake_hub_events(h), 2);
+    assert_int_equal(st.rejected_server, 0);
+    assert_int_equal(st.dropped_send_error, st.rejected_invalid);
+    assert_int_equal(st.published + st.rejected_invalid, 9);
+    assert_true(st.published >= 2);
+    assert_int_equal(fake_hub_events(h), st.published);
+    assert_int_equal(fake_hub_bad(h), 0);
     assert_int_equal(logged(NULL, 0), 1); /* rate-limited: one report a minute */
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     fake_hub_stop(h);
@@ -330,8 +338,8 @@ static void test_503_retried_not_dropped(void **state)
     mae_publisher_stats st = stats(p);
     assert_int_equal(st.published, 4);
     assert_int_equal(st.dropped_send_error, 0);
-    assert_int_equal(st.resent, 20);
-    assert_int_equal(fake_hub_requests(h), 6);
+    assert_true(st.resent >= 5); /* the first batch, five times */
+    assert_true(fake_hub_requests(h) >= 6);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     fake_hub_stop(h);
 }
@@ -357,10 +365,10 @@ static void test_500_three_times_counted_as_rejected_server(void **state)
     publish_n(p, 5, 1);
     assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
     st = stats(p);
-    assert_int_equal(st.rejected_server, 2);
-    assert_int_equal(st.dropped_send_error, 2);
-    assert_int_equal(st.published, 4);
-    assert_int_equal(fake_hub_events(h), 4);
+    assert_true(st.rejected_server >= 1); /* the batch holding event 3, or 3 and 4 */
+    assert_int_equal(st.dropped_send_error, st.rejected_server);
+    assert_int_equal(st.published + st.rejected_server, 6);
+    assert_int_equal(fake_hub_events(h), st.published);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     fake_hub_stop(h);
 }
