@@ -253,6 +253,7 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
     if (p->hub) {
         make_id(p, p->pub_id);
         p->next_seq = 1;
+        p->batch_bytes_max = MAE__HUB_BATCH_BYTES;
     }
     /* The hub applies each event once and gives it an id itself: there is
      * no Redis Stream to write, so stream_key is not used in hub mode. */

@@ -51,6 +51,7 @@ struct mae_publisher {
     int wake_fd;             /* eventfd: a sleeping I/O thread waits on it */
     bool hub;                /* hub mode: batches are POSTed to relay_url */
     char pub_id[33];         /* stream and hub mode: 128 random bits in hex */
+    size_t batch_bytes_max;  /* hub mode: a batch's most body bytes; 0 = no bound */
     char *stream_key;        /* NULL: stream mode off */
     char *applied_key;       /* <stream_key>:publisher:<id> */
     char maxlen_text[24];

@@ -95,6 +95,11 @@ extern const mae__transport_ops mae__hiredis_transport;
  * hub's answer (ints: accepted, skipped; str: last_id; status). */
 extern const mae__transport_ops mae__http_transport;
 
+/* The most body bytes of one POST to a hub (a longer single event goes
+ * alone): half the relay's default --max-body-bytes of 16 MiB, so a batch
+ * of large events is never refused whole for its size. */
+#define MAE__HUB_BATCH_BYTES ((size_t)8 << 20)
+
 /* Parses a relay base URL, http://host[:port][/], into out (host, port;
  * password = token, copied, when token is not NULL or ""). Returns MAE_OK,
  * MAE_EINVAL with a sentence naming the problem in err (https, a path, a

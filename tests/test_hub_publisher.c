@@ -168,6 +168,43 @@ static void test_no_token_no_header(void **state)
     fake_hub_stop(h);
 }
 
+/* Twenty events of 700 KB would make a 14 MB body, over a relay's default
+ * 16 MiB limit only a little less so than a full batch of 1 MiB events:
+ * batches stay under 8 MiB of body, and every event arrives. */
+static void test_large_events_split_into_bounded_bodies(void **state)
+{
+    (void)state;
+    fake_hub *h = fake_hub_start();
+    mae_publisher *p = open_hub(fake_hub_url(h), NULL, 5000, 0);
+    size_t big = 700 * 1000;
+    char *data = malloc(big + 32);
+    assert_non_null(data);
+    for (int i = 0; i < 20; i++) {
+        int k = snprintf(data, 32, "{\"n\":%d,\"s\":\"", i);
+        memset(data + k, 'x', big);
+        memcpy(data + k + big, "\"}", 3);
+        mae_safe_publish(p, "test.event", i, data, "test");
+    }
+    free(data);
+    assert_int_equal(mae_publisher_flush(p, 60000), MAE_OK);
+    mae_publisher_stats st = stats(p);
+    assert_int_equal(st.published, 20);
+    assert_int_equal(fake_hub_events(h), 20);
+    assert_true(fake_hub_max_body(h) <= ((size_t)8 << 20));
+    assert_true(fake_hub_requests(h) >= 2);
+    char *line = malloc(big + 512);
+    assert_non_null(line);
+    for (int i = 0; i < 20; i++) {
+        char needle[32];
+        assert_true(fake_hub_event(h, (size_t)i, line, big + 512));
+        snprintf(needle, sizeof needle, "{\"n\":%d,", i);
+        assert_non_null(strstr(line, needle));
+    }
+    free(line);
+    assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
+    fake_hub_stop(h);
+}
+
 /* ---- resends ---- */
 
 /* The hub applies the batch, then the connection breaks before the whole
@@ -444,6 +481,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_event_once_in_order),
         cmocka_unit_test(test_no_token_no_header),
+        cmocka_unit_test(test_large_events_split_into_bounded_bodies),
         cmocka_unit_test(test_resend_after_cut_answer_is_skipped),
         cmocka_unit_test(test_resend_after_drop_is_applied),
         cmocka_unit_test(test_trickling_answer_times_out_and_resends),

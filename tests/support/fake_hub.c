@@ -50,7 +50,7 @@ struct fake_hub {
     bool unhang;
     char **events;
     size_t nevents, cap_events;
-    size_t requests, connections, skipped, gaps, bad;
+    size_t requests, connections, skipped, gaps, bad, max_body;
     struct { char id[33]; unsigned long long last; } pubs[MAX_PUBLISHERS];
     size_t npubs;
     unsigned long long next_seq; /* for last_id */
@@ -171,6 +171,8 @@ static bool handle(fake_hub *h, hub_conn *c, const char *head, const char *body,
     char id[64] = "", start_text[32] = "", type[64] = "", token[256] = "", te[32];
     pthread_mutex_lock(&h->mu);
     h->requests++;
+    if (blen > h->max_body)
+        h->max_body = blen;
     free(h->last_head);
     h->last_head = strdup(head);
     int act = h->def_act, status = h->def_status;
@@ -474,6 +476,7 @@ COUNTER(connections)
 COUNTER(skipped)
 COUNTER(gaps)
 COUNTER(bad)
+COUNTER(max_body)
 
 size_t fake_hub_events(fake_hub *h)
 {

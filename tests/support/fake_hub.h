@@ -52,6 +52,7 @@ size_t fake_hub_connections(fake_hub *h);   /* connections accepted */
 size_t fake_hub_skipped(fake_hub *h);       /* events skipped as already applied */
 size_t fake_hub_gaps(fake_hub *h);          /* batches starting past last + 1 */
 size_t fake_hub_bad(fake_hub *h);           /* requests breaking the wire protocol */
+size_t fake_hub_max_body(fake_hub *h);      /* the longest request body so far */
 /* Copies the last request's header name (any case) into buf; false when
  * absent. The request line is under the name ":request". */
 bool fake_hub_header(fake_hub *h, const char *name, char *buf, size_t n);
