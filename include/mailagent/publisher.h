@@ -153,6 +153,7 @@ MAE_EXTERN void mae_publisher_config_init(mae_publisher_config *cfg);
 /* Creates a publisher and starts its I/O thread. Returns at once: it never
  * resolves, connects or waits. cfg and its strings are copied.
  * Returns MAE_OK and writes *out, or MAE_EINVAL (NULL cfg/out, malformed URL,
+ * both redis_url and relay_url set, a relay_token with a control character,
  * empty channel, zero queue bounds, negative timeouts; the reason goes to
  * cfg->error_buf), or MAE_ENOMEM. With neither redis_url nor relay_url
  * (NULL or "") the publisher is disabled: its calls are counted as
@@ -165,7 +166,8 @@ MAE_EXTERN int mae_publisher_open(const mae_publisher_config *cfg, mae_publisher
 MAE_EXTERN int mae_publisher_flush(mae_publisher *p, int timeout_ms);
 
 /* Flushes within timeout_ms, stops the I/O thread and frees everything.
- * Returns within timeout_ms (plus scheduling) even when Redis is hung:
+ * Returns within timeout_ms (plus scheduling) even when Redis (or the hub)
+ * is hung:
  * a blocked socket is shut down; a thread stuck in name resolution is
  * detached and frees its own state when it returns. Returns MAE_OK when all
  * queued events were sent, MAE_ETIMEDOUT when some were abandoned.
