@@ -410,6 +410,42 @@ static void test_500_three_times_counted_as_rejected_server(void **state)
     fake_hub_stop(h);
 }
 
+/* The hub stops and a new one starts on its port: the events published
+ * meanwhile wait in the queue and reach the new hub, whose first batch
+ * from this publisher starts above 1 (counted as a gap, taken); the
+ * publisher reconnects by itself. */
+static void test_hub_restart(void **state)
+{
+    (void)state;
+    fake_hub *h = fake_hub_start();
+    int port = fake_hub_port(h);
+    char url[64];
+    snprintf(url, sizeof url, "%s", fake_hub_url(h));
+    mae_publisher *p = open_hub(url, NULL, 1000, 0);
+    publish_n(p, 0, 10);
+    assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
+    assert_hub_holds(h, 10);
+    fake_hub_stop(h);
+    publish_n(p, 10, 10);
+    TU_EVENTUALLY(stats(p).connect_failures >= 1);
+    assert_true(stats(p).connect_failures >= 1);
+    h = fake_hub_start_on(port);
+    assert_int_equal(mae_publisher_flush(p, 20000), MAE_OK);
+    char line[512];
+    assert_int_equal(fake_hub_events(h), 10);
+    assert_true(fake_hub_event(h, 0, line, sizeof line));
+    assert_non_null(strstr(line, "\"data\":{\"n\":10}"));
+    assert_true(fake_hub_event(h, 9, line, sizeof line));
+    assert_non_null(strstr(line, "\"data\":{\"n\":19}"));
+    assert_int_equal(fake_hub_gaps(h), 1);
+    mae_publisher_stats st = stats(p);
+    assert_int_equal(st.published, 20);
+    assert_int_equal(st.dropped_send_error, 0);
+    assert_int_equal(st.connects, 2);
+    assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
+    fake_hub_stop(h);
+}
+
 /* ---- a hung hub, an absent hub ---- */
 
 /* The hub accepts and never answers. Publish calls still return (the
@@ -490,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_400_413_counted_as_rejected_invalid),
         cmocka_unit_test(test_503_retried_not_dropped),
         cmocka_unit_test(test_500_three_times_counted_as_rejected_server),
+        cmocka_unit_test(test_hub_restart),
         cmocka_unit_test(test_hung_hub_never_holds_the_caller),
         cmocka_unit_test(test_absent_hub),
     };

@@ -380,13 +380,20 @@ static void poke(fake_hub *h)
 
 fake_hub *fake_hub_start(void)
 {
+    return fake_hub_start_on(0);
+}
+
+fake_hub *fake_hub_start_on(int port)
+{
     fake_hub *h = calloc(1, sizeof *h);
     assert_non_null(h);
     for (int i = 0; i < MAX_CONNS; i++)
         h->conns[i].fd = -1;
     h->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(h->lfd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    int one = 1;
+    setsockopt(h->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(bind(h->lfd, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(listen(h->lfd, 64), 0);
@@ -427,6 +434,11 @@ void fake_hub_stop(fake_hub *h)
 const char *fake_hub_url(fake_hub *h)
 {
     return h->url;
+}
+
+int fake_hub_port(fake_hub *h)
+{
+    return atoi(strrchr(h->url, ':') + 1);
 }
 
 void fake_hub_require_token(fake_hub *h, const char *token)

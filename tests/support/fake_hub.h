@@ -28,8 +28,11 @@ enum {
 fake_hub *fake_hub_start(void);
 /* Stops the thread, closes every connection and frees h. */
 void fake_hub_stop(fake_hub *h);
+/* The same on a given port (a hub restarted where the last one was). */
+fake_hub *fake_hub_start_on(int port);
 /* "http://127.0.0.1:<port>", borrowed for h's life. */
 const char *fake_hub_url(fake_hub *h);
+int fake_hub_port(fake_hub *h);
 
 /* ---- scripting (any time) ---- */
 /* Requests without X-MailAgent-Local-Token equal to token get 401 (NULL:
