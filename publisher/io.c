@@ -303,6 +303,8 @@ static void io_send(mae_publisher *p, io_state *io)
     io->watch_conn = true;
     if (broken)
         drop_connection(p, &io->conn);
+    else if (p->hub && p->ops.peer_closed(io->conn))
+        drop_connection(p, &io->conn); /* the answer closed it (Connection: close): no problem */
 
     io_lock(p);
     if (broken) {

@@ -411,6 +411,11 @@ static int http_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
     if (out)
         memset(out, 0, sizeof *out);
     hc->dead = true; /* until a complete answer says otherwise */
+    /* A hub may answer before it has read the whole request (a 413 for a
+     * body it will not take) and close: then writing fails, or stalls, and
+     * the answer already sent is what decides. `cut` records that the
+     * request did not go out whole, and why. */
+    char cut[96] = "";
     while (off < hc->req_len) {
         ssize_t w = send(hc->fd, hc->req + off, hc->req_len - off, MSG_NOSIGNAL);
         if (w > 0) {
@@ -418,13 +423,20 @@ static int http_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
             continue;
         }
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            errno_text(errno, err, errlen, "sending");
-            return MAE__REPLY_IO;
+            errno_text(errno, cut, sizeof cut, "sending");
+            break;
         }
-        int rc = wait_fd(hc->fd, POLLOUT, deadline);
+        struct pollfd pfd = {.fd = hc->fd, .events = POLLOUT | POLLIN};
+        int rc = poll(&pfd, 1, left_ms(deadline));
+        if (rc < 0 && errno == EINTR)
+            continue;
         if (rc <= 0) {
             snprintf(err, errlen, "sending: %s", rc == 0 ? "timed out" : "poll failed");
             return MAE__REPLY_IO;
+        }
+        if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+            snprintf(cut, sizeof cut, "sending: the hub answered or closed before the whole request");
+            break;
         }
     }
     if (hc->req_cap > REQ_KEEP) {
@@ -440,12 +452,15 @@ static int http_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
     while (prc == MAE__HTTP_MORE) {
         ssize_t r = recv(hc->fd, buf, sizeof buf, MSG_DONTWAIT);
         if (r == 0) {
-            snprintf(err, errlen, "connection closed before a complete answer");
+            snprintf(err, errlen, "%s", cut[0] ? cut : "connection closed before a complete answer");
             return MAE__REPLY_IO;
         }
         if (r < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                errno_text(errno, err, errlen, "reading the answer");
+                if (cut[0])
+                    snprintf(err, errlen, "%s", cut);
+                else
+                    errno_text(errno, err, errlen, "reading the answer");
                 return MAE__REPLY_IO;
             }
             int rc = wait_fd(hc->fd, POLLIN, deadline);
@@ -462,9 +477,11 @@ static int http_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
             snprintf(err, errlen, "malformed answer: %s", hc->resp.why);
             return MAE__REPLY_IO;
         }
-        /* Bytes after the answer were never asked for: the stream is no
-         * longer in step, so the connection is not reused. */
-        hc->dead = prc == MAE__HTTP_DONE && (used < (size_t)r || hc->resp.close);
+        /* Bytes after the answer were never asked for, or the request did
+         * not go out whole: the stream is no longer in step, so the
+         * connection is not reused. */
+        if (prc == MAE__HTTP_DONE)
+            hc->dead = cut[0] || used < (size_t)r || hc->resp.close;
     }
     const mae__http_resp *a = &hc->resp;
     if (out)

@@ -360,6 +360,52 @@ static void test_400_413_counted_as_rejected_invalid(void **state)
     fake_hub_stop(h);
 }
 
+/* A hub that refuses a body over its limit answers 413 before reading it.
+ * The answer decides even when the publisher was still writing: the batch
+ * is counted rejected_invalid, not resent for ever; the next (small) batch
+ * goes through on a new connection. With linger the hub drains the body
+ * first; without, it closes at once and the publisher's write fails. */
+static void early_413(bool linger)
+{
+    fake_hub *h = fake_hub_start();
+    fake_hub_body_limit(h, 1u << 20, linger);
+    mae_publisher *p = open_hub(fake_hub_url(h), NULL, 3000, 0);
+    size_t big = 900 * 1000;
+    char *data = malloc(big + 32);
+    assert_non_null(data);
+    memcpy(data, "{\"s\":\"", 6);
+    memset(data + 6, 'x', big);
+    memcpy(data + 6 + big, "\"}", 3);
+    /* The first event may go out alone (the thread wakes on it), the rest
+     * gather behind it: at least one batch of several MB. */
+    for (int i = 0; i < 8; i++)
+        mae_safe_publish(p, "test.big", i, data, "test");
+    free(data);
+    assert_int_equal(mae_publisher_flush(p, 30000), MAE_OK);
+    mae_publisher_stats st = stats(p);
+    assert_true(st.rejected_invalid >= 7);
+    assert_int_equal(st.published + st.rejected_invalid, 8);
+    assert_non_null(strstr(st.last_error, "HTTP 413"));
+    fake_hub_body_limit(h, 0, false);
+    publish_n(p, 0, 3);
+    assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
+    assert_int_equal(fake_hub_events(h), 3 + st.published);
+    assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
+    fake_hub_stop(h);
+}
+
+static void test_413_before_the_body_lingering_hub(void **state)
+{
+    (void)state;
+    early_413(true);
+}
+
+static void test_413_before_the_body_closing_hub(void **state)
+{
+    (void)state;
+    early_413(false);
+}
+
 /* 503 is "not now": the batch is kept and resent after a backoff, never
  * dropped. */
 static void test_503_retried_not_dropped(void **state)
@@ -524,6 +570,8 @@ int main(void)
         cmocka_unit_test(test_chunked_answer_acknowledges_and_reconnects),
         cmocka_unit_test(test_401_counted_as_rejected_auth),
         cmocka_unit_test(test_400_413_counted_as_rejected_invalid),
+        cmocka_unit_test(test_413_before_the_body_lingering_hub),
+        cmocka_unit_test(test_413_before_the_body_closing_hub),
         cmocka_unit_test(test_503_retried_not_dropped),
         cmocka_unit_test(test_500_three_times_counted_as_rejected_server),
         cmocka_unit_test(test_hub_restart),

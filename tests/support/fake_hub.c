@@ -44,6 +44,8 @@ struct fake_hub {
 
     /* Guarded by mu. */
     char *token;
+    size_t body_limit;           /* 0: none; else 413 after the head, then close */
+    bool linger;                 /* after that 413, read what comes before closing */
     struct { int act, status; } script[MAX_SCRIPT];
     size_t script_n;
     int def_act, def_status;
@@ -293,6 +295,28 @@ static void conn_read(fake_hub *h, hub_conn *c)
         c->buf[head_len - 2] = '\0'; /* the head, ending in one \r\n */
         size_t blen = find_header(c->buf, "Content-Length", cl, sizeof cl) ? strtoul(cl, NULL, 10) : 0;
         c->buf[head_len - 2] = '\r';
+        pthread_mutex_lock(&h->mu);
+        size_t limit = h->body_limit;
+        bool linger = h->linger;
+        pthread_mutex_unlock(&h->mu);
+        if (limit && blen > limit) {
+            /* As a hub refuses a body over its limit: before reading it. */
+            answer(c->fd, 413, "Connection: close\r\n", "{\"error\":\"body too large\"}");
+            pthread_mutex_lock(&h->mu);
+            h->requests++;
+            pthread_mutex_unlock(&h->mu);
+            if (linger) {
+                /* Read the rest before closing, so the close sends no
+                 * reset that could take the answer with it. */
+                shutdown(c->fd, SHUT_WR);
+                char sink[65536];
+                struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+                while (poll(&pfd, 1, 2000) > 0 && recv(c->fd, sink, sizeof sink, 0) > 0) {
+                }
+            }
+            conn_close(c);
+            return;
+        }
         if (c->len < head_len + blen)
             return;
         char *head = strndup(c->buf, head_len - 2);
@@ -446,6 +470,14 @@ void fake_hub_require_token(fake_hub *h, const char *token)
     pthread_mutex_lock(&h->mu);
     free(h->token);
     h->token = token ? strdup(token) : NULL;
+    pthread_mutex_unlock(&h->mu);
+}
+
+void fake_hub_body_limit(fake_hub *h, size_t bytes, bool linger)
+{
+    pthread_mutex_lock(&h->mu);
+    h->body_limit = bytes;
+    h->linger = linger;
     pthread_mutex_unlock(&h->mu);
 }
 

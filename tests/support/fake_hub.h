@@ -38,6 +38,11 @@ int fake_hub_port(fake_hub *h);
 /* Requests without X-MailAgent-Local-Token equal to token get 401 (NULL:
  * no check). Copied. */
 void fake_hub_require_token(fake_hub *h, const char *token);
+/* A request whose Content-Length is over bytes (0: no limit) is answered
+ * 413 with Connection: close as soon as its head is in, unread; with
+ * linger, the hub reads and discards the rest before closing (as careful
+ * servers do), else it closes at once. */
+void fake_hub_body_limit(fake_hub *h, size_t bytes, bool linger);
 /* The next request is handled with act (status for HUB_STATUS); queued
  * behind earlier ones. */
 void fake_hub_push(fake_hub *h, int act, int status);
