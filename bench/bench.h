@@ -245,6 +245,19 @@ typedef struct stream_result {
     stream_mode_result mode[2];
 } stream_result;
 
+/* The hubcall part: the publish call in hub mode, the hub healthy, hung
+ * (listening, never answering) and absent (nothing listening). */
+enum { HUB_HEALTHY, HUB_HUNG, HUB_ABSENT, HUB_STATES };
+extern const char *const hub_state_names[HUB_STATES];
+typedef struct hub_call_result {
+    lat_summary call;
+    uint64_t calls, published, dropped, connects, connect_failures;
+    double close_ms;                   /* close(p, 300) when hung or absent */
+} hub_call_result;
+typedef struct hubcall_result {
+    hub_call_result state[HUB_STATES];
+} hubcall_result;
+
 /* The parts, each known by its name: on the command line (--only
  * latency,stores), in have[] and in the table's headings. */
 #define BENCH_PARTS(X)                                                                      \
@@ -255,7 +268,8 @@ typedef struct stream_result {
     X(MEMORY, "memory")                                                                     \
     X(IDLE, "idle")                                                                         \
     X(ISOLATED, "isolated")                                                                 \
-    X(STREAM, "stream")
+    X(STREAM, "stream")                                                                     \
+    X(HUBCALL, "hubcall")
 
 enum {
 #define BENCH_PART_ENUM(id, name) PART_##id,
@@ -274,6 +288,7 @@ typedef struct bench_results {
     idle_result idle;
     isolated_result iso;
     stream_result stream;
+    hubcall_result hubcall;
     bool have[PART_COUNT];
     double total_s;
 } bench_results;
@@ -288,6 +303,7 @@ int part_memory(const bench_opts *o, bench_results *r);
 int part_idle(const bench_opts *o, bench_results *r);
 int part_isolated(const bench_opts *o, bench_results *r);
 int part_stream(const bench_opts *o, bench_results *r);
+int part_hubcall(const bench_opts *o, bench_results *r);
 
 /* The id of the thread p's I/O thread runs on, found by listing this
  * process's threads around mae_publisher_open (wakeup.c). */

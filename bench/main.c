@@ -39,7 +39,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mae_bench [--quick | --full] [--results DIR] [--plot FILE] [--only PART,...]\n"
             "  --only   the parts to run, by name: latency, throughput, stores, day, memory,\n"
-            "           idle, isolated, stream (or their numbers 1-8, as in \"--only 13\")\n"
+            "           idle, isolated, stream, hubcall (or their numbers 1-9, as in \"--only 13\")\n"
             "  --quick  the memory part keeps Redis down 15 s (default); fewer replaced calls where it stalls\n"
             "  --full   the memory part keeps Redis down 60 s, 500 000 calls per state, 2 000 000 events\n");
 }
@@ -421,6 +421,31 @@ static void print_stream(bench_results *r)
     }
 }
 
+static void print_hubcall(bench_results *r)
+{
+    char a[4][32];
+    printf("\n9. The publish call in hub mode (relay_url; a loopback hub in this process; "
+           "hung = listening, never answering)\n");
+    printf("   %-8s %9s %9s %9s %9s %10s %10s %9s %9s %10s\n", "hub", "call p50", "p99", "p99.9",
+           "max", "calls", "published", "connects", "failures", "close");
+    for (int s = 0; s < HUB_STATES; s++) {
+        const hub_call_result *x = &r->hubcall.state[s];
+        char cl[32];
+        snprintf(cl, sizeof cl, "%.0f ms", x->close_ms);
+        printf("   %-8s %9s %9s %9s %9s %10llu %10llu %9llu %9llu %10s\n", hub_state_names[s],
+               fmt_ns(x->call.p50, a[0], 32), fmt_ns(x->call.p99, a[1], 32),
+               fmt_ns(x->call.p999, a[2], 32), fmt_ns(x->call.max, a[3], 32),
+               (unsigned long long)x->calls, (unsigned long long)x->published,
+               (unsigned long long)x->connects, (unsigned long long)x->connect_failures, cl);
+    }
+    printf("   target p99.9 < %s in every state: %s\n", fmt_ns(TARGET_P999_NS, a[0], 32),
+           r->hubcall.state[0].call.p999 < TARGET_P999_NS &&
+                   r->hubcall.state[1].call.p999 < TARGET_P999_NS &&
+                   r->hubcall.state[2].call.p999 < TARGET_P999_NS
+               ? "met"
+               : "missed");
+}
+
 /* ---- JSON --------------------------------------------------------------------------
  * latest.json is written with the library's own JSON writer (core/text.h:
  * mae__buf, mae__json_str, mae__json_i64) through a small layer that keeps
@@ -731,6 +756,24 @@ static void json_isolated(jw *w, const isolated_result *is)
     jw_end(w);
 }
 
+static void json_hubcall(jw *w, const hubcall_result *h)
+{
+    jw_obj(w, "hub_caller");
+    for (int s = 0; s < HUB_STATES; s++) {
+        const hub_call_result *x = &h->state[s];
+        jw_obj(w, hub_state_names[s]);
+        jw_u64(w, "calls", x->calls);
+        jw_u64(w, "published", x->published);
+        jw_u64(w, "dropped", x->dropped);
+        jw_u64(w, "connects", x->connects);
+        jw_u64(w, "connect_failures", x->connect_failures);
+        jw_num(w, "close_ms", "%.1f", x->close_ms);
+        json_lat(w, "call", &x->call);
+        jw_end(w);
+    }
+    jw_end(w);
+}
+
 static void json_stream(jw *w, const stream_result *st)
 {
     jw_obj(w, "stream_mode");
@@ -780,6 +823,7 @@ static int write_json(const char *path, const bench_opts *o, bench_results *r, c
     json_idle(&w, &r->idle);
     json_isolated(&w, &r->iso);
     json_stream(&w, &r->stream);
+    json_hubcall(&w, &r->hubcall);
     jw_end(&w);
     mae__buf_putc(&w.b, '\n');
     if (w.b.oom) {
@@ -823,7 +867,7 @@ static bool parse_only(const char *list, bool run[PART_COUNT])
 {
     for (int k = 0; k < PART_COUNT; k++)
         run[k] = false;
-    if (strspn(list, "12345678") == strlen(list) && list[0]) {
+    if (strspn(list, "123456789") == strlen(list) && list[0]) {
         for (const char *c = list; *c; c++)
             run[*c - '1'] = true;
         return true;
@@ -913,6 +957,8 @@ static int run_parts(const bench_opts *o, const bool run[PART_COUNT], bench_resu
         failed++;
     if (run[PART_STREAM] && part_stream(o, r) != 0)
         failed++;
+    if (run[PART_HUBCALL] && part_hubcall(o, r) != 0)
+        failed++;
     r->total_s = (double)(now_ns() - t0) / 1e9;
     progress_done();
     return failed;
@@ -942,6 +988,8 @@ static void print_parts(const bench_opts *o, bench_results *r, const char *mach)
         print_isolated(r);
     if (r->have[PART_STREAM])
         print_stream(r);
+    if (r->have[PART_HUBCALL])
+        print_hubcall(r);
 }
 
 /* The last line: the summary, with the count of targets met. */

@@ -1,5 +1,6 @@
 /* This header defines the publisher's private state, struct mae_publisher,
- * and what its files (publisher.c, fork.c, ring.c, io.c, send.c) share:
+ * and what its files (publisher.c, fork.c, ring.c, io.c, send.c,
+ * send_hub.c) share:
  * the clocks, the I/O thread's lock, the wake-up and the calls between
  * them; it is never installed, and nothing in it is exported. */
 #ifndef MAE_PUBLISHER_IMPL_H
@@ -29,7 +30,8 @@ typedef struct batch {
     size_t *off, *lens;     /* batch_max entries each */
     size_t n;
     uint64_t first_seq;     /* stream mode: the number of the first line */
-    bool pending;           /* stream mode: sent, not yet acknowledged */
+    bool pending;           /* stream and hub mode: sent, not yet acknowledged */
+    int server_errors;      /* hub mode: 5xx answers (but 503) to this batch so far */
 } batch;
 
 struct mae_publisher {
@@ -47,6 +49,9 @@ struct mae_publisher {
     pthread_t thread;
     bool has_thread;
     int wake_fd;             /* eventfd: a sleeping I/O thread waits on it */
+    bool hub;                /* hub mode: batches are POSTed to relay_url */
+    char pub_id[33];         /* stream and hub mode: 128 random bits in hex */
+    size_t batch_bytes_max;  /* hub mode: a batch's most body bytes; 0 = no bound */
     char *stream_key;        /* NULL: stream mode off */
     char *applied_key;       /* <stream_key>:publisher:<id> */
     char maxlen_text[24];
@@ -78,7 +83,7 @@ struct mae_publisher {
     uint64_t rng;
     struct { double last; uint64_t repeats; } logged[LOG_KINDS];
     batch out;
-    uint64_t next_seq;       /* stream mode: the next event's number */
+    uint64_t next_seq;       /* stream and hub mode: the next event's number */
     char sha[48];            /* stream mode: the script's SHA1 on this connection */
     const char **argv;       /* stream mode: SCRIPT_ARGS + batch_max each */
     size_t *argl;
@@ -170,10 +175,14 @@ void *mae__io_main(void *arg);
 void mae__io_problem(mae_publisher *p, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* send.c. How a stream-mode batch went: */
-enum { SENT_OK, SENT_REFUSED, SENT_BROKEN };
+/* send.c. How a stream-mode or hub batch went (SENT_BUSY: the hub said
+ * "not now", the batch waits for a resend after a backoff): */
+enum { SENT_OK, SENT_REFUSED, SENT_BROKEN, SENT_BUSY };
+/* Why the hub refused a batch: the counter it goes to (rejected_*). */
+enum { REFUSED_AUTH, REFUSED_INVALID, REFUSED_SERVER };
 int mae__send_load_script(mae_publisher *p, void *conn, char *err, size_t errlen);
 size_t mae__send_publish_batch(mae_publisher *p, void *conn, bool *broken);
 int mae__send_stream_batch(mae_publisher *p, void *conn, uint64_t *skipped);
+int mae__send_hub_batch(mae_publisher *p, void *conn, uint64_t *skipped, int *why);
 
 #endif

@@ -92,10 +92,10 @@ static void test_size_handshake_and_fields_at_the_end(void **state)
                 offsetof(mae_publisher_config, error_buf_size));
     assert_true(offsetof(mae_publisher_config, max_event_bytes) >
                 offsetof(mae_publisher_config, stream_maxlen));
-    assert_int_equal(offsetof(mae_publisher_config, max_event_bytes) + sizeof(size_t),
-                     sizeof(mae_publisher_config));
-    assert_int_equal(offsetof(mae_publisher_stats, dropped_too_large) + sizeof(uint64_t),
-                     sizeof(mae_publisher_stats));
+    assert_true(offsetof(mae_publisher_config, relay_url) >
+                offsetof(mae_publisher_config, max_event_bytes));
+    assert_true(offsetof(mae_publisher_stats, rejected_auth) >
+                offsetof(mae_publisher_stats, dropped_too_large));
 }
 
 /* A data object of 2 MB makes a line over the default 1 MiB: counted as

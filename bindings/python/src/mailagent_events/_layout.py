@@ -81,6 +81,8 @@ class PublisherConfig(Structure):
         ("stream_key", c_char_p),
         ("stream_maxlen", c_size_t),
         ("max_event_bytes", c_size_t),
+        ("relay_url", c_char_p),
+        ("relay_token", c_char_p),
     ]
 
 
@@ -107,6 +109,9 @@ class PublisherStats(Structure):
         ("skipped", c_uint64),
         # added after the first release, at the end (docs/api.md, ABI)
         ("dropped_too_large", c_uint64),
+        ("rejected_auth", c_uint64),
+        ("rejected_invalid", c_uint64),
+        ("rejected_server", c_uint64),
     ]
 
 
