@@ -3,12 +3,11 @@
  * shared reconnect schedule, the XREAD loop and the queue of history
  * requests.
  *
- * hiredis 0.14 rules this file follows: a NULL reply only ever comes while
- * hiredis tears a context down (we freed it, or the server went away), so
- * it is never answered with redisAsyncFree; a context we drop is first
- * detached (conn.ac = NULL), so every callback it still fires sees a
- * stranger and returns; redisAsyncFree from inside a reply callback is
- * deferred by hiredis until the callback returns. */
+ * It follows the relay's one rule for hiredis contexts, stated in
+ * relay/source.h ("hiredis 0.14 contexts"). It also implements the source
+ * interface of relay/source.h over that reader (mae__source_stream_new). */
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +23,11 @@
 
 #include "core/backoff.h"
 #include "core/url.h"
+#include <sys/queue.h>
+
 #include "relay/stream_source.h"
+#include "stream/decide.h"
+#include "stream/reply.h"
 
 typedef struct conn {
     mae__stream_source *src;
@@ -39,7 +42,7 @@ typedef struct conn {
 
 struct mae__stream_req {
     mae__stream_source *src;
-    mae__stream_req *prev, *next;
+    TAILQ_ENTRY(mae__stream_req) link;   /* in the source's reqs */
     bool is_range;
     bool sent;                 /* on the wire; its reply (or NULL) will come */
     bool cancelled;            /* freed when its reply comes */
@@ -62,8 +65,14 @@ struct mae__stream_source {
     uint64_t epoch;
     bool closing;
     uint64_t rng;
-    mae__stream_req *reqs;     /* queued and sent history requests */
+    TAILQ_HEAD(, mae__stream_req) reqs;  /* queued and sent history requests */
     mae__stream_source_stats stats;
+    mae__history history_if;   /* relay/history.h over this source */
+    /* As a relay source (mae__source_stream_new): */
+    mae__source as_source;
+    mae__source_cb cb;
+    bool was_up;               /* the reader came up once */
+    bool up_reported;          /* the state last told through cb */
 };
 
 void mae__stream_source_config_init(mae__stream_source_config *cfg)
@@ -76,114 +85,10 @@ void mae__stream_source_config_init(mae__stream_source_config *cfg)
     cfg->read_count = 500;
 }
 
-/* ---- reply parsing ------------------------------------------------------- */
-
-static bool is_str(const redisReply *r)
-{
-    return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
-}
-
-static bool reply_id(const redisReply *r, mae__stream_id *out)
-{
-    return is_str(r) && mae__stream_id_parse(r->str, r->len, out) == MAE__STREAM_ID_OK;
-}
-
-/* One entry, [id, [field, value, ...]]: the id and the `event` field. */
-bool mae__stream_parse_entry(const redisReply *r, mae__stream_entry *out)
-{
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !reply_id(r->element[0], &out->id))
-        return false;
-    out->line = NULL;
-    out->len = 0;
-    const redisReply *f = r->element[1];
-    /* A deleted entry still listed (consumer-group history) has no fields. */
-    if (f->type == REDIS_REPLY_NIL)
-        return true;
-    if (f->type != REDIS_REPLY_ARRAY || f->elements % 2)
-        return false;
-    for (size_t i = 0; i < f->elements; i += 2) {
-        const redisReply *name = f->element[i], *value = f->element[i + 1];
-        if (is_str(name) && name->len == 5 && memcmp(name->str, "event", 5) == 0 &&
-            is_str(value)) {
-            out->line = value->str;
-            out->len = value->len;
-            return true;
-        }
-    }
-    return true;
-}
-
-/* A list of entries into a new array (*out NULL when n is 0). */
-static bool parse_entries(const redisReply *r, mae__stream_entry **out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY)
-        return false;
-    if (r->elements == 0)
-        return true;
-    mae__stream_entry *v = calloc(r->elements, sizeof *v);
-    if (!v)
-        return false;
-    for (size_t i = 0; i < r->elements; i++) {
-        if (!mae__stream_parse_entry(r->element[i], &v[i]) ||
-            (i > 0 && mae__stream_id_cmp(&v[i - 1].id, &v[i].id) >= 0)) {
-            free(v);
-            return false;
-        }
-    }
-    *out = v;
-    *n = r->elements;
-    return true;
-}
-
-static bool name_is(const redisReply *r, const char *name)
-{
-    return is_str(r) && r->len == strlen(name) && memcmp(r->str, name, r->len) == 0;
-}
-
-bool mae__stream_parse_info(const redisReply *r, mae__stream_bounds *out)
-{
-    mae__stream_bounds b;
-    bool have_last = false, have_length = false;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 2)
-        return false;
-    memset(&b, 0, sizeof b);
-    b.exists = true;
-    for (size_t i = 0; i < r->elements; i += 2) {
-        const redisReply *name = r->element[i], *v = r->element[i + 1];
-        if (name_is(name, "length")) {
-            if (v->type != REDIS_REPLY_INTEGER || v->integer < 0)
-                return false;
-            b.length = (uint64_t)v->integer;
-            have_length = true;
-        } else if (name_is(name, "last-generated-id")) {
-            if (!reply_id(v, &b.last))
-                return false;
-            have_last = true;
-        } else if (name_is(name, "entries-added")) {
-            if (v->type != REDIS_REPLY_INTEGER || v->integer < 0)
-                return false;
-            b.entries_added = (uint64_t)v->integer;
-            b.added_known = true;
-        } else if (name_is(name, "first-entry")) {
-            mae__stream_entry e;
-            if (v->type == REDIS_REPLY_NIL)
-                continue;
-            if (!mae__stream_parse_entry(v, &e))
-                return false;
-            b.first = e.id;
-        }
-    }
-    if (!have_last || !have_length)
-        return false;
-    *out = b;
-    return true;
-}
-
 /* ---- links ------------------------------------------------------------- */
 
 static void conn_start(conn *c);
+static const mae__history_ops history_ops;
 
 static void arm_watchdog(conn *c)
 {
@@ -313,28 +218,10 @@ static void send_preamble(conn *c)
 static int send_bounds(conn *c, redisCallbackFn *fn, void *priv)
 {
     mae__stream_source *s = c->src;
-    redisAsyncCommand(c->ac, NULL, NULL, "MULTI");
-    redisAsyncCommand(c->ac, NULL, NULL, "EXISTS %b", s->key, s->key_len);
-    redisAsyncCommand(c->ac, NULL, NULL, "XINFO STREAM %b", s->key, s->key_len);
-    return redisAsyncCommand(c->ac, fn, priv, "EXEC");
-}
-
-/* The EXEC reply of send_bounds. Returns 1, 0 for a reply of another
- * shape, or -1 with *err for an error inside the transaction. */
-static int parse_bounds(const redisReply *r, mae__stream_bounds *out, const char **err)
-{
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER)
-        return 0;
-    if (r->element[0]->integer == 0) {
-        memset(out, 0, sizeof *out);
-        return 1;
-    }
-    if (r->element[1]->type == REDIS_REPLY_ERROR) {
-        *err = r->element[1]->str;
-        return -1;
-    }
-    return mae__stream_parse_info(r->element[1], out) ? 1 : 0;
+    redisAsyncCommand(c->ac, NULL, NULL, MAE__STREAM_BOUNDS_MULTI);
+    redisAsyncCommand(c->ac, NULL, NULL, MAE__STREAM_BOUNDS_EXISTS, s->key, s->key_len);
+    redisAsyncCommand(c->ac, NULL, NULL, MAE__STREAM_BOUNDS_XINFO, s->key, s->key_len);
+    return redisAsyncCommand(c->ac, fn, priv, MAE__STREAM_BOUNDS_EXEC);
 }
 
 static void history_flush(mae__stream_source *s);
@@ -404,7 +291,7 @@ static void on_reader_bounds(redisAsyncContext *ac, void *reply, void *priv)
 
     if (!accept_reply(c, ac, reply))
         return;
-    int rc = parse_bounds(reply, &b, &err);
+    int rc = mae__stream_parse_bounds(reply, &b, &err);
     if (rc <= 0) {
         fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM", true);
         return;
@@ -433,14 +320,7 @@ static void on_reader_bounds(redisAsyncContext *ac, void *reply, void *priv)
 
 static void req_unlink(mae__stream_req *r)
 {
-    mae__stream_source *s = r->src;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        s->reqs = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    r->prev = r->next = NULL;
+    TAILQ_REMOVE(&r->src->reqs, r, link);
 }
 
 static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -466,7 +346,7 @@ static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (q->is_range) {
         mae__stream_entry *v;
         size_t n;
-        if (!parse_entries(r, &v, &n)) {
+        if (!mae__stream_parse_entries(r, &v, &n)) {
             fail(c, "unexpected reply to XRANGE", true);
             return;
         }
@@ -477,7 +357,7 @@ static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
     } else {
         mae__stream_bounds b;
         const char *err = NULL;
-        int rc = parse_bounds(r, &b, &err);
+        int rc = mae__stream_parse_bounds(r, &b, &err);
         if (rc <= 0) {
             fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM", true);
             return;
@@ -521,7 +401,8 @@ static void history_flush(mae__stream_source *s)
 {
     if (!s->history.ready || !s->positioned)
         return;
-    for (mae__stream_req *q = s->reqs; q; q = q->next)
+    mae__stream_req *q;
+    TAILQ_FOREACH(q, &s->reqs, link)
         if (!q->sent && !q->cancelled)
             req_send(s, q);
 }
@@ -542,16 +423,14 @@ static mae__stream_req *req_new(mae__stream_source *s)
     if (!q)
         return NULL;
     q->src = s;
-    q->next = s->reqs;
-    if (s->reqs)
-        s->reqs->prev = q;
-    s->reqs = q;
+    TAILQ_INSERT_TAIL(&s->reqs, q, link);
     return q;
 }
 
-mae__stream_req *mae__stream_source_range(mae__stream_source *s, const mae__stream_id *after,
-                                          unsigned count, mae__stream_range_fn fn, void *user)
+static mae__stream_req *hist_range(void *self, const mae__stream_id *after, unsigned count,
+                                   mae__stream_range_fn fn, void *user)
 {
+    mae__stream_source *s = self;
     mae__stream_req *q = req_new(s);
     if (!q)
         return NULL;
@@ -565,9 +444,9 @@ mae__stream_req *mae__stream_source_range(mae__stream_source *s, const mae__stre
     return q;
 }
 
-mae__stream_req *mae__stream_source_bounds(mae__stream_source *s, mae__stream_bounds_fn fn,
-                                           void *user)
+static mae__stream_req *hist_bounds(void *self, mae__stream_bounds_fn fn, void *user)
 {
+    mae__stream_source *s = self;
     mae__stream_req *q = req_new(s);
     if (!q)
         return NULL;
@@ -578,8 +457,9 @@ mae__stream_req *mae__stream_source_bounds(mae__stream_source *s, mae__stream_bo
     return q;
 }
 
-void mae__stream_req_cancel(mae__stream_req *q)
+static void hist_cancel(void *self, mae__stream_req *q)
 {
+    (void)self;
     if (!q)
         return;
     if (q->sent) {
@@ -667,6 +547,9 @@ int mae__stream_source_new(const mae__stream_source_config *cfg, mae__stream_sou
     if (!s)
         goto oom;
     s->cfg = *cfg;
+    TAILQ_INIT(&s->reqs);
+    s->history_if.ops = &history_ops;
+    s->history_if.self = s;
     s->key_len = strlen(cfg->key);
     s->key = malloc(s->key_len + 1);
     if (!s->key)
@@ -710,8 +593,8 @@ void mae__stream_source_free(mae__stream_source *s)
     s->closing = true;
     conn_close(&s->reader);
     conn_close(&s->history);
-    while (s->reqs) {
-        mae__stream_req *q = s->reqs;
+    mae__stream_req *q;
+    while ((q = TAILQ_FIRST(&s->reqs))) {
         req_unlink(q);
         free(q);
     }
@@ -743,7 +626,119 @@ void mae__stream_source_get_stats(const mae__stream_source *s, mae__stream_sourc
     *out = s->stats;
 }
 
-struct event_base *mae__stream_source_base(const mae__stream_source *s)
+/* ---- relay/history.h over the source ---------------------------------------- */
+
+static bool hist_position(void *self, mae__stream_id *out)
 {
-    return s->cfg.base;
+    return mae__stream_source_position(self, out);
+}
+
+static uint64_t hist_epoch(void *self)
+{
+    return mae__stream_source_epoch(self);
+}
+
+static struct event_base *hist_base(void *self)
+{
+    return ((mae__stream_source *)self)->cfg.base;
+}
+
+static const mae__history_ops history_ops = {hist_position, hist_epoch, hist_base,
+                                             hist_bounds,   hist_range, hist_cancel};
+
+const mae__history *mae__stream_source_history(mae__stream_source *s)
+{
+    return &s->history_if;
+}
+
+/* ---- relay/source.h over the source ------------------------------------------ */
+
+#define AS_STREAM(src) ((mae__stream_source *)((char *)(src) - offsetof(mae__stream_source, as_source)))
+
+static void src_log(mae__stream_source *s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void src_log(mae__stream_source *s, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (s->cb.on_log)
+        s->cb.on_log(s->cb.ctx, line);
+}
+
+static void src_on_entry(void *user, const mae__stream_entry *e)
+{
+    mae__stream_source *s = user;
+    s->cb.on_event(s->cb.ctx, &e->id, e->line, e->len);
+}
+
+static void src_on_state(void *user, bool connected, const char *why)
+{
+    mae__stream_source *s = user;
+    if (connected == s->up_reported)
+        return;   /* repeated failures while down */
+    s->up_reported = connected;
+    if (connected) {
+        src_log(s, "redis: reading the stream %s", s->key);
+        s->cb.on_state(s->cb.ctx, true, s->was_up);
+        s->was_up = true;
+    } else {
+        src_log(s, "redis: %s; retrying with backoff", why ? why : "connection lost");
+        s->cb.on_state(s->cb.ctx, false, false);
+    }
+}
+
+static void src_on_rewound(void *user, const mae__stream_id *last)
+{
+    mae__stream_source *s = user;
+    char text[MAE__STREAM_ID_BUFSIZE];
+    mae__stream_id_format(last, text);
+    src_log(s, "redis: the stream %s went back before %s (recreated or restored); clients get a "
+               "reset", s->key, text);
+    s->cb.on_reset(s->cb.ctx, mae__resume_rewound_json, strlen(mae__resume_rewound_json));
+}
+
+static bool src_up(const mae__source *src)
+{
+    return mae__stream_source_connected(AS_STREAM(src));
+}
+
+static const mae__history *src_history(mae__source *src)
+{
+    return &AS_STREAM(src)->history_if;
+}
+
+static void src_free(mae__source *src)
+{
+    mae__stream_source_free(AS_STREAM(src));
+}
+
+static const mae__source_ops source_ops = {src_up, src_history, src_free};
+
+int mae__source_stream_new(const mae__source_config *cfg, const mae__source_cb *cb,
+                           mae__source **out, char *err, size_t errlen)
+{
+    mae__stream_source_config sc;
+    mae__stream_source *s;
+    mae__stream_source_config_init(&sc);
+    sc.base = cfg->base;
+    sc.redis_url = cfg->redis_url;
+    sc.key = cfg->stream_key;
+    sc.on_entry = src_on_entry;
+    sc.on_state = src_on_state;
+    sc.on_rewound = src_on_rewound;
+    int rc = mae__stream_source_new(&sc, &s, err, errlen);
+    if (rc != MAE_OK)
+        return rc;
+    /* The callbacks come from the loop, never from inside _new. */
+    s->cfg.user = s;
+    s->cb = *cb;
+    s->as_source.ops = &source_ops;
+    *out = &s->as_source;
+    return MAE_OK;
 }

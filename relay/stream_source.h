@@ -23,34 +23,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "relay/stream_id.h"
+#include "relay/history.h"
+#include "relay/source.h"
+#include "stream/id.h"
+#include "stream/reply.h"
 
 struct event_base;
 
 typedef struct mae__stream_source mae__stream_source;
-
-/* One entry: its id and the value of its `event` field (the JSON line the
- * publisher appended). line is NULL for a foreign entry without that field:
- * it still has a place in the order, but nothing to send. Borrowed: valid
- * only during the callback that receives it. */
-typedef struct mae__stream_entry {
-    mae__stream_id id;
-    const char *line;
-    size_t len;
-} mae__stream_entry;
-
-/* What the server says about the stream (XINFO STREAM), for deciding how a
- * client resumes (mae__resume_decide). */
-typedef struct mae__stream_bounds {
-    bool exists;                /* the key holds a stream */
-    uint64_t length;            /* entries kept */
-    mae__stream_id first;       /* the oldest kept entry; 0-0 when length is 0 */
-    mae__stream_id last;        /* last-generated-id: the newest id ever added
-                                 * (kept or not); 0-0 when !exists */
-    bool added_known;           /* the server reports entries-added (Redis >= 7.0) */
-    uint64_t entries_added;     /* every entry ever added; more than length when
-                                 * some were trimmed or deleted */
-} mae__stream_bounds;
 
 /* A new entry on the stream, in order: each id is greater than the one
  * before, across reconnects. Foreign entries (no `event` field) are skipped
@@ -117,51 +97,9 @@ uint64_t mae__stream_source_epoch(const mae__stream_source *s);
 
 void mae__stream_source_get_stats(const mae__stream_source *s, mae__stream_source_stats *out);
 
-/* The event_base the source runs on. */
-struct event_base *mae__stream_source_base(const mae__stream_source *s);
-
-/* ---- history reads (the second link) ----------------------------------- */
-
-typedef struct mae__stream_req mae__stream_req;
-
-/* A page of XRANGE, in order (n may be 0: nothing after the start).
- * sent_at is the reader's position S when the request went out: the page
- * was read by Redis after every entry up to sent_at had been delivered to
- * on_entry, so a short page holds every entry up to it still kept. */
-typedef void (*mae__stream_range_fn)(void *user, const mae__stream_entry *entries, size_t n,
-                                     const mae__stream_id *sent_at);
-typedef void (*mae__stream_bounds_fn)(void *user, const mae__stream_bounds *bounds);
-
-/* Asks for the entries after `after` (exclusive; 0-0 gives the stream from
- * its start), at most count (> 0). Asks for the stream's bounds.
- *
- * Contract of both: the callback is called exactly once, from the loop,
- * unless the request is cancelled first or the source freed. Requests wait
- * until the reader's position is established (so a page can always be
- * compared with it), survive lost connections (they are sent again) and an
- * error reply (sent again after the backoff). Returns NULL only on out of
- * memory; the handle is valid until the callback starts or the request is
- * cancelled. */
-mae__stream_req *mae__stream_source_range(mae__stream_source *s, const mae__stream_id *after,
-                                          unsigned count, mae__stream_range_fn fn, void *user);
-mae__stream_req *mae__stream_source_bounds(mae__stream_source *s, mae__stream_bounds_fn fn,
-                                           void *user);
-
-/* Cancels a request whose callback has not started: it will never be
- * called. May be called from any of the source's callbacks. NULL is a
- * no-op. */
-void mae__stream_req_cancel(mae__stream_req *r);
-
-/* ---- parsing (pure; shared with `events tail --stream`) ------------------ */
-
-struct redisReply;
-
-/* Parses one entry of a reply to XRANGE or XREAD, [id, [field, value,
- * ...]], into out (line borrowed from r). Returns false when it is not one. */
-bool mae__stream_parse_entry(const struct redisReply *r, mae__stream_entry *out);
-
-/* Parses a reply of XINFO STREAM (RESP2: a flat list of names and values),
- * given as the hiredis reply object. Returns false when it is not one. */
-bool mae__stream_parse_info(const struct redisReply *r, mae__stream_bounds *out);
+/* The source's history (relay/history.h): bounds and XRANGE pages over
+ * the second link, for the clients that resume. Borrowed; lives as long as
+ * the source. */
+const mae__history *mae__stream_source_history(mae__stream_source *s);
 
 #endif

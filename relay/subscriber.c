@@ -1,7 +1,9 @@
 /* This module implements the relay's pub/sub source: one hiredis async
  * connection on the relay's libevent loop, subscribed to the channel, with
  * TCP keepalive and a watchdog timer (hiredis 0.14's async API has no
- * timeouts of its own), reconnecting on core/backoff's schedule. */
+ * timeouts of its own), reconnecting on core/backoff's schedule. It
+ * implements relay/source.h (mae__source_pubsub_new) and follows its rule
+ * for hiredis contexts. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,15 @@
 #include "core/backoff.h"
 #include "core/url.h"
 #include "relay/source.h"
+
+/* The watchdog's timing: a probe every PROBE period while subscribed; a
+ * connection without a complete answer (subscription or probe) within
+ * DEADLINE is taken for hung, dropped and made again. */
+#define PROBE_MS 1000
+#define DEADLINE_MS 5000
+/* The reconnect schedule (core/backoff): doubling from MIN to MAX. */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
 
 typedef enum { SUB_IDLE, SUB_CONNECTING, SUB_UP } sub_state;
 
@@ -68,7 +79,7 @@ static void on_message(redisAsyncContext *ac, void *r, void *privdata);
 static void schedule_retry(sub *s, const char *why)
 {
     s->failures++;
-    double delay = mae__backoff_delay(MAE__SOURCE_BACKOFF_MIN_MS, MAE__SOURCE_BACKOFF_MAX_MS,
+    double delay = mae__backoff_delay(BACKOFF_MIN_MS, BACKOFF_MAX_MS,
                                       s->failures, mae__rand_unit(&s->rng));
     /* The first failure of a run is logged; the retries that follow would
      * only repeat it every few seconds. */
@@ -87,14 +98,13 @@ static void went_down(sub *s, const char *why)
     if (was_up) {
         s->lost = true;
         s->failures = 0;
-        if (s->cb.on_down)
-            s->cb.on_down(s->cb.ctx);
+        s->cb.on_state(s->cb.ctx, false, false);
     }
     schedule_retry(s, why);
 }
 
-/* Drops the connection from the loop (a timer, never a hiredis callback:
- * freeing a context inside its own callback is not allowed). */
+/* Drops the connection: detached, then freed (relay/source.h's rule; only
+ * ever called from the watchdog timer). */
 static void drop(sub *s, const char *why)
 {
     redisAsyncContext *ac = s->ac;
@@ -117,10 +127,10 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
     (void)what;
     sub *s = arg;
     double now = now_s();
-    if (s->state == SUB_CONNECTING && now - s->since > MAE__SOURCE_DEADLINE_MS / 1000.0) {
+    if (s->state == SUB_CONNECTING && now - s->since > DEADLINE_MS / 1000.0) {
         drop(s, "no answer to SUBSCRIBE in time");
     } else if (s->state == SUB_UP && s->probing &&
-               now - s->since > MAE__SOURCE_DEADLINE_MS / 1000.0) {
+               now - s->since > DEADLINE_MS / 1000.0) {
         drop(s, "the connection stopped answering (hung server?)");
     } else if (s->state == SUB_UP && !s->probing) {
         /* hiredis 0.14 routes a PING's pub/sub answer to no callback, but
@@ -148,8 +158,7 @@ static void on_message(redisAsyncContext *ac, void *r, void *privdata)
         return;
     const char *kind = reply->element[0]->str;
     if (strcmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
-        if (s->cb.on_event)
-            s->cb.on_event(s->cb.ctx, reply->element[2]->str, reply->element[2]->len, NULL);
+        s->cb.on_event(s->cb.ctx, NULL, reply->element[2]->str, reply->element[2]->len);
     } else if (strcmp(kind, "subscribe") == 0) {
         if (s->state == SUB_CONNECTING) {
             bool after_loss = s->lost, reconnected = s->ever_up;
@@ -159,8 +168,12 @@ static void on_message(redisAsyncContext *ac, void *r, void *privdata)
             s->probing = false;
             s->failures = 0;
             logf_(s, "redis: subscribed to %s", s->channel);
-            if (s->cb.on_up)
-                s->cb.on_up(s->cb.ctx, after_loss, reconnected);
+            s->cb.on_state(s->cb.ctx, true, reconnected);
+            if (after_loss) {
+                /* Whatever was published while unsubscribed is gone. */
+                static const char reset[] = "{\"reason\":\"redis_reconnected\"}";
+                s->cb.on_reset(s->cb.ctx, reset, sizeof reset - 1);
+            }
         } else {
             s->probing = false;
         }
@@ -263,11 +276,18 @@ static void sub_free(mae__source *base)
     free(s);
 }
 
-static const mae__source_ops sub_ops = {sub_up, sub_free};
-
-int mae__subscriber_new(struct event_base *base, const mae__source_config *cfg,
-                        const mae__source_cb *cb, mae__source **out, char *err, size_t errlen)
+static const mae__history *sub_history(mae__source *base)
 {
+    (void)base;
+    return NULL;   /* pub/sub messages carry no ids */
+}
+
+static const mae__source_ops sub_ops = {sub_up, sub_history, sub_free};
+
+int mae__source_pubsub_new(const mae__source_config *cfg, const mae__source_cb *cb,
+                           mae__source **out, char *err, size_t errlen)
+{
+    struct event_base *base = cfg->base;
     sub *s = calloc(1, sizeof *s);
     if (!s)
         return MAE_ENOMEM;
@@ -291,20 +311,11 @@ int mae__subscriber_new(struct event_base *base, const mae__source_config *cfg,
     s->rng = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)s;
     if (s->rng == 0)
         s->rng = 1;
-    struct timeval tick = {MAE__SOURCE_PROBE_MS / 1000, (MAE__SOURCE_PROBE_MS % 1000) * 1000};
+    struct timeval tick = {PROBE_MS / 1000, (PROBE_MS % 1000) * 1000};
     evtimer_add(s->watchdog, &tick);
-    connect_now(s);
+    /* Connects from the loop: no callback runs inside this call. */
+    struct timeval now = {0, 0};
+    evtimer_add(s->retry, &now);
     *out = &s->base;
     return MAE_OK;
-}
-
-bool mae__source_up(const mae__source *s)
-{
-    return s && s->ops->up(s);
-}
-
-void mae__source_free(mae__source *s)
-{
-    if (s)
-        s->ops->free(s);
 }

@@ -19,7 +19,7 @@
 #include "redis_harness.h"
 #include "testutil.h"
 
-#include "relay/stream_id.h"
+#include "stream/id.h"
 
 #ifdef MAE_CLI_PATH
 #include "tests/cli/cli_run.h"

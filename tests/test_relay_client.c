@@ -1,8 +1,9 @@
-/* Unit tests of one relay connection (relay/client.c) in-process, on a
- * socketpair and the relay's own event loop, with the stream source's calls
- * played by the test (-Wl,--wrap): here, a stream whose catch-up cannot
- * start (out of memory) must close the connection without the request
- * reader touching the freed client afterwards. */
+/* Unit tests of one relay connection (relay/client.c, relay/http.c)
+ * in-process, on a socketpair and the relay's own event loop, with a source
+ * played by the test through the source and history function tables: here,
+ * a stream whose catch-up cannot start (out of memory) must close the
+ * connection, deferred, without the request reader touching a freed client
+ * afterwards. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,46 +18,95 @@
 
 #include "relay/server.h"
 
-/* ---- the stream source, played by the test -------------------------------- */
+/* ---- a source with ids, played by the test through its function tables -- */
 
 static int bounds_calls;
-
-mae__stream_req *__wrap_mae__stream_source_bounds(mae__stream_source *s, mae__stream_bounds_fn fn,
-                                                  void *user);
-bool __wrap_mae__stream_source_position(const mae__stream_source *s, mae__stream_id *out);
-uint64_t __wrap_mae__stream_source_epoch(const mae__stream_source *s);
+static struct event_base *fake_base;
 
 /* The request for the stream's bounds cannot be made: out of memory. */
-mae__stream_req *__wrap_mae__stream_source_bounds(mae__stream_source *s, mae__stream_bounds_fn fn,
-                                                  void *user)
+static mae__stream_req *fake_bounds(void *self, mae__stream_bounds_fn fn, void *user)
 {
-    (void)s;
+    (void)self;
     (void)fn;
     (void)user;
     bounds_calls++;
     return NULL;
 }
 
-bool __wrap_mae__stream_source_position(const mae__stream_source *s, mae__stream_id *out)
+static mae__stream_req *fake_range(void *self, const mae__stream_id *after, unsigned count,
+                                   mae__stream_range_fn fn, void *user)
 {
-    (void)s;
+    (void)self;
+    (void)after;
+    (void)count;
+    (void)fn;
+    (void)user;
+    fail_msg("no replay expected");
+    return NULL;
+}
+
+static void fake_cancel(void *self, mae__stream_req *req)
+{
+    (void)self;
+    (void)req;
+}
+
+static bool fake_position(void *self, mae__stream_id *out)
+{
+    (void)self;
     *out = (mae__stream_id){5, 0};
     return true;
 }
 
-uint64_t __wrap_mae__stream_source_epoch(const mae__stream_source *s)
+static uint64_t fake_epoch(void *self)
+{
+    (void)self;
+    return 0;
+}
+
+static struct event_base *fake_evbase(void *self)
+{
+    (void)self;
+    return fake_base;
+}
+
+static const mae__history_ops fake_history_ops = {fake_position, fake_epoch, fake_evbase,
+                                                  fake_bounds,   fake_range, fake_cancel};
+static const mae__history fake_history = {&fake_history_ops, NULL};
+
+static bool fake_up(const mae__source *s)
 {
     (void)s;
-    return 0;
+    return true;
+}
+
+static const mae__history *fake_get_history(mae__source *s)
+{
+    (void)s;
+    return &fake_history;
+}
+
+static void fake_free(mae__source *s)
+{
+    (void)s;
+}
+
+static const mae__source_ops fake_source_ops = {fake_up, fake_get_history, fake_free};
+static mae__source fake_source = {&fake_source_ops};
+
+static void on_reaper(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mae__client_reap(arg);
 }
 
 /* ---- the tests ---------------------------------------------------------------- */
 
 /* A client resuming with Last-Event-ID whose catch-up cannot start is
- * freed inside open_stream; the request reader went on to drain the
- * request from the freed client's buffer (ASan: heap-use-after-free). Now
- * the connection is simply closed: the peer reads the stream's head and
- * then EOF, and the relay holds no connection. */
+ * marked closing and freed by the reaper after the request callback has
+ * returned: the peer reads the stream's head and then EOF, and the relay
+ * holds no connection. */
 static void test_stream_whose_resume_cannot_start_is_closed(void **state)
 {
     (void)state;
@@ -70,8 +120,14 @@ static void test_stream_whose_resume_cannot_start_is_closed(void **state)
     r.rng = 1;
     r.base = event_base_new();
     assert_non_null(r.base);
-    static char fake_source;
-    r.stream = (mae__stream_source *)&fake_source;
+    fake_base = r.base;
+    r.source = &fake_source;
+    TAILQ_INIT(&r.conns);
+    TAILQ_INIT(&r.streams);
+    TAILQ_INIT(&r.to_close);
+    TAILQ_INIT(&r.over);
+    r.reaper = event_new(r.base, -1, 0, on_reaper, &r);
+    assert_non_null(r.reaper);
 
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -79,7 +135,7 @@ static void test_stream_whose_resume_cannot_start_is_closed(void **state)
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(0x7f000001);
-    mae__client_accept(NULL, sv[0], (struct sockaddr *)&sa, (int)sizeof sa, &r);
+    mae__http_accept(NULL, sv[0], (struct sockaddr *)&sa, (int)sizeof sa, &r);
     assert_int_equal(r.nconns, 1);
 
     char req[256];
@@ -92,8 +148,9 @@ static void test_stream_whose_resume_cannot_start_is_closed(void **state)
     assert_int_equal(bounds_calls, 1);
     assert_int_equal(r.nconns, 0);
     assert_int_equal(r.counters.clients, 0);
-    assert_null(r.conns);
-    assert_null(r.streams);
+    assert_true(TAILQ_EMPTY(&r.conns));
+    assert_true(TAILQ_EMPTY(&r.streams));
+    assert_true(TAILQ_EMPTY(&r.to_close));
     /* The peer sees the connection closed, after whatever was already
      * written to it. */
     char buf[4096];
@@ -104,6 +161,7 @@ static void test_stream_whose_resume_cannot_start_is_closed(void **state)
     close(sv[1]);
     mae__buf_free(&r.frame);
     mae__buf_free(&r.raw);
+    event_free(r.reaper);
     event_base_free(r.base);
 }
 
