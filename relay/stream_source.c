@@ -1,7 +1,6 @@
 /* This module implements the stream reader of relay/stream_source.h: two
- * hiredis async links on one event_base, each with a watchdog and the
- * shared reconnect schedule, the XREAD loop and the queue of history
- * requests.
+ * Redis links (relay/link.h: connect, AUTH, SELECT, watchdog, backoff) on
+ * one event_base, the XREAD loop and the queue of history requests.
  *
  * It follows the relay's one rule for hiredis contexts, stated in
  * relay/source.h ("hiredis 0.14 contexts"). It also implements the source
@@ -21,23 +20,20 @@
 
 #include <mailagent/common.h>
 
-#include "core/backoff.h"
-#include "core/url.h"
 #include <sys/queue.h>
 
+#include "core/url.h"
+#include "relay/link.h"
 #include "relay/stream_source.h"
 #include "stream/decide.h"
 #include "stream/reply.h"
 
+/* One of the two links (relay/link.h). */
 typedef struct conn {
     mae__stream_source *src;
     bool is_reader;
-    redisAsyncContext *ac;     /* NULL while down */
-    bool ready;                /* handshake answered */
-    int failures;              /* in a row, for the backoff */
-    unsigned pending;          /* replies awaited with a callback */
-    struct event *retry;       /* reconnect timer */
-    struct event *watchdog;    /* no reply in time: declared dead */
+    mae__link *link;
+    bool ready;                /* its first reply (bounds, PING) came */
 } conn;
 
 struct mae__stream_req {
@@ -64,7 +60,6 @@ struct mae__stream_source {
     mae__stream_id pos;        /* S */
     uint64_t epoch;
     bool closing;
-    uint64_t rng;
     TAILQ_HEAD(, mae__stream_req) reqs;  /* queued and sent history requests */
     mae__stream_source_stats stats;
     mae__history history_if;   /* relay/history.h over this source */
@@ -73,6 +68,7 @@ struct mae__stream_source {
     mae__source_cb cb;
     bool was_up;               /* the reader came up once */
     bool up_reported;          /* the state last told through cb */
+    bool down_logged;          /* this run of failures was logged */
 };
 
 void mae__stream_source_config_init(mae__stream_source_config *cfg)
@@ -87,129 +83,17 @@ void mae__stream_source_config_init(mae__stream_source_config *cfg)
 
 /* ---- links ------------------------------------------------------------- */
 
-static void conn_start(conn *c);
 static const mae__history_ops history_ops;
 
-static void arm_watchdog(conn *c)
-{
-    int ms = c->src->cfg.block_ms + c->src->cfg.reply_margin_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(c->watchdog, &tv);
-}
-
-static void sent(conn *c)
-{
-    if (c->pending++ == 0)
-        arm_watchdog(c);
-}
-
-static void replied(conn *c)
-{
-    if (c->pending > 0 && --c->pending > 0)
-        arm_watchdog(c);
-    else
-        evtimer_del(c->watchdog);
-}
-
-/* The link is lost: detach its context (freed here when free_ctx, or by
- * hiredis itself when it reported the loss), count it, tell the user and
- * schedule the next attempt on the backoff schedule. */
-static void fail(conn *c, const char *why, bool free_ctx)
-{
-    mae__stream_source *s = c->src;
-    redisAsyncContext *ac = c->ac;
-    char msg[200];
-
-    /* why may live in the context or a reply about to be freed. */
-    snprintf(msg, sizeof msg, "%s", why && *why ? why : "connection lost");
-    c->ac = NULL;
-    c->ready = false;
-    c->pending = 0;
-    evtimer_del(c->watchdog);
-    s->stats.reconnects++;
-    c->failures++;
-    if (ac && free_ctx)
-        redisAsyncFree(ac);
-    double delay = mae__backoff_delay(s->cfg.backoff_min_ms, s->cfg.backoff_max_ms, c->failures,
-                                      mae__rand_unit(&s->rng));
-    struct timeval tv = {(time_t)delay, (suseconds_t)((delay - (double)(time_t)delay) * 1e6)};
-    evtimer_add(c->retry, &tv);
-    if (c->is_reader && s->cfg.on_state)
-        s->cfg.on_state(s->cfg.user, false, msg);
-}
-
-static void on_watchdog(evutil_socket_t fd, short what, void *arg)
-{
-    conn *c = arg;
-    char why[80];
-    (void)fd;
-    (void)what;
-    snprintf(why, sizeof why, "no reply within %d ms",
-             c->src->cfg.block_ms + c->src->cfg.reply_margin_ms);
-    fail(c, why, true);
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    conn_start(arg);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    conn *c = ac->data;
-    /* A failed connect is freed by hiredis right after this returns. */
-    if (status != REDIS_OK && c && c->ac == ac)
-        fail(c, ac->errstr, false);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    conn *c = ac->data;
-    if (c && c->ac == ac)
-        fail(c, status == REDIS_OK ? "connection closed" : ac->errstr, false);
-}
-
-/* The common prologue of a reply callback on a link: false when the reply
- * is not for the current context (it is being torn down) or reports the
- * link's loss; an error reply fails the link too. */
+/* Every reply on a link starts here (relay/link.h's prologue). */
 static bool accept_reply(conn *c, redisAsyncContext *ac, redisReply *r)
 {
-    if (c->ac != ac)
-        return false;
-    if (!r) {
-        fail(c, ac->errstr, false);
-        return false;
-    }
-    replied(c);
-    if (r->type == REDIS_REPLY_ERROR) {
-        fail(c, r->str, true);
-        return false;
-    }
-    return true;
+    return mae__link_accept(c->link, ac, r, true);
 }
 
-static void on_step(redisAsyncContext *ac, void *reply, void *priv)
+static void fail(conn *c, const char *why)
 {
-    accept_reply(priv, ac, reply);
-}
-
-/* Queues AUTH and SELECT when the URL asks for them. */
-static void send_preamble(conn *c)
-{
-    mae__stream_source *s = c->src;
-    if (s->url.password) {
-        if (s->url.user)
-            redisAsyncCommand(c->ac, on_step, c, "AUTH %s %s", s->url.user, s->url.password);
-        else
-            redisAsyncCommand(c->ac, on_step, c, "AUTH %s", s->url.password);
-        sent(c);
-    }
-    if (s->url.db != 0) {
-        redisAsyncCommand(c->ac, on_step, c, "SELECT %d", s->url.db);
-        sent(c);
-    }
+    mae__link_fail(c->link, why);
 }
 
 /* MULTI EXISTS XINFO EXEC: the bounds, atomically, and a missing key told
@@ -218,10 +102,10 @@ static void send_preamble(conn *c)
 static int send_bounds(conn *c, redisCallbackFn *fn, void *priv)
 {
     mae__stream_source *s = c->src;
-    redisAsyncCommand(c->ac, NULL, NULL, MAE__STREAM_BOUNDS_MULTI);
-    redisAsyncCommand(c->ac, NULL, NULL, MAE__STREAM_BOUNDS_EXISTS, s->key, s->key_len);
-    redisAsyncCommand(c->ac, NULL, NULL, MAE__STREAM_BOUNDS_XINFO, s->key, s->key_len);
-    return redisAsyncCommand(c->ac, fn, priv, MAE__STREAM_BOUNDS_EXEC);
+    mae__link_command(c->link, false, NULL, NULL, MAE__STREAM_BOUNDS_MULTI);
+    mae__link_command(c->link, false, NULL, NULL, MAE__STREAM_BOUNDS_EXISTS, s->key, s->key_len);
+    mae__link_command(c->link, false, NULL, NULL, MAE__STREAM_BOUNDS_XINFO, s->key, s->key_len);
+    return mae__link_command(c->link, true, fn, priv, MAE__STREAM_BOUNDS_EXEC);
 }
 
 static void history_flush(mae__stream_source *s);
@@ -235,9 +119,8 @@ static void send_xread(conn *c)
     mae__stream_source *s = c->src;
     char id[MAE__STREAM_ID_BUFSIZE];
     mae__stream_id_format(&s->pos, id);
-    redisAsyncCommand(c->ac, on_xread, c, "XREAD COUNT %u BLOCK %d STREAMS %b %s",
+    mae__link_command(c->link, true, on_xread, c, "XREAD COUNT %u BLOCK %d STREAMS %b %s",
                       s->cfg.read_count, s->cfg.block_ms, s->key, s->key_len, id);
-    sent(c);
 }
 
 static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
@@ -252,18 +135,18 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
     if (r->type != REDIS_REPLY_NIL) {
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
             r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2) {
-            fail(c, "unexpected reply to XREAD", true);
+            fail(c, "unexpected reply to XREAD");
             return;
         }
         const redisReply *list = r->element[0]->element[1];
         if (list->type != REDIS_REPLY_ARRAY) {
-            fail(c, "unexpected reply to XREAD", true);
+            fail(c, "unexpected reply to XREAD");
             return;
         }
         for (size_t i = 0; i < list->elements; i++) {
             mae__stream_entry e;
             if (!mae__stream_parse_entry(list->element[i], &e)) {
-                fail(c, "unexpected entry in a reply to XREAD", true);
+                fail(c, "unexpected entry in a reply to XREAD");
                 return;
             }
             /* XREAD only returns ids after the one asked for; a server
@@ -293,11 +176,10 @@ static void on_reader_bounds(redisAsyncContext *ac, void *reply, void *priv)
         return;
     int rc = mae__stream_parse_bounds(reply, &b, &err);
     if (rc <= 0) {
-        fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM", true);
+        fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM");
         return;
     }
     c->ready = true;
-    c->failures = 0;
     bool rewound = false;
     if (!s->positioned) {
         s->pos = b.last;
@@ -329,25 +211,29 @@ static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
     mae__stream_source *s = q->src;
     conn *c = &s->history;
     redisReply *r = reply;
-    /* While closing, c->ac is already NULL: nothing is current. */
-    bool current = c->ac == ac;
-    bool drop = s->closing || q->cancelled;
 
     q->sent = false;
-    if (drop) {
+    if (s->closing) {
         req_unlink(q);
         free(q);
+        return;
     }
     /* A stale context's request stays queued and goes out again once the
      * link is back; a lost link or an error reply does the same after the
      * backoff. */
-    if (!current || !accept_reply(c, ac, r) || drop)
+    bool ok = accept_reply(c, ac, r);
+    if (q->cancelled) {
+        req_unlink(q);
+        free(q);
+        return;
+    }
+    if (!ok)
         return;
     if (q->is_range) {
         mae__stream_entry *v;
         size_t n;
         if (!mae__stream_parse_entries(r, &v, &n)) {
-            fail(c, "unexpected reply to XRANGE", true);
+            fail(c, "unexpected reply to XRANGE");
             return;
         }
         req_unlink(q);
@@ -359,7 +245,7 @@ static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
         const char *err = NULL;
         int rc = mae__stream_parse_bounds(r, &b, &err);
         if (rc <= 0) {
-            fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM", true);
+            fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM");
             return;
         }
         req_unlink(q);
@@ -379,20 +265,19 @@ static void req_send(mae__stream_source *s, mae__stream_req *q)
     } else if (q->after.ms == UINT64_MAX && q->after.seq == UINT64_MAX) {
         /* Nothing can follow the largest id, and Redis refuses "(" before
          * it: an empty range (start after end) answers the same. */
-        rc = redisAsyncCommand(c->ac, on_history_reply, q, "XRANGE %b + - COUNT 1", s->key,
-                               s->key_len);
+        rc = mae__link_command(c->link, true, on_history_reply, q, "XRANGE %b + - COUNT 1",
+                               s->key, s->key_len);
     } else {
         char start[MAE__STREAM_ID_BUFSIZE + 1];
         start[0] = '(';
         mae__stream_id_format(&q->after, start + 1);
-        rc = redisAsyncCommand(c->ac, on_history_reply, q, "XRANGE %b %s + COUNT %u", s->key,
-                               s->key_len, start, q->count);
+        rc = mae__link_command(c->link, true, on_history_reply, q, "XRANGE %b %s + COUNT %u",
+                               s->key, s->key_len, start, q->count);
     }
     /* Not queued (out of memory): no reply will come for it, so it stays
-     * unsent; the watchdog, armed all the same, resets the link and the
-     * request goes out again after the reconnect. */
+     * unsent; the watchdog, armed all the same (relay/link.h), resets the
+     * link and the request goes out again after the reconnect. */
     q->sent = rc == REDIS_OK;
-    sent(c);
 }
 
 /* Sends the queued requests once the history link is up and the reader's
@@ -413,7 +298,6 @@ static void on_history_ready(redisAsyncContext *ac, void *reply, void *priv)
     if (!accept_reply(c, ac, reply))
         return;
     c->ready = true;
-    c->failures = 0;
     history_flush(c->src);
 }
 
@@ -472,62 +356,48 @@ static void hist_cancel(void *self, mae__stream_req *q)
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
-static void conn_start(conn *c)
+/* The link is connected: the reader starts with the bounds (its position
+ * the first time, a rewind check after), the history link with a PING. */
+static void on_link_ready(void *user)
 {
-    mae__stream_source *s = c->src;
-    redisAsyncContext *ac = s->url.path ? redisAsyncConnectUnix(s->url.path)
-                                        : redisAsyncConnect(s->url.host, s->url.port);
-    if (!ac || ac->err) {
-        char why[160];
-        snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        fail(c, why, false);
-        return;
-    }
-    ac->data = c;
-    if (redisLibeventAttach(ac, s->cfg.base) != REDIS_OK) {
-        redisAsyncFree(ac);
-        fail(c, "cannot attach to the event loop", false);
-        return;
-    }
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    /* The watchdog finds a hung server; keepalive also finds a peer gone
-     * without a word while the link is idle in XREAD BLOCK. */
-    redisEnableKeepAlive(&ac->c);
-    c->ac = ac;
-    send_preamble(c);
-    if (c->is_reader) {
+    conn *c = user;
+    if (c->is_reader)
         send_bounds(c, on_reader_bounds, c);
-        sent(c);
-    } else {
-        redisAsyncCommand(ac, on_history_ready, c, "PING");
-        sent(c);
-    }
+    else
+        mae__link_command(c->link, true, on_history_ready, c, "PING");
+}
+
+static void on_link_down(void *user, const char *why, int failures)
+{
+    conn *c = user;
+    mae__stream_source *s = c->src;
+    (void)failures;
+    c->ready = false;
+    s->stats.reconnects++;
+    if (c->is_reader && s->cfg.on_state)
+        s->cfg.on_state(s->cfg.user, false, why);
 }
 
 static int conn_init(mae__stream_source *s, conn *c, bool is_reader)
 {
     c->src = s;
     c->is_reader = is_reader;
-    c->retry = evtimer_new(s->cfg.base, on_retry, c);
-    c->watchdog = evtimer_new(s->cfg.base, on_watchdog, c);
-    return c->retry && c->watchdog ? 0 : -1;
+    mae__link_config lc = {s->cfg.base,
+                           &s->url,
+                           true,
+                           s->cfg.block_ms + s->cfg.reply_margin_ms,
+                           s->cfg.backoff_min_ms,
+                           s->cfg.backoff_max_ms,
+                           on_link_ready,
+                           on_link_down,
+                           c};
+    return mae__link_new(&lc, &c->link) == MAE_OK ? 0 : -1;
 }
 
 static void conn_close(conn *c)
 {
-    if (c->ac) {
-        redisAsyncContext *ac = c->ac;
-        c->ac = NULL;
-        redisAsyncFree(ac);
-    }
-    if (c->retry)
-        event_free(c->retry);
-    if (c->watchdog)
-        event_free(c->watchdog);
-    c->retry = c->watchdog = NULL;
+    mae__link_free(c->link);
+    c->link = NULL;
 }
 
 int mae__stream_source_new(const mae__stream_source_config *cfg, mae__stream_source **out,
@@ -564,13 +434,8 @@ int mae__stream_source_new(const mae__stream_source_config *cfg, mae__stream_sou
     }
     if (conn_init(s, &s->reader, true) != 0 || conn_init(s, &s->history, false) != 0)
         goto oom;
-    s->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)s;
-    if (!s->rng)
-        s->rng = 0x9e3779b97f4a7c15ull;
-    /* Both links start from the loop, so no callback runs inside _new. */
-    struct timeval now = {0, 0};
-    evtimer_add(s->reader.retry, &now);
-    evtimer_add(s->history.retry, &now);
+    /* Both links start from the loop (relay/link.h), so no callback runs
+     * inside _new. */
     *out = s;
     return MAE_OK;
 oom:
@@ -680,17 +545,24 @@ static void src_on_entry(void *user, const mae__stream_entry *e)
 static void src_on_state(void *user, bool connected, const char *why)
 {
     mae__stream_source *s = user;
-    if (connected == s->up_reported)
-        return;   /* repeated failures while down */
-    s->up_reported = connected;
-    if (connected) {
-        src_log(s, "redis: reading the stream %s", s->key);
-        s->cb.on_state(s->cb.ctx, true, s->was_up);
-        s->was_up = true;
-    } else {
-        src_log(s, "redis: %s; retrying with backoff", why ? why : "connection lost");
-        s->cb.on_state(s->cb.ctx, false, false);
+    if (!connected) {
+        /* Logged once per run of failures, told once per change. */
+        if (!s->down_logged)
+            src_log(s, "redis: %s; retrying with backoff", why ? why : "connection lost");
+        s->down_logged = true;
+        if (s->up_reported) {
+            s->up_reported = false;
+            s->cb.on_state(s->cb.ctx, false, false);
+        }
+        return;
     }
+    s->down_logged = false;
+    if (s->up_reported)
+        return;
+    s->up_reported = true;
+    src_log(s, "redis: reading the stream %s", s->key);
+    s->cb.on_state(s->cb.ctx, true, s->was_up);
+    s->was_up = true;
 }
 
 static void src_on_rewound(void *user, const mae__stream_id *last)

@@ -4,17 +4,17 @@
  * history reads (the bounds of the stream, XRANGE pages) for the clients
  * that resume (relay/resume.h), because the first one is always blocked.
  *
- * Redis down, hung or restarted never blocks the loop: each connection has
- * a watchdog (no reply within block_ms + reply_margin_ms: declared dead)
- * and TCP keepalive, and reconnects on core/backoff.h's schedule. After a
+ * Redis down, hung or restarted never blocks the loop: each connection is
+ * a relay/link.h link, with a watchdog (no reply within block_ms +
+ * reply_margin_ms: declared dead), TCP keepalive, and reconnects on
+ * core/backoff.h's schedule. After a
  * reconnect the reader continues from the last id it delivered, so nothing
  * is lost and nothing is delivered twice; if the stream went backwards
  * meanwhile (recreated, or restored from an older snapshot) on_rewound says
  * so, because then clients may have missed events.
  *
- * Connecting resolves a host name with hiredis' blocking getaddrinfo: give
- * an address (127.0.0.1, [::1]) or a unix socket to keep the loop free of
- * DNS. A source is not thread-safe: every call, and every callback, happens
+ * A host name is looked up with evdns (relay/link.h), never blocking the
+ * loop. A source is not thread-safe: every call, and every callback, happens
  * on the thread running its event_base. Never installed. */
 #ifndef MAE_STREAM_SOURCE_H
 #define MAE_STREAM_SOURCE_H
