@@ -205,7 +205,7 @@ void mae__fanout_open(client *c, const mae__request *req)
 
     /* The first frame: retry, and for a client that gave no id in a
      * source with ids, its position now as an id with no data (relay.md,
-     * "Ids and resume"): EventSource keeps it, so a client that received
+     * "Stream mode"): EventSource keeps it, so a client that received
      * nothing yet still resumes from where it joined. */
     int n = snprintf(first, sizeof first, "retry: %d\n", MAE__RELAY_RETRY_MS);
     mae__stream_id at;

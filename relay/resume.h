@@ -1,5 +1,5 @@
 /* Internal: one relay client's position in a source with ids, and its
- * catch-up (docs/relay.md, "Ids and resume"): the whole hand-off from a
+ * catch-up (docs/relay.md, "Stream mode"): the whole hand-off from a
  * client's Last-Event-ID to the live fan-out lives here. The resume asks
  * the source's history (relay/history.h) for the bounds, decides with
  * mae__resume_decide (stream/decide.h), replays the pages after the

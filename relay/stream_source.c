@@ -570,8 +570,8 @@ static void src_on_rewound(void *user, const mae__stream_id *last)
     mae__stream_source *s = user;
     char text[MAE__STREAM_ID_BUFSIZE];
     mae__stream_id_format(last, text);
-    src_log(s, "redis: the stream %s went back before %s (recreated or restored); clients get a "
-               "reset", s->key, text);
+    src_log(s, "redis: the stream %s went back before %s (recreated or restored); reset sent",
+            s->key, text);
     s->cb.on_reset(s->cb.ctx, mae__resume_rewound_json, strlen(mae__resume_rewound_json));
 }
 

@@ -1,5 +1,5 @@
 /* Internal: how a reader resumes a stream from an id it was given
- * (docs/relay.md, "Ids and resume"): a pure decision from the reader's id
+ * (docs/relay.md, "Stream mode"): a pure decision from the reader's id
  * (parsed, or the parse error) and the stream's bounds to a plan (which
  * reset, if any, then what to replay, then live), and the reset frames'
  * texts. Used by the relay's per-client catch-up (relay/resume.h) and by
