@@ -27,6 +27,12 @@ static uint64_t now_ms(const relay *r)
     return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
+void mae__relay_maybe_finish(relay *r)
+{
+    if (r->stopping && r->nconns == 0)
+        event_base_loopbreak(r->base);
+}
+
 /* ---- making and freeing --------------------------------------------------------- */
 
 static void on_client_timer(evutil_socket_t fd, short what, void *arg)

@@ -27,18 +27,6 @@
 typedef mae__relay_client client;
 typedef mae__relay_server relay;
 
-/* ---- log --------------------------------------------------------------------- */
-
-void mae__relay_say(const char *fmt, ...)
-{
-    char line[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s\n", line);
-}
-
 static void on_resume_accept(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -82,12 +70,6 @@ static void on_limits(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     mae__client_check_limits(arg);
-}
-
-void mae__relay_maybe_finish(relay *r)
-{
-    if (r->stopping && r->nconns == 0)
-        event_base_loopbreak(r->base);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)

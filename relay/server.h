@@ -5,6 +5,7 @@
  *   http.c     a connection's requests and short answers, opening streams
  *   fanout.c   what goes out on the streams: events, pings, resets, resumes
  *   client.c   one connection: sending, the output limit, deferred close
+ *   log.c      one line on stderr
  *
  * Deferred close (Redis's freeClientAsync): a client that must go is
  * marked close_asap, taken out of the stream list and queued on
@@ -89,13 +90,14 @@ struct mae__relay_server {
     mae__buf raw;                 /* the same frame unchunked (HTTP/1.0) */
 };
 
-/* server.c: one line on stderr. */
+/* log.c: one line on stderr. */
 void mae__relay_say(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))
 #endif
     ;
-/* Ends the loop once the relay is stopping and no connection is left. */
+/* client.c: ends the loop once the relay is stopping and no connection is
+ * left. */
 void mae__relay_maybe_finish(mae__relay_server *r);
 
 /* ---- client.c: one connection ---------------------------------------------- */
