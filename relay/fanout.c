@@ -78,10 +78,13 @@ static void frame_to(client *c)
 static uint64_t broadcast(relay *r, const mae__stream_id *id)
 {
     uint64_t sent = 0;
-    client *c;
+    client *c, *next;
     if (r->frame.oom || r->raw.oom)
         return 0;
-    TAILQ_FOREACH(c, &r->streams, stream_link) {
+    /* A send may close the client (taking it out of the list): the next
+     * one is read first. */
+    for (c = TAILQ_FIRST(&r->streams); c; c = next) {
+        next = TAILQ_NEXT(c, stream_link);
         if (id && c->resume && !mae__resume_admit(c->resume, id))
             continue;
         frame_to(c);
@@ -294,8 +297,9 @@ void mae__fanout_on_ping(evutil_socket_t fd, short what, void *arg)
     (void)what;
     relay *r = arg;
     static const char raw[] = "event: ping\ndata: \n\n";
-    client *c;
-    TAILQ_FOREACH(c, &r->streams, stream_link) {
+    client *c, *next;
+    for (c = TAILQ_FIRST(&r->streams); c; c = next) {
+        next = TAILQ_NEXT(c, stream_link);
         if (c->chunked)
             mae__client_send(c, mae__sse_ping_chunk, mae__sse_ping_chunk_len);
         else
