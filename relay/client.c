@@ -176,7 +176,7 @@ void mae__client_send(client *c, const char *bytes, size_t len)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t waiting = evbuffer_get_length(out);
     size_t limit = r->cfg->client_buffer;
-    if (waiting > limit && waiting / MAE__RELAY_OVER_HARD >= limit) {
+    if (waiting >= MAE__RELAY_OVER_HARD * limit) {
         /* Past OVER_HARD times the limit: no grace, the memory is bounded. */
         cut(c);
         return;
