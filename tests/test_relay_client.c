@@ -80,10 +80,12 @@ static bool fake_up(const mae__source *s)
     return true;
 }
 
+static bool fake_has_history = true;
+
 static const mae__history *fake_get_history(mae__source *s)
 {
     (void)s;
-    return &fake_history;
+    return fake_has_history ? &fake_history : NULL;
 }
 
 static void fake_free(mae__source *s)
@@ -165,10 +167,103 @@ static void test_stream_whose_resume_cannot_start_is_closed(void **state)
     event_base_free(r.base);
 }
 
+/* Reads what the relay sent to peer, running its loop until something came. */
+static ssize_t take(mae__relay_server *r, int peer, char *buf, size_t size)
+{
+    for (int i = 0; i < 200; i++) {
+        ssize_t got = recv(peer, buf, size - 1, MSG_DONTWAIT);
+        if (got > 0) {
+            buf[got] = '\0';
+            return got;
+        }
+        event_base_loop(r->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    }
+    return -1;
+}
+
+/* Deferred close, the Redis way: a stream whose peer is gone is closed in
+ * the middle of a broadcast (the heartbeat's), taken out of the stream list
+ * at once so the other streams still get the frame, and freed only by the
+ * reaper once the broadcast has returned. */
+static void test_close_in_a_broadcast_is_deferred(void **state)
+{
+    (void)state;
+    mae__relay_config cfg;
+    mae__relay_config_init(&cfg);
+    cfg.quiet = true;
+    mae__relay_server r;
+    memset(&r, 0, sizeof r);
+    r.cfg = &cfg;
+    r.rng = 1;
+    r.base = event_base_new();
+    assert_non_null(r.base);
+    fake_base = r.base;
+    fake_has_history = false;   /* a source without ids, as pub/sub */
+    r.source = &fake_source;
+    TAILQ_INIT(&r.conns);
+    TAILQ_INIT(&r.streams);
+    TAILQ_INIT(&r.to_close);
+    TAILQ_INIT(&r.over);
+    r.reaper = event_new(r.base, -1, 0, on_reaper, &r);
+    assert_non_null(r.reaper);
+
+    int peer[3];
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(0x7f000001);
+    for (int i = 0; i < 3; i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        peer[i] = sv[1];
+        mae__http_accept(NULL, sv[0], (struct sockaddr *)&sa, (int)sizeof sa, &r);
+        char req[256];
+        int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", cfg.path);
+        assert_int_equal(write(peer[i], req, (size_t)n), n);
+    }
+    for (int i = 0; i < 20 && r.counters.clients < 3; i++)
+        event_base_loop(r.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    assert_int_equal(r.counters.clients, 3);
+    char buf[4096];
+    for (int i = 0; i < 3; i++)
+        assert_true(take(&r, peer[i], buf, sizeof buf) > 0);   /* the head */
+
+    close(peer[1]);   /* its writes now fail (EPIPE) */
+    mae__fanout_on_ping(-1, 0, &r);
+    /* Marked and queued, out of the stream list, not freed yet. */
+    assert_int_equal(r.counters.clients, 2);
+    assert_int_equal(r.nconns, 3);
+    assert_false(TAILQ_EMPTY(&r.to_close));
+    /* The streams after it in the list got the heartbeat all the same. */
+    for (int i = 0; i < 3; i += 2) {
+        assert_true(take(&r, peer[i], buf, sizeof buf) > 0);
+        assert_non_null(strstr(buf, "event: ping\n"));
+    }
+    /* The reaper frees it once the running callback has returned. */
+    for (int i = 0; i < 5 && r.nconns > 2; i++)
+        event_base_loop(r.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    assert_int_equal(r.nconns, 2);
+    assert_true(TAILQ_EMPTY(&r.to_close));
+
+    mae__relay_client *c;
+    TAILQ_FOREACH(c, &r.conns, conn_link)
+        mae__client_close(c, NULL);
+    mae__client_reap(&r);
+    assert_int_equal(r.nconns, 0);
+    close(peer[0]);
+    close(peer[2]);
+    fake_has_history = true;
+    mae__buf_free(&r.frame);
+    mae__buf_free(&r.raw);
+    event_free(r.reaper);
+    event_base_free(r.base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_whose_resume_cannot_start_is_closed),
+        cmocka_unit_test(test_close_in_a_broadcast_is_deferred),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
