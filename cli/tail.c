@@ -288,7 +288,11 @@ static bool connect_once(tail *t, char *err, size_t errlen)
     freeReplyObject(r);
     return true;
 fail:
-    snprintf(err, errlen, "%s", c->errstr[0] ? c->errstr : "connection failed");
+    /* The read timeout set by the handshake surfaces as EAGAIN's text. */
+    if (strcmp(c->errstr, strerror(EAGAIN)) == 0)
+        snprintf(err, errlen, "no answer within %d ms", ms);
+    else
+        snprintf(err, errlen, "%s", c->errstr[0] ? c->errstr : "connection failed");
     disconnect(t);
     return false;
 refused:
