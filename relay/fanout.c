@@ -1,7 +1,8 @@
 /* This module implements what goes out on the relay's streams: opening a
  * stream (or refusing it over --max-clients), frames built once per event
  * and handed to every stream through mae__client_send, events over
- * --max-event-bytes replaced by a "skipped" frame, the heartbeat, the
+ * --max-event-bytes replaced by a "skipped" frame, events that arrive
+ * together written in one send per client, the heartbeat, the
  * reset frames, the source's callbacks, and each client's catch-up in a
  * source with ids (relay/resume.h). It never frees a client and never asks
  * which source is live: a client has a resume exactly when the source has
@@ -91,6 +92,79 @@ static uint64_t broadcast(relay *r, const mae__stream_id *id)
         sent++;
     }
     return sent;
+}
+
+/* ---- coalesced batches -------------------------------------------------------------- */
+
+/* A batch is written out before it holds more than this. */
+#define BATCH_MAX_BYTES (256 * 1024)
+
+static void batch_reset(relay *r)
+{
+    r->batch.len = r->batch_raw.len = 0;
+    r->batch.oom = r->batch_raw.oom = false;
+    r->nbent = 0;
+}
+
+/* Writes the batch to every stream: in one send to each client that takes
+ * all of it (every live client), entry by entry to the others. */
+static void batch_flush(relay *r)
+{
+    client *c, *next;
+    if (r->nbent == 0)
+        return;
+    const mae__batch_entry *v = r->bent;
+    size_t n = r->nbent;
+    for (c = TAILQ_FIRST(&r->streams); c; c = next) {
+        next = TAILQ_NEXT(c, stream_link);
+        const mae__buf *b = c->chunked ? &r->batch : &r->batch_raw;
+        if (!v[0].has_id || !c->resume ||
+            mae__resume_admit_run(c->resume, &v[0].id, &v[n - 1].id)) {
+            mae__client_send(c, b->ptr, b->len);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (v[i].has_id && !mae__resume_admit(c->resume, &v[i].id))
+                continue;
+            if (c->chunked)
+                mae__client_send(c, r->batch.ptr + v[i].off, v[i].len);
+            else
+                mae__client_send(c, r->batch_raw.ptr + v[i].roff, v[i].rlen);
+        }
+    }
+    batch_reset(r);
+}
+
+/* Adds the frame in r->frame / r->raw to the batch; false when it cannot
+ * (out of memory), and then the caller broadcasts it alone. */
+static bool batch_add(relay *r, const mae__stream_id *id)
+{
+    if (r->nbent == r->capbent) {
+        size_t cap = r->capbent ? r->capbent * 2 : 64;
+        mae__batch_entry *v = realloc(r->bent, cap * sizeof *v);
+        if (!v)
+            return false;
+        r->bent = v;
+        r->capbent = cap;
+    }
+    mae__batch_entry *e = &r->bent[r->nbent];
+    e->has_id = id != NULL;
+    if (id)
+        e->id = *id;
+    e->off = r->batch.len;
+    e->len = r->frame.len;
+    e->roff = r->batch_raw.len;
+    e->rlen = r->raw.len;
+    mae__buf_put(&r->batch, r->frame.ptr, r->frame.len);
+    mae__buf_put(&r->batch_raw, r->raw.ptr, r->raw.len);
+    if (r->batch.oom || r->batch_raw.oom) {
+        r->batch.len = e->off;
+        r->batch_raw.len = e->roff;
+        r->batch.oom = r->batch_raw.oom = false;
+        return false;
+    }
+    r->nbent++;
+    return true;
 }
 
 /* ---- one client's catch-up (relay/resume.h) -------------------------------------------- */
@@ -260,7 +334,22 @@ static void on_source_event(void *ctx, const mae__stream_id *id, const char *dat
                        r->cfg->max_event_bytes);
     }
     build_event(r, id, data, len);
+    if (r->batching && !r->frame.oom && !r->raw.oom) {
+        if (r->batch.len + r->frame.len > BATCH_MAX_BYTES)
+            batch_flush(r);
+        if (batch_add(r, id))
+            return;
+        batch_flush(r);   /* keep the order: what is queued goes first */
+    }
     broadcast(r, id);
+}
+
+static void on_source_batch(void *ctx, bool begin)
+{
+    relay *r = ctx;
+    if (!begin)
+        batch_flush(r);
+    r->batching = begin;
 }
 
 static void on_source_state(void *ctx, bool up, bool reconnected)
@@ -313,7 +402,8 @@ int mae__fanout_start(relay *r, char *err, size_t errlen)
 {
     char serr[256] = "";
     mae__source_config sc = {r->base, r->cfg->redis_url, r->cfg->channel, r->cfg->stream_key};
-    mae__source_cb cb = {r, on_source_event, on_source_state, on_source_reset, on_source_log};
+    mae__source_cb cb = {r,           on_source_event, on_source_state, on_source_reset,
+                         on_source_log, on_source_batch};
     if (mae__source_new(&sc, &cb, &r->source, serr, sizeof serr) != 0) {
         snprintf(err, errlen, "%s", *serr ? serr : "out of memory");
         return 1;

@@ -253,6 +253,21 @@ bool mae__resume_admit(mae__resume *r, const mae__stream_id *id)
     return true;
 }
 
+bool mae__resume_admit_run(mae__resume *r, const mae__stream_id *first, const mae__stream_id *last)
+{
+    if (r->state != ST_LIVE)
+        return false;
+    uint64_t epoch = h_epoch(r);
+    if (r->epoch != epoch) {
+        r->epoch = epoch;
+        r->last = (mae__stream_id){0, 0};
+    }
+    if (mae__stream_id_cmp(first, &r->last) <= 0)
+        return false;
+    r->last = *last;
+    return true;
+}
+
 bool mae__resume_is_live(const mae__resume *r)
 {
     return r->state == ST_LIVE;

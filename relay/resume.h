@@ -67,6 +67,12 @@ mae__resume *mae__resume_start(const mae__history *h, const char *last_event_id,
  * the source the client's L is forgotten first. */
 bool mae__resume_admit(mae__resume *r, const mae__stream_id *id);
 
+/* As mae__resume_admit for a run of entries first..last in increasing
+ * order, all or none: true (L becomes last) when the client is live and
+ * first > L, so every entry of the run goes to it; false otherwise, and
+ * nothing changes (ask mae__resume_admit for each then). */
+bool mae__resume_admit_run(mae__resume *r, const mae__stream_id *first, const mae__stream_id *last);
+
 /* True once live() was called. */
 bool mae__resume_is_live(const mae__resume *r);
 

@@ -285,6 +285,9 @@ done:
         event_free(r.drain);
     mae__buf_free(&r.frame);
     mae__buf_free(&r.raw);
+    mae__buf_free(&r.batch);
+    mae__buf_free(&r.batch_raw);
+    free(r.bent);
     event_base_free(r.base);
     return rc;
 }

@@ -66,6 +66,15 @@ struct mae__relay_client {
     char addr[56];                /* "[v6]:port" or "v4:port", for the log */
 };
 
+/* One event of a coalesced batch: its id, and where its frame lies in the
+ * batch's chunked and raw buffers. */
+typedef struct mae__batch_entry {
+    mae__stream_id id;
+    bool has_id;
+    size_t off, len;              /* in batch */
+    size_t roff, rlen;            /* in batch_raw */
+} mae__batch_entry;
+
 struct mae__relay_server {
     const mae__relay_config *cfg;
     struct event_base *base;
@@ -88,6 +97,12 @@ struct mae__relay_server {
     mae__relay_counters counters;
     mae__buf frame;               /* scratch for one chunked frame */
     mae__buf raw;                 /* the same frame unchunked (HTTP/1.0) */
+    /* Events that arrived together (mae__source_cb.on_batch), written to
+     * each client in one send at the batch's end. */
+    bool batching;
+    mae__buf batch, batch_raw;
+    mae__batch_entry *bent;
+    size_t nbent, capbent;
 };
 
 /* log.c: one line on stderr. */

@@ -52,6 +52,10 @@ typedef struct mae__source_cb {
     void (*on_reset)(void *ctx, const char *json, size_t len);
     /* One line for the log, without a newline. */
     void (*on_log)(void *ctx, const char *line);
+    /* Optional: the on_event calls between begin (true) and end (false)
+     * arrived together; the relay may coalesce its writes to each client
+     * until the end. Never nested. May be NULL. */
+    void (*on_batch)(void *ctx, bool begin);
 } mae__source_cb;
 
 /* Where and what to read. Strings are borrowed for the constructor. */

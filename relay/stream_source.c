@@ -143,9 +143,14 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
             fail(c, "unexpected reply to XREAD");
             return;
         }
+        bool batch = list->elements > 1 && s->cfg.on_batch;
+        if (batch)
+            s->cfg.on_batch(s->cfg.user, true);
         for (size_t i = 0; i < list->elements; i++) {
             mae__stream_entry e;
             if (!mae__stream_parse_entry(list->element[i], &e)) {
+                if (batch)
+                    s->cfg.on_batch(s->cfg.user, false);
                 fail(c, "unexpected entry in a reply to XREAD");
                 return;
             }
@@ -159,6 +164,8 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
                 s->cfg.on_entry(s->cfg.user, &e);
             }
         }
+        if (batch)
+            s->cfg.on_batch(s->cfg.user, false);
     }
     send_xread(c);
 }
@@ -575,6 +582,13 @@ static void src_on_rewound(void *user, const mae__stream_id *last)
     s->cb.on_reset(s->cb.ctx, mae__resume_rewound_json, strlen(mae__resume_rewound_json));
 }
 
+static void src_on_batch(void *user, bool begin)
+{
+    mae__stream_source *s = user;
+    if (s->cb.on_batch)
+        s->cb.on_batch(s->cb.ctx, begin);
+}
+
 static bool src_up(const mae__source *src)
 {
     return mae__stream_source_connected(AS_STREAM(src));
@@ -604,6 +618,7 @@ int mae__source_stream_new(const mae__source_config *cfg, const mae__source_cb *
     sc.on_entry = src_on_entry;
     sc.on_state = src_on_state;
     sc.on_rewound = src_on_rewound;
+    sc.on_batch = src_on_batch;
     int rc = mae__stream_source_new(&sc, &s, err, errlen);
     if (rc != MAE_OK)
         return rc;

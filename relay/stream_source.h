@@ -58,6 +58,10 @@ typedef struct mae__stream_source_config {
     mae__stream_entry_fn on_entry;       /* required */
     mae__stream_state_fn on_state;       /* may be NULL */
     mae__stream_rewound_fn on_rewound;   /* may be NULL */
+    /* Around the entries of one XREAD reply (begin true, then false), when
+     * it holds more than one: the user may coalesce its writes. May be
+     * NULL. */
+    void (*on_batch)(void *user, bool begin);
     void *user;                          /* passed to the three callbacks */
 } mae__stream_source_config;
 

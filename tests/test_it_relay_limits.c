@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <hiredis/hiredis.h>
 
 #include "harness.h"
 #include "redis_harness.h"
@@ -253,6 +254,66 @@ static void test_position_at_connect(void **state)
     stop(&r);
 }
 
+/* Entries that arrive together (one XREAD reply: a MULTI of XADDs) are
+ * written to each live client in one send, HTTP/1.1 chunked and HTTP/1.0
+ * raw alike, in order and once, a skipped one among them. */
+static void test_burst_in_one_reply(void **state)
+{
+    (void)state;
+    enum { BURST = 50 };
+    rh_relay r;
+    const char *args[] = {"--stream", "ev:burst", "--max-event-bytes", "2048", NULL};
+    start(&r, "burst", args);
+    rh_conn *a = rh_get(r.port, "/api/events/stream", NULL);
+    rh_conn *b = rh_connect(r.port, 0);
+    assert_non_null(b);
+    static const char req10[] = "GET /api/events/stream HTTP/1.0\r\n\r\n";
+    assert_true(rh_send(b, req10, sizeof req10 - 1));
+    rh_wait_clients(r.port, NULL, 2, 10000);
+    rh_sleep_ms(200);   /* both have their position */
+
+    struct timeval tv = {5, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", g_redis.port, tv);
+    assert_true(rc && !rc->err);
+    char *big = big_event(4000);
+    redisAppendCommand(rc, "MULTI");
+    for (int i = 1; i <= BURST; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "{\"n\":%d}", i);
+        redisAppendCommand(rc, "XADD ev:burst %d-0 event %s", i, i == 25 ? big : line);
+    }
+    redisAppendCommand(rc, "EXEC");
+    for (int i = 0; i < BURST + 2; i++) {
+        void *reply = NULL;
+        assert_int_equal(redisGetReply(rc, &reply), REDIS_OK);
+        freeReplyObject(reply);
+    }
+    redisFree(rc);
+    free(big);
+
+    for (rh_conn *c = a; c; c = c == a ? b : NULL) {
+        char last[64];
+        snprintf(last, sizeof last, "id: %d-0\nevent: mailagent\ndata: {\"n\":%d}\n\n", BURST,
+                 BURST);
+        assert_true(rh_wait_for(c, 0, last, 10000) > 0);
+        rh_sleep_ms(100);
+        rh_pump(c);
+        assert_int_equal(rh_count(c, "event: mailagent\n"), BURST - 1);
+        assert_int_equal(rh_count(c, "event: skipped\n"), 1);
+        const char *p = c->buf;
+        for (int i = 1; i <= BURST; i++) {
+            char want[64];
+            snprintf(want, sizeof want, "id: %d-0\n", i);
+            p = strstr(p, want);
+            if (!p)
+                fail_msg("id %d-0 missing or out of order", i);
+        }
+    }
+    rh_close(a);
+    rh_close(b);
+    stop(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_replay_paced_per_entry),
         cmocka_unit_test(test_sighup_keeps_serving),
         cmocka_unit_test(test_position_at_connect),
+        cmocka_unit_test(test_burst_in_one_reply),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -242,6 +242,11 @@ static void test_pages_until_the_reader(void **state)
     assert_true(mae__resume_admit(c.r, &ID(11)));
     assert_false(mae__resume_admit(c.r, &ID(11)));
     assert_true(mae__resume_admit(c.r, &ID(12)));
+    /* A run arriving together: all of it, or nothing (then one by one). */
+    assert_true(mae__resume_admit_run(c.r, &ID(13), &ID(15)));
+    assert_false(mae__resume_admit_run(c.r, &ID(15), &ID(18)));
+    assert_false(mae__resume_admit(c.r, &ID(15)));
+    assert_true(mae__resume_admit(c.r, &ID(16)));
     mae__resume_free(c.r);
     assert_int_equal(fk.cancels, 0);
 }
