@@ -209,7 +209,7 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
 {
     p->disabled = !cfg->redis_url || !cfg->redis_url[0];
     if (!p->disabled) {
-        int rc = mae__url_parse(cfg->redis_url, &p->url, err, errlen);
+        int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &p->url, err, errlen);
         if (rc != MAE_OK) {
             if (rc == MAE_ENOMEM)
                 snprintf(err, errlen, "out of memory");
@@ -322,6 +322,9 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
 
 int mae_publisher_open(const mae_publisher_config *cfg, mae_publisher **out)
 {
+    /* The transport follows the URL's scheme: rediss:// is TLS. */
+    if (cfg && mae__url_is_tls(cfg->redis_url))
+        return mae__publisher_open_tls(cfg, out);
     return mae__publisher_open_with(cfg, &mae__hiredis_transport, out);
 }
 
