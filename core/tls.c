@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -45,8 +46,28 @@ static int no_passphrase(char *buf, int size, int rwflag, void *user)
     return 0;
 }
 
+/* A file (or directory) of the URL that cannot be read is named with the
+ * reason; OpenSSL's own error for it says less. True when it cannot. */
+static bool unreadable(const char *path, const char *option, char *err, size_t errlen)
+{
+    if (!path || access(path, R_OK) == 0)
+        return false;
+    const char *why = errno == ENOENT    ? "no such file or directory"
+                      : errno == EACCES  ? "permission denied"
+                      : errno == ENOTDIR ? "a part of the path is not a directory"
+                                         : "cannot be read";
+    snprintf(err, errlen, "TLS: cannot read %s %s: %s", option, path, why);
+    return true;
+}
+
 int mae__tls_ctx_new(const mae__url_tls *opt, SSL_CTX **out, char *err, size_t errlen)
 {
+    bool verify = opt->cert_reqs != MAE__TLS_VERIFY_NONE;
+    if ((verify && (unreadable(opt->ca_certs, "ssl_ca_certs", err, errlen) ||
+                    unreadable(opt->ca_path, "ssl_ca_path", err, errlen))) ||
+        unreadable(opt->certfile, "ssl_certfile", err, errlen) ||
+        unreadable(opt->keyfile, "ssl_keyfile", err, errlen))
+        return MAE_EINVAL;
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
