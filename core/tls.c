@@ -5,12 +5,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -60,8 +62,21 @@ static bool unreadable(const char *path, const char *option, char *err, size_t e
     return true;
 }
 
+/* OpenSSL would free its global state from an atexit handler, while a
+ * publisher's I/O thread that close() left detached (stuck in a handshake
+ * or a name lookup) may still be using it: a crash at exit. A library
+ * must not make the program's exit racy, so the state is left to the
+ * operating system. When the program initialised OpenSSL first, its own
+ * choice stands. */
+static void init_openssl(void)
+{
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT, NULL);
+}
+
 int mae__tls_ctx_new(const mae__url_tls *opt, SSL_CTX **out, char *err, size_t errlen)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_openssl);
     bool verify = opt->cert_reqs != MAE__TLS_VERIFY_NONE;
     if ((verify && (unreadable(opt->ca_certs, "ssl_ca_certs", err, errlen) ||
                     unreadable(opt->ca_path, "ssl_ca_path", err, errlen))) ||

@@ -104,7 +104,6 @@ static void *tls_connect(void *user, const mae__url *url, int connect_timeout_ms
 {
     tls_state *st = user;
     char why[112] = "";
-    double deadline = mae__tls_now() + connect_timeout_ms / 1000.0;
 
     if (url->is_unix || !url->tls.enabled) {
         snprintf(err, errlen, "the TLS transport needs a rediss:// URL");
@@ -115,6 +114,9 @@ static void *tls_connect(void *user, const mae__url *url, int connect_timeout_ms
      * again at the next connect. */
     if (!st->ctx && mae__tls_ctx_new(&url->tls, &st->ctx, err, errlen) != 0)
         return NULL;
+    /* The timeout covers the network (name resolution aside, as with
+     * hiredis): reading the CA files above is local work. */
+    double deadline = mae__tls_now() + connect_timeout_ms / 1000.0;
 
     tls_conn *c = calloc(1, sizeof *c);
     if (!c || !(c->reader = redisReaderCreate())) {
