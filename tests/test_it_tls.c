@@ -316,6 +316,24 @@ static void test_client_certificate_required_and_given(void **state)
         !strstr(st.last_error, "key values mismatch"))
         fail_msg("last_error \"%s\" does not name the key that does not fit", st.last_error);
     assert_int_equal(mae_publisher_close(p, 200), MAE_ETIMEDOUT);
+
+    /* An encrypted key is refused, never prompted for on the terminal. */
+    char cmd[512], enc[128];
+    snprintf(enc, sizeof enc, "%s/client_enc.key", certs.dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl pkey -in %s -aes256 -passout pass:secret -out %s >/dev/null 2>&1",
+             mtr_cert_path(&certs, "client", "key", key, sizeof key), enc);
+    assert_int_equal(system(cmd), 0);
+    snprintf(query, sizeof query, "ssl_certfile=%s&ssl_keyfile=%s",
+             mtr_cert_path(&certs, "client", "pem", cert, sizeof cert), enc);
+    tls_url(url, sizeof url, "127.0.0.1", tport, NULL, query);
+    p = open_url(url, NULL, NULL);
+    publish_range(p, 0, 1);
+    TU_EVENTUALLY((mae_publisher_stats_get(p, &st), st.connect_failures >= 1));
+    print_message("  an encrypted key: %s\n", st.last_error);
+    assert_non_null(strstr(st.last_error, "cannot load ssl_keyfile"));
+    assert_int_equal(st.published, 0);
+    assert_int_equal(mae_publisher_close(p, 200), MAE_ETIMEDOUT);
     mtr_sub_close(sub);
     mtr_cleanup(&r);
 }
