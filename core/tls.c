@@ -226,7 +226,7 @@ static const char *verify_hint(long v)
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
     case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-        return " (unknown CA)";
+        return "unknown CA, ";
     default:
         return "";
     }
@@ -239,8 +239,8 @@ void mae__tls_failure_text(const SSL *ssl, int ssl_error, char *err, size_t errl
     long v = ssl && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) ? SSL_get_verify_result(ssl)
                                                                   : X509_V_OK;
     if (v != X509_V_OK) {
-        snprintf(err, errlen, "TLS certificate verify failed: %s%s",
-                 X509_verify_cert_error_string(v), verify_hint(v));
+        snprintf(err, errlen, "TLS certificate verify failed: %s%s", verify_hint(v),
+                 X509_verify_cert_error_string(v));
         ERR_clear_error();
         return;
     }

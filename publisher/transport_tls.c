@@ -156,7 +156,9 @@ static void *tls_connect(void *user, const mae__url *url, int connect_timeout_ms
     if (st->session)
         SSL_set_session(c->ssl, st->session);
     if (mae__tls_handshake(c->ssl, c->fd, deadline, why, sizeof why) != 0) {
-        snprintf(err, errlen, "%s:%d: %s", url->host, url->port, why);
+        /* The reason first: last_error holds 127 bytes, and a long host
+         * name must not push out why its certificate was refused. */
+        snprintf(err, errlen, "%s (%s:%d)", why, url->host, url->port);
         conn_free(c);
         return NULL;
     }
