@@ -367,6 +367,13 @@ static void on_source_reset(void *ctx, const char *json, size_t len)
     r->counters.resets_total += broadcast(r, NULL);
 }
 
+static void on_source_connect_failed(void *ctx, const char *why)
+{
+    relay *r = ctx;
+    (void)why;   /* logged by the source, once per run of failures */
+    r->counters.redis_connect_failures_total++;
+}
+
 static void on_source_log(void *ctx, const char *line)
 {
     (void)ctx;
@@ -402,8 +409,9 @@ int mae__fanout_start(relay *r, char *err, size_t errlen)
 {
     char serr[256] = "";
     mae__source_config sc = {r->base, r->cfg->redis_url, r->cfg->channel, r->cfg->stream_key};
-    mae__source_cb cb = {r,           on_source_event, on_source_state, on_source_reset,
-                         on_source_log, on_source_batch};
+    mae__source_cb cb = {r,             on_source_event, on_source_state,
+                         on_source_reset, on_source_log,  on_source_batch,
+                         on_source_connect_failed};
     if (mae__source_new(&sc, &cb, &r->source, serr, sizeof serr) != 0) {
         snprintf(err, errlen, "%s", *serr ? serr : "out of memory");
         return 1;

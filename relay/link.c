@@ -1,41 +1,76 @@
 /* This module implements the relay's Redis link of relay/link.h: locate,
- * connect, hello, watch and retry, for one connection at a time. */
+ * connect (a plain or an OpenSSL bufferevent), hello, talk (redisReader and
+ * a FIFO of reply callbacks), watch and retry, one connection at a time. */
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
-#include <hiredis/adapters/libevent.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <mailagent/common.h>
 
 #include "core/backoff.h"
+#include "core/tls.h"
 #include "relay/link.h"
+
+/* Keepalive as hiredis sets it: probes after 15 s idle, every 5 s, 3 lost
+ * ones and the peer is gone. */
+#define KEEPALIVE_IDLE_S 15
+#define KEEPALIVE_INTVL_S 5
+#define KEEPALIVE_CNT 3
+
+typedef struct pending_cmd {
+    mae__link_reply_fn *fn;
+    void *priv;
+} pending_cmd;
+
+enum link_state { LINK_IDLE, LINK_LOOKING, LINK_CONNECTING, LINK_UP };
 
 struct mae__link {
     mae__link_config cfg;
-    redisAsyncContext *ac;      /* NULL while down (detached before it is freed) */
+    enum link_state state;
+    struct bufferevent *bev;    /* NULL unless CONNECTING or UP */
+    SSL *ssl;                   /* the bufferevent's (it frees it); NULL for plain */
+    SSL_CTX *tls;               /* rediss://: built once, kept for every attempt */
+    redisReader *reader;
+    pending_cmd *fifo;          /* replies awaited, in order (a ring) */
+    size_t fifo_head, fifo_len, fifo_cap;
+    unsigned gen;               /* bumped at every close: a read loop stops */
     int failures;               /* attempts failed in a row */
-    unsigned pending;           /* replies awaited */
+    unsigned pending;           /* replies awaited by the owner (the watchdog) */
     uint64_t rng;
     struct event *retry;        /* the next attempt */
     struct event *watchdog;     /* an awaited reply is late */
     struct evdns_base *dns;     /* made at the first name to look up */
     struct evdns_getaddrinfo_request *lookup;
-    bool looking;               /* a lookup's callback has not run yet */
     bool closing;
 };
 
+static void tv_of_ms(struct timeval *tv, int ms)
+{
+    tv->tv_sec = ms / 1000;
+    tv->tv_usec = (ms % 1000) * 1000;
+}
+
 static void arm_watchdog(mae__link *l)
 {
-    struct timeval tv = {l->cfg.deadline_ms / 1000, (l->cfg.deadline_ms % 1000) * 1000};
+    struct timeval tv;
+    tv_of_ms(&tv, l->cfg.deadline_ms);
     evtimer_add(l->watchdog, &tv);
 }
 
@@ -53,150 +88,348 @@ void mae__link_got(mae__link *l)
         evtimer_del(l->watchdog);
 }
 
-/* The link is lost: detach its context (freed here when free_ctx, or by
- * hiredis itself when it reported the loss), schedule the next attempt on
- * the backoff schedule and tell the owner. */
-static void fail(mae__link *l, const char *why, bool free_ctx)
+/* ---- the FIFO of reply callbacks --------------------------------------------------- */
+
+static bool fifo_push(mae__link *l, mae__link_reply_fn *fn, void *priv)
 {
-    char msg[200];
-    redisAsyncContext *ac = l->ac;
-    /* why may live in the context or a reply about to be freed. */
-    snprintf(msg, sizeof msg, "%s", why && *why ? why : "connection lost");
-    l->ac = NULL;
+    if (l->fifo_len == l->fifo_cap) {
+        size_t cap = l->fifo_cap ? l->fifo_cap * 2 : 16;
+        pending_cmd *v = malloc(cap * sizeof *v);
+        if (!v)
+            return false;
+        for (size_t i = 0; i < l->fifo_len; i++)
+            v[i] = l->fifo[(l->fifo_head + i) % l->fifo_cap];
+        free(l->fifo);
+        l->fifo = v;
+        l->fifo_cap = cap;
+        l->fifo_head = 0;
+    }
+    l->fifo[(l->fifo_head + l->fifo_len) % l->fifo_cap] = (pending_cmd){fn, priv};
+    l->fifo_len++;
+    return true;
+}
+
+static bool fifo_pop(mae__link *l, pending_cmd *out)
+{
+    if (l->fifo_len == 0)
+        return false;
+    *out = l->fifo[l->fifo_head];
+    l->fifo_head = (l->fifo_head + 1) % l->fifo_cap;
+    l->fifo_len--;
+    return true;
+}
+
+/* ---- close: the one place a connection ends ---------------------------------------- */
+
+/* Frees the connection and answers every waiting command with NULL. The
+ * link is down (state IDLE) before the first of those callbacks runs, so
+ * one that sends or fails finds nothing to act on. */
+static void close_conn(mae__link *l)
+{
+    l->gen++;
+    l->state = LINK_IDLE;
     l->pending = 0;
     evtimer_del(l->watchdog);
+    if (l->lookup) {
+        struct evdns_getaddrinfo_request *req = l->lookup;
+        l->lookup = NULL;
+        evdns_getaddrinfo_cancel(req);   /* its callback sees EAI_CANCEL */
+    }
+    if (l->bev) {
+        /* Safe inside the bufferevent's own callbacks: libevent holds a
+         * reference until they return. Frees the SSL too. */
+        bufferevent_free(l->bev);
+        l->bev = NULL;
+        l->ssl = NULL;
+    }
+    if (l->reader) {
+        redisReaderFree(l->reader);
+        l->reader = NULL;
+    }
+    pending_cmd c;
+    while (fifo_pop(l, &c))
+        if (c.fn)
+            c.fn(l, NULL, c.priv);
+}
+
+/* The link is lost or an attempt failed: close, schedule the next attempt
+ * on the backoff schedule and tell the owner. Once per connection. */
+static void fail(mae__link *l, const char *why)
+{
+    if (l->state == LINK_IDLE || l->closing)
+        return;
+    char msg[256];
+    bool connecting = l->state != LINK_UP;
+    /* why may live in a reply or the reader about to be freed. */
+    snprintf(msg, sizeof msg, "%s", why && *why ? why : "connection lost");
+    close_conn(l);
     l->failures++;
-    if (ac && free_ctx)
-        redisAsyncFree(ac);
     double delay = mae__backoff_delay(l->cfg.backoff_min_ms, l->cfg.backoff_max_ms, l->failures,
                                       mae__rand_unit(&l->rng));
     struct timeval tv = {(time_t)delay, (suseconds_t)((delay - (double)(time_t)delay) * 1e6)};
     evtimer_add(l->retry, &tv);
     if (l->cfg.on_down)
-        l->cfg.on_down(l->cfg.user, msg, l->failures);
+        l->cfg.on_down(l->cfg.user, msg, l->failures, connecting);
 }
 
 void mae__link_fail(mae__link *l, const char *why)
 {
-    fail(l, why, true);
+    fail(l, why);
 }
 
 bool mae__link_up(const mae__link *l)
 {
-    return l->ac != NULL;
+    return l->state == LINK_UP;
 }
 
-bool mae__link_accept(mae__link *l, redisAsyncContext *ac, const redisReply *r, bool count)
+bool mae__link_accept(mae__link *l, const redisReply *r, bool count)
 {
-    if (l->ac != ac)
-        return false;   /* a detached context's last words */
-    if (!r) {
-        fail(l, ac->errstr, false);   /* hiredis is tearing it down */
-        return false;
-    }
+    if (!r)
+        return false;   /* the link went down; fail() has told the owner */
     if (count)
         mae__link_got(l);
     if (r->type == REDIS_REPLY_ERROR) {
-        fail(l, r->str, true);
+        fail(l, r->str);
         return false;
     }
     l->failures = 0;
     return true;
 }
 
-int mae__link_command(mae__link *l, bool expect, redisCallbackFn *fn, void *priv, const char *fmt,
-                      ...)
+/* ---- talk ------------------------------------------------------------------------- */
+
+static int send_formatted(mae__link *l, const char *fmt, va_list ap)
 {
-    if (!l->ac)
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    if (len < 0)
         return REDIS_ERR;
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = redisvAsyncCommand(l->ac, fn, priv, fmt, ap);
-    va_end(ap);
-    /* Not queued (out of memory): awaited all the same, so the watchdog
+    int rc = bufferevent_write(l->bev, cmd, (size_t)len) == 0 ? REDIS_OK : REDIS_ERR;
+    free(cmd);
+    return rc;
+}
+
+int mae__link_command(mae__link *l, bool expect, mae__link_reply_fn *fn, void *priv,
+                      const char *fmt, ...)
+{
+    if (l->state != LINK_UP && l->state != LINK_CONNECTING)
+        return REDIS_ERR;
+    int rc = REDIS_ERR;
+    if (fifo_push(l, fn, priv)) {
+        va_list ap;
+        va_start(ap, fmt);
+        rc = send_formatted(l, fmt, ap);
+        va_end(ap);
+        if (rc != REDIS_OK)
+            l->fifo_len--;   /* never sent: no reply will come */
+    }
+    /* Not sent (out of memory): awaited all the same, so the watchdog
      * resets the link and the owner sends it again. */
     if (expect)
         mae__link_expect(l);
     return rc;
 }
 
+int mae__link_command_push(mae__link *l, const char *fmt, ...)
+{
+    if (l->state != LINK_UP)
+        return REDIS_ERR;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = send_formatted(l, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* A pub/sub push: ["message", channel, data], ["subscribe", channel, n], ... */
+static bool is_push(const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
+        return false;
+    const char *k = r->element[0]->str;
+    return strcmp(k, "message") == 0 || strcmp(k, "pmessage") == 0 ||
+           strcmp(k, "subscribe") == 0 || strcmp(k, "psubscribe") == 0 ||
+           strcmp(k, "unsubscribe") == 0 || strcmp(k, "punsubscribe") == 0;
+}
+
+/* One parsed reply to its callback (or to on_push). */
+static void dispatch(mae__link *l, redisReply *r)
+{
+    if (l->cfg.on_push && is_push(r)) {
+        l->cfg.on_push(l->cfg.user, r);
+        return;
+    }
+    pending_cmd c;
+    if (!fifo_pop(l, &c)) {
+        char why[200];
+        snprintf(why, sizeof why, "%s%s",
+                 r->type == REDIS_REPLY_ERROR ? "" : "a reply no command asked for: ",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "protocol out of step");
+        fail(l, why);
+        return;
+    }
+    if (c.fn)
+        c.fn(l, r, c.priv);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    mae__link *l = arg;
+    unsigned gen = l->gen;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    /* Every chunk the bufferevent holds goes to the parser, then every
+     * whole reply to its callback, which may close the link. */
+    int n = evbuffer_peek(in, -1, NULL, NULL, 0);
+    if (n > 0) {
+        struct evbuffer_iovec stackv[16];
+        struct evbuffer_iovec *v = n <= 16 ? stackv : malloc((size_t)n * sizeof *v);
+        if (!v) {
+            fail(l, "out of memory");
+            return;
+        }
+        evbuffer_peek(in, -1, NULL, v, n);
+        int rc = REDIS_OK;
+        for (int i = 0; i < n && rc == REDIS_OK; i++)
+            rc = redisReaderFeed(l->reader, v[i].iov_base, v[i].iov_len);
+        if (v != stackv)
+            free(v);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (rc != REDIS_OK) {
+            fail(l, l->reader->errstr[0] ? l->reader->errstr : "out of memory");
+            return;
+        }
+    }
+    for (;;) {
+        void *reply = NULL;
+        if (redisReaderGetReply(l->reader, &reply) != REDIS_OK) {
+            char why[160];
+            snprintf(why, sizeof why, "protocol error: %s", l->reader->errstr);
+            fail(l, why);
+            return;
+        }
+        if (!reply)
+            return;
+        dispatch(l, reply);
+        freeReplyObject(reply);
+        if (l->gen != gen)
+            return;   /* the link was closed by that callback */
+    }
+}
+
+/* The reason a TLS bufferevent failed: a failed verification by its name,
+ * else the first OpenSSL error libevent kept, else the socket's. */
+static void tls_reason(mae__link *l, char *why, size_t len)
+{
+    if (SSL_get_verify_result(l->ssl) != X509_V_OK &&
+        (SSL_get_verify_mode(l->ssl) & SSL_VERIFY_PEER)) {
+        mae__tls_failure_text(l->ssl, 0, why, len);
+        return;
+    }
+    unsigned long e = bufferevent_get_openssl_error(l->bev);
+    while (bufferevent_get_openssl_error(l->bev))
+        ;
+    if (e && ERR_reason_error_string(e)) {
+        snprintf(why, len, "TLS: %s", ERR_reason_error_string(e));
+        return;
+    }
+    int se = EVUTIL_SOCKET_ERROR();
+    snprintf(why, len, "%s", se ? evutil_socket_error_to_string(se)
+                                : "TLS: connection closed or reset by the server");
+}
+
+static void on_connected(mae__link *l);
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    mae__link *l = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        on_connected(l);
+        return;
+    }
+    char why[256], reason[200];
+    bool connecting = l->state == LINK_CONNECTING;
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (connecting)
+            snprintf(why, sizeof why, "cannot connect: no %s within %d ms (hung server?)",
+                     l->ssl ? "TLS handshake" : "connection",
+                     l->cfg.connect_timeout_ms ? l->cfg.connect_timeout_ms : l->cfg.deadline_ms);
+        else
+            snprintf(why, sizeof why,
+                     "could not write within %d ms: the connection stopped reading (hung "
+                     "server?)", l->cfg.deadline_ms);
+    } else if (what & BEV_EVENT_ERROR) {
+        if (l->ssl)
+            tls_reason(l, reason, sizeof reason);
+        else
+            snprintf(reason, sizeof reason, "%s",
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        snprintf(why, sizeof why, "%s: %s", connecting ? "cannot connect" : "connection lost",
+                 reason);
+    } else {
+        snprintf(why, sizeof why, "%s: closed by the server",
+                 connecting ? "cannot connect" : "connection lost");
+    }
+    fail(l, why);
+}
+
 /* ---- hello ----------------------------------------------------------------------- */
 
-static void on_hello(redisAsyncContext *ac, void *reply, void *priv, const char *what)
+static void on_hello(mae__link *l, redisReply *r, const char *what)
 {
-    mae__link *l = priv;
-    redisReply *r = reply;
-    if (r && l->ac == ac && r->type == REDIS_REPLY_ERROR) {
+    if (r && r->type == REDIS_REPLY_ERROR) {
         char why[200];
         snprintf(why, sizeof why, "%s refused: %s", what, r->str);
         mae__link_got(l);
-        fail(l, why, true);
+        fail(l, why);
         return;
     }
-    mae__link_accept(l, ac, r, true);
+    mae__link_accept(l, r, true);
 }
 
-static void on_auth(redisAsyncContext *ac, void *reply, void *priv)
+static void on_auth(mae__link *l, redisReply *r, void *priv)
 {
-    on_hello(ac, reply, priv, "AUTH");
+    (void)priv;
+    on_hello(l, r, "AUTH");
 }
 
-static void on_select(redisAsyncContext *ac, void *reply, void *priv)
+static void on_select(mae__link *l, redisReply *r, void *priv)
 {
-    on_hello(ac, reply, priv, "SELECT");
+    (void)priv;
+    on_hello(l, r, "SELECT");
 }
 
 /* ---- connect ---------------------------------------------------------------------- */
 
-static void on_connect(const redisAsyncContext *ac, int status)
+static void set_keepalive(evutil_socket_t fd, bool tcp)
 {
-    mae__link *l = ac->data;
-    /* A failed connect is freed by hiredis right after this returns. */
-    if (status != REDIS_OK && l && l->ac == ac) {
-        char why[200];
-        snprintf(why, sizeof why, "cannot connect: %s", ac->errstr);
-        fail(l, why, false);
-    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    if (!tcp)
+        return;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifdef TCP_KEEPIDLE
+    int idle = KEEPALIVE_IDLE_S, intvl = KEEPALIVE_INTVL_S, cnt = KEEPALIVE_CNT;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+#endif
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    mae__link *l = ac->data;
-    if (l && l->ac == ac) {
-        char why[200];
-        snprintf(why, sizeof why, "connection lost: %s",
-                 status == REDIS_OK || !ac->errstr[0] ? "closed by the server" : ac->errstr);
-        fail(l, why, false);
-    }
-}
-
-/* host is a numeric address here: hiredis' own lookup of it never blocks. */
-static void connect_to(mae__link *l, const char *host)
+/* TCP (and TLS) is up: the I/O timeout replaces the connect timeout, the
+ * hello goes out, then the owner's commands. */
+static void on_connected(mae__link *l)
 {
     const mae__url *u = l->cfg.url;
-    redisAsyncContext *ac = u->is_unix ? redisAsyncConnectUnix(u->path)
-                                       : redisAsyncConnect(host, u->port);
-    if (!ac || ac->err) {
-        char why[200];
-        snprintf(why, sizeof why, "cannot connect: %s", ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        fail(l, why, false);
-        return;
-    }
-    ac->data = l;
-    if (redisLibeventAttach(ac, l->cfg.base) != REDIS_OK) {
-        redisAsyncFree(ac);
-        fail(l, "cannot attach to the event loop", false);
-        return;
-    }
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    /* The watchdog finds a hung server; keepalive also finds a peer gone
-     * without a word while the link is idle (XREAD BLOCK, SUBSCRIBE). */
-    redisEnableKeepAlive(&ac->c);
-    l->ac = ac;
-    /* Queued until the socket is connected; the owner's commands follow. */
+    struct timeval wtv;
+    tv_of_ms(&wtv, l->cfg.deadline_ms);
+    /* No read timeout: an idle link (the history link, a quiet channel)
+     * is fine; an awaited reply has the watchdog. A write that cannot go
+     * out for the deadline is a hung peer. */
+    bufferevent_set_timeouts(l->bev, NULL, &wtv);
+    set_keepalive(bufferevent_getfd(l->bev), !u->is_unix);
+    l->state = LINK_UP;
     if (u->password) {
         if (u->user)
             mae__link_command(l, true, on_auth, l, "AUTH %s %s", u->user, u->password);
@@ -205,8 +438,53 @@ static void connect_to(mae__link *l, const char *host)
     }
     if (l->cfg.select_db && u->db != 0)
         mae__link_command(l, true, on_select, l, "SELECT %d", u->db);
-    if (l->cfg.on_ready)
+    if (l->state == LINK_UP && l->cfg.on_ready)
         l->cfg.on_ready(l->cfg.user);
+}
+
+/* Starts a connection to the socket address sa (an address, never a
+ * name to look up: Sentinel's lookup would hand its answer here too). */
+static void connect_to(mae__link *l, const struct sockaddr *sa, int salen)
+{
+    const mae__url *u = l->cfg.url;
+    char err[256];
+    l->reader = redisReaderCreate();
+    if (!l->reader)
+        goto oom;
+    if (l->tls) {
+        if (mae__tls_session_new(l->tls, &u->tls, u->host, -1, &l->ssl, err, sizeof err) != 0)
+            goto failed;
+        l->bev = bufferevent_openssl_socket_new(l->cfg.base, -1, l->ssl,
+                                                BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        if (!l->bev) {
+            SSL_free(l->ssl);
+            l->ssl = NULL;
+            goto oom;
+        }
+    } else {
+        l->bev = bufferevent_socket_new(l->cfg.base, -1, BEV_OPT_CLOSE_ON_FREE);
+        if (!l->bev)
+            goto oom;
+    }
+    bufferevent_setcb(l->bev, on_read, NULL, on_event, l);
+    struct timeval ctv;
+    tv_of_ms(&ctv, l->cfg.connect_timeout_ms ? l->cfg.connect_timeout_ms : l->cfg.deadline_ms);
+    bufferevent_set_timeouts(l->bev, &ctv, &ctv);
+    bufferevent_enable(l->bev, EV_READ | EV_WRITE);
+    l->state = LINK_CONNECTING;
+    unsigned gen = l->gen;
+    if (bufferevent_socket_connect(l->bev, sa, salen) != 0 && l->gen == gen) {
+        /* (Unless libevent already told on_event, which failed the link.) */
+        snprintf(err, sizeof err, "cannot connect: %s",
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        goto failed;
+    }
+    return;
+oom:
+    snprintf(err, sizeof err, "cannot connect: out of memory");
+failed:
+    fail(l, err);
 }
 
 /* ---- locate ----------------------------------------------------------------------- */
@@ -214,58 +492,80 @@ static void connect_to(mae__link *l, const char *host)
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
     mae__link *l = arg;
-    l->looking = false;
-    l->lookup = NULL;
     if (result == EVUTIL_EAI_CANCEL || l->closing) {
         if (res)
             evutil_freeaddrinfo(res);
         return;
     }
-    char host[INET6_ADDRSTRLEN] = "";
-    if (result == 0 && res) {
-        const void *a = res->ai_family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-        evutil_inet_ntop(res->ai_family, a, host, sizeof host);
-    }
-    if (res)
-        evutil_freeaddrinfo(res);
-    if (!*host) {
+    l->lookup = NULL;
+    if (result != 0 || !res) {
         char why[200];
         snprintf(why, sizeof why, "cannot resolve %s: %s", l->cfg.url->host,
                  evutil_gai_strerror(result ? result : EVUTIL_EAI_NONAME));
-        fail(l, why, false);
+        if (res)
+            evutil_freeaddrinfo(res);
+        fail(l, why);
         return;
     }
-    connect_to(l, host);
+    struct sockaddr_storage ss;
+    int len = (int)res->ai_addrlen;
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    evutil_freeaddrinfo(res);
+    ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)l->cfg.url->port);
+    connect_to(l, (struct sockaddr *)&ss, len);
 }
 
 /* Where is the server: the URL's socket or address; a name is looked up
- * with evdns, off the loop's back. (Sentinel's master lookup goes here.) */
+ * with evdns, off the loop's back. Sentinel's master lookup goes here: it
+ * ends, as the name lookup does, in connect_to() with an address. */
 static void locate(mae__link *l)
 {
     const mae__url *u = l->cfg.url;
-    unsigned char buf[sizeof(struct in6_addr)];
-    if (u->is_unix || evutil_inet_pton(AF_INET, u->host, buf) == 1 ||
-        evutil_inet_pton(AF_INET6, u->host, buf) == 1) {
-        connect_to(l, u->host);
+    l->state = LINK_LOOKING;
+    if (u->is_unix) {
+        struct sockaddr_un sun;
+        memset(&sun, 0, sizeof sun);
+        sun.sun_family = AF_UNIX;
+        if (strlen(u->path) >= sizeof sun.sun_path) {
+            fail(l, "cannot connect: the socket path is too long");
+            return;
+        }
+        memcpy(sun.sun_path, u->path, strlen(u->path) + 1);
+        connect_to(l, (struct sockaddr *)&sun, (int)sizeof sun);
+        return;
+    }
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+    memset(&sin, 0, sizeof sin);
+    memset(&sin6, 0, sizeof sin6);
+    if (evutil_inet_pton(AF_INET, u->host, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)u->port);
+        connect_to(l, (struct sockaddr *)&sin, (int)sizeof sin);
+        return;
+    }
+    if (evutil_inet_pton(AF_INET6, u->host, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)u->port);
+        connect_to(l, (struct sockaddr *)&sin6, (int)sizeof sin6);
         return;
     }
     if (!l->dns)
         l->dns = evdns_base_new(l->cfg.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     if (!l->dns) {
-        fail(l, "cannot start the name lookup", false);
+        fail(l, "cannot start the name lookup");
         return;
     }
     struct evutil_addrinfo hints;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    l->looking = true;
+    unsigned gen = l->gen;
     struct evdns_getaddrinfo_request *req =
         evdns_getaddrinfo(l->dns, u->host, NULL, &hints, on_resolved, l);
-    /* The callback may have run already (an answer from the hosts file). */
-    if (l->looking)
+    /* The callback may have run already (an answer from the hosts file):
+     * then the state moved on and req must not be kept. */
+    if (l->gen == gen && l->state == LINK_LOOKING)
         l->lookup = req;
 }
 
@@ -285,25 +585,35 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
     snprintf(why, sizeof why,
              "no reply within %d ms: the connection stopped answering (hung server?)",
              l->cfg.deadline_ms);
-    fail(l, why, true);
+    fail(l, why);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
-int mae__link_new(const mae__link_config *cfg, mae__link **out)
+int mae__link_new(const mae__link_config *cfg, mae__link **out, char *err, size_t errlen)
 {
     mae__link *l = calloc(1, sizeof *l);
-    if (!l)
+    if (!l) {
+        snprintf(err, errlen, "out of memory");
         return MAE_ENOMEM;
+    }
     l->cfg = *cfg;
     l->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)l;
     if (!l->rng)
         l->rng = 0x9e3779b97f4a7c15ull;
+    if (cfg->url->tls.enabled) {
+        int rc = mae__tls_ctx_new(&cfg->url->tls, &l->tls, err, errlen);
+        if (rc != MAE_OK) {
+            free(l);
+            return rc;
+        }
+    }
     l->retry = evtimer_new(cfg->base, on_retry, l);
     l->watchdog = evtimer_new(cfg->base, on_watchdog, l);
     struct timeval now = {0, 0};
     if (!l->retry || !l->watchdog || evtimer_add(l->retry, &now) != 0) {
         mae__link_free(l);
+        snprintf(err, errlen, "out of memory");
         return MAE_ENOMEM;
     }
     *out = l;
@@ -314,19 +624,16 @@ void mae__link_free(mae__link *l)
 {
     if (!l)
         return;
+    close_conn(l);
     l->closing = true;
-    if (l->lookup)
-        evdns_getaddrinfo_cancel(l->lookup);
-    if (l->ac) {
-        redisAsyncContext *ac = l->ac;
-        l->ac = NULL;   /* detached: its last callbacks see a stranger */
-        redisAsyncFree(ac);
-    }
     if (l->dns)
         evdns_base_free(l->dns, 0);
     if (l->retry)
         event_free(l->retry);
     if (l->watchdog)
         event_free(l->watchdog);
+    if (l->tls)
+        SSL_CTX_free(l->tls);
+    free(l->fifo);
     free(l);
 }

@@ -2,23 +2,33 @@
  * Redis source (the pub/sub subscriber, both links of the stream reader).
  * One link is one connection at a time, made again and again:
  *
- *   locate  where is the server: today the URL's address, looked up with
- *           evdns so the loop never blocks on DNS (Sentinel's "where is
- *           the master" goes here later);
- *   connect hiredis' async context on the loop, TCP keepalive;
+ *   locate  where is the server: the URL's address, a name looked up with
+ *           evdns so the loop never blocks on DNS. This is the one step
+ *           that decides the address (locate() in link.c); Sentinel's
+ *           "where is the master" goes there, and hands connect_to() an
+ *           address as the lookup does;
+ *   connect a libevent bufferevent: a plain socket for redis:// and
+ *           unix://, an OpenSSL one for rediss:// (core/tls.h: the URL's
+ *           verification, SNI, the host name check; a failure is never
+ *           retried in plain text). TCP keepalive. The TCP connect, the
+ *           TLS handshake and the hello share one connect timeout;
  *   hello   AUTH and SELECT as the URL asks (SELECT only when wanted:
  *           pub/sub ignores the database), pipelined before the owner's
  *           first command;
+ *   talk    commands written through the bufferevent (a write stuck for
+ *           the deadline fails the link), replies parsed by hiredis'
+ *           redisReader and handed, in order, to the callback given with
+ *           each command; pub/sub messages to on_push;
  *   watch   a watchdog over the replies the owner awaits: none within the
  *           deadline and the link is declared dead;
  *   retry   a lost or failed link is made again on core/backoff's schedule.
  *
- * hiredis 0.14 has no timeouts and no TLS in its async API: the watchdog
- * supplies the first; TLS would replace the connect step with a
- * bufferevent (bufferevent_openssl) feeding hiredis' redisReader, behind
- * this same interface (relay.md, "Redis down"). The owner follows
- * relay/source.h's rule for hiredis contexts; the link applies it for the
- * contexts it makes and frees.
+ * The close rule, written once: the link frees its connection only in
+ * fail() and mae__link_free(). Every command still waiting for its reply
+ * is then answered with a NULL reply, at once, before on_down; a reply
+ * callback may fail the link (the remaining replies of that read are
+ * dropped) but never frees it. A reply is freed by the link when its
+ * callback returns.
  *
  * Not thread-safe: every call and callback on the loop's thread. Never
  * installed. */
@@ -28,7 +38,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "core/url.h"
@@ -37,36 +46,53 @@ struct event_base;
 
 typedef struct mae__link mae__link;
 
+/* A reply (borrowed for the call), or NULL when the link went down before
+ * it came. */
+typedef void mae__link_reply_fn(mae__link *l, redisReply *r, void *priv);
+
 typedef struct mae__link_config {
     struct event_base *base;
     const mae__url *url;        /* borrowed; outlives the link */
     bool select_db;             /* send SELECT when url->db is not 0 */
-    int deadline_ms;            /* an awaited reply later than this: dead */
+    int deadline_ms;            /* an awaited reply or a write later than this: dead */
+    int connect_timeout_ms;     /* TCP, TLS handshake and hello; 0: deadline_ms */
     int backoff_min_ms;         /* the reconnect schedule (core/backoff.h) */
     int backoff_max_ms;
     /* The link is connected and its hello queued: the owner sends its own
      * commands now (they follow AUTH and SELECT on the wire). */
     void (*on_ready)(void *user);
     /* The link was lost, or an attempt failed (why: one sentence; failures:
-     * attempts failed in a row, 1 for the first of a run). It is made
-     * again after the backoff. */
-    void (*on_down)(void *user, const char *why, int failures);
+     * attempts failed in a row, 1 for the first of a run; connecting: it
+     * never came up, as a refused connection or a failed TLS verification).
+     * It is made again after the backoff. */
+    void (*on_down)(void *user, const char *why, int failures, bool connecting);
+    /* Pub/sub: a push message ("message", "subscribe", ... arrays), which
+     * answers no command of its own. NULL: every reply answers a command. */
+    void (*on_push)(void *user, redisReply *r);
     void *user;
 } mae__link_config;
 
-/* Makes the link and starts its first attempt from the loop (never a
- * callback from inside this call). Returns 0 and *out, or MAE_ENOMEM. */
-int mae__link_new(const mae__link_config *cfg, mae__link **out);
+/* Makes the link (for rediss://, the TLS context: the CA and certificate
+ * files are read now) and starts its first attempt from the loop (never a
+ * callback from inside this call). Returns 0 and *out, MAE_EINVAL with a
+ * sentence in err (a TLS file that cannot be used), or MAE_ENOMEM. */
+int mae__link_new(const mae__link_config *cfg, mae__link **out, char *err, size_t errlen);
 
-/* Closes the connection (no callback from here on) and frees the link.
- * Never from inside the link's or its context's callbacks. NULL: no-op. */
+/* Closes the connection (pending commands get their NULL reply, on_down is
+ * not called) and frees the link. Never from inside the link's callbacks.
+ * NULL: no-op. */
 void mae__link_free(mae__link *l);
 
-/* Sends a command on the link's context (hiredis' format); expect: the
- * owner awaits its reply (the watchdog runs until mae__link_accept takes
- * it). REDIS_OK, or REDIS_ERR when the link is not connected. */
-int mae__link_command(mae__link *l, bool expect, redisCallbackFn *fn, void *priv,
+/* Sends a command (hiredis' format); fn (may be NULL: the reply is read
+ * and dropped) gets its reply; expect: the owner awaits it (the watchdog
+ * runs until mae__link_accept takes it). REDIS_OK, or REDIS_ERR when the
+ * link is not up (fn is then never called). */
+int mae__link_command(mae__link *l, bool expect, mae__link_reply_fn *fn, void *priv,
                       const char *fmt, ...);
+
+/* Sends a command answered only by push messages (SUBSCRIBE): no callback
+ * waits for it. REDIS_OK or REDIS_ERR as above. */
+int mae__link_command_push(mae__link *l, const char *fmt, ...);
 
 /* One more reply awaited / one came, for replies that arrive without a
  * command of their own (a re-sent SUBSCRIBE's answer). */
@@ -74,13 +100,12 @@ void mae__link_expect(mae__link *l);
 void mae__link_got(mae__link *l);
 
 /* The prologue of every reply callback on the link: true when the reply is
- * for the current context and is not an error. A stranger's reply (a
- * context being torn down) is ignored; a NULL reply is the link's loss; an
- * error reply fails the link (reason: the error). count: the reply was
- * awaited (mae__link_got is implied). */
-bool mae__link_accept(mae__link *l, redisAsyncContext *ac, const redisReply *r, bool count);
+ * there and is not an error. NULL (the link went down) is false; an error
+ * reply fails the link (reason: the error). count: the reply was awaited
+ * (mae__link_got is implied). */
+bool mae__link_accept(mae__link *l, const redisReply *r, bool count);
 
-/* Fails the link now (detached, freed, retried after the backoff). */
+/* Fails the link now (closed, retried after the backoff). */
 void mae__link_fail(mae__link *l, const char *why);
 
 /* True between on_ready and the next loss. */

@@ -36,6 +36,9 @@ void mae__metrics_render(mae__buf *b, const mae__relay_counters *c)
            "1 while the relay is subscribed to Redis.", c->redis_connected ? 1 : 0);
     metric(b, "mailagent_relay_redis_reconnects_total", "counter",
            "Connections to Redis after the first.", c->redis_reconnects_total);
+    metric(b, "mailagent_relay_redis_connect_failures_total", "counter",
+           "Attempts to connect to Redis that failed (refused, timed out, TLS verification).",
+           c->redis_connect_failures_total);
     metric(b, "mailagent_relay_resets_total", "counter", "Reset frames sent to clients.",
            c->resets_total);
     metric(b, "mailagent_relay_events_skipped_total", "counter",

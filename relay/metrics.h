@@ -20,6 +20,7 @@ typedef struct mae__relay_counters {
     uint64_t auth_failures_total;   /* 401 answers */
     bool redis_connected;           /* subscribed (or reading the stream) now */
     uint64_t redis_reconnects_total;/* connections to Redis after the first */
+    uint64_t redis_connect_failures_total; /* attempts to connect that failed */
     uint64_t resets_total;          /* reset frames sent, one per client */
     uint64_t events_skipped_total;  /* events over --max-event-bytes, each counted once */
 } mae__relay_counters;

@@ -7,19 +7,16 @@
  * resume. A source runs on the relay's event loop and never blocks it.
  * Never installed.
  *
- * hiredis 0.14 contexts: the one rule every source follows.
- * - A context is freed (redisAsyncFree) only by its owner and only after it
- *   is detached: the owner's pointer is set to NULL first, so every
- *   callback the dying context still fires (replies with NULL, the
- *   disconnect callback) sees a stranger and returns without acting.
- * - Freeing from inside one of the context's reply callbacks is allowed:
- *   hiredis defers it until the callback returns (REDIS_IN_CALLBACK). It is
- *   never done from the connect or disconnect callbacks: there hiredis
- *   frees the context itself once the callback returns, so the owner only
- *   detaches it.
- * - A NULL reply means hiredis is tearing the context down (we freed it,
- *   or the server went away): it is treated as the link's loss and never
- *   answered with a free.
+ * Redis connections: the one rule every Redis source follows.
+ * - A source owns its connections only through relay/link.h: the link
+ *   alone frees a connection (in its fail() and mae__link_free()), and
+ *   answers every command still waiting with a NULL reply, at once, before
+ *   telling the source it is down. A NULL reply means exactly that and is
+ *   never answered with a free or a retry: the link retries by itself.
+ * - A reply callback may fail its link (mae__link_fail, or an error reply
+ *   through mae__link_accept); the replies that came with it are dropped.
+ *   It never frees the link, and the reply it is given is freed by the
+ *   link when it returns.
  * - A source never frees itself from its callbacks; the relay frees a
  *   source only from its own timers and signals, never from inside one of
  *   the source's callbacks. */
@@ -56,12 +53,16 @@ typedef struct mae__source_cb {
      * arrived together; the relay may coalesce its writes to each client
      * until the end. Never nested. May be NULL. */
     void (*on_batch)(void *ctx, bool begin);
+    /* Optional: one attempt to connect to Redis failed (refused, timed
+     * out, a TLS certificate that failed verification: why says which).
+     * Counted; the source retries by itself. May be NULL. */
+    void (*on_connect_failed)(void *ctx, const char *why);
 } mae__source_cb;
 
 /* Where and what to read. Strings are borrowed for the constructor. */
 typedef struct mae__source_config {
     struct event_base *base;
-    const char *redis_url;  /* redis://... or unix:///..., parsed by core/url */
+    const char *redis_url;  /* redis://, rediss:// or unix:///, parsed by core/url */
     const char *channel;    /* pub/sub: the channel */
     const char *stream_key; /* stream: the stream's key */
 } mae__source_config;

@@ -2,8 +2,8 @@
  * Redis links (relay/link.h: connect, AUTH, SELECT, watchdog, backoff) on
  * one event_base, the XREAD loop and the queue of history requests.
  *
- * It follows the relay's one rule for hiredis contexts, stated in
- * relay/source.h ("hiredis 0.14 contexts"). It also implements the source
+ * It follows the relay's one rule for Redis connections, stated in
+ * relay/source.h. It also implements the source
  * interface of relay/source.h over that reader (mae__source_stream_new). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,8 +14,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include <mailagent/common.h>
@@ -86,9 +84,9 @@ void mae__stream_source_config_init(mae__stream_source_config *cfg)
 static const mae__history_ops history_ops;
 
 /* Every reply on a link starts here (relay/link.h's prologue). */
-static bool accept_reply(conn *c, redisAsyncContext *ac, redisReply *r)
+static bool accept_reply(conn *c, redisReply *r)
 {
-    return mae__link_accept(c->link, ac, r, true);
+    return mae__link_accept(c->link, r, true);
 }
 
 static void fail(conn *c, const char *why)
@@ -99,7 +97,7 @@ static void fail(conn *c, const char *why)
 /* MULTI EXISTS XINFO EXEC: the bounds, atomically, and a missing key told
  * apart from an error without matching error texts. Returns what queuing
  * EXEC returned. */
-static int send_bounds(conn *c, redisCallbackFn *fn, void *priv)
+static int send_bounds(conn *c, mae__link_reply_fn *fn, void *priv)
 {
     mae__stream_source *s = c->src;
     mae__link_command(c->link, false, NULL, NULL, MAE__STREAM_BOUNDS_MULTI);
@@ -112,7 +110,7 @@ static void history_flush(mae__stream_source *s);
 
 /* ---- the reader ---------------------------------------------------------- */
 
-static void on_xread(redisAsyncContext *ac, void *reply, void *priv);
+static void on_xread(mae__link *l, redisReply *reply, void *priv);
 
 static void send_xread(conn *c)
 {
@@ -123,13 +121,14 @@ static void send_xread(conn *c)
                       s->cfg.read_count, s->cfg.block_ms, s->key, s->key_len, id);
 }
 
-static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
+static void on_xread(mae__link *l, redisReply *reply, void *priv)
 {
+    (void)l;
     conn *c = priv;
     mae__stream_source *s = c->src;
     redisReply *r = reply;
 
-    if (!accept_reply(c, ac, r))
+    if (!accept_reply(c, r))
         return;
     /* nil: BLOCK ran out with nothing new. Otherwise [[key, entries]]. */
     if (r->type != REDIS_REPLY_NIL) {
@@ -172,14 +171,15 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
 
 /* The reader's handshake ends with the stream's bounds: the starting
  * position the first time, a rewind check after. */
-static void on_reader_bounds(redisAsyncContext *ac, void *reply, void *priv)
+static void on_reader_bounds(mae__link *l, redisReply *reply, void *priv)
 {
+    (void)l;
     conn *c = priv;
     mae__stream_source *s = c->src;
     mae__stream_bounds b;
     const char *err = NULL;
 
-    if (!accept_reply(c, ac, reply))
+    if (!accept_reply(c, reply))
         return;
     int rc = mae__stream_parse_bounds(reply, &b, &err);
     if (rc <= 0) {
@@ -212,8 +212,9 @@ static void req_unlink(mae__stream_req *r)
     TAILQ_REMOVE(&r->src->reqs, r, link);
 }
 
-static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void on_history_reply(mae__link *l, redisReply *reply, void *priv)
 {
+    (void)l;
     mae__stream_req *q = priv;
     mae__stream_source *s = q->src;
     conn *c = &s->history;
@@ -225,10 +226,9 @@ static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
         free(q);
         return;
     }
-    /* A stale context's request stays queued and goes out again once the
-     * link is back; a lost link or an error reply does the same after the
-     * backoff. */
-    bool ok = accept_reply(c, ac, r);
+    /* A request on a lost link (NULL) stays queued and goes out again once
+     * the link is back; an error reply does the same after the backoff. */
+    bool ok = accept_reply(c, r);
     if (q->cancelled) {
         req_unlink(q);
         free(q);
@@ -299,10 +299,11 @@ static void history_flush(mae__stream_source *s)
             req_send(s, q);
 }
 
-static void on_history_ready(redisAsyncContext *ac, void *reply, void *priv)
+static void on_history_ready(mae__link *l, redisReply *reply, void *priv)
 {
+    (void)l;
     conn *c = priv;
-    if (!accept_reply(c, ac, reply))
+    if (!accept_reply(c, reply))
         return;
     c->ready = true;
     history_flush(c->src);
@@ -374,31 +375,33 @@ static void on_link_ready(void *user)
         mae__link_command(c->link, true, on_history_ready, c, "PING");
 }
 
-static void on_link_down(void *user, const char *why, int failures)
+static void on_link_down(void *user, const char *why, int failures, bool connecting)
 {
     conn *c = user;
     mae__stream_source *s = c->src;
     (void)failures;
+    if (connecting && s->cfg.on_connect_failed)
+        s->cfg.on_connect_failed(s->cfg.user, why);
     c->ready = false;
     s->stats.reconnects++;
     if (c->is_reader && s->cfg.on_state)
         s->cfg.on_state(s->cfg.user, false, why);
 }
 
-static int conn_init(mae__stream_source *s, conn *c, bool is_reader)
+static int conn_init(mae__stream_source *s, conn *c, bool is_reader, char *err, size_t errlen)
 {
     c->src = s;
     c->is_reader = is_reader;
-    mae__link_config lc = {s->cfg.base,
-                           &s->url,
-                           true,
-                           s->cfg.block_ms + s->cfg.reply_margin_ms,
-                           s->cfg.backoff_min_ms,
-                           s->cfg.backoff_max_ms,
-                           on_link_ready,
-                           on_link_down,
-                           c};
-    return mae__link_new(&lc, &c->link) == MAE_OK ? 0 : -1;
+    mae__link_config lc = {.base = s->cfg.base,
+                           .url = &s->url,
+                           .select_db = true,
+                           .deadline_ms = s->cfg.block_ms + s->cfg.reply_margin_ms,
+                           .backoff_min_ms = s->cfg.backoff_min_ms,
+                           .backoff_max_ms = s->cfg.backoff_max_ms,
+                           .on_ready = on_link_ready,
+                           .on_down = on_link_down,
+                           .user = c};
+    return mae__link_new(&lc, &c->link, err, errlen);
 }
 
 static void conn_close(conn *c)
@@ -432,14 +435,29 @@ int mae__stream_source_new(const mae__stream_source_config *cfg, mae__stream_sou
     if (!s->key)
         goto oom;
     memcpy(s->key, cfg->key, s->key_len + 1);
-    int rc = mae__url_parse(cfg->redis_url, &s->url, uerr, sizeof uerr);
+    /* rediss:// too: the links speak TLS (core/tls.h). */
+    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &s->url, uerr, sizeof uerr);
     if (rc != MAE_OK) {
         snprintf(err, errlen, "%s", rc == MAE_ENOMEM ? "out of memory" : uerr);
         free(s->key);
         free(s);
         return rc;
     }
-    if (conn_init(s, &s->reader, true) != 0 || conn_init(s, &s->history, false) != 0)
+    rc = conn_init(s, &s->reader, true, uerr, sizeof uerr);
+    if (rc == MAE_OK)
+        rc = conn_init(s, &s->history, false, uerr, sizeof uerr);
+    if (rc == MAE_EINVAL) {
+        /* A TLS file of the URL that cannot be used: said, not retried. */
+        snprintf(err, errlen, "%s", uerr);
+        s->closing = true;
+        conn_close(&s->reader);
+        conn_close(&s->history);
+        mae__url_free(&s->url);
+        free(s->key);
+        free(s);
+        return rc;
+    }
+    if (rc != MAE_OK)
         goto oom;
     /* Both links start from the loop (relay/link.h), so no callback runs
      * inside _new. */
@@ -582,6 +600,13 @@ static void src_on_rewound(void *user, const mae__stream_id *last)
     s->cb.on_reset(s->cb.ctx, mae__resume_rewound_json, strlen(mae__resume_rewound_json));
 }
 
+static void src_on_connect_failed(void *user, const char *why)
+{
+    mae__stream_source *s = user;
+    if (s->cb.on_connect_failed)
+        s->cb.on_connect_failed(s->cb.ctx, why);
+}
+
 static void src_on_batch(void *user, bool begin)
 {
     mae__stream_source *s = user;
@@ -619,6 +644,7 @@ int mae__source_stream_new(const mae__source_config *cfg, const mae__source_cb *
     sc.on_state = src_on_state;
     sc.on_rewound = src_on_rewound;
     sc.on_batch = src_on_batch;
+    sc.on_connect_failed = src_on_connect_failed;
     int rc = mae__stream_source_new(&sc, &s, err, errlen);
     if (rc != MAE_OK)
         return rc;

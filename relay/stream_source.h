@@ -62,7 +62,10 @@ typedef struct mae__stream_source_config {
      * it holds more than one: the user may coalesce its writes. May be
      * NULL. */
     void (*on_batch)(void *user, bool begin);
-    void *user;                          /* passed to the three callbacks */
+    /* One attempt of either link to connect failed (refused, timed out, a
+     * TLS certificate that failed verification). May be NULL. */
+    void (*on_connect_failed)(void *user, const char *why);
+    void *user;                          /* passed to the callbacks */
 } mae__stream_source_config;
 
 /* Counters for the relay's /metrics. */

@@ -1,7 +1,7 @@
 /* This module implements the relay's pub/sub source (relay/source.h): one
  * Redis link (relay/link.h) subscribed to the channel, and a probe that
  * re-sends the SUBSCRIBE every second so the link's watchdog sees a hung
- * server. It follows relay/source.h's rule for hiredis contexts. */
+ * server. Messages come to it as the link's push messages. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,14 +51,10 @@ static void logf_(sub *s, const char *fmt, ...)
         s->cb.on_log(s->cb.ctx, line);
 }
 
-static void on_message(redisAsyncContext *ac, void *r, void *privdata)
+static void on_push(void *user, redisReply *reply)
 {
-    sub *s = privdata;
-    redisReply *reply = r;
-    if (!mae__link_accept(s->link, ac, reply, false))
-        return;
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING)
+    sub *s = user;
+    if (!mae__link_accept(s->link, reply, false))
         return;
     const char *kind = reply->element[0]->str;
     if (strcmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
@@ -82,15 +78,15 @@ static void on_message(redisAsyncContext *ac, void *r, void *privdata)
     }
 }
 
-/* hiredis 0.14 routes a PING's pub/sub answer to no callback, but a
- * SUBSCRIBE to the channel we are on is answered ("subscribe", channel,
- * count) through the channel's callback, changes nothing on the server,
- * and proves the whole path works. The callback must be the channel's
- * own: hiredis replaces the channel's callback with the one given here. */
+/* A SUBSCRIBE to the channel we are on is answered ("subscribe", channel,
+ * count) as a push message, changes nothing on the server, and proves the
+ * whole path works: the probe. */
 static void subscribe(sub *s)
 {
-    mae__link_command(s->link, false, on_message, s, "SUBSCRIBE %b", s->channel, s->channel_len);
-    mae__link_expect(s->link);
+    if (mae__link_command_push(s->link, "SUBSCRIBE %b", s->channel, s->channel_len) == REDIS_OK)
+        mae__link_expect(s->link);
+    else
+        mae__link_fail(s->link, "cannot send SUBSCRIBE: out of memory");
 }
 
 static void on_probe(evutil_socket_t fd, short what, void *arg)
@@ -111,9 +107,11 @@ static void on_ready(void *user)
     subscribe(s);   /* pub/sub ignores the database: no SELECT */
 }
 
-static void on_down(void *user, const char *why, int failures)
+static void on_down(void *user, const char *why, int failures, bool connecting)
 {
     sub *s = user;
+    if (connecting && s->cb.on_connect_failed)
+        s->cb.on_connect_failed(s->cb.ctx, why);
     bool was_up = s->up;
     s->up = false;
     s->probing = false;
@@ -159,7 +157,8 @@ int mae__source_pubsub_new(const mae__source_config *cfg, const mae__source_cb *
         return MAE_ENOMEM;
     s->base.ops = &sub_ops;
     s->cb = *cb;
-    int rc = mae__url_parse(cfg->redis_url, &s->url, err, errlen);
+    /* rediss:// too: the link speaks TLS (core/tls.h). */
+    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &s->url, err, errlen);
     if (rc != MAE_OK) {
         free(s);
         return rc;
@@ -167,11 +166,23 @@ int mae__source_pubsub_new(const mae__source_config *cfg, const mae__source_cb *
     s->channel_len = strlen(cfg->channel);
     s->channel = malloc(s->channel_len + 1);
     s->probe = event_new(cfg->base, -1, EV_PERSIST, on_probe, s);
-    mae__link_config lc = {cfg->base, &s->url, false,     DEADLINE_MS, BACKOFF_MIN_MS,
-                           BACKOFF_MAX_MS, on_ready, on_down, s};
-    if (!s->channel || !s->probe || mae__link_new(&lc, &s->link) != MAE_OK) {
+    mae__link_config lc = {.base = cfg->base,
+                           .url = &s->url,
+                           .deadline_ms = DEADLINE_MS,
+                           .backoff_min_ms = BACKOFF_MIN_MS,
+                           .backoff_max_ms = BACKOFF_MAX_MS,
+                           .on_ready = on_ready,
+                           .on_down = on_down,
+                           .on_push = on_push,
+                           .user = s};
+    if (!s->channel || !s->probe) {
         sub_free(&s->base);
         return MAE_ENOMEM;
+    }
+    rc = mae__link_new(&lc, &s->link, err, errlen);
+    if (rc != MAE_OK) {
+        sub_free(&s->base);
+        return rc;
     }
     memcpy(s->channel, cfg->channel, s->channel_len + 1);
     struct timeval tick = {PROBE_MS / 1000, (PROBE_MS % 1000) * 1000};

@@ -16,7 +16,8 @@ have_cmd pkg-config && have_pc hiredis || need+=(libhiredis-dev)
 have_cmd pkg-config && have_pc json-c  || need+=(libjson-c-dev)
 have_cmd pkg-config && have_pc sqlite3 || need+=(libsqlite3-dev)
 have_cmd pkg-config && have_pc cmocka  || need+=(libcmocka-dev)
-have_cmd pkg-config && have_pc libevent || need+=(libevent-dev)
+# libevent_openssl (the relay's TLS link) comes with libevent-dev.
+have_cmd pkg-config && have_pc libevent && have_pc libevent_openssl || need+=(libevent-dev)
 # rediss:// (TLS to Redis) links OpenSSL 3; the TLS tests make their
 # certificates with the openssl command.
 have_cmd pkg-config && have_pc libssl  || need+=(libssl-dev)

@@ -115,7 +115,7 @@ static void test_metrics_text(void **state)
     mae__relay_counters c = {
         .clients = 3, .clients_total = 10, .events_total = 42, .bytes_total = 123456789012ull,
         .clients_cut_slow_total = 1, .clients_refused_total = 2, .auth_failures_total = 4,
-        .redis_connected = true, .redis_reconnects_total = 5, .resets_total = 6,
+        .redis_connected = true, .redis_reconnects_total = 5, .resets_total = 6, .redis_connect_failures_total = 7,
     };
     mae__buf b;
     mae__buf_init(&b);
@@ -128,6 +128,7 @@ static void test_metrics_text(void **state)
         "\nmailagent_relay_clients_refused_total 2\n",
         "\nmailagent_relay_auth_failures_total 4\n", "\nmailagent_relay_redis_connected 1\n",
         "\nmailagent_relay_redis_reconnects_total 5\n", "\nmailagent_relay_resets_total 6\n",
+        "\nmailagent_relay_redis_connect_failures_total 7\n",
         "# TYPE mailagent_relay_clients gauge\n",
         "# TYPE mailagent_relay_events_total counter\n",
         "# TYPE mailagent_relay_redis_connected gauge\n",
@@ -135,11 +136,11 @@ static void test_metrics_text(void **state)
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!strstr(b.ptr, want[i]))
             fail_msg("missing %s in:\n%s", want[i], b.ptr);
-    /* Eleven metrics, each with HELP and TYPE: 33 lines, each ended. */
+    /* Twelve metrics, each with HELP and TYPE: 36 lines, each ended. */
     size_t lines = 0;
     for (size_t i = 0; i < b.len; i++)
         lines += b.ptr[i] == '\n';
-    assert_int_equal(lines, 33);
+    assert_int_equal(lines, 36);
     assert_int_equal(b.ptr[b.len - 1], '\n');
     mae__buf_free(&b);
 
