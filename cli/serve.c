@@ -187,7 +187,9 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
                                "REDIS_DB) or pass --redis URL");
     mae__url url;
     char err[256];
-    if (mae__url_parse(cfg->redis_url, &url, err, sizeof err) != MAE_OK) {
+    /* rediss:// too: the relay's link speaks TLS. */
+    if (mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &url, err, sizeof err) !=
+        MAE_OK) {
         cli_error("invalid Redis URL: %s", err);
         return CLI_USAGE;
     }

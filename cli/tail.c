@@ -48,7 +48,7 @@ typedef struct tail {
     int64_t printed;
     int write_errno;            /* why stdout failed */
     double deadline;            /* monotonic seconds; 0 = none */
-    redisContext *c;
+    mae__sync_conn *c;          /* stream/sync.h: TCP, unix or TLS */
     uint64_t rng;               /* the backoff's jitter */
     /* Stream mode (cfg->stream_key set). */
     bool stream;
@@ -247,8 +247,7 @@ static bool on_message(tail *t, const char *id, const char *msg, size_t len)
 
 static void disconnect(tail *t)
 {
-    if (t->c)
-        redisFree(t->c);
+    mae__sync_free(t->c);
     t->c = NULL;
 }
 
@@ -260,7 +259,7 @@ static bool connect_once(tail *t, char *err, size_t errlen)
 {
     int ms = ms_left(t, CONNECT_TIMEOUT_MS);
     redisReply *r = NULL;
-    redisContext *c;
+    mae__sync_conn *c;
 
     if (ms == 0) {
         snprintf(err, errlen, "timed out");
@@ -277,9 +276,12 @@ static bool connect_once(tail *t, char *err, size_t errlen)
         disconnect(t);
         return false;
     }
-    r = redisCommand(c, "SUBSCRIBE %b", t->cfg->channel, strlen(t->cfg->channel));
-    if (!r)
-        goto fail;
+    r = mae__sync_command(c, ms, err, errlen, "SUBSCRIBE %b", t->cfg->channel,
+                          strlen(t->cfg->channel));
+    if (!r) {
+        disconnect(t);
+        return false;
+    }
     if (r->type != REDIS_REPLY_ARRAY) {
         snprintf(err, errlen, "SUBSCRIBE refused: %s",
                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
@@ -287,14 +289,6 @@ static bool connect_once(tail *t, char *err, size_t errlen)
     }
     freeReplyObject(r);
     return true;
-fail:
-    /* The read timeout set by the handshake surfaces as EAGAIN's text. */
-    if (strcmp(c->errstr, strerror(EAGAIN)) == 0)
-        snprintf(err, errlen, "no answer within %d ms", ms);
-    else
-        snprintf(err, errlen, "%s", c->errstr[0] ? c->errstr : "connection failed");
-    disconnect(t);
-    return false;
 refused:
     freeReplyObject(r);
     disconnect(t);
@@ -306,15 +300,13 @@ refused:
 static int read_loop(tail *t, char *err, size_t errlen)
 {
     for (;;) {
-        void *reply = NULL;
+        redisReply *reply = NULL;
         if (finished(t))
             return TAIL_DONE;
         /* Replies already in hiredis' buffer first: one read may carry
          * several messages. */
-        if (redisGetReplyFromReader(t->c, &reply) != REDIS_OK) {
-            snprintf(err, errlen, "%s", t->c->errstr);
+        if (mae__sync_take(t->c, &reply, err, errlen) != 0)
             return TAIL_LOST;
-        }
         if (reply) {
             redisReply *r = reply;
             bool ok = true;
@@ -328,16 +320,14 @@ static int read_loop(tail *t, char *err, size_t errlen)
                 return TAIL_OUTPUT_FAILED;
             continue;
         }
-        struct pollfd pfd = {.fd = t->c->fd, .events = POLLIN};
+        struct pollfd pfd = {.fd = mae__sync_fd(t->c), .events = POLLIN};
         int n = poll(&pfd, 1, ms_left(t, POLL_SLICE_MS));
         if (n < 0 && errno != EINTR) {
             snprintf(err, errlen, "poll: %s", strerror(errno));
             return TAIL_LOST;
         }
-        if (n > 0 && redisBufferRead(t->c) != REDIS_OK) {
-            snprintf(err, errlen, "%s", t->c->errstr);
+        if (n > 0 && mae__sync_read(t->c, err, errlen) != 0)
             return TAIL_LOST;
-        }
     }
 }
 
@@ -407,20 +397,13 @@ static bool stream_position(tail *t, char *err, size_t errlen)
  * the reason (a hung server included). */
 static int await_reply(tail *t, int timeout_ms, redisReply **out, char *err, size_t errlen)
 {
-    int done = 0;
-    while (!done) {
-        if (redisBufferWrite(t->c, &done) != REDIS_OK) {
-            snprintf(err, errlen, "%s", t->c->errstr);
-            return TAIL_LOST;
-        }
-    }
+    if (mae__sync_flush(t->c, timeout_ms, err, errlen) != 0)
+        return TAIL_LOST;
     double until = mono_now() + timeout_ms / 1000.0;
     for (;;) {
-        void *reply = NULL;
-        if (redisGetReplyFromReader(t->c, &reply) != REDIS_OK) {
-            snprintf(err, errlen, "%s", t->c->errstr);
+        redisReply *reply = NULL;
+        if (mae__sync_take(t->c, &reply, err, errlen) != 0)
             return TAIL_LOST;
-        }
         if (reply) {
             *out = reply;
             return TAIL_MORE;
@@ -432,16 +415,14 @@ static int await_reply(tail *t, int timeout_ms, redisReply **out, char *err, siz
             snprintf(err, errlen, "no reply within %d ms", timeout_ms);
             return TAIL_LOST;
         }
-        struct pollfd pfd = {.fd = t->c->fd, .events = POLLIN};
+        struct pollfd pfd = {.fd = mae__sync_fd(t->c), .events = POLLIN};
         int n = poll(&pfd, 1, ms_left(t, left < POLL_SLICE_MS ? (int)left + 1 : POLL_SLICE_MS));
         if (n < 0 && errno != EINTR) {
             snprintf(err, errlen, "poll: %s", strerror(errno));
             return TAIL_LOST;
         }
-        if (n > 0 && redisBufferRead(t->c) != REDIS_OK) {
-            snprintf(err, errlen, "%s", t->c->errstr);
+        if (n > 0 && mae__sync_read(t->c, err, errlen) != 0)
             return TAIL_LOST;
-        }
     }
 }
 
@@ -500,8 +481,8 @@ static int stream_loop(tail *t, char *err, size_t errlen)
         if (block < 1)
             block = 1;   /* BLOCK 0 would wait forever */
         mae__stream_id_format(&t->pos, id);
-        if (redisAppendCommand(t->c, "XREAD COUNT %d BLOCK %d STREAMS %b %s", STREAM_PAGE, block,
-                               key, strlen(key), id) != REDIS_OK) {
+        if (mae__sync_append(t->c, "XREAD COUNT %d BLOCK %d STREAMS %b %s", STREAM_PAGE, block,
+                             key, strlen(key), id) != 0) {
             snprintf(err, errlen, "out of memory");
             return TAIL_LOST;
         }
@@ -649,7 +630,8 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     }
     if (!cfg->redis_url)
         return cli_usage_error(cmd, "no Redis URL: set MAILAGENT_REDIS_URL or pass --redis URL");
-    if (mae__url_parse(cfg->redis_url, &t.addr, err, sizeof err) != MAE_OK) {
+    if (mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &t.addr, err, sizeof err) !=
+        MAE_OK) {
         cli_error("invalid Redis URL: %s", err);
         return CLI_USAGE;
     }

@@ -1,32 +1,318 @@
-/* This module implements the command's blocking Redis handshake and
- * bounds read of stream/sync.h. */
+/* This module implements the command's blocking Redis connection of
+ * stream/sync.h: a non-blocking socket waited on with poll() under
+ * deadlines, OpenSSL over it for rediss://, redisReader for the replies. */
+#define _GNU_SOURCE /* SOCK_NONBLOCK, SOCK_CLOEXEC */
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
-#include <hiredis/hiredis.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
+#include "core/tls.h"
 #include "stream/sync.h"
 
-/* The context's error as one sentence; a read timeout surfaces as
- * EAGAIN's text. */
-static void context_error(const redisContext *c, int timeout_ms, char *err, size_t errlen)
+struct mae__sync_conn {
+    int fd;
+    SSL_CTX *ctx;               /* rediss:// only */
+    SSL *ssl;
+    redisReader *reader;
+    char *out;                  /* appended, not yet written */
+    size_t out_len, out_cap;
+    int timeout_ms;             /* each reply's */
+};
+
+int mae__sync_fd(const mae__sync_conn *c)
 {
-    if (strcmp(c->errstr, strerror(EAGAIN)) == 0)
-        snprintf(err, errlen, "no answer within %d ms", timeout_ms);
-    else
-        snprintf(err, errlen, "%s", c->errstr[0] ? c->errstr : "connection failed");
+    return c->fd;
 }
 
-/* Runs one handshake command; false with err on an error or no reply. */
-static bool step(redisContext *c, redisReply *r, const char *what, int timeout_ms, char *err,
-                 size_t errlen)
+void mae__sync_free(mae__sync_conn *c)
 {
-    if (!r) {
-        context_error(c, timeout_ms, err, errlen);
-        return false;
+    if (!c)
+        return;
+    if (c->ssl)
+        SSL_free(c->ssl);   /* no shutdown alert: the command is leaving */
+    if (c->ctx)
+        SSL_CTX_free(c->ctx);
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->reader)
+        redisReaderFree(c->reader);
+    free(c->out);
+    free(c);
+}
+
+/* ---- the socket ---------------------------------------------------------------- */
+
+static void keepalive(int fd, bool tcp)
+{
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    if (!tcp)
+        return;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifdef TCP_KEEPIDLE
+    int idle = 15, intvl = 5, cnt = 3;   /* as hiredis' redisEnableKeepAlive */
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+#endif
+}
+
+/* A non-blocking connect to one address by deadline: the fd, or -1 with
+ * the reason in err. */
+static int connect_addr(const struct sockaddr *sa, socklen_t len, double deadline, char *err,
+                        size_t errlen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create a socket: %s", strerror(errno));
+        return -1;
     }
+    if (connect(fd, sa, len) == 0)
+        return fd;
+    if (errno != EINPROGRESS) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    int w = mae__tls_wait(fd, SSL_ERROR_WANT_WRITE, deadline);
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (w == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+        return fd;
+    snprintf(err, errlen, "%s", w == 0 ? "Connection timed out" : strerror(soerr ? soerr : errno));
+    close(fd);
+    return -1;
+}
+
+static int open_socket(const mae__url *u, double deadline, char *err, size_t errlen)
+{
+    if (u->is_unix) {
+        struct sockaddr_un sun;
+        memset(&sun, 0, sizeof sun);
+        sun.sun_family = AF_UNIX;
+        if (strlen(u->path) >= sizeof sun.sun_path) {
+            snprintf(err, errlen, "the socket path is too long");
+            return -1;
+        }
+        memcpy(sun.sun_path, u->path, strlen(u->path) + 1);
+        return connect_addr((struct sockaddr *)&sun, sizeof sun, deadline, err, errlen);
+    }
+    struct addrinfo hints, *res = NULL;
+    char port[16];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof port, "%d", u->port);
+    int g = getaddrinfo(u->host, port, &hints, &res);
+    if (g != 0) {
+        snprintf(err, errlen, "cannot resolve %s: %s", u->host, gai_strerror(g));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next)
+        fd = connect_addr(ai->ai_addr, ai->ai_addrlen, deadline, err, errlen);
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* ---- reading and writing --------------------------------------------------------- */
+
+/* Appends one formatted command (cmd, len bytes; freed here). */
+static int append_raw(mae__sync_conn *c, char *cmd, int len)
+{
+    if (len < 0)
+        return -1;
+    if (c->out_len + (size_t)len > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 256;
+        while (cap < c->out_len + (size_t)len)
+            cap *= 2;
+        char *p = realloc(c->out, cap);
+        if (!p) {
+            free(cmd);
+            return -1;
+        }
+        c->out = p;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, cmd, (size_t)len);
+    c->out_len += (size_t)len;
+    free(cmd);
+    return 0;
+}
+
+int mae__sync_append(mae__sync_conn *c, const char *fmt, ...)
+{
+    char *cmd = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    return append_raw(c, cmd, len);
+}
+
+/* One write or SSL_write: bytes written, 0 when it must wait (*want says
+ * for what), -1 with err. */
+static long write_some(mae__sync_conn *c, const char *p, size_t n, int *want, char *err,
+                       size_t errlen)
+{
+    *want = SSL_ERROR_WANT_WRITE;
+    if (!c->ssl) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w >= 0)
+            return (long)w;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return 0;
+        snprintf(err, errlen, "%s", strerror(errno));
+        return -1;
+    }
+    ERR_clear_error();
+    int w = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (w > 0)
+        return w;
+    int e = SSL_get_error(c->ssl, w);
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        *want = e;
+        return 0;
+    }
+    mae__tls_failure_text(c->ssl, e, err, errlen);
+    return -1;
+}
+
+int mae__sync_flush(mae__sync_conn *c, int timeout_ms, char *err, size_t errlen)
+{
+    double deadline = mae__tls_now() + timeout_ms / 1000.0;
+    size_t off = 0;
+    while (off < c->out_len) {
+        int want;
+        long w = write_some(c, c->out + off, c->out_len - off, &want, err, errlen);
+        if (w < 0)
+            return -1;
+        off += (size_t)w;
+        if (w == 0 && mae__tls_wait(c->fd, want, deadline) != 1) {
+            snprintf(err, errlen, "could not send within %d ms", timeout_ms);
+            return -1;
+        }
+    }
+    c->out_len = 0;
+    return 0;
+}
+
+int mae__sync_read(mae__sync_conn *c, char *err, size_t errlen)
+{
+    char buf[16384];
+    for (;;) {
+        long n;
+        if (!c->ssl) {
+            ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                return 0;
+            if (r < 0) {
+                snprintf(err, errlen, "%s", strerror(errno));
+                return -1;
+            }
+            n = r;
+        } else {
+            ERR_clear_error();
+            int r = SSL_read(c->ssl, buf, sizeof buf);
+            if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                    return 0;
+                if (e == SSL_ERROR_ZERO_RETURN) {
+                    n = 0;
+                } else {
+                    mae__tls_failure_text(c->ssl, e, err, errlen);
+                    return -1;
+                }
+            } else {
+                n = r;
+            }
+        }
+        if (n == 0) {
+            snprintf(err, errlen, "connection closed by the server");
+            return -1;
+        }
+        if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+}
+
+int mae__sync_take(mae__sync_conn *c, redisReply **out, char *err, size_t errlen)
+{
+    void *reply = NULL;
+    *out = NULL;
+    if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+        snprintf(err, errlen, "protocol error: %s", c->reader->errstr);
+        return -1;
+    }
+    *out = reply;
+    return 0;
+}
+
+/* Waits up to timeout_ms for one whole reply. */
+static redisReply *await_reply(mae__sync_conn *c, int timeout_ms, char *err, size_t errlen)
+{
+    double deadline = mae__tls_now() + timeout_ms / 1000.0;
+    for (;;) {
+        redisReply *r;
+        if (mae__sync_take(c, &r, err, errlen) != 0)
+            return NULL;
+        if (r)
+            return r;
+        int w = mae__tls_wait(c->fd, SSL_ERROR_WANT_READ, deadline);
+        if (w == 0) {
+            snprintf(err, errlen, "no answer within %d ms", timeout_ms);
+            return NULL;
+        }
+        if (w < 0) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            return NULL;
+        }
+        if (mae__sync_read(c, err, errlen) != 0)
+            return NULL;
+    }
+}
+
+redisReply *mae__sync_command(mae__sync_conn *c, int timeout_ms, char *err, size_t errlen,
+                              const char *fmt, ...)
+{
+    char *cmd = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    if (append_raw(c, cmd, len) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (mae__sync_flush(c, timeout_ms, err, errlen) != 0)
+        return NULL;
+    return await_reply(c, timeout_ms, err, errlen);
+}
+
+/* ---- the handshake -------------------------------------------------------------- */
+
+/* Runs one handshake command; false with err on an error or no reply. */
+static bool step(redisReply *r, const char *what, char *err, size_t errlen)
+{
+    if (!r)
+        return false;
     bool ok = r->type != REDIS_REPLY_ERROR;
     if (!ok)
         snprintf(err, errlen, "%s refused: %s", what, r->str);
@@ -34,63 +320,74 @@ static bool step(redisContext *c, redisReply *r, const char *what, int timeout_m
     return ok;
 }
 
-redisContext *mae__redis_connect_sync(const mae__url *u, int timeout_ms, char *err, size_t errlen)
+mae__sync_conn *mae__redis_connect_sync(const mae__url *u, int timeout_ms, char *err, size_t errlen)
 {
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    redisContext *c = u->path ? redisConnectUnixWithTimeout(u->path, tv)
-                              : redisConnectWithTimeout(u->host, u->port, tv);
-    if (!c) {
+    mae__sync_conn *c = calloc(1, sizeof *c);
+    if (!c || !(c->reader = redisReaderCreate())) {
+        free(c);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (c->err) {
-        context_error(c, timeout_ms, err, errlen);
+    c->fd = -1;
+    c->timeout_ms = timeout_ms;
+    /* The CA files are read before the clock starts (core/tls.h). */
+    if (u->tls.enabled && mae__tls_ctx_new(&u->tls, &c->ctx, err, errlen) != 0)
         goto fail;
+    double deadline = mae__tls_now() + timeout_ms / 1000.0;
+    c->fd = open_socket(u, deadline, err, errlen);
+    if (c->fd < 0)
+        goto fail;
+    keepalive(c->fd, !u->is_unix);
+    if (c->ctx) {
+        /* A failure here is final: never plain text instead. */
+        if (mae__tls_session_new(c->ctx, &u->tls, u->host, c->fd, &c->ssl, err, errlen) != 0 ||
+            mae__tls_handshake(c->ssl, c->fd, deadline, err, errlen) != 0)
+            goto fail;
     }
-    /* A server that accepts and never answers must not hang the handshake. */
-    redisSetTimeout(c, tv);
-    redisEnableKeepAlive(c);
     if (u->password &&
-        !step(c,
-              u->user ? redisCommand(c, "AUTH %s %s", u->user, u->password)
-                      : redisCommand(c, "AUTH %s", u->password),
-              "AUTH", timeout_ms, err, errlen))
+        !step(u->user ? mae__sync_command(c, timeout_ms, err, errlen, "AUTH %s %s", u->user,
+                                          u->password)
+                      : mae__sync_command(c, timeout_ms, err, errlen, "AUTH %s", u->password),
+              "AUTH", err, errlen))
         goto fail;
-    if (u->db != 0 && !step(c, redisCommand(c, "SELECT %d", u->db), "SELECT", timeout_ms, err,
-                            errlen))
+    if (u->db != 0 &&
+        !step(mae__sync_command(c, timeout_ms, err, errlen, "SELECT %d", u->db), "SELECT", err,
+              errlen))
         goto fail;
     return c;
 fail:
-    redisFree(c);
+    mae__sync_free(c);
     return NULL;
 }
 
-int mae__stream_bounds_sync(redisContext *c, const char *key, size_t len, mae__stream_bounds *out,
-                            char *err, size_t errlen)
+int mae__stream_bounds_sync(mae__sync_conn *c, const char *key, size_t len,
+                            mae__stream_bounds *out, char *err, size_t errlen)
 {
     redisReply *r = NULL;
     const char *why = NULL;
     int rc = -1;
     /* Pipelined: one round trip, and the four replies read in order. */
-    redisAppendCommand(c, MAE__STREAM_BOUNDS_MULTI);
-    redisAppendCommand(c, MAE__STREAM_BOUNDS_EXISTS, key, len);
-    redisAppendCommand(c, MAE__STREAM_BOUNDS_XINFO, key, len);
-    redisAppendCommand(c, MAE__STREAM_BOUNDS_EXEC);
+    if (mae__sync_append(c, MAE__STREAM_BOUNDS_MULTI) != 0 ||
+        mae__sync_append(c, MAE__STREAM_BOUNDS_EXISTS, key, len) != 0 ||
+        mae__sync_append(c, MAE__STREAM_BOUNDS_XINFO, key, len) != 0 ||
+        mae__sync_append(c, MAE__STREAM_BOUNDS_EXEC) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (mae__sync_flush(c, c->timeout_ms, err, errlen) != 0)
+        return -1;
     for (int i = 0; i < 4; i++) {
-        void *reply = NULL;
-        if (redisGetReply(c, &reply) != REDIS_OK) {
-            snprintf(err, errlen, "%s", c->errstr[0] ? c->errstr : "connection lost");
+        redisReply *q = await_reply(c, c->timeout_ms, err, errlen);
+        if (!q)
             return -1;
-        }
         if (i < 3) {
-            redisReply *q = reply;
             if (q->type == REDIS_REPLY_ERROR && !why) {
                 snprintf(err, errlen, "%s", q->str);
                 why = err;
             }
             freeReplyObject(q);
         } else {
-            r = reply;
+            r = q;
         }
     }
     if (why)
