@@ -58,6 +58,7 @@ struct mae__link {
     struct event *watchdog;     /* an awaited reply is late */
     struct evdns_base *dns;     /* made at the first name to look up */
     struct evdns_getaddrinfo_request *lookup;
+    bool answered;              /* this connection gave a reply: it is established */
     bool closing;
 };
 
@@ -159,7 +160,10 @@ static void fail(mae__link *l, const char *why)
     if (l->state == LINK_IDLE || l->closing)
         return;
     char msg[256];
-    bool connecting = l->state != LINK_UP;
+    /* Until its first reply a connection is still being made: a server
+     * that takes the TLS 1.3 handshake and then refuses the client's
+     * certificate (an alert at the first read) refused the connect. */
+    bool connecting = l->state != LINK_UP || !l->answered;
     /* why may live in a reply or the reader about to be freed. */
     snprintf(msg, sizeof msg, "%s", why && *why ? why : "connection lost");
     close_conn(l);
@@ -256,6 +260,7 @@ static bool is_push(const redisReply *r)
 /* One parsed reply to its callback (or to on_push). */
 static void dispatch(mae__link *l, redisReply *r)
 {
+    l->answered = true;
     if (l->cfg.on_push && is_push(r)) {
         l->cfg.on_push(l->cfg.user, r);
         return;
@@ -349,9 +354,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     char why[256], reason[200];
-    bool connecting = l->state == LINK_CONNECTING;
+    bool connecting = l->state == LINK_CONNECTING || !l->answered;
     if (what & BEV_EVENT_TIMEOUT) {
-        if (connecting)
+        if (l->state == LINK_CONNECTING)
             snprintf(why, sizeof why, "cannot connect: no %s within %d ms (hung server?)",
                      l->ssl ? "TLS handshake" : "connection",
                      l->cfg.connect_timeout_ms ? l->cfg.connect_timeout_ms : l->cfg.deadline_ms);
@@ -430,6 +435,7 @@ static void on_connected(mae__link *l)
     bufferevent_set_timeouts(l->bev, NULL, &wtv);
     set_keepalive(bufferevent_getfd(l->bev), !u->is_unix);
     l->state = LINK_UP;
+    l->answered = false;
     if (u->password) {
         if (u->user)
             mae__link_command(l, true, on_auth, l, "AUTH %s %s", u->user, u->password);

@@ -62,8 +62,9 @@ typedef struct mae__link_config {
      * commands now (they follow AUTH and SELECT on the wire). */
     void (*on_ready)(void *user);
     /* The link was lost, or an attempt failed (why: one sentence; failures:
-     * attempts failed in a row, 1 for the first of a run; connecting: it
-     * never came up, as a refused connection or a failed TLS verification).
+     * attempts failed in a row, 1 for the first of a run; connecting: the
+     * connection never gave a reply, as a refused connection, a failed TLS
+     * verification, a client certificate the server refused).
      * It is made again after the backoff. */
     void (*on_down)(void *user, const char *why, int failures, bool connecting);
     /* Pub/sub: a push message ("message", "subscribe", ... arrays), which
