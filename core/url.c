@@ -503,8 +503,7 @@ int mae__url_parse_for(const char *url, unsigned allow, mae__url *out, char *err
         rc = parse_tcp(sep + 3, &u, err, errlen);
     } else if (sn == 6 && strncasecmp(url, "rediss", 6) == 0) {
         if (!(allow & MAE__URL_ALLOW_TLS))
-            return fail(err, errlen, "redis URL: rediss:// (TLS) is not supported here yet; "
-                        "only the publisher speaks TLS");
+            return fail(err, errlen, "redis URL: rediss:// (TLS) is not supported here yet");
         u.tls.enabled = true;
         rc = parse_tcp(sep + 3, &u, err, errlen);
     }
