@@ -517,7 +517,10 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     int len = (int)res->ai_addrlen;
     memcpy(&ss, res->ai_addr, res->ai_addrlen);
     evutil_freeaddrinfo(res);
-    ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)l->cfg.url->port);
+    if (ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)l->cfg.url->port);
+    else
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)l->cfg.url->port);
     connect_to(l, (struct sockaddr *)&ss, len);
 }
 
