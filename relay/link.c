@@ -47,6 +47,7 @@ struct mae__link {
     struct bufferevent *bev;    /* NULL unless CONNECTING or UP */
     SSL *ssl;                   /* the bufferevent's (it frees it); NULL for plain */
     SSL_CTX *tls;               /* rediss://: built once, kept for every attempt */
+    SSL_SESSION *session;       /* the last good connection's, offered again */
     redisReader *reader;
     pending_cmd *fifo;          /* replies awaited, in order (a ring) */
     size_t fifo_head, fifo_len, fifo_cap;
@@ -135,6 +136,11 @@ static void close_conn(mae__link *l)
         struct evdns_getaddrinfo_request *req = l->lookup;
         l->lookup = NULL;
         evdns_getaddrinfo_cancel(req);   /* its callback sees EAI_CANCEL */
+    }
+    if (l->ssl) {
+        /* No close_notify (the peer may be hung, nothing is owed), and the
+         * session stays resumable for the next connect. */
+        SSL_set_shutdown(l->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     }
     if (l->bev) {
         /* Safe inside the bufferevent's own callbacks: libevent holds a
@@ -258,8 +264,24 @@ static bool is_push(const redisReply *r)
 }
 
 /* One parsed reply to its callback (or to on_push). */
+/* The connection's TLS session, once Redis has answered on it (TLS 1.3's
+ * tickets come after the handshake, so they are in by now), is offered to
+ * the next connect, which can then skip the full handshake. */
+static void keep_session(mae__link *l)
+{
+    SSL_SESSION *kept = SSL_get1_session(l->ssl);
+    if (kept && SSL_SESSION_is_resumable(kept)) {
+        SSL_SESSION_free(l->session);
+        l->session = kept;
+    } else {
+        SSL_SESSION_free(kept);
+    }
+}
+
 static void dispatch(mae__link *l, redisReply *r)
 {
+    if (!l->answered && l->ssl)
+        keep_session(l);
     l->answered = true;
     if (l->cfg.on_push && is_push(r)) {
         l->cfg.on_push(l->cfg.user, r);
@@ -454,12 +476,15 @@ static void connect_to(mae__link *l, const struct sockaddr *sa, int salen)
 {
     const mae__url *u = l->cfg.url;
     char err[256];
+    l->answered = false;
     l->reader = redisReaderCreate();
     if (!l->reader)
         goto oom;
     if (l->tls) {
         if (mae__tls_session_new(l->tls, &u->tls, u->host, -1, &l->ssl, err, sizeof err) != 0)
             goto failed;
+        if (l->session)
+            SSL_set_session(l->ssl, l->session);   /* verified again if not resumed */
         l->bev = bufferevent_openssl_socket_new(l->cfg.base, -1, l->ssl,
                                                 BUFFEREVENT_SSL_CONNECTING,
                                                 BEV_OPT_CLOSE_ON_FREE);
@@ -641,6 +666,7 @@ void mae__link_free(mae__link *l)
         event_free(l->retry);
     if (l->watchdog)
         event_free(l->watchdog);
+    SSL_SESSION_free(l->session);
     if (l->tls)
         SSL_CTX_free(l->tls);
     free(l->fifo);
