@@ -222,7 +222,7 @@ static int send_formatted(mae__link *l, const char *fmt, va_list ap)
 int mae__link_command(mae__link *l, bool expect, mae__link_reply_fn *fn, void *priv,
                       const char *fmt, ...)
 {
-    if (l->state != LINK_UP && l->state != LINK_CONNECTING)
+    if (l->state != LINK_UP)
         return REDIS_ERR;
     int rc = REDIS_ERR;
     if (fifo_push(l, fn, priv)) {
