@@ -8,7 +8,8 @@
  * a TLS server hung after the accept or mid-handshake never stalls the
  * relay's loop and the link times out and retries; ssl_cert_reqs=none and
  * client certificates work; `events tail` reads the channel and the
- * stream (in the URL's database) over TLS. */
+ * stream (in the URL's database) over TLS, names a refused certificate
+ * and gives up a hung handshake at its connect timeout. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -517,6 +518,29 @@ static void test_tail_over_tls(void **state)
     mtr_cleanup(&redis);
 }
 
+/* A TLS server that accepts and never finishes the handshake: the tail's
+ * connect timeout ends each attempt, says why, and --timeout ends it. */
+static void test_tail_hung_handshake(void **state)
+{
+    (void)state;
+    int port;
+    char url[160], out[600], err[600];
+    mtr_stall *s = mtr_stall_start(64, &port);
+    assert_non_null(s);
+    snprintf(url, sizeof url, "rediss://127.0.0.1:%d?ssl_cert_reqs=none", port);
+    snprintf(out, sizeof out, "%s/tail-stall.out", g_out);
+    snprintf(err, sizeof err, "%s/tail-stall.err", g_out);
+    const char *argv[] = {MAE_CLI_PATH, "--redis", url, "events", "tail", "--timeout", "3", NULL};
+    pid_t pid = rh_spawn(argv, NULL, out, err);
+    rh_wait(pid, 20000);
+    char *got = rh_slurp(err);
+    if (!got || !strstr(got, "TLS handshake timed out"))
+        fail_msg("tail's stderr: %s", got ? got : "(nothing)");
+    free(got);
+    assert_true(mtr_stall_accepted(s) >= 1);
+    mtr_stall_stop(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -529,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_hung_handshake_times_out),
         cmocka_unit_test(test_cert_reqs_none_and_client_certificate),
         cmocka_unit_test(test_tail_over_tls),
+        cmocka_unit_test(test_tail_hung_handshake),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
