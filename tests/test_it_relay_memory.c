@@ -21,6 +21,26 @@
 #define CHANNEL "mailagent:events:v1"
 #define MB (1024 * 1024)
 
+/* Under AddressSanitizer the relay's RSS is ASan's (its quarantine keeps
+ * freed memory, its shadow grows with the heap): the events still go
+ * through every check, but the 2x bound is asserted only without it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+static void expect_rss_back(long before, long after)
+{
+    if (after > 2 * before && !UNDER_ASAN)
+        fail_msg("relay RSS did not come back: %ld kB before, %ld kB after", before, after);
+}
+
 static mtr_redis g_redis;
 static char g_out[512];
 
@@ -133,9 +153,7 @@ static void test_rss_comes_back(void **state)
     long after = rss_kb(r.pid);
     print_message("relay RSS: before %ld kB, with the 20 MB event %ld kB, after %ld kB\n", before,
                   during, after);
-    if (after > 2 * before)
-        fail_msg("relay RSS did not come back: %ld kB before, %ld kB after (%ld kB during)",
-                 before, after, during);
+    expect_rss_back(before, after);
     stop(&r);
 }
 
@@ -159,8 +177,7 @@ static void test_rss_comes_back_after_skipped_event(void **state)
     rh_sleep_ms(300);
     long after = rss_kb(r.pid);
     print_message("relay RSS (skipped): before %ld kB, after %ld kB\n", before, after);
-    if (after > 2 * before)
-        fail_msg("relay RSS did not come back: %ld kB before, %ld kB after", before, after);
+    expect_rss_back(before, after);
     stop(&r);
 }
 
@@ -206,8 +223,7 @@ static void test_50mb_publish(void **state)
     rh_wait_clients(r.port, NULL, 0, 10000);
     long after = rss_kb(r.pid);
     print_message("relay RSS around a 50 MB event: before %ld kB, after %ld kB\n", before, after);
-    if (after > 2 * before)
-        fail_msg("relay RSS did not come back: %ld kB before, %ld kB after", before, after);
+    expect_rss_back(before, after);
     stop(&r);
 }
 
@@ -264,8 +280,7 @@ static void test_50mb_xadd(void **state)
     rh_wait_clients(r.port, NULL, 0, 10000);
     long after = rss_kb(r.pid);
     print_message("relay RSS around a 50 MB event: before %ld kB, after %ld kB\n", before, after);
-    if (after > 2 * before)
-        fail_msg("relay RSS did not come back: %ld kB before, %ld kB after", before, after);
+    expect_rss_back(before, after);
     stop(&r);
 }
 
