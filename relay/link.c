@@ -141,7 +141,12 @@ static void on_release(evutil_socket_t fd, short what, void *arg)
     redisReader *fresh = redisReaderCreate();
     if (!fresh)
         return;   /* keep the old one: it still works */
+    fresh->fn = old->fn;
     fresh->maxbuf = old->maxbuf;
+#if defined(HIREDIS_MAJOR) && HIREDIS_MAJOR >= 1
+    fresh->maxelements = old->maxelements;
+    fresh->privdata = old->privdata;
+#endif
     redisReaderFree(old);
     l->ac->c.reader = fresh;
 }
