@@ -10,8 +10,8 @@ What each fence language gets:
            `timeout 3 LINE` (export lines and comments as they are): it must
            exit 0, or still be running after 3 s (a server, a follower,
            `curl -N`), and write something; a curl line must get the
-           relay's `retry:` line. Events are published on the channel every
-           0.2 s meanwhile.
+           relay's `retry:` line, a relay must say it is listening.
+           Events are published on the channel every 0.2 s meanwhile.
   python   run by /usr/bin/python3 against a relay in pub/sub mode, while
            events are published: normal ones, one without event_type, one
            that is not a JSON object, one that is not JSON, one over
@@ -203,6 +203,9 @@ def run_sh(sb, block, out):
         check(rc in ("0", "124"),
               f"{block.where()}: `{cmd}` exited {rc}: {(o + err)[-300:]}")
         check(o or err, f"{block.where()}: `{cmd}` wrote nothing in 3 s")
+        if "events serve" in cmd:
+            check("listening on http://" in err,
+                  f"{block.where()}: `{cmd}` did not listen: {err[-300:]}")
         if cmd.startswith("curl"):
             check("retry: 3000" in o, f"{block.where()}: `{cmd}` got no stream: {o[:300]}")
         print(f"  ran `{cmd[:90]}`: exit {rc}, {len(o)} bytes out")
