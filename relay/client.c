@@ -15,6 +15,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "relay/log.h"
 #include "relay/server.h"
 
 typedef mae__relay_client client;
@@ -216,6 +217,7 @@ void mae__client_send(client *c, const char *bytes, size_t len)
 void mae__client_check_limits(relay *r)
 {
     uint64_t now = now_ms(r);
+    mae__relay_log_tick();   /* a flood's count comes out once its second is over */
     client *c, *next;
     for (c = TAILQ_FIRST(&r->over); c; c = next) {
         next = TAILQ_NEXT(c, over_link);

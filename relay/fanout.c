@@ -60,6 +60,24 @@ static void build_event(relay *r, const mae__stream_id *id, const char *data, si
     build_frame(r, "skipped", id, json, (size_t)n);
 }
 
+/* A frame buffer larger than this is given back once its frame is sent, so
+ * one large event does not keep its size in the relay (issue 18 #3). */
+#define FRAME_KEEP_BYTES (256 * 1024)
+
+static void release_large(mae__buf *b)
+{
+    if (b->cap > FRAME_KEEP_BYTES) {
+        mae__buf_free(b);
+        mae__buf_init(b);
+    }
+}
+
+static void frames_release(relay *r)
+{
+    release_large(&r->frame);
+    release_large(&r->raw);
+}
+
 /* Writes the frame in r->frame / r->raw to one stream. */
 static void frame_to(client *c)
 {
@@ -104,6 +122,11 @@ static void batch_reset(relay *r)
     r->batch.len = r->batch_raw.len = 0;
     r->batch.oom = r->batch_raw.oom = false;
     r->nbent = 0;
+    /* One large frame grows a batch past its usual size: given back. */
+    if (r->batch.cap > 2 * BATCH_MAX_BYTES)
+        release_large(&r->batch);
+    if (r->batch_raw.cap > 2 * BATCH_MAX_BYTES)
+        release_large(&r->batch_raw);
 }
 
 /* Writes the batch to every stream: in one send to each client that takes
@@ -182,6 +205,7 @@ static void on_resume_entry(void *user, const mae__stream_id *id, const char *li
     client *c = user;
     build_event(c->r, id, line, len);
     frame_to(c);
+    frames_release(c->r);
 }
 
 /* The replay is paced per entry: it goes on while the client has at most
@@ -337,11 +361,14 @@ static void on_source_event(void *ctx, const mae__stream_id *id, const char *dat
     if (r->batching && !r->frame.oom && !r->raw.oom) {
         if (r->batch.len + r->frame.len > BATCH_MAX_BYTES)
             batch_flush(r);
-        if (batch_add(r, id))
+        if (batch_add(r, id)) {
+            frames_release(r);
             return;
+        }
         batch_flush(r);   /* keep the order: what is queued goes first */
     }
     broadcast(r, id);
+    frames_release(r);
 }
 
 static void on_source_batch(void *ctx, bool begin)
