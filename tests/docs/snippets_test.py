@@ -192,8 +192,11 @@ def run_sh(sb, block, out):
     p = subprocess.run(["bash", script], cwd=sb.dir, env=e, timeout=120,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     check(p.returncode == 0, f"{block.where()}: the block failed: {p.stdout.decode()[-400:]}")
-    with open(os.path.join(out, "rcs")) as f:
-        rcs = [r.split("\t", 2) for r in f.read().splitlines()]
+    rcs_path = os.path.join(out, "rcs")
+    rcs = []
+    if os.path.exists(rcs_path):   # absent when the block ran no command
+        with open(rcs_path) as f:
+            rcs = [r.split("\t", 2) for r in f.read().splitlines()]
     check(rcs, f"{block.where()}: no command ran")
     for n, rc, cmd in rcs:
         with open(os.path.join(out, f"cmd{n}.out"), errors="replace") as f:
