@@ -98,8 +98,16 @@ int mae__publish_start(relay *r, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return 1;
     }
-    if (!r->cfg->redis_url)
-        return 0;
+    return 0;
+}
+
+/* The Redis modes' publisher, opened on the first publish that needs it,
+ * so a relay nobody publishes through holds no connection, thread or
+ * descriptor for it. NULL when it cannot be opened (logged). */
+static mae_publisher *redis_publisher(relay *r)
+{
+    if (r->publisher)
+        return r->publisher;
     char perr[256] = "";
     mae_publisher_config pc;
     mae_publisher_config_init(&pc);
@@ -112,11 +120,11 @@ int mae__publish_start(relay *r, char *err, size_t errlen)
     pc.error_buf = perr;
     pc.error_buf_size = sizeof perr;
     if (mae_publisher_open(&pc, &r->publisher) != MAE_OK) {
-        snprintf(err, errlen, "cannot open the publisher of POST %s: %s",
-                 MAE__RELAY_PUBLISH_PATH, *perr ? perr : "out of memory");
-        return 1;
+        mae__relay_say("cannot open the publisher of POST %s: %s", MAE__RELAY_PUBLISH_PATH,
+                       *perr ? perr : "out of memory");
+        r->publisher = NULL;
     }
-    return 0;
+    return r->publisher;
 }
 
 void mae__publish_stop(relay *r)
@@ -258,9 +266,9 @@ void mae__publish_timeout(client *c)
 static bool to_redis(relay *r, const char *lines, size_t len, size_t count)
 {
     mae_publisher_stats st;
-    mae_publisher_stats_get(r->publisher, &st);
-    if (!mae__publisher_live(r->publisher))
+    if (!redis_publisher(r) || !mae__publisher_live(r->publisher))
         return false;
+    mae_publisher_stats_get(r->publisher, &st);
     /* The relay is the publisher's only producer: room seen now only grows. */
     mae_publisher_config dflt;
     mae_publisher_config_init(&dflt);
