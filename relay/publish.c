@@ -86,7 +86,7 @@ static void on_publisher_log(void *user, int level, const char *msg, uint64_t re
 {
     (void)user;
     (void)level;
-    mae__relay_say("publisher: %s (%" PRIu64 " times)", msg, repeats + 1);
+    mae__relay_say("publisher: %s (%llu times)", msg, (unsigned long long)repeats + 1);
 }
 
 int mae__publish_start(relay *r, char *err, size_t errlen)
