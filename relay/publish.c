@@ -422,7 +422,12 @@ void mae__health_render(relay *r, mae__buf *b, bool healthz)
     else
         mae__buf_puts(b, "null");
     mae__buf_puts(b, ",\"last_error\":");
-    mae__json_str(b, !up && r->last_error[0] ? r->last_error : NULL, 0);
+    /* Down: the source's last word on it (a source that never came up
+     * has logged its failure without reporting a change). */
+    const char *why = NULL;
+    if (!up)
+        why = r->last_error[0] ? r->last_error : r->last_log[0] ? r->last_log : "not connected yet";
+    mae__json_str(b, why, 0);
     n = snprintf(line, sizeof line, ",\"events_total\":%" PRIu64 "}", r->counters.events_total);
     mae__buf_put(b, line, (size_t)n);
 }
