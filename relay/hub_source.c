@@ -48,7 +48,15 @@ typedef struct mae__hub {
     struct req_list reqs;
 } mae__hub;
 
-static uint64_t wall_ms(void)
+static uint64_t real_wall_ms(void);
+static uint64_t (*wall_ms)(void) = real_wall_ms;
+
+void mae__hub_set_clock(uint64_t (*clock_ms)(void))
+{
+    wall_ms = clock_ms ? clock_ms : real_wall_ms;
+}
+
+static uint64_t real_wall_ms(void)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);

@@ -43,4 +43,8 @@ typedef struct mae__hub_stats {
 } mae__hub_stats;
 void mae__hub_get_stats(const mae__source *src, mae__hub_stats *out);
 
+/* Tests: the clock ids are made from, in epoch milliseconds (NULL: the
+ * real one), to step it back. Not thread-safe; process-wide. */
+void mae__hub_set_clock(uint64_t (*clock_ms)(void));
+
 #endif
