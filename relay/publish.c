@@ -349,7 +349,8 @@ void mae__publish_body(client *c, const char *body, size_t len)
         if (r->cfg->redis_url) {
             ok = to_redis(r, from, flen, n);
         } else {
-            ok = mae__hub_publish(r->source, from, flen, n, &last) == MAE_OK;
+            /* No source while the relay stops: not taken, the sender retries. */
+            ok = r->source && mae__hub_publish(r->source, from, flen, n, &last) == MAE_OK;
             has_last = ok;
         }
         if (!ok) {

@@ -98,8 +98,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     TAILQ_FOREACH(c, &r->conns, conn_link) {
         if (c->close_asap)
             continue;
-        if (c->state == C_REQUEST)
-            mae__client_close(c, NULL);
+        if (c->state == C_REQUEST || c->state == C_BODY)
+            mae__client_close(c, NULL);   /* a publish not yet read is not taken */
         else if (c->state == C_STREAM)
             mae__http_end_stream(c);
     }
