@@ -24,6 +24,7 @@
 #include "testutil.h"
 
 #define CURL "/usr/bin/curl"
+#define PYTHON "/usr/bin/python3"
 #define STREAM "/api/events/stream"
 
 static char g_out[512];
@@ -33,6 +34,8 @@ static int setup(void **state)
     (void)state;
     if (!rh_have(CURL))
         tu_missing_prerequisite(CURL);
+    if (!rh_have(PYTHON))
+        tu_missing_prerequisite(PYTHON);
     rh_out_dir("test_it_relay_hub", g_out, sizeof g_out);
     return 0;
 }
@@ -440,26 +443,43 @@ static void test_c_publisher(void **state)
     (void)state;
     rh_relay r;
     start_hub(&r, "cpub", NULL, NULL);
-    char path[700];
+    char path[700], url[64], out[700], err[700];
     pid_t reader = curl_reader(r.port, "cpub", NULL, path, sizeof path);
-    rh_wait_clients(r.port, NULL, 1, 10000);
+    /* And httpx, as the SSE cookbook reads (tests/relay/httpx_reader.py). */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", r.port);
+    snprintf(out, sizeof out, "%s/cpub-httpx.out", g_out);
+    snprintf(err, sizeof err, "%s/cpub-httpx.err", g_out);
+    const char *argv[] = {PYTHON, MAE_RELAY_TEST_DIR "/httpx_reader.py", url, "unused", "2",
+                          NULL};
+    pid_t py = rh_spawn(argv, NULL, out, err);
+    rh_wait_clients(r.port, NULL, 2, 20000);
     mae_publisher *p = open_publisher(r.port, 0, 0);
+    mae_publish_email_synced(p, 41, "page-41", NULL);
     publish_n(p, 1, 0, 5000);
+    mae_publish_email_synced(p, 42, "page-42", NULL);
+    int rc = rh_wait(py, 20000);
+    char *got = rh_slurp(out), *why = rh_slurp(err);
+    if (rc != 0)
+        fail_msg("httpx reader exit %d\nstdout: %s\nstderr: %s", rc, got ? got : "",
+                 why ? why : "");
+    assert_string_equal(got, "new mail synced: 41 -> page-41\nnew mail synced: 42 -> page-42\n");
+    free(got);
+    free(why);
     assert_int_equal(mae_publisher_flush(p, 20000), MAE_OK);
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
-    assert_int_equal(st.published, 5000);
+    assert_int_equal(st.published, 5002);
     assert_int_equal(st.dropped_send_error, 0);
     assert_int_equal(mae_publisher_close(p, 5000), MAE_OK);
-    char *text = rh_wait_text(path, "{\"n\":4999,\"p\":1}", 20000, 50);
+    char *text = rh_wait_text(path, "page-42", 20000, 50);
     assert_non_null(text);
     expect_each_once(text, 1, 5000);
     /* Every frame carries an id (id: comes first in our frames). */
-    assert_int_equal(count_in(text, "\nid: "), 5000 + 1);
+    assert_int_equal(count_in(text, "\nid: "), 5002 + 1);
     free(text);
     kill(reader, SIGTERM);
     rh_wait(reader, 5000);
-    assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_events_total"), 5000);
+    assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_events_total"), 5002);
     stop_hub(&r);
 }
 
