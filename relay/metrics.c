@@ -75,10 +75,12 @@ void mae__metrics_render(mae__buf *b, const mae__relay_counters *c)
            c->hub_history_evicted_total);
 }
 
-void mae__healthz_render(mae__buf *b, const mae__relay_counters *c)
+void mae__healthz_render(mae__buf *b, const mae__relay_counters *c, const char *mode)
 {
-    char line[96];
-    int n = snprintf(line, sizeof line, "{\"status\":\"ok\",\"redis\":%s,\"clients\":%" PRIu64 "}",
-                     c->redis_connected ? "true" : "false", c->clients);
+    char line[160];
+    int n = snprintf(line, sizeof line,
+                     "{\"status\":\"ok\",\"redis\":%s,\"clients\":%" PRIu64
+                     ",\"source\":\"%s\",\"mode\":\"%s\"}",
+                     c->redis_connected ? "true" : "false", c->clients, mode, mode);
     mae__buf_put(b, line, (size_t)n);
 }

@@ -39,7 +39,8 @@ typedef struct mae__relay_counters {
  * and TYPE lines. */
 void mae__metrics_render(mae__buf *b, const mae__relay_counters *c);
 
-/* Appends {"status":"ok","redis":true|false,"clients":N}. */
-void mae__healthz_render(mae__buf *b, const mae__relay_counters *c);
+/* Appends {"status":"ok","redis":true|false,"clients":N,"source":M,"mode":M}
+ * with M the mode ("pubsub", "stream" or "hub"). */
+void mae__healthz_render(mae__buf *b, const mae__relay_counters *c, const char *mode);
 
 #endif

@@ -405,12 +405,7 @@ void mae__health_render(relay *r, mae__buf *b, bool healthz)
     char line[256];
     int n;
     if (healthz) {
-        n = snprintf(line, sizeof line,
-                     "{\"status\":\"ok\",\"redis\":%s,\"clients\":%" PRIu64
-                     ",\"source\":\"%s\",\"mode\":\"%s\"}",
-                     r->counters.redis_connected ? "true" : "false", r->counters.clients, mode,
-                     mode);
-        mae__buf_put(b, line, (size_t)n);
+        mae__healthz_render(b, &r->counters, mode);
         return;
     }
     n = snprintf(line, sizeof line,

@@ -144,14 +144,16 @@ static void test_metrics_text(void **state)
     mae__buf_free(&b);
 
     mae__buf_init(&b);
-    mae__healthz_render(&b, &c);
-    assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":true,\"clients\":3}");
+    mae__healthz_render(&b, &c, "stream");
+    assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":true,\"clients\":3,"
+                               "\"source\":\"stream\",\"mode\":\"stream\"}");
     mae__buf_free(&b);
     c.redis_connected = false;
     c.clients = 0;
     mae__buf_init(&b);
-    mae__healthz_render(&b, &c);
-    assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":false,\"clients\":0}");
+    mae__healthz_render(&b, &c, "hub");
+    assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":false,\"clients\":0,"
+                               "\"source\":\"hub\",\"mode\":\"hub\"}");
     mae__buf_free(&b);
 }
 
