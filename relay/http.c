@@ -90,6 +90,10 @@ static void serve(client *c, const mae__request *req)
         break;
     case MAE__ROUTE_PUBLISH:
         if (mae__publish_begin(c, req)) {
+            /* A client that waits for leave to send its body gets it now
+             * (a refusal above goes instead of it, RFC 9110 10.1.1). */
+            if (req->expect_continue && req->minor == 1)
+                bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             c->state = C_BODY;
             mae__client_arm_timer(c, MAE__RELAY_BODY_DEADLINE_MS);
         }

@@ -157,6 +157,8 @@ static mae__req_status parse_header(const char *p, const char *e, mae__request *
         ok = keep_once(&r->publisher, value);
     else if (span_ieq(name, "x-mailagent-batch-start"))
         ok = keep_once(&r->batch_start, value);
+    else if (span_ieq(name, "expect"))
+        r->expect_continue = span_ieq(value, "100-continue");
     else if (span_ieq(name, "transfer-encoding"))
         r->has_body = r->chunked = true;
     else if (span_ieq(name, "content-length")) {

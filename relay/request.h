@@ -45,6 +45,7 @@ typedef struct mae__request {
     bool has_length;          /* a Content-Length was given */
     unsigned long long content_length; /* its value; ULLONG_MAX when it overflows */
     bool chunked;             /* a Transfer-Encoding was given (any: only chunked exists) */
+    bool expect_continue;     /* Expect: 100-continue (curl sends it for bodies over 1 KiB) */
     /* The values (surrounding blanks removed) of the headers the relay reads. */
     mae__span authorization;
     mae__span webhook_token;  /* X-Webhook-Token */

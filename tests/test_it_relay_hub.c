@@ -139,6 +139,24 @@ static void test_health(void **state)
     a = rh_request(r.port, "POST /api/events/health HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_non_null(strstr(a, "HTTP/1.1 405"));
     free(a);
+    /* A client that asks for leave first (Expect: 100-continue, as curl
+     * does for large bodies) gets it at once, not after its wait. */
+    char body[1400], url[96], out[700], cerr[700];
+    int k = snprintf(body, sizeof body, "{\"event_type\":\"curl\",\"data\":{\"s\":\"");
+    memset(body + k, 'y', 1200);
+    snprintf(body + k + 1200, sizeof body - (size_t)k - 1200, "\"}}");
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/api/events/publish", r.port);
+    snprintf(out, sizeof out, "%s/curl-expect.out", g_out);
+    snprintf(cerr, sizeof cerr, "%s/curl-expect.err", g_out);
+    const char *cargv[] = {CURL, "-sv", "-H", "Expect: 100-continue", "--expect100-timeout",
+                           "30", "-d", body, url, NULL};
+    assert_int_equal(rh_wait(rh_spawn(cargv, NULL, out, cerr), 20000), 0);
+    char *cu = rh_slurp(cerr);
+    assert_non_null(strstr(cu, "HTTP/1.1 100 Continue"));
+    free(cu);
+    cu = rh_slurp(out);
+    assert_non_null(strstr(cu, "{\"accepted\":1,"));
+    free(cu);
     rh_close(c);
     stop_hub(&r);
 }
