@@ -206,6 +206,17 @@ static bool is_ndjson(mae__span ct)
     return ct.n == n || ct.p[n] == ';' || ct.p[n] == ' ' || ct.p[n] == '\t';
 }
 
+/* The bytes of the publish bodies being read now. */
+static unsigned long long in_flight(relay *r)
+{
+    unsigned long long n = 0;
+    client *c;
+    TAILQ_FOREACH(c, &r->conns, conn_link)
+        if (c->state == C_BODY && !c->close_asap)
+            n += c->pub.length;
+    return n;
+}
+
 bool mae__publish_begin(client *c, const mae__request *req)
 {
     relay *r = c->r;
@@ -230,6 +241,15 @@ bool mae__publish_begin(client *c, const mae__request *req)
         snprintf(why, sizeof why, "the body is over --max-body-bytes (%zu)",
                  r->cfg->max_body_bytes);
         refuse(c, 413, "Content Too Large", "too_large", why, 0, false);
+        return false;
+    }
+    /* Bodies being read at once are bounded too, so many connections
+     * cannot make the relay hold many times --max-body-bytes. */
+    if (req->has_length && in_flight(r) + req->content_length >
+                               (unsigned long long)MAE__RELAY_BODIES_IN_FLIGHT * r->cfg->max_body_bytes) {
+        r->counters.pub_refused_unavailable++;
+        refuse(c, 503, "Service Unavailable", "unavailable",
+               "too many publish bodies are being read at once; retry later", 0, false);
         return false;
     }
     if (!req->has_length || req->content_length == 0) {

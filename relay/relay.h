@@ -50,6 +50,9 @@
 /* A publish body must be whole this long after its headers were read;
  * otherwise the answer is 408 and the connection is closed. */
 #define MAE__RELAY_BODY_DEADLINE_MS 10000
+/* Publish bodies being read at once may add up to this many times
+ * --max-body-bytes; a request that would pass it is answered 503. */
+#define MAE__RELAY_BODIES_IN_FLIGHT 4
 /* Hub publishers whose last applied number the relay remembers (the
  * exactly-once table); past it, the least recently seen is forgotten. */
 #define MAE__RELAY_MAX_PUBLISHERS 4096

@@ -233,18 +233,43 @@ static void test_publish_answers(void **state)
     assert_true(rh_wait_eof(t, 10000));
     rh_close(t);
 
-    /* The stream saw exactly the three accepted events, with ids. */
+    /* Bodies read at once are bounded (4 x --max-body-bytes): four
+     * connections announcing 4000 bytes each and sending none hold 16000;
+     * a fifth announcing 1000 is told to come back. */
+    rh_conn *held[4];
+    const char h4000[] = "POST /api/events/publish HTTP/1.1\r\nHost: x\r\n"
+                         "Content-Length: 4000\r\n\r\n{";
+    for (int i = 0; i < 4; i++) {
+        held[i] = rh_connect(r.port, 0);
+        rh_send(held[i], h4000, sizeof h4000 - 1);
+    }
+    rh_sleep_ms(300);
+    char filler[1001];
+    memset(filler, ' ', 1000);
+    memcpy(filler, "{\"event_type\":\"x\"}", 18);
+    filler[1000] = '\0';
+    a = rh_post(r.port, NULL, filler, 1000);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "HTTP/1.1 503"));
+    free(a);
+    for (int i = 0; i < 4; i++)
+        rh_close(held[i]);
+    rh_sleep_ms(300);
+    post_expect(r.port, NULL, filler, "HTTP/1.1 200", NULL);
+
+    /* The stream saw exactly the accepted events, with ids. */
     post_expect(r.port, NULL, "{\"event_type\":\"last\"}", "HTTP/1.1 200", NULL);
     assert_true(rh_wait_for(c, 0, "\"event_type\":\"last\"", 10000) > 0);
-    assert_int_equal(rh_count(c, "event: mailagent\n"), 4);
-    assert_int_equal(rh_count(c, "\nid: "), 5);   /* 4 events and the position */
+    assert_int_equal(rh_count(c, "event: mailagent\n"), 5);
+    assert_int_equal(rh_count(c, "\nid: "), 6);   /* 5 events and the position */
     assert_non_null(strstr(c->buf, "data: {\"event_type\":\"email.new\",\"ts\":"));
     assert_non_null(strstr(c->buf, ",\"internal_id\":7,\"data\":{\"k\":\"v\"},\"source\":\"mailagent\"}\n"));
     assert_non_null(strstr(c->buf, "\"source\":\"outbox\"}"));
     assert_null(strstr(c->buf, "never"));
     assert_null(strstr(c->buf, "extra"));
     rh_close(c);
-    assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_events_total"), 4);
+    assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_events_total"), 5);
+    assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_refused_unavailable_total"), 1);
     /* Six bad envelopes, the bad NDJSON, the empty body; the smuggling
      * attempt is a malformed request, refused by the parser. */
     assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_refused_bad_request_total"), 8);
