@@ -364,6 +364,20 @@ void mae__publish_body(client *c, const char *body, size_t len)
     size_t flen = res.len - (size_t)(from - res.lines);
     mae__stream_id last;
     bool has_last = false;
+    /* More events at once than the queue to Redis can ever hold: no
+     * retry would help (a 503 would be retried for ever). */
+    mae_publisher_config qc;
+    mae_publisher_config_init(&qc);
+    if (r->cfg->redis_url && (n > qc.queue_max_events || flen > qc.queue_max_bytes)) {
+        char why[160];
+        snprintf(why, sizeof why,
+                 "%zu events at once: more than the relay's queue to Redis holds (%zu)", n,
+                 qc.queue_max_events);
+        r->counters.pub_refused_too_large++;
+        refuse(c, 413, "Content Too Large", "too_large", why, 0, keep);
+        mae__envelope_result_free(&res);
+        return;
+    }
     if (n) {
         bool ok;
         if (r->cfg->redis_url) {

@@ -153,7 +153,7 @@ static void test_publish_pubsub(void **state)
     assert_non_null(strstr(a, "HTTP/1.1 405"));
     assert_non_null(strstr(a, "Allow: POST"));
     free(a);
-    /* 503: more events at once than the relay's queue to Redis holds. */
+    /* 413: more events at once than the relay's queue to Redis ever holds. */
     size_t n = 70000, len = 0;
     char *big = malloc(n * 24);
     assert_non_null(big);
@@ -162,8 +162,8 @@ static void test_publish_pubsub(void **state)
     a = rh_post(r.port, "Content-Type: application/x-ndjson\r\n", big, len);
     free(big);
     assert_non_null(a);
-    assert_non_null(strstr(a, "HTTP/1.1 503"));
-    assert_non_null(strstr(a, "Retry-After: 1"));
+    assert_non_null(strstr(a, "HTTP/1.1 413"));
+    assert_non_null(strstr(a, "70000 events at once"));
     free(a);
     post_expect(r.port, NULL, "{\"event_type\":\"last\"}", "HTTP/1.1 200", NULL);
 
@@ -188,7 +188,40 @@ static void test_publish_pubsub(void **state)
     kill(sub, SIGTERM);
     rh_wait(sub, 5000);
     assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_events_total"), 4);
+    assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_refused_too_large_total"), 1);
+    assert_int_equal(rh_relay_stop(&r, SIGTERM, 10000, NULL), 0);
+}
+
+/* 503: Redis is away and the relay's queue to it has no room for the
+ * whole request: nothing of it is taken (all or nothing), and the relay
+ * still stops at once (its publisher is closed within a second). */
+static void test_publish_queue_full(void **state)
+{
+    (void)state;
+    mtr_redis later;
+    memset(&later, 0, sizeof later);
+    assert_int_equal(mtr_reserve_port(&later), 0);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", later.port);
+    rh_relay r;
+    start(&r, url, "queue-full", NULL);
+    size_t n = 40000, len = 0;
+    char *body = malloc(n * 32);
+    assert_non_null(body);
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)sprintf(body + len, "{\"event_type\":\"q\"}\n");
+    char *a = rh_post(r.port, "Content-Type: application/x-ndjson\r\n", body, len);
+    assert_non_null(strstr(a, "HTTP/1.1 200"));
+    assert_non_null(strstr(a, "{\"accepted\":40000,"));
+    free(a);
+    a = rh_post(r.port, "Content-Type: application/x-ndjson\r\n", body, len);
+    assert_non_null(strstr(a, "HTTP/1.1 503"));
+    assert_non_null(strstr(a, "Retry-After: 1"));
+    assert_non_null(strstr(a, "queue to Redis is full"));
+    free(a);
+    free(body);
     assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_refused_unavailable_total"), 1);
+    assert_int_equal(rh_metric(r.port, NULL, "mailagent_relay_publish_events_total"), 40000);
     assert_int_equal(rh_relay_stop(&r, SIGTERM, 10000, NULL), 0);
 }
 
@@ -223,6 +256,7 @@ int main(void)
         cmocka_unit_test(test_health_modes),
         cmocka_unit_test(test_publish_pubsub),
         cmocka_unit_test(test_publish_stream),
+        cmocka_unit_test(test_publish_queue_full),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
