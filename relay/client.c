@@ -40,8 +40,13 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    /* The header deadline passed, or a lingering client never closed. */
-    mae__client_close(arg, NULL);
+    /* The header deadline passed, a publish body did not come in time
+     * (answered 408), or a lingering client never closed. */
+    client *c = arg;
+    if (c->state == C_BODY)
+        mae__publish_timeout(c);
+    else
+        mae__client_close(c, NULL);
 }
 
 void mae__client_arm_timer(client *c, int ms)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -347,6 +348,9 @@ static void on_source_event(void *ctx, const mae__stream_id *id, const char *dat
 {
     relay *r = ctx;
     r->counters.events_total++;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    r->last_event_ts = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     if (!data)
         return;   /* a foreign entry: a place in the order, nothing to send */
     if (len > r->cfg->max_event_bytes) {
@@ -383,6 +387,11 @@ static void on_source_state(void *ctx, bool up, bool reconnected)
 {
     relay *r = ctx;
     r->counters.redis_connected = up;
+    if (up)
+        r->last_error[0] = '\0';
+    else
+        snprintf(r->last_error, sizeof r->last_error, "%s",
+                 r->last_log[0] ? r->last_log : "the source is down");
     if (up && reconnected)
         r->counters.redis_reconnects_total++;
 }
@@ -396,7 +405,8 @@ static void on_source_reset(void *ctx, const char *json, size_t len)
 
 static void on_source_log(void *ctx, const char *line)
 {
-    (void)ctx;
+    relay *r = ctx;
+    snprintf(r->last_log, sizeof r->last_log, "%s", line);
     mae__relay_say("%s", line);
 }
 
@@ -428,7 +438,13 @@ void mae__fanout_on_ping(evutil_socket_t fd, short what, void *arg)
 int mae__fanout_start(relay *r, char *err, size_t errlen)
 {
     char serr[256] = "";
-    mae__source_config sc = {r->base, r->cfg->redis_url, r->cfg->channel, r->cfg->stream_key};
+    mae__source_config sc = {r->base,
+                             r->cfg->redis_url,
+                             r->cfg->channel,
+                             r->cfg->stream_key,
+                             r->cfg->redis_url == NULL,
+                             r->cfg->history_events,
+                             r->cfg->history_bytes};
     mae__source_cb cb = {r,           on_source_event, on_source_state, on_source_reset,
                          on_source_log, on_source_batch};
     if (mae__source_new(&sc, &cb, &r->source, serr, sizeof serr) != 0) {

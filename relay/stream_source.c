@@ -553,7 +553,7 @@ static struct event_base *hist_base(void *self)
 }
 
 static const mae__history_ops history_ops = {hist_position, hist_epoch, hist_base,
-                                             hist_bounds,   hist_range, hist_cancel};
+                                             hist_bounds,   hist_range, hist_cancel, NULL};
 
 const mae__history *mae__stream_source_history(mae__stream_source *s)
 {
