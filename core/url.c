@@ -262,10 +262,121 @@ static int parse_tcp(const char *s, mae__url *u, char *err, size_t errlen)
             return rc;
         end = db + n;
     }
+    if (*end == '?') {
+        size_t n = strcspn(end + 1, "#");
+        if ((rc = mae__url_parse_wait_query(end + 1, n, u, err, errlen)) != 0)
+            return rc;
+        end += 1 + n;
+    }
     if (*end)
         return fail(err, errlen, "redis URL: unexpected \"%.*s\" at the end", clip(strlen(end)),
                     end);
     return copy(host, (size_t)(hend - host), &u->host);
+}
+
+int mae__url_parse_wait_query(const char *q, size_t n, mae__url *u, char *err, size_t errlen)
+{
+    const char *end = q + n;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(stop - q));
+        size_t kn = eq ? (size_t)(eq - q) : (size_t)(stop - q);
+        int *field = NULL;
+        long lo = 0, hi = 0;
+        if (kn == 13 && memcmp(q, "wait_replicas", 13) == 0)
+            field = &u->wait_replicas, lo = 0, hi = 1000;
+        else if (kn == 15 && memcmp(q, "wait_timeout_ms", 15) == 0)
+            field = &u->wait_timeout_ms, lo = 1, hi = 3600000;
+        if (!field)
+            return fail(err, errlen,
+                        "redis URL: unsupported query option \"%.*s\"; known: wait_replicas, "
+                        "wait_timeout_ms",
+                        clip(kn), q);
+        size_t vn = eq ? (size_t)(stop - eq - 1) : 0;
+        long v = eq ? number(eq + 1, vn, 1000000000) : -1;
+        if (v < lo || v > hi)
+            return fail(err, errlen, "redis URL: %.*s must be an integer from %ld to %ld", (int)kn,
+                        q, lo, hi);
+        *field = (int)v;
+        q = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
+/* One Sentinel address, s[0..n): host[:port] or [v6][:port], checked by
+ * parse_tcp; the port defaults to 26379. */
+static int parse_sentinel_addr(const char *s, size_t n, struct mae__url_addr *a, char *err,
+                               size_t errlen)
+{
+    char *piece = NULL;
+    mae__url t = {0};
+    if (n == 0)
+        return fail(err, errlen, "redis URL: empty Sentinel address in the list");
+    int rc = copy(s, n, &piece);
+    if (rc != 0)
+        return rc;
+    rc = strpbrk(piece, "@/?#") ? fail(err, errlen, "redis URL: bad Sentinel address \"%.*s\"",
+                                       clip(n), s)
+                                : parse_tcp(piece, &t, err, errlen);
+    const char *after = piece[0] == '[' ? strchr(piece, ']') : piece;
+    bool has_port = after && strchr(after, ':');
+    free(piece);
+    if (rc != 0) {
+        mae__url_free(&t);
+        return rc;
+    }
+    a->host = t.host;
+    a->port = has_port ? t.port : 26379;
+    t.host = NULL;
+    mae__url_free(&t);
+    return 0;
+}
+
+/* [[user]:password@]host[:port][,host[:port]...][/db][?query]#MASTER after
+ * "redis-sentinel://": the user information, database and query are
+ * parsed by parse_tcp on the same URL cut to its first address. */
+static int parse_sentinel(const char *s, mae__url *u, char *err, size_t errlen)
+{
+    const char *hash = strchr(s, '#');
+    if (!hash || !hash[1])
+        return fail(err, errlen, "redis URL: redis-sentinel:// needs the master's name after '#'");
+    int rc = decode(hash + 1, strlen(hash + 1), "master name", false, &u->master_name, err, errlen);
+    if (rc != 0)
+        return rc;
+    size_t alen = strcspn(s, "/?#");
+    const char *hosts = s;
+    for (const char *q = s; q < s + alen; q++)
+        if (*q == '@')
+            hosts = q + 1;
+    size_t count = 1;
+    for (const char *q = hosts; q < s + alen; q++)
+        count += *q == ',';
+    u->sentinels = calloc(count, sizeof *u->sentinels);
+    if (!u->sentinels)
+        return MAE_ENOMEM;
+    const char *q = hosts;
+    for (size_t i = 0; i < count; i++) {
+        size_t n = strcspn(q, ",/?#");
+        if ((rc = parse_sentinel_addr(q, n, &u->sentinels[i], err, errlen)) != 0)
+            return rc;
+        u->nsentinels++;
+        q += n + 1;
+    }
+    /* The first address with the user information, database and query. */
+    size_t first = strcspn(hosts, ",/?#");
+    size_t tail = (size_t)(hash - (s + alen));
+    char *cut = malloc((size_t)(hosts - s) + first + tail + 1);
+    if (!cut)
+        return MAE_ENOMEM;
+    memcpy(cut, s, (size_t)(hosts - s) + first);
+    memcpy(cut + (hosts - s) + first, s + alen, tail);
+    cut[(hosts - s) + first + tail] = '\0';
+    rc = parse_tcp(cut, u, err, errlen);
+    free(cut);
+    if (rc == 0)
+        u->port = u->sentinels[0].port;
+    return rc;
 }
 
 /* /absolute/path[?db=N] after "unix://". */
@@ -307,6 +418,7 @@ int mae__url_parse(const char *url, mae__url *out, char *err, size_t errlen)
     mae__url u = {0};
     int rc;
 
+    u.wait_replicas = u.wait_timeout_ms = -1;
     if (!url || !out)
         return fail(err, errlen, "redis URL: missing");
     for (size_t i = 0; url[i]; i++) {
@@ -318,14 +430,17 @@ int mae__url_parse(const char *url, mae__url *out, char *err, size_t errlen)
     }
     const char *sep = strstr(url, "://");
     if (!sep || sep == url)
-        return fail(err, errlen, "redis URL: missing scheme; expected redis:// or unix://");
+        return fail(err, errlen, "redis URL: missing scheme; expected redis://, redis-sentinel:// or unix://");
     size_t sn = (size_t)(sep - url);
     if (sn == 5 && strncasecmp(url, "redis", 5) == 0)
         rc = parse_tcp(sep + 3, &u, err, errlen);
+    else if (sn == 14 && strncasecmp(url, "redis-sentinel", 14) == 0)
+        rc = parse_sentinel(sep + 3, &u, err, errlen);
     else if (sn == 4 && strncasecmp(url, "unix", 4) == 0)
         rc = parse_unix(sep + 3, &u, err, errlen);
     else
-        return fail(err, errlen, "redis URL: unknown scheme \"%.*s\"; expected redis:// or unix://",
+        return fail(err, errlen, "redis URL: unknown scheme \"%.*s\"; expected redis://, "
+                    "redis-sentinel:// or unix://",
                     clip(sn), url);
     if (rc != 0) {
         if (rc == MAE_ENOMEM && err && errlen)
@@ -345,5 +460,11 @@ void mae__url_free(mae__url *u)
     free(u->path);
     free(u->user);
     free(u->password);
-    u->host = u->path = u->user = u->password = NULL;
+    for (size_t i = 0; i < u->nsentinels; i++)
+        free(u->sentinels[i].host);
+    free(u->sentinels);
+    free(u->master_name);
+    u->host = u->path = u->user = u->password = u->master_name = NULL;
+    u->sentinels = NULL;
+    u->nsentinels = 0;
 }

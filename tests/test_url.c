@@ -86,6 +86,63 @@ static void test_accepted_url_forms(void **state)
     }
 }
 
+/* The Sentinel form: every address with its port (26379 by default), the
+ * master's name, and the user information, database and query that apply
+ * to the master; the wait query on the plain form too. */
+static void test_sentinel_and_wait_forms(void **state)
+{
+    (void)state;
+    mae__url u;
+    char err[160] = "";
+    assert_int_equal(mae__url_parse("redis-sentinel://alice:s%40cret@s1,10.0.0.2:26380,"
+                                    "[::1]:7000,[::2]/3?wait_replicas=2&wait_timeout_ms=150#my%20master",
+                                    &u, err, sizeof err),
+                     0);
+    assert_int_equal(u.nsentinels, 4);
+    assert_string_equal(u.sentinels[0].host, "s1");
+    assert_int_equal(u.sentinels[0].port, 26379);
+    assert_string_equal(u.sentinels[1].host, "10.0.0.2");
+    assert_int_equal(u.sentinels[1].port, 26380);
+    assert_string_equal(u.sentinels[2].host, "::1");
+    assert_int_equal(u.sentinels[2].port, 7000);
+    assert_string_equal(u.sentinels[3].host, "::2");
+    assert_int_equal(u.sentinels[3].port, 26379);
+    assert_string_equal(u.master_name, "my master");
+    assert_string_equal(u.user, "alice");
+    assert_string_equal(u.password, "s@cret");
+    assert_int_equal(u.db, 3);
+    assert_int_equal(u.wait_replicas, 2);
+    assert_int_equal(u.wait_timeout_ms, 150);
+    assert_string_equal(u.host, "s1");
+    assert_int_equal(u.port, 26379);
+    assert_false(u.is_unix);
+    mae__url_free(&u);
+    assert_null(u.sentinels);
+    assert_null(u.master_name);
+    assert_int_equal(u.nsentinels, 0);
+
+    assert_int_equal(mae__url_parse("REDIS-SENTINEL://h:1#m", &u, err, sizeof err), 0);
+    assert_int_equal(u.nsentinels, 1);
+    assert_int_equal(u.sentinels[0].port, 1);
+    assert_int_equal(u.wait_replicas, -1);
+    assert_int_equal(u.wait_timeout_ms, -1);
+    assert_null(u.password);
+    mae__url_free(&u);
+
+    assert_int_equal(mae__url_parse("redis://h:6380/2?wait_replicas=1&wait_timeout_ms=100", &u,
+                                    err, sizeof err),
+                     0);
+    assert_int_equal(u.wait_replicas, 1);
+    assert_int_equal(u.wait_timeout_ms, 100);
+    assert_int_equal(u.db, 2);
+    assert_int_equal(u.nsentinels, 0);
+    mae__url_free(&u);
+    /* Without a query both are absent (-1), never 0 by accident. */
+    assert_int_equal(mae__url_parse("redis://h", &u, err, sizeof err), 0);
+    assert_int_equal(u.wait_replicas, -1);
+    mae__url_free(&u);
+}
+
 static void test_malformed_urls_refused_with_the_reason(void **state)
 {
     (void)state;
@@ -98,7 +155,8 @@ static void test_malformed_urls_refused_with_the_reason(void **state)
         const char *must;     /* the error contains this */
         const char *must_not; /* and never this (secrets) */
     } fixed[] = {
-        {"http://localhost", "unknown scheme \"http\"; expected redis:// or unix://", NONE},
+        {"http://localhost",
+         "unknown scheme \"http\"; expected redis://, redis-sentinel:// or unix://", NONE},
         {"rediss://h", "\"rediss\"", NONE},
         {"redis+sentinel://h", "\"redis+sentinel\"", NONE},
         {"localhost:6379", "missing scheme", NONE},
@@ -122,8 +180,25 @@ static void test_malformed_urls_refused_with_the_reason(void **state)
         {"redis://h/-1", "database \"-1\"", NONE},
         {"redis://h/99999999999", "database \"99999999999\" is out of range", NONE},
         {"redis://h/1/2", "\"/2\"", NONE},
-        {"redis://h/1?db=2", "\"?db=2\"", NONE},
-        {"redis://h?x", "\"?x\"", NONE},
+        {"redis://h/1?db=2", "unsupported query option \"db\"", NONE},
+        {"redis://h?x", "unsupported query option \"x\"", NONE},
+        {"redis://h?wait_replicas=", "wait_replicas must be an integer from 0 to 1000", NONE},
+        {"redis://h?wait_replicas=1001", "from 0 to 1000", NONE},
+        {"redis://h?wait_replicas=-1", "from 0 to 1000", NONE},
+        {"redis://h?wait_timeout_ms=0", "wait_timeout_ms must be an integer from 1", NONE},
+        {"redis://h?wait_timeout_ms", "wait_timeout_ms must be", NONE},
+        {"redis://h?wait_replicas=1#x", "\"#x\"", NONE},
+        {"redis-sentinel://h", "needs the master's name after '#'", NONE},
+        {"redis-sentinel://h#", "needs the master's name", NONE},
+        {"redis-sentinel://h,,g#m", "empty Sentinel address", NONE},
+        {"redis-sentinel://h,#m", "empty Sentinel address", NONE},
+        {"redis-sentinel://#m", "empty Sentinel address", NONE},
+        {"redis-sentinel://h:0#m", "out of range", NONE},
+        {"redis-sentinel://h,g:x#m", "port \"x\" is not a number", NONE},
+        {"redis-sentinel://:pw@h,b*d#m", "\"b*d\"", "pw"},
+        {"redis-sentinel://h/x#m", "database \"x\"", NONE},
+        {"redis-sentinel://h?foo=1#m", "unsupported query option \"foo\"", NONE},
+        {"redis-sentinel://h#m%zz", "bad percent escape", NONE},
         {"redis://h#frag", "\"#frag\"", NONE},
         {"redis://::1:6379", "brackets", NONE},
         {"redis://fe80::1", "brackets", NONE},
@@ -214,6 +289,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accepted_url_forms),
+        cmocka_unit_test(test_sentinel_and_wait_forms),
         cmocka_unit_test(test_malformed_urls_refused_with_the_reason),
         cmocka_unit_test(test_error_quotes_are_clipped),
     };
