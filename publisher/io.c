@@ -29,6 +29,9 @@ typedef struct io_state {
     double next_attempt;     /* no connect before this (backoff) */
     double next_send;        /* no batch before this unless it is full (linger) */
     bool watch_conn;         /* an idle wait also watches the connection */
+    int retries;             /* stream batches answered "not a writable master" or
+                                confirmed on too few replicas, in a row */
+    double hold_until;       /* no resend of the batch in flight before this */
 } io_state;
 
 static double backoff_delay(mae_publisher *p, int failures)
@@ -121,9 +124,20 @@ static int handshake(mae_publisher *p, void *conn, char *err, size_t errlen)
 
 static void *try_connect(mae_publisher *p)
 {
-    char err[128] = "";
-    void *conn = p->ops.connect(p->ops.user, &p->url, p->connect_timeout_ms,
+    char err[256] = "";
+    /* redis-sentinel://: the master's address, asked before every connect. */
+    mae__url target = p->url;
+    char *master = NULL;
+    if (p->url.nsentinels > 0 &&
+        mae__sentinel_lookup(p, &master, &target.port, err, sizeof err) != 0) {
+        mae__io_problem(p, LOG_CONNECT, "connect failed: %s", err);
+        return NULL;
+    }
+    if (master)
+        target.host = master;
+    void *conn = p->ops.connect(p->ops.user, &target, p->connect_timeout_ms,
                                 p->io_timeout_ms, err, sizeof err);
+    free(master);
     if (!conn) {
         mae__io_problem(p, LOG_CONNECT, "connect failed: %s", err[0] ? err : "unknown error");
         return NULL;
@@ -133,6 +147,8 @@ static void *try_connect(mae_publisher *p)
     bool give_up = p->abandon;
     pthread_mutex_unlock(&p->mu);
     int rc = give_up ? MAE__REPLY_IO : handshake(p, conn, err, sizeof err);
+    if (rc == MAE__REPLY_OK && p->url.nsentinels > 0)
+        rc = mae__sentinel_confirm_master(p, conn, err, sizeof err);
     if (rc != MAE__REPLY_OK) {
         io_lock(p);
         p->sock_fd = -1;
@@ -276,13 +292,22 @@ static void io_send(mae_publisher *p, io_state *io)
     size_t n = p->out.n;
     pthread_mutex_unlock(&p->mu);
 
-    bool broken;
+    bool broken, retry = false;
     size_t acked;
     uint64_t skipped = 0;
     if (p->stream_key) {
-        int sent = mae__send_stream_batch(p, io->conn, &skipped);
-        broken = sent == SENT_BROKEN;
+        int sent = mae__stream_deliver(p, io->conn, &skipped);
+        /* Not a writable master (failover): look it up again, after a
+         * backoff that grows while it lasts, so a publisher does not bounce
+         * between an old and a new master; too few replicas confirmed:
+         * resend on this connection after the same backoff. Either way the
+         * batch stays in flight. */
+        retry = sent == SENT_RETRY || sent == SENT_UNCONFIRMED;
+        broken = sent == SENT_BROKEN || sent == SENT_RETRY;
         acked = sent == SENT_OK ? n : 0;
+        io->retries = retry ? io->retries + 1 : 0;
+        if (retry)
+            io->hold_until = mono_now() + backoff_delay(p, io->retries);
     } else {
         acked = mae__send_publish_batch(p, io->conn, &broken);
     }
@@ -294,10 +319,10 @@ static void io_send(mae_publisher *p, io_state *io)
     io_lock(p);
     if (broken) {
         io->failures = 1;
-        io->next_attempt = 0; /* reconnect at once: the server may be fine */
-        if (p->out.pending)
-            return; /* kept, still in flight */
+        io->next_attempt = retry ? io->hold_until : 0; /* else at once: the server may be fine */
     }
+    if ((broken || retry) && p->out.pending)
+        return; /* kept, still in flight */
     p->out.pending = false;
     p->st.in_flight -= n;
     p->st.published += acked;
@@ -335,6 +360,10 @@ static bool io_step(mae_publisher *p, io_state *io)
     }
     if (p->st.queued < p->batch_max && !hurry && !p->out.pending && mono_now() < io->next_send) {
         io_wait(p, io, io->next_send, false);
+        return true;
+    }
+    if (p->out.pending && mono_now() < io->hold_until) {
+        io_wait(p, io, io->hold_until, false);
         return true;
     }
     io_send(p, io);

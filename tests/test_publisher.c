@@ -92,9 +92,13 @@ static void test_size_handshake_and_fields_at_the_end(void **state)
                 offsetof(mae_publisher_config, error_buf_size));
     assert_true(offsetof(mae_publisher_config, max_event_bytes) >
                 offsetof(mae_publisher_config, stream_maxlen));
-    assert_int_equal(offsetof(mae_publisher_config, max_event_bytes) + sizeof(size_t),
+    assert_true(offsetof(mae_publisher_config, wait_replicas) >
+                offsetof(mae_publisher_config, max_event_bytes));
+    assert_int_equal(offsetof(mae_publisher_config, resend_window_bytes) + sizeof(size_t),
                      sizeof(mae_publisher_config));
-    assert_int_equal(offsetof(mae_publisher_stats, dropped_too_large) + sizeof(uint64_t),
+    assert_true(offsetof(mae_publisher_stats, lost_failover) >
+                offsetof(mae_publisher_stats, dropped_too_large));
+    assert_int_equal(offsetof(mae_publisher_stats, lost_failover) + sizeof(uint64_t),
                      sizeof(mae_publisher_stats));
 }
 

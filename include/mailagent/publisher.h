@@ -90,12 +90,26 @@ typedef struct mae_publisher_config {
      * whose event would be longer fails with MAE_EINVAL and changes nothing
      * (only while the publisher is live: publisher.md, "Event size"). */
     size_t max_event_bytes;
+    /* Stream mode across a failover (publisher.md, "Failover"). A batch
+     * counts as delivered only once WAIT confirms it reached wait_replicas
+     * replicas within wait_timeout_ms; until then it stays in flight and is
+     * resent (the script applies it once). 0 = off (the URL's query
+     * ?wait_replicas=N&wait_timeout_ms=M sets them when these are 0);
+     * wait_timeout_ms defaults to 100 and must be below io_timeout_ms. */
+    int wait_replicas;
+    int wait_timeout_ms;
+    /* The resend window: what Redis acknowledged is kept this long and up to
+     * this many bytes of lines, to be sent again when a new master answers
+     * that it lacks them. Defaults 10000 ms and 8 MiB (0 = default). */
+    int resend_window_ms;
+    size_t resend_window_bytes;
 } mae_publisher_config;
 
 /* Counters. They add up at every instant:
  *   calls = enqueued + dropped_queue_full + dropped_disabled + dropped_invalid
  *           + dropped_too_large
- *   enqueued = published + dropped_send_error + queued + in_flight          */
+ *   enqueued = published + dropped_send_error + queued + in_flight
+ *   lost_failover <= published                                               */
 typedef struct mae_publisher_stats {
     uint64_t enqueued, published;
     uint64_t dropped_queue_full, dropped_disabled, dropped_invalid, dropped_send_error;
@@ -114,6 +128,11 @@ typedef struct mae_publisher_stats {
      * end (docs/api.md, "ABI"). */
     /* Calls whose line was longer than max_event_bytes: refused, not sent. */
     uint64_t dropped_too_large;
+    /* Stream mode: events Redis had acknowledged (counted in published) that
+     * a new master after a failover did not hold and that were no longer in
+     * the resend window, so they could not be sent again: lost. A part of
+     * published, so the sums above still hold. */
+    uint64_t lost_failover;
 } mae_publisher_stats;
 
 /* The size handshake (docs/api.md, "ABI"): sizeof each struct as this
