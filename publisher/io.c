@@ -317,6 +317,7 @@ static void io_send(mae_publisher *p, io_state *io)
         drop_connection(p, &io->conn);
 
     io_lock(p);
+    p->st.skipped += skipped;
     if (broken) {
         io->failures = 1;
         io->next_attempt = retry ? io->hold_until : 0; /* else at once: the server may be fine */
@@ -326,7 +327,6 @@ static void io_send(mae_publisher *p, io_state *io)
     p->out.pending = false;
     p->st.in_flight -= n;
     p->st.published += acked;
-    p->st.skipped += skipped;
     p->st.dropped_send_error += n - acked;
     shrink_batch(p);
     p->held_bytes = p->out.cap + (io->conn && p->ops.held ? p->ops.held(io->conn) : 0);

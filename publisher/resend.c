@@ -272,12 +272,12 @@ int mae__stream_deliver(mae_publisher *p, void *conn, uint64_t *skipped)
             on_gap(p, &res, b->first_seq);
             continue;
         }
+        *skipped = res.skipped; /* also when WAIT fell short: applied, not confirmed */
         if (rc != SENT_OK)
             return rc;
         p->concede = false;
         p->last_ack = mono_now();
         window_push(p, b, p->last_ack);
-        *skipped = res.skipped;
         return SENT_OK;
     }
     mae__io_problem(p, LOG_SEND, "the master keeps answering gaps: trying again later");
