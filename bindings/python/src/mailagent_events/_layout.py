@@ -81,6 +81,10 @@ class PublisherConfig(Structure):
         ("stream_key", c_char_p),
         ("stream_maxlen", c_size_t),
         ("max_event_bytes", c_size_t),
+        ("wait_replicas", c_int),
+        ("wait_timeout_ms", c_int),
+        ("resend_window_ms", c_int),
+        ("resend_window_bytes", c_size_t),
     ]
 
 
@@ -107,6 +111,7 @@ class PublisherStats(Structure):
         ("skipped", c_uint64),
         # added after the first release, at the end (docs/api.md, ABI)
         ("dropped_too_large", c_uint64),
+        ("lost_failover", c_uint64),
     ]
 
 
