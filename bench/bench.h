@@ -245,6 +245,19 @@ typedef struct stream_result {
     stream_mode_result mode[2];
 } stream_result;
 
+/* Part 9: the publisher through Sentinel, the master SIGKILLed ([0]) and a
+ * planned SENTINEL FAILOVER ([1]). Times in s from the fault. */
+typedef struct failover_run {
+    double agree_s;            /* the Sentinels name a new master that is one */
+    double first_write_s;      /* the publisher's first acknowledged batch after the fault */
+    uint64_t events, resent, lost, connects;
+    int missing, doubled;      /* in the stream at the end, against the calls */
+    lat_summary before, through; /* publish call latency before and after the fault */
+} failover_run;
+typedef struct failover_result {
+    failover_run run[2];
+} failover_result;
+
 /* The parts, each known by its name: on the command line (--only
  * latency,stores), in have[] and in the table's headings. */
 #define BENCH_PARTS(X)                                                                      \
@@ -255,7 +268,8 @@ typedef struct stream_result {
     X(MEMORY, "memory")                                                                     \
     X(IDLE, "idle")                                                                         \
     X(ISOLATED, "isolated")                                                                 \
-    X(STREAM, "stream")
+    X(STREAM, "stream")                                                                     \
+    X(FAILOVER, "failover")
 
 enum {
 #define BENCH_PART_ENUM(id, name) PART_##id,
@@ -274,6 +288,7 @@ typedef struct bench_results {
     idle_result idle;
     isolated_result iso;
     stream_result stream;
+    failover_result failover;
     bool have[PART_COUNT];
     double total_s;
 } bench_results;
@@ -288,6 +303,7 @@ int part_memory(const bench_opts *o, bench_results *r);
 int part_idle(const bench_opts *o, bench_results *r);
 int part_isolated(const bench_opts *o, bench_results *r);
 int part_stream(const bench_opts *o, bench_results *r);
+int part_failover(const bench_opts *o, bench_results *r);
 
 /* The id of the thread p's I/O thread runs on, found by listing this
  * process's threads around mae_publisher_open (wakeup.c). */

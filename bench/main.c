@@ -403,6 +403,27 @@ static void print_isolated(bench_results *r)
            (unsigned long long)i->io_voluntary, i->events, (unsigned long long)i->lost);
 }
 
+static void print_failover(bench_results *r)
+{
+    static const char *const what[2] = {"SIGKILL", "FAILOVER"};
+    char a[4][32];
+    printf("\n9. Failover through Sentinel (3 redis-server, 3 Sentinels; stream mode, "
+           "wait_replicas=1, 500 events/s)\n");
+    printf("   %-9s %10s %12s %8s %7s %6s %8s %9s %9s %9s %9s\n", "fault", "agreed", "first write",
+           "events", "resent", "lost", "missing", "doubled", "p99 pre", "p99 thru", "max thru");
+    for (int k = 0; k < 2; k++) {
+        const failover_run *x = &r->failover.run[k];
+        printf("   %-9s %8.2f s %10.2f s %8llu %7llu %6llu %8d %9d %9s %9s %9s\n", what[k],
+               x->agree_s, x->first_write_s, (unsigned long long)x->events,
+               (unsigned long long)x->resent, (unsigned long long)x->lost, x->missing, x->doubled,
+               fmt_ns(x->before.p99, a[0], 32), fmt_ns(x->through.p99, a[1], 32),
+               fmt_ns(x->through.max, a[2], 32));
+    }
+    printf("   (agreed: the Sentinels name a new master that answers ROLE master, polled every "
+           "10 ms;\n    first write: the publisher's first acknowledged batch after the fault; "
+           "a planned failover's old master acknowledges until demoted)\n");
+}
+
 static void print_stream(bench_results *r)
 {
     char a[6][32];
@@ -749,6 +770,28 @@ static void json_stream(jw *w, const stream_result *st)
     jw_end(w);
 }
 
+static void json_failover(jw *w, const failover_result *fo)
+{
+    static const char *const what[2] = {"sigkill", "sentinel_failover"};
+    jw_obj(w, "failover");
+    for (int k = 0; k < 2; k++) {
+        const failover_run *x = &fo->run[k];
+        jw_obj(w, what[k]);
+        jw_num(w, "sentinels_agree_s", "%.3f", x->agree_s);
+        jw_num(w, "first_write_s", "%.3f", x->first_write_s);
+        jw_u64(w, "events", x->events);
+        jw_u64(w, "resent", x->resent);
+        jw_u64(w, "lost_failover", x->lost);
+        jw_u64(w, "connects", x->connects);
+        jw_i64(w, "missing", x->missing);
+        jw_i64(w, "doubled", x->doubled);
+        json_lat(w, "call_before", &x->before);
+        json_lat(w, "call_through", &x->through);
+        jw_end(w);
+    }
+    jw_end(w);
+}
+
 /* Writes every part's figures (zeros for a part that did not run, as
  * before) to path. 0, or -1 (out of memory or a write error). */
 static int write_json(const char *path, const bench_opts *o, bench_results *r, const char *mach)
@@ -780,6 +823,7 @@ static int write_json(const char *path, const bench_opts *o, bench_results *r, c
     json_idle(&w, &r->idle);
     json_isolated(&w, &r->iso);
     json_stream(&w, &r->stream);
+    json_failover(&w, &r->failover);
     jw_end(&w);
     mae__buf_putc(&w.b, '\n');
     if (w.b.oom) {
@@ -913,6 +957,8 @@ static int run_parts(const bench_opts *o, const bool run[PART_COUNT], bench_resu
         failed++;
     if (run[PART_STREAM] && part_stream(o, r) != 0)
         failed++;
+    if (run[PART_FAILOVER] && part_failover(o, r) != 0)
+        failed++;
     r->total_s = (double)(now_ns() - t0) / 1e9;
     progress_done();
     return failed;
@@ -942,6 +988,8 @@ static void print_parts(const bench_opts *o, bench_results *r, const char *mach)
         print_isolated(r);
     if (r->have[PART_STREAM])
         print_stream(r);
+    if (r->have[PART_FAILOVER])
+        print_failover(r);
 }
 
 /* The last line: the summary, with the count of targets met. */

@@ -20,6 +20,10 @@
  * never has to wake it; an event after an idle spell goes out at once. */
 #define LINGER_S 0.001
 
+/* The longest wait between connect attempts with a redis-sentinel:// URL
+ * (backoff_max_ms applies when lower). */
+#define SENTINEL_RETRY_MAX_S 0.5
+
 /* ---- problems and the connection --------------------------------------------- */
 
 /* What the I/O thread keeps between its steps. */
@@ -184,7 +188,13 @@ static bool io_connect(mae_publisher *p, io_state *io)
     if (!io->conn) {
         io->failures++;
         p->st.connect_failures++;
-        io->next_attempt = mono_now() + backoff_delay(p, io->failures);
+        double delay = backoff_delay(p, io->failures);
+        /* Through Sentinel a failed connect is usually a failover under
+         * way: asking the Sentinels again soon costs them little and finds
+         * the new master within SENTINEL_RETRY_MAX_S of its promotion. */
+        if (p->url.nsentinels > 0 && delay > SENTINEL_RETRY_MAX_S)
+            delay = SENTINEL_RETRY_MAX_S * (0.5 + 0.5 * mae__rand_unit(&p->rng));
+        io->next_attempt = mono_now() + delay;
         return false;
     }
     io->failures = 0;

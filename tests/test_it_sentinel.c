@@ -164,17 +164,27 @@ static void run(enum fault fault)
     if (fault != DETACH) {
         /* First acknowledged write after the fault (for a planned failover
          * the old master still acknowledges for a moment: a rough figure). */
-        for (double until = t0 + 30; mts_now() < until && t_first < 0; nap_ms(2))
-            if (published(f.p) > before)
+        double t_agree = -1;
+        nm = -1;
+        bool resumed = fault != STOP;
+        for (double until = t0 + 30, next_ask = t0; mts_now() < until; nap_ms(1)) {
+            if (t_first < 0 && published(f.p) > before)
                 t_first = mts_now() - t0;
-        if (fault == STOP) {
-            double left = t0 + 3 - mts_now();
-            if (left > 0)
-                nap_ms((int)(left * 1000));
-            mtr_resume(&s.redis[old]);
+            if (!resumed && mts_now() >= t0 + 3) {
+                mtr_resume(&s.redis[old]);
+                resumed = true;
+            }
+            if (nm < 0 && mts_now() >= next_ask) {
+                nm = mts_wait_new_master(&s, old, 0);
+                if (nm >= 0)
+                    t_agree = mts_now() - t0;
+                next_ask = mts_now() + 0.01;
+            }
+            if (nm >= 0 && t_first >= 0 && resumed)
+                break;
         }
-        nm = mts_wait_new_master(&s, old, 30000);
-        double t_agree = mts_now() - t0;
+        if (!resumed)
+            mtr_resume(&s.redis[old]);
         if (fault == STOP && nm < 0)
             nm = old; /* not failed over within the 3 s: the old master goes on */
         assert_true(nm >= 0);
@@ -203,8 +213,13 @@ static void run(enum fault fault)
     assert_int_equal(st.lost_failover, 0);
     if (fault != DETACH)
         assert_true(st.connects >= 2); /* it did follow the master */
-    int m = mts_master(&s);
-    assert_int_equal(m, nm);
+    /* The master a majority of the Sentinels name now (a failover may
+     * have moved on since the first agreement). */
+    int m = mts_wait_new_master(&s, -1, 10000);
+    assert_true(m >= 0);
+    if (m != nm)
+        print_message("%s: the Sentinels first agreed on redis[%d], now on redis[%d]\n",
+                      fault_name[fault], nm, m);
     expect_every_event_once(&s, m, sent);
     assert_int_equal(mae_publisher_close(f.p, 5000), MAE_OK);
     mts_stop(&s);

@@ -426,8 +426,8 @@ static void test_failover_error_classification(void **state)
         "READONLY You can't write against a read only replica.",
         "LOADING Redis is loading the dataset in memory",
         "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
-        "ERR Error running script (call to f_x): @user_script:5: @user_script: 5: -READONLY "
-        "You can't write against a read only replica.",
+        ("ERR Error running script (call to f_x): @user_script:5: @user_script: 5: -READONLY "
+         "You can't write against a read only replica."),
         "NOREPLICAS",
     };
     static const char *const no[] = {

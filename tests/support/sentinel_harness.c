@@ -272,7 +272,7 @@ bool mts_is_master(mts_set *s, int i)
 int mts_wait_new_master(mts_set *s, int old, int timeout_ms)
 {
     double until = mts_now() + timeout_ms / 1000.0;
-    while (mts_now() < until) {
+    for (bool first = true; first || mts_now() < until; first = false) {
         int votes[3] = {0, 0, 0};
         for (int i = 0; i < 3; i++) {
             int idx = named_by(s, i);
@@ -282,7 +282,8 @@ int mts_wait_new_master(mts_set *s, int old, int timeout_ms)
         for (int k = 0; k < 3; k++)
             if (votes[k] >= 2 && mts_is_master(s, k))
                 return k;
-        nap_ms(10);
+        if (timeout_ms > 0)
+            nap_ms(10);
     }
     return -1;
 }

@@ -31,7 +31,8 @@ void mts_stop(mts_set *s);
  * turn), or -1 when none answers with one of ours. */
 int mts_master(mts_set *s);
 /* Waits up to timeout_ms until a majority of the Sentinels name a master
- * other than old and that server answers ROLE master; its index or -1. */
+ * other than old and that server answers ROLE master; its index or -1.
+ * timeout_ms 0 asks once. */
 int mts_wait_new_master(mts_set *s, int old, int timeout_ms);
 /* Waits until redis[i] answers ROLE master (true) or timeout_ms passed. */
 bool mts_is_master(mts_set *s, int i);
