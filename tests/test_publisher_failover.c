@@ -43,6 +43,7 @@ typedef struct fake {
     char targets[64][32];    /* every connect's host:port */
     int ntargets;
     int evals, waits;
+    char key[160];           /* the last script call's KEYS[2] */
 } fake;
 
 typedef struct conn {
@@ -122,6 +123,7 @@ static void run_script(conn *c, int argc, const char **argv, const size_t *lens)
 {
     fake *f = c->f;
     mae__reply r = {0};
+    snprintf(f->key, sizeof f->key, "%s", argv[4]);
     long long first = atoll(argv[SCRIPT_ARGS - 3]);
     bool concede = argv[SCRIPT_ARGS - 1][0] == '1';
     long long last = f->has_key ? f->last : 0;
@@ -264,6 +266,8 @@ static void fake_failover(fake *f, int keep)
 
 /* ---- helpers ------------------------------------------------------------------ */
 
+static const char *stream_key = "t:events";
+
 static mae_publisher *open_with(fake *f, const char *url, size_t window_bytes, int wait)
 {
     mae_publisher_config cfg;
@@ -271,7 +275,7 @@ static mae_publisher *open_with(fake *f, const char *url, size_t window_bytes, i
     char err[200] = "";
     mae_publisher_config_init(&cfg);
     cfg.redis_url = url;
-    cfg.stream_key = "t:events";
+    cfg.stream_key = stream_key;
     cfg.backoff_min_ms = 1;
     cfg.backoff_max_ms = 5;
     cfg.batch_max_events = 16;
@@ -515,6 +519,36 @@ static void test_sentinel_lookup_and_role(void **state)
     fake_free(f);
 }
 
+/* The per-publisher key shares the stream's Redis Cluster slot: the stream
+ * key becomes its hash tag, unless it has a tag of its own (then the key
+ * starts with it) or a '}' that makes tagging impossible. */
+static void test_publisher_key_is_hash_tagged(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *stream, *prefix;
+    } cases[] = {
+        {"t:events", "{t:events}:publisher:"},
+        {"{app}:events", "{app}:events:publisher:"},
+        {"a{b}c", "a{b}c:publisher:"},
+        {"a{}b", "a{}b:publisher:"}, /* empty tag and a '}': cannot be tagged */
+        {"x}y", "x}y:publisher:"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fake *f = fake_new();
+        stream_key = cases[i].stream;
+        mae_publisher *p = open_with(f, "redis://fake", 0, 0);
+        publish_range(p, 1, 1);
+        size_t n = strlen(cases[i].prefix);
+        if (strncmp(f->key, cases[i].prefix, n) != 0 || strlen(f->key) != n + 32)
+            fail_msg("stream %s: key %s, want %s<32 hex>", cases[i].stream, f->key,
+                     cases[i].prefix);
+        assert_int_equal(mae_publisher_close(p, 5000), MAE_OK);
+        fake_free(f);
+    }
+    stream_key = "t:events";
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_failover_error_classification),
         cmocka_unit_test(test_wait_keeps_a_batch_until_confirmed),
         cmocka_unit_test(test_sentinel_lookup_and_role),
+        cmocka_unit_test(test_publisher_key_is_hash_tagged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
