@@ -13,6 +13,7 @@
 #define DEFAULT_WINDOW_MS 10000
 #define DEFAULT_WINDOW_BYTES ((size_t)8 << 20)
 #define DEFAULT_WAIT_TIMEOUT_MS 100
+#define WINDOW_KEEP ((size_t)64 << 10) /* an emptied window keeps buffers up to this */
 
 /* One kept line: where its bytes are (a position counted since the
  * window's first byte ever, so compaction moves no offsets) and when
@@ -100,6 +101,15 @@ static void window_trim(mae_publisher *p, double now)
     }
     if (w->n == 0) {
         window_clear(w);
+        /* Emptied (traffic stopped for the window's time): give a large
+         * buffer back rather than keep a burst's size for good. */
+        if (w->cap > WINDOW_KEEP) {
+            free(w->buf);
+            free(w->e);
+            w->buf = NULL;
+            w->e = NULL;
+            w->cap = w->ecap = 0;
+        }
         return;
     }
     if (w->first > w->n) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -267,6 +268,7 @@ static void fake_failover(fake *f, int keep)
 /* ---- helpers ------------------------------------------------------------------ */
 
 static const char *stream_key = "t:events";
+static int window_ms = 0;
 
 static mae_publisher *open_with(fake *f, const char *url, size_t window_bytes, int wait)
 {
@@ -280,6 +282,7 @@ static mae_publisher *open_with(fake *f, const char *url, size_t window_bytes, i
     cfg.backoff_max_ms = 5;
     cfg.batch_max_events = 16;
     cfg.resend_window_bytes = window_bytes;
+    cfg.resend_window_ms = window_ms;
     cfg.wait_replicas = wait;
     cfg.error_buf = err;
     cfg.error_buf_size = sizeof err;
@@ -372,6 +375,27 @@ static void test_gap_beyond_the_window_is_counted_lost(void **state)
     expect_stream(f, 2, 1, 40, 101, 110);
     expect_counters(p, 110, 60);
     assert_true(f->concede_seen);
+    assert_int_equal(mae_publisher_close(p, 5000), MAE_OK);
+    fake_free(f);
+}
+
+/* The window's time bound: events acknowledged longer ago than
+ * resend_window_ms are gone from it, so a gap reply naming them counts
+ * them lost; what is still in it is sent again. */
+static void test_window_forgets_after_its_time(void **state)
+{
+    (void)state;
+    fake *f = fake_new();
+    window_ms = 400;
+    mae_publisher *p = open_with(f, "redis://fake", 0, 0);
+    window_ms = 0;
+    publish_range(p, 1, 100);
+    nanosleep(&(struct timespec){0, 800000000L}, NULL); /* twice the window */
+    publish_range(p, 101, 105); /* trims 1..100 out */
+    fake_failover(f, 40);
+    publish_range(p, 106, 110);
+    expect_stream(f, 2, 1, 40, 101, 110);
+    expect_counters(p, 110, 60);
     assert_int_equal(mae_publisher_close(p, 5000), MAE_OK);
     fake_free(f);
 }
@@ -555,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_gap_is_filled_from_the_window),
         cmocka_unit_test(test_gap_beyond_the_window_is_counted_lost),
         cmocka_unit_test(test_missing_key_resends_the_whole_window),
+        cmocka_unit_test(test_window_forgets_after_its_time),
         cmocka_unit_test(test_failover_errors_are_retried_not_refused),
         cmocka_unit_test(test_failover_error_classification),
         cmocka_unit_test(test_wait_keeps_a_batch_until_confirmed),
