@@ -80,6 +80,10 @@ typedef struct bench_redis {
     int port;
     bool stopped;     /* SIGSTOPped */
     char dir[256];
+    /* Set tls_dir (server.pem, server.key, ca.pem) before redis_start to
+     * listen with TLS on tls_port too (picked by redis_start). */
+    char tls_dir[128];
+    int tls_port;
 } bench_redis;
 
 /* Starts redis-server on 127.0.0.1 (port 0: a free one; else that port,
@@ -121,7 +125,7 @@ typedef struct bench_opts {
     int idle_s;                /* part 6 */
     int isolated_events;       /* part 7, per measure */
     int isolated_gap_ms;
-    size_t stream_events;      /* part 8, per mode */
+    size_t stream_events;      /* part 8, per mode; part 9 too */
     double replaced_cap_s;     /* part 1, replaced, where it does not stall */
     size_t replaced_stall_calls;
     double replaced_stall_cap_s;
@@ -245,7 +249,33 @@ typedef struct stream_result {
     stream_mode_result mode[2];
 } stream_result;
 
-/* Part 9: the publisher through Sentinel, the master SIGKILLed ([0]) and a
+/* The hubcall part: the publish call in hub mode, the hub healthy, hung
+ * (listening, never answering) and absent (nothing listening). */
+enum { HUB_HEALTHY, HUB_HUNG, HUB_ABSENT, HUB_STATES };
+extern const char *const hub_state_names[HUB_STATES];
+typedef struct hub_call_result {
+    lat_summary call;
+    uint64_t calls, published, dropped, connects, connect_failures;
+    double close_ms;                   /* close(p, 300) when hung or absent */
+} hub_call_result;
+typedef struct hubcall_result {
+    hub_call_result state[HUB_STATES];
+} hubcall_result;
+/* Part 10: the same publisher over plain TCP and over TLS (rediss://) to
+ * one redis-server, and what a reconnect's handshake costs. */
+typedef struct tls_mode_result {
+    lat_summary call;                  /* the publish call, paced flat out */
+    uint64_t events, received, dropped;
+    double eps;                        /* first call -> last received */
+} tls_mode_result;
+typedef struct tls_result {
+    tls_mode_result mode[2];           /* [0] redis://, [1] rediss:// */
+    /* Connect + PING, each on a fresh connection: plain TCP, TLS with a
+     * full handshake, TLS resuming the previous session. */
+    lat_summary connect_plain, connect_full, connect_resumed;
+    uint64_t resumed;                  /* of the resumed tries, how many were */
+} tls_result;
+/* Part 11: the publisher through Sentinel, the master SIGKILLed ([0]) and a
  * planned SENTINEL FAILOVER ([1]). Times in s from the fault. */
 typedef struct failover_run {
     double agree_s;            /* the Sentinels name a new master that is one */
@@ -269,6 +299,8 @@ typedef struct failover_result {
     X(IDLE, "idle")                                                                         \
     X(ISOLATED, "isolated")                                                                 \
     X(STREAM, "stream")                                                                     \
+    X(HUBCALL, "hubcall")                                                                   \
+    X(TLS, "tls")                                                                           \
     X(FAILOVER, "failover")
 
 enum {
@@ -288,6 +320,8 @@ typedef struct bench_results {
     idle_result idle;
     isolated_result iso;
     stream_result stream;
+    hubcall_result hubcall;
+    tls_result tls;
     failover_result failover;
     bool have[PART_COUNT];
     double total_s;
@@ -303,6 +337,8 @@ int part_memory(const bench_opts *o, bench_results *r);
 int part_idle(const bench_opts *o, bench_results *r);
 int part_isolated(const bench_opts *o, bench_results *r);
 int part_stream(const bench_opts *o, bench_results *r);
+int part_hubcall(const bench_opts *o, bench_results *r);
+int part_tls(const bench_opts *o, bench_results *r);
 int part_failover(const bench_opts *o, bench_results *r);
 
 /* The id of the thread p's I/O thread runs on, found by listing this

@@ -1,4 +1,4 @@
-/* This module implements part 9, `failover`: the publisher through Redis
+/* This module implements part 11, `failover`: the publisher through Redis
  * Sentinel while the master fails. A replicated set (three redis-server,
  * three Sentinels: tests/support/sentinel_harness) and a publisher in
  * stream mode on the redis-sentinel:// URL with wait_replicas=1, fed 500

@@ -39,7 +39,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mae_bench [--quick | --full] [--results DIR] [--plot FILE] [--only PART,...]\n"
             "  --only   the parts to run, by name: latency, throughput, stores, day, memory,\n"
-            "           idle, isolated, stream (or their numbers 1-8, as in \"--only 13\")\n"
+            "           idle, isolated, stream, hubcall, tls, failover (or the first nine's numbers,\n"
+            "           as in \"--only 13\"; hubcall, tls and failover are parts 9, 10 and 11)\n"
             "  --quick  the memory part keeps Redis down 15 s (default); fewer replaced calls where it stalls\n"
             "  --full   the memory part keeps Redis down 60 s, 500 000 calls per state, 2 000 000 events\n");
 }
@@ -407,7 +408,7 @@ static void print_failover(bench_results *r)
 {
     static const char *const what[2] = {"SIGKILL", "FAILOVER"};
     char a[4][32];
-    printf("\n9. Failover through Sentinel (3 redis-server, 3 Sentinels; stream mode, "
+    printf("\n11. Failover through Sentinel (3 redis-server, 3 Sentinels; stream mode, "
            "wait_replicas=1, 500 events/s)\n");
     printf("   %-9s %10s %12s %8s %7s %6s %8s %9s %9s %9s %9s\n", "fault", "agreed", "first write",
            "events", "resent", "lost", "missing", "doubled", "p99 pre", "p99 thru", "max thru");
@@ -440,6 +441,56 @@ static void print_stream(bench_results *r)
                fmt_ns(x->call.p999, a[2], 32), (unsigned long long)x->received,
                fmt_num(x->eps, a[3], 32), (unsigned long long)x->dropped, cpu, mem);
     }
+}
+
+static void print_hubcall(bench_results *r)
+{
+    char a[4][32];
+    printf("\n9. The publish call in hub mode (relay_url; a loopback hub in this process; "
+           "hung = listening, never answering)\n");
+    printf("   %-8s %9s %9s %9s %9s %10s %10s %9s %9s %10s\n", "hub", "call p50", "p99", "p99.9",
+           "max", "calls", "published", "connects", "failures", "close");
+    for (int s = 0; s < HUB_STATES; s++) {
+        const hub_call_result *x = &r->hubcall.state[s];
+        char cl[32];
+        snprintf(cl, sizeof cl, "%.0f ms", x->close_ms);
+        printf("   %-8s %9s %9s %9s %9s %10llu %10llu %9llu %9llu %10s\n", hub_state_names[s],
+               fmt_ns(x->call.p50, a[0], 32), fmt_ns(x->call.p99, a[1], 32),
+               fmt_ns(x->call.p999, a[2], 32), fmt_ns(x->call.max, a[3], 32),
+               (unsigned long long)x->calls, (unsigned long long)x->published,
+               (unsigned long long)x->connects, (unsigned long long)x->connect_failures, cl);
+    }
+    printf("   target p99.9 < %s in every state: %s\n", fmt_ns(TARGET_P999_NS, a[0], 32),
+           r->hubcall.state[0].call.p999 < TARGET_P999_NS &&
+                   r->hubcall.state[1].call.p999 < TARGET_P999_NS &&
+                   r->hubcall.state[2].call.p999 < TARGET_P999_NS
+               ? "met"
+               : "missed");
+}
+
+static void print_tls(bench_results *r)
+{
+    char a[6][32];
+    const tls_result *t = &r->tls;
+    printf("\n10. TLS (rediss://) next to plain TCP (one redis-server on both ports, one "
+           "subscriber, default bounds)\n");
+    printf("   %-8s %9s %9s %9s %10s %12s %10s\n", "link", "call p50", "p99", "p99.9", "events",
+           "to sub ev/s", "dropped");
+    for (int m = 0; m < 2; m++) {
+        const tls_mode_result *x = &t->mode[m];
+        printf("   %-8s %9s %9s %9s %10llu %12s %10llu\n", m ? "TLS" : "TCP",
+               fmt_ns(x->call.p50, a[0], 32), fmt_ns(x->call.p99, a[1], 32),
+               fmt_ns(x->call.p999, a[2], 32), (unsigned long long)x->received,
+               fmt_num(x->eps, a[3], 32), (unsigned long long)x->dropped);
+    }
+    printf("   TLS throughput = %.2fx plain TCP's\n",
+           t->mode[0].eps > 0 ? t->mode[1].eps / t->mode[0].eps : 0);
+    printf("   reconnect (connect + handshake + PING, p50 / p99): plain %s / %s, TLS full %s / %s, "
+           "TLS resumed %s / %s (%llu of %zu resumed)\n",
+           fmt_ns(t->connect_plain.p50, a[0], 32), fmt_ns(t->connect_plain.p99, a[1], 32),
+           fmt_ns(t->connect_full.p50, a[2], 32), fmt_ns(t->connect_full.p99, a[3], 32),
+           fmt_ns(t->connect_resumed.p50, a[4], 32), fmt_ns(t->connect_resumed.p99, a[5], 32),
+           (unsigned long long)t->resumed, t->connect_resumed.n);
 }
 
 /* ---- JSON --------------------------------------------------------------------------
@@ -752,6 +803,24 @@ static void json_isolated(jw *w, const isolated_result *is)
     jw_end(w);
 }
 
+static void json_hubcall(jw *w, const hubcall_result *h)
+{
+    jw_obj(w, "hub_caller");
+    for (int s = 0; s < HUB_STATES; s++) {
+        const hub_call_result *x = &h->state[s];
+        jw_obj(w, hub_state_names[s]);
+        jw_u64(w, "calls", x->calls);
+        jw_u64(w, "published", x->published);
+        jw_u64(w, "dropped", x->dropped);
+        jw_u64(w, "connects", x->connects);
+        jw_u64(w, "connect_failures", x->connect_failures);
+        jw_num(w, "close_ms", "%.1f", x->close_ms);
+        json_lat(w, "call", &x->call);
+        jw_end(w);
+    }
+    jw_end(w);
+}
+
 static void json_stream(jw *w, const stream_result *st)
 {
     jw_obj(w, "stream_mode");
@@ -768,6 +837,25 @@ static void json_stream(jw *w, const stream_result *st)
         jw_end(w);
     }
     jw_end(w);
+}
+
+static void json_tls(jw *w, const tls_result *t)
+{
+    jw_obj(w, "tls");
+    for (int m = 0; m < 2; m++) {
+        const tls_mode_result *x = &t->mode[m];
+        jw_obj(w, m ? "tls" : "tcp");
+        jw_u64(w, "events", x->events);
+        jw_u64(w, "received", x->received);
+        jw_u64(w, "dropped", x->dropped);
+        jw_num(w, "events_per_s", "%.0f", x->eps);
+        json_lat(w, "call", &x->call);
+        jw_end(w);
+    }
+    json_lat(w, "connect_plain", &t->connect_plain);
+    json_lat(w, "connect_tls_full", &t->connect_full);
+    json_lat(w, "connect_tls_resumed", &t->connect_resumed);
+    jw_u64(w, "resumed", t->resumed);
 }
 
 static void json_failover(jw *w, const failover_result *fo)
@@ -823,6 +911,8 @@ static int write_json(const char *path, const bench_opts *o, bench_results *r, c
     json_idle(&w, &r->idle);
     json_isolated(&w, &r->iso);
     json_stream(&w, &r->stream);
+    json_hubcall(&w, &r->hubcall);
+    json_tls(&w, &r->tls);
     json_failover(&w, &r->failover);
     jw_end(&w);
     mae__buf_putc(&w.b, '\n');
@@ -867,7 +957,7 @@ static bool parse_only(const char *list, bool run[PART_COUNT])
 {
     for (int k = 0; k < PART_COUNT; k++)
         run[k] = false;
-    if (strspn(list, "12345678") == strlen(list) && list[0]) {
+    if (strspn(list, "123456789") == strlen(list) && list[0]) {
         for (const char *c = list; *c; c++)
             run[*c - '1'] = true;
         return true;
@@ -957,6 +1047,10 @@ static int run_parts(const bench_opts *o, const bool run[PART_COUNT], bench_resu
         failed++;
     if (run[PART_STREAM] && part_stream(o, r) != 0)
         failed++;
+    if (run[PART_HUBCALL] && part_hubcall(o, r) != 0)
+        failed++;
+    if (run[PART_TLS] && part_tls(o, r) != 0)
+        failed++;
     if (run[PART_FAILOVER] && part_failover(o, r) != 0)
         failed++;
     r->total_s = (double)(now_ns() - t0) / 1e9;
@@ -988,6 +1082,10 @@ static void print_parts(const bench_opts *o, bench_results *r, const char *mach)
         print_isolated(r);
     if (r->have[PART_STREAM])
         print_stream(r);
+    if (r->have[PART_HUBCALL])
+        print_hubcall(r);
+    if (r->have[PART_TLS])
+        print_tls(r);
     if (r->have[PART_FAILOVER])
         print_failover(r);
 }
@@ -1046,6 +1144,11 @@ static void print_summary(bench_results *r, int failed)
     if (r->have[PART_STREAM])
         printf("; stream mode %s ev/s (pub/sub %s)", fmt_num(r->stream.mode[1].eps, a[5], 32),
                fmt_num(r->stream.mode[0].eps, a[6], 32));
+    if (r->have[PART_TLS])
+        printf("; TLS %s ev/s (TCP %s), reconnect %s (resumed %s)",
+               fmt_num(r->tls.mode[1].eps, a[5], 32), fmt_num(r->tls.mode[0].eps, a[6], 32),
+               fmt_ns(r->tls.connect_full.p50, a[0], 32),
+               fmt_ns(r->tls.connect_resumed.p50, a[1], 32));
     printf("; targets met %d/%d%s\n", met, total, failed ? "; SOME PARTS FAILED" : "");
 }
 

@@ -114,6 +114,7 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         {"ping-interval", required_argument, NULL, 'i'},
         {"max-clients", required_argument, NULL, 'm'},
         {"client-buffer", required_argument, NULL, 'b'},
+        {"max-event-bytes", required_argument, NULL, 'e'},
         {"allow-open", no_argument, NULL, 'o'},
         {"quiet", no_argument, NULL, 'q'},
         CLI_GLOBAL_LONGOPTS,
@@ -158,6 +159,12 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
                 return cli_usage_error(cmd, "--client-buffer wants bytes from 1024 to "
                                        "1073741824, not '%s'", optarg);
             rc.client_buffer = (size_t)n;
+            break;
+        case 'e':
+            if (!cli_parse_int64(optarg, 1024, (int64_t)1 << 30, &n))
+                return cli_usage_error(cmd, "--max-event-bytes wants bytes from 1024 to "
+                                       "1073741824, not '%s'", optarg);
+            rc.max_event_bytes = (size_t)n;
             break;
         case 'o':
             allow_open = true;
@@ -209,11 +216,13 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
 const cli_command cli_events_serve = {
     "events", "serve",
     "[--listen HOST:PORT] [--path PATH] [--ping-interval SECONDS] [--stream KEY] "
-    "[--max-clients N] [--client-buffer BYTES] [--allow-open] [--quiet]",
+    "[--max-clients N] [--client-buffer BYTES] [--max-event-bytes BYTES] [--allow-open] "
+    "[--quiet]",
     "Serve the events to HTTP clients as Server-Sent Events, with a live dashboard.",
     "One Redis subscription fanned out to every client (curl -N, EventSource,\n"
     "httpx...). GET PATH is the stream, GET / the dashboard page, GET /healthz\n"
-    "and GET /metrics (Prometheus) the relay's state. Stops on SIGINT or SIGTERM.\n"
+    "and GET /metrics (Prometheus) the relay's state. Stops on SIGINT or SIGTERM;\n"
+    "SIGHUP is ignored.\n"
     "Credentials come from the environment: WEBHOOK_SECRET (sent as\n"
     "X-Webhook-Token or Authorization: Bearer) and MAILAGENT_LOCAL_API_TOKEN\n"
     "(alias MAILAGENT_LOCAL_TOKEN; sent as X-MailAgent-Local-Token); with\n"
@@ -232,8 +241,11 @@ const cli_command cli_events_serve = {
     "                         Last-Event-ID (or ?last_event_id=) gets what it missed\n"
     "  --max-clients N        streams served at once (default 10000); over it a\n"
     "                         client is told to retry later\n"
-    "  --client-buffer BYTES  most bytes a client may have waiting (default\n"
-    "                         1048576); a client over it is cut\n"
+    "  --client-buffer BYTES  most bytes a client may leave unread (default\n"
+    "                         1048576); a client over it for 2 s, or over 4\n"
+    "                         times it at once, is cut\n"
+    "  --max-event-bytes BYTES  larger events go out as an \"event: skipped\"\n"
+    "                         frame naming them (default 1048576)\n"
     "  --allow-open           serve without credentials on a non-loopback address\n"
     "  --quiet                no per-client log lines\n",
     run,

@@ -17,9 +17,10 @@
 
 #include "core/backoff.h"
 #include "core/url.h"
-#include "relay/resume.h"
-#include "relay/stream_id.h"
-#include "relay/stream_source.h"
+#include "stream/decide.h"
+#include "stream/id.h"
+#include "stream/reply.h"
+#include "stream/sync.h"
 
 #include "cli.h"
 
@@ -258,7 +259,6 @@ static bool stream_position(tail *t, char *err, size_t errlen);
 static bool connect_once(tail *t, char *err, size_t errlen)
 {
     int ms = ms_left(t, CONNECT_TIMEOUT_MS);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     redisReply *r = NULL;
     redisContext *c;
 
@@ -266,32 +266,11 @@ static bool connect_once(tail *t, char *err, size_t errlen)
         snprintf(err, errlen, "timed out");
         return false;
     }
-    c = t->addr.path ? redisConnectUnixWithTimeout(t->addr.path, tv)
-                            : redisConnectWithTimeout(t->addr.host, t->addr.port, tv);
-    if (!c) {
-        snprintf(err, errlen, "out of memory");
+    /* Connect, AUTH and SELECT: the database in the URL counts. */
+    c = mae__redis_connect_sync(&t->addr, ms, err, errlen);
+    if (!c)
         return false;
-    }
     t->c = c;
-    if (c->err)
-        goto fail;
-    /* A server that accepts and never answers must not hang the handshake;
-     * later reads only happen when poll() says there is data. */
-    tv.tv_sec = CONNECT_TIMEOUT_MS / 1000;
-    tv.tv_usec = (CONNECT_TIMEOUT_MS % 1000) * 1000;
-    redisSetTimeout(c, tv);
-    redisEnableKeepAlive(c);
-    if (t->addr.password) {
-        r = t->addr.user ? redisCommand(c, "AUTH %s %s", t->addr.user, t->addr.password)
-                         : redisCommand(c, "AUTH %s", t->addr.password);
-        if (!r)
-            goto fail;
-        if (r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "AUTH refused: %s", r->str);
-            goto refused;
-        }
-        freeReplyObject(r);
-    }
     if (t->stream) {
         if (stream_position(t, err, errlen))
             return true;
@@ -309,9 +288,9 @@ static bool connect_once(tail *t, char *err, size_t errlen)
     freeReplyObject(r);
     return true;
 fail:
-    /* The handshake's read timeout surfaces as EAGAIN's text. */
+    /* The read timeout set by the handshake surfaces as EAGAIN's text. */
     if (strcmp(c->errstr, strerror(EAGAIN)) == 0)
-        snprintf(err, errlen, "no answer within %d ms", CONNECT_TIMEOUT_MS);
+        snprintf(err, errlen, "no answer within %d ms", ms);
     else
         snprintf(err, errlen, "%s", c->errstr[0] ? c->errstr : "connection failed");
     disconnect(t);
@@ -369,37 +348,12 @@ static const char *key_of(const tail *t)
     return t->cfg->stream_key;
 }
 
-/* The stream's bounds on the fresh connection (EXISTS, then XINFO STREAM).
- * Returns false with the reason. */
+/* The stream's bounds on the fresh connection, in one MULTI/EXEC as the
+ * relay reads them. Returns false with the reason. */
 static bool stream_bounds(tail *t, mae__stream_bounds *b, char *err, size_t errlen)
 {
     const char *key = key_of(t);
-    redisReply *r = redisCommand(t->c, "EXISTS %b", key, strlen(key));
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        snprintf(err, errlen, "%s", r && r->type == REDIS_REPLY_ERROR ? r->str
-                                    : t->c->errstr[0]               ? t->c->errstr
-                                                                    : "unexpected reply to EXISTS");
-        goto fail;
-    }
-    if (r->integer == 0) {
-        freeReplyObject(r);
-        memset(b, 0, sizeof *b);
-        return true;
-    }
-    freeReplyObject(r);
-    r = redisCommand(t->c, "XINFO STREAM %b", key, strlen(key));
-    if (!r || !mae__stream_parse_info(r, b)) {
-        snprintf(err, errlen, "%s", r && r->type == REDIS_REPLY_ERROR ? r->str
-                                    : t->c->errstr[0]               ? t->c->errstr
-                                                                    : "unexpected reply to XINFO");
-        goto fail;
-    }
-    freeReplyObject(r);
-    return true;
-fail:
-    if (r)
-        freeReplyObject(r);
-    return false;
+    return mae__stream_bounds_sync(t->c, key, strlen(key), b, err, errlen) == 0;
 }
 
 /* Where to read from. The first time: after --since (with a word on

@@ -1,4 +1,4 @@
-/* libFuzzer target for the stream id parser (relay/stream_id.h), fed what a
+/* libFuzzer target for the stream id parser (stream/id.h), fed what a
  * client may put in Last-Event-ID: any input is either rejected with a
  * known code, or is an id whose canonical text parses back to the same id,
  * is no longer than the input and orders consistently with its neighbours. */
@@ -8,7 +8,7 @@
 
 /* Compiled into the target so libFuzzer's coverage sees the parser; it
  * needs nothing else from the relay. */
-#include "relay/stream_id.c"
+#include "stream/id.c"
 
 #define CHECK(cond)                                                                         \
     do {                                                                                    \

@@ -1,6 +1,6 @@
 /* This file implements the I/O thread: it sleeps until there is work,
  * connects with backoff and jitter, watches an idle connection and sends
- * each batch (send.c) with its outcome counted. */
+ * each batch (send.c, send_hub.c) with its outcome counted. */
 #define _GNU_SOURCE /* ppoll */
 #include <poll.h>
 #include <signal.h>
@@ -36,6 +36,7 @@ typedef struct io_state {
     int retries;             /* stream batches answered "not a writable master" or
                                 confirmed on too few replicas, in a row */
     double hold_until;       /* no resend of the batch in flight before this */
+    int unanswered;          /* hub mode: sends in a row without a final answer, or busy */
 } io_state;
 
 static double backoff_delay(mae_publisher *p, int failures)
@@ -106,6 +107,11 @@ static int handshake(mae_publisher *p, void *conn, char *err, size_t errlen)
     const mae__url *u = &p->url;
     char dbtext[16];
     int rc;
+
+    /* A hub needs no handshake: a batch it never answers stays in flight
+     * and is resent, and the hub applies each event once. */
+    if (p->hub)
+        return MAE__REPLY_OK;
 
     if (u->password) {
         const char *argv[3] = {"AUTH", u->user ? u->user : u->password, u->password};
@@ -285,8 +291,9 @@ static void io_send(mae_publisher *p, io_state *io)
     if (closed)
         return;
     if (p->out.pending) {
-        /* Stream mode: the batch a broken connection left unacknowledged
-         * goes again, with the same numbers; the script skips what landed. */
+        /* Stream and hub mode: the batch a broken connection (or a busy hub)
+         * left unacknowledged goes again, with the same numbers; the script
+         * (the hub) skips what landed. */
         p->st.resent += p->out.n;
     } else if (!mae__ring_take_batch(p)) {
         pthread_mutex_unlock(&p->mu);
@@ -294,7 +301,7 @@ static void io_send(mae_publisher *p, io_state *io)
         io_lock(p);
         io->next_send = mono_now() + LINGER_S;
         return;
-    } else if (p->stream_key) {
+    } else if (p->stream_key || p->hub) {
         p->out.first_seq = p->next_seq;
         p->next_seq += p->out.n;
         p->out.pending = true;
@@ -302,10 +309,16 @@ static void io_send(mae_publisher *p, io_state *io)
     size_t n = p->out.n;
     pthread_mutex_unlock(&p->mu);
 
-    bool broken, retry = false;
+    bool broken, retry = false, busy = false;
     size_t acked;
     uint64_t skipped = 0;
-    if (p->stream_key) {
+    int why = -1;
+    if (p->hub) {
+        int sent = mae__send_hub_batch(p, io->conn, &skipped, &why);
+        busy = sent == SENT_BUSY;
+        broken = sent == SENT_BROKEN || busy; /* either way, resent on a new connection */
+        acked = sent == SENT_OK ? n : 0;
+    } else if (p->stream_key) {
         int sent = mae__stream_deliver(p, io->conn, &skipped);
         /* Not a writable master (failover): look it up again, after a
          * backoff that grows while it lasts, so a publisher does not bounce
@@ -325,19 +338,37 @@ static void io_send(mae_publisher *p, io_state *io)
     io->watch_conn = true;
     if (broken)
         drop_connection(p, &io->conn);
+    else if (p->hub && p->ops.peer_closed(io->conn))
+        drop_connection(p, &io->conn); /* the answer closed it (Connection: close): no problem */
 
     io_lock(p);
     p->st.skipped += skipped;
     if (broken) {
         io->failures = 1;
         io->next_attempt = retry ? io->hold_until : 0; /* else at once: the server may be fine */
+        if (p->hub) {
+            /* Hub mode has no handshake to fail, so the backoff is here: the
+             * first send left unanswered goes again at once (the hub may
+             * have closed a kept-alive connection just then); the next ones,
+             * and every "not now", wait the shared backoff. */
+            if (busy || io->unanswered > 0)
+                io->next_attempt = mono_now() + backoff_delay(p, io->unanswered + 1);
+            io->unanswered++;
+        }
     }
     if ((broken || retry) && p->out.pending)
         return; /* kept, still in flight */
+    io->unanswered = 0;
     p->out.pending = false;
     p->st.in_flight -= n;
     p->st.published += acked;
     p->st.dropped_send_error += n - acked;
+    if (why == REFUSED_AUTH)
+        p->st.rejected_auth += n;
+    else if (why == REFUSED_INVALID)
+        p->st.rejected_invalid += n;
+    else if (why == REFUSED_SERVER)
+        p->st.rejected_server += n;
     shrink_batch(p);
     p->held_bytes = p->out.cap + (io->conn && p->ops.held ? p->ops.held(io->conn) : 0);
 }

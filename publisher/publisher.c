@@ -203,6 +203,14 @@ static int check_config(const mae_publisher_config *cfg, char *err, size_t errle
         why = "connect and I/O timeouts must be positive";
     else if (cfg->backoff_min_ms < 0 || cfg->backoff_max_ms < cfg->backoff_min_ms)
         why = "backoff must satisfy 0 <= min <= max";
+    else if (cfg->redis_url && cfg->redis_url[0] && cfg->relay_url && cfg->relay_url[0])
+        why = "redis_url and relay_url are both set; set one: redis_url publishes to Redis, "
+              "relay_url posts to a relay running as the hub";
+    else if (!(cfg->redis_url && cfg->redis_url[0]) && cfg->relay_url && cfg->relay_url[0] &&
+             (cfg->wait_replicas || cfg->wait_timeout_ms || cfg->resend_window_ms ||
+              cfg->resend_window_bytes))
+        why = "wait_replicas, wait_timeout_ms, resend_window_ms and resend_window_bytes are for "
+              "stream mode on Redis; hub mode (relay_url) has no WAIT and no resend window";
     if (!why)
         return MAE_OK;
     snprintf(err, errlen, "%s", why);
@@ -215,9 +223,16 @@ static int check_config(const mae_publisher_config *cfg, char *err, size_t errle
 static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char *err,
                          size_t errlen)
 {
-    p->disabled = !cfg->redis_url || !cfg->redis_url[0];
-    if (!p->disabled) {
-        int rc = mae__url_parse(cfg->redis_url, &p->url, err, errlen);
+    bool redis = cfg->redis_url && cfg->redis_url[0];
+    p->hub = !redis && cfg->relay_url && cfg->relay_url[0];
+    p->disabled = !redis && !p->hub;
+    if (p->hub) {
+        int rc = mae__hub_url_parse(cfg->relay_url, cfg->relay_token, &p->url, err, errlen);
+        if (rc != MAE_OK)
+            return rc;
+    } else if (!p->disabled) {
+        int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL,
+                                    &p->url, err, errlen);
         if (rc != MAE_OK) {
             if (rc == MAE_ENOMEM)
                 snprintf(err, errlen, "out of memory");
@@ -249,7 +264,14 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
     p->rng = (uint64_t)(uintptr_t)p ^ (uint64_t)(wall_now() * 1e6) ^ ((uint64_t)getpid() << 32);
     if (p->rng == 0)
         p->rng = 0x9e3779b97f4a7c15ull;
-    if (cfg->stream_key && cfg->stream_key[0] && init_stream(p, cfg) != MAE_OK) {
+    if (p->hub) {
+        make_id(p, p->pub_id);
+        p->next_seq = 1;
+        p->batch_bytes_max = MAE__HUB_BATCH_BYTES;
+    }
+    /* The hub applies each event once and gives it an id itself: there is
+     * no Redis Stream to write, so stream_key is not used in hub mode. */
+    if (!p->hub && cfg->stream_key && cfg->stream_key[0] && init_stream(p, cfg) != MAE_OK) {
         snprintf(err, errlen, "out of memory");
         return MAE_ENOMEM;
     }
@@ -330,6 +352,13 @@ int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transpo
 
 int mae_publisher_open(const mae_publisher_config *cfg, mae_publisher **out)
 {
+    bool hub = cfg && !(cfg->redis_url && cfg->redis_url[0]) && cfg->relay_url &&
+               cfg->relay_url[0];
+    if (hub)
+        return mae__publisher_open_with(cfg, &mae__http_transport, out);
+    /* The transport follows the URL's scheme: rediss:// is TLS. */
+    if (cfg && mae__url_is_tls(cfg->redis_url))
+        return mae__publisher_open_tls(cfg, out);
     return mae__publisher_open_with(cfg, &mae__hiredis_transport, out);
 }
 

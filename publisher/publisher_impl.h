@@ -1,5 +1,6 @@
 /* This header defines the publisher's private state, struct mae_publisher,
- * and what its files (publisher.c, fork.c, ring.c, io.c, send.c) share:
+ * and what its files (publisher.c, fork.c, ring.c, io.c, send.c,
+ * send_hub.c) share:
  * the clocks, the I/O thread's lock, the wake-up and the calls between
  * them; it is never installed, and nothing in it is exported. */
 #ifndef MAE_PUBLISHER_IMPL_H
@@ -35,7 +36,8 @@ typedef struct batch {
     size_t *off, *lens;     /* batch_max entries each */
     size_t n;
     uint64_t first_seq;     /* stream mode: the number of the first line */
-    bool pending;           /* stream mode: sent, not yet acknowledged */
+    bool pending;           /* stream and hub mode: sent, not yet acknowledged */
+    int server_errors;      /* hub mode: 5xx answers (but 503) to this batch so far */
 } batch;
 
 struct mae_publisher {
@@ -53,6 +55,9 @@ struct mae_publisher {
     pthread_t thread;
     bool has_thread;
     int wake_fd;             /* eventfd: a sleeping I/O thread waits on it */
+    bool hub;                /* hub mode: batches are POSTed to relay_url */
+    char pub_id[33];         /* stream and hub mode: 128 random bits in hex */
+    size_t batch_bytes_max;  /* hub mode: a batch's most body bytes; 0 = no bound */
     char *stream_key;        /* NULL: stream mode off */
     char *applied_key;       /* <stream_key>:publisher:<id> */
     char maxlen_text[24];
@@ -84,7 +89,7 @@ struct mae_publisher {
     uint64_t rng;
     struct { double last; uint64_t repeats; } logged[LOG_KINDS];
     batch out;
-    uint64_t next_seq;       /* stream mode: the next event's number */
+    uint64_t next_seq;       /* stream and hub mode: the next event's number */
     char sha[48];            /* stream mode: the script's SHA1 on this connection */
     const char **argv;       /* stream mode: SCRIPT_ARGS + batch_max each */
     size_t *argl;
@@ -186,14 +191,17 @@ void *mae__io_main(void *arg);
 void mae__io_problem(mae_publisher *p, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* send.c. How a stream-mode batch went: applied (OK); refused for good
- * (an error reply); the connection broke (BROKEN); the script answered that
- * Redis lacks the events before it (GAP); the server is not (or no longer)
- * a writable master with its replicas (RETRY: NOREPLICAS, READONLY,
- * LOADING, MASTERDOWN: look the master up again, back off, resend); or
- * WAIT confirmed it on fewer replicas than asked (UNCONFIRMED: resend
- * later). */
-enum { SENT_OK, SENT_REFUSED, SENT_BROKEN, SENT_GAP, SENT_RETRY, SENT_UNCONFIRMED };
+/* send.c. How a stream-mode or hub batch went: applied (OK); refused for
+ * good (an error reply); the connection broke (BROKEN); the script answered
+ * that Redis lacks the events before it (GAP); the server is not (or no
+ * longer) a writable master with its replicas (RETRY: NOREPLICAS,
+ * READONLY, LOADING, MASTERDOWN: look the master up again, back off,
+ * resend); WAIT confirmed it on fewer replicas than asked (UNCONFIRMED:
+ * resend later); or the hub said "not now" (BUSY: the batch waits for a
+ * resend after a backoff). */
+enum { SENT_OK, SENT_REFUSED, SENT_BROKEN, SENT_GAP, SENT_RETRY, SENT_UNCONFIRMED, SENT_BUSY };
+/* Why the hub refused a batch: the counter it goes to (rejected_*). */
+enum { REFUSED_AUTH, REFUSED_INVALID, REFUSED_SERVER };
 typedef struct stream_result {
     uint64_t skipped;        /* OK: events an earlier send had applied */
     uint64_t gap_last;       /* GAP: the last number Redis holds (0: none) */
@@ -207,9 +215,11 @@ int mae__send_stream_lines(mae_publisher *p, void *conn, uint64_t first_seq, siz
 /* True for the error replies of a server that is not a writable master
  * with enough replicas, also inside a script's error text. */
 bool mae__failover_error(const char *err);
+/* send_hub.c: one batch to the hub. */
+int mae__send_hub_batch(mae_publisher *p, void *conn, uint64_t *skipped, int *why);
 
 /* resend.c: the resend window and a stream batch's delivery through it
- * (SENT_* above, never SENT_GAP). */
+ * (SENT_* above, never SENT_GAP or SENT_BUSY). Not used in hub mode. */
 int mae__resend_init(mae_publisher *p, const mae_publisher_config *cfg, char *err, size_t errlen);
 void mae__resend_free(mae_publisher *p);
 int mae__stream_deliver(mae_publisher *p, void *conn, uint64_t *skipped);

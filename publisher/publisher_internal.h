@@ -42,9 +42,9 @@ void mae__publisher_drop_invalid(mae_publisher *p);
 bool mae__publisher_live(const mae_publisher *p);
 
 /* ---- transport seam ---------------------------------------------------------
- * The I/O thread speaks to Redis only through these calls, so unit tests can
- * put a scripted fake in place of hiredis. All are called on the I/O thread
- * only. */
+ * The I/O thread speaks to Redis (or to the hub) only through these calls,
+ * so unit tests can put a scripted fake in place of hiredis. All are called
+ * on the I/O thread only. */
 enum {
     MAE__REPLY_OK = 0,      /* a non-error reply */
     MAE__REPLY_ERROR = 1,   /* Redis answered with an error (-ERR ...) */
@@ -57,8 +57,9 @@ typedef struct mae__reply {
     char str[48];           /* a bulk or status string, cut; "" when none */
     long long ints[2];
     int nints;              /* integers of an array reply, up to 2; an integer reply: 1 */
-    /* Later additions. The first strings of an array reply (Sentinel's
-     * master address, ROLE's role), cut; nelems how many. */
+    int status;             /* the hub transport: the answer's HTTP status (OK or ERROR) */
+    /* The first strings of an array reply (Sentinel's master address,
+     * ROLE's role), cut; nelems how many. */
     char elems[2][256];
     int nelems;
 } mae__reply;
@@ -91,6 +92,36 @@ typedef struct mae__transport_ops {
 
 /* The real transport: hiredis. */
 extern const mae__transport_ops mae__hiredis_transport;
+
+/* The hub transport (transport_http.c): HTTP/1.1 to a relay running as the
+ * hub. Its command is one batch: argv[0] the publisher's id, argv[1] the
+ * number of the batch's first event, argv[2..] the lines; its reply is the
+ * hub's answer (ints: accepted, skipped; str: last_id; status). */
+extern const mae__transport_ops mae__http_transport;
+
+/* The most body bytes of one POST to a hub (a longer single event goes
+ * alone): half the relay's default --max-body-bytes of 16 MiB, so a batch
+ * of large events is never refused whole for its size. */
+#define MAE__HUB_BATCH_BYTES ((size_t)8 << 20)
+
+/* Parses a relay base URL, http://host[:port][/], into out (host, port;
+ * password = token, copied, when token is not NULL or ""). Returns MAE_OK,
+ * MAE_EINVAL with a sentence naming the problem in err (https, a path, a
+ * query, user information, a bad host or port, a token with a control
+ * character), or MAE_ENOMEM. */
+int mae__hub_url_parse(const char *url, const char *token, mae__url *out, char *err,
+                       size_t errlen);
+
+/* What every transport that writes RESP itself shares (transport_hiredis.c):
+ * the bytes a command may take at most, its encoding at out (returns the
+ * end), and what stream mode needs of a hiredis reply. */
+struct redisReply;
+size_t mae__resp_size(int argc, const size_t *lens);
+char *mae__resp_encode(char *out, int argc, const char **argv, const size_t *lens);
+void mae__reply_fill(const struct redisReply *r, mae__reply *out);
+
+/* Opens a publisher on the TLS transport (transport_tls.c): rediss:// URLs. */
+int mae__publisher_open_tls(const mae_publisher_config *cfg, mae_publisher **out);
 
 /* Opens a publisher that talks through ops instead of hiredis (tests). */
 int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transport_ops *ops,

@@ -71,7 +71,7 @@ int mae__ring_reserve(mae_publisher *p)
     p->out.lens = malloc(p->batch_max * sizeof *p->out.lens);
     if (!p->out.off || !p->out.lens)
         return MAE_ENOMEM;
-    if (p->stream_key) {
+    if (p->stream_key || p->hub) {
         p->argv = malloc((SCRIPT_ARGS + p->batch_max) * sizeof *p->argv);
         p->argl = malloc((SCRIPT_ARGS + p->batch_max) * sizeof *p->argl);
         if (!p->argv || !p->argl)
@@ -209,8 +209,9 @@ void mae__publisher_line_end(mae_publisher *p, bool built)
 
 /* ---- the I/O thread's side --------------------------------------------------- */
 
-/* Copies up to batch_max queued lines out of the ring into p->out, and gives
- * their ring space back. With mu held (released for the copy). Returns
+/* Copies up to batch_max queued lines (in hub mode, up to batch_bytes_max
+ * bytes of body) out of the ring into p->out, and gives their ring space
+ * back. With mu held (released for the copy). Returns
  * false when out of memory (nothing taken). */
 bool mae__ring_take_batch(mae_publisher *p)
 {
@@ -224,7 +225,16 @@ bool mae__ring_take_batch(mae_publisher *p)
     bool ok = true;
     for (size_t i = 0; i < n; i++) {
         uint32_t len;
+        size_t line_at = at;
         at = ring_get(p, at, &len, HDR);
+        /* Hub mode: the body (each line and its '\n') stays under the
+         * byte bound, so a batch of large events is not refused whole by a
+         * hub's body limit; a line longer than the bound goes alone. */
+        if (p->batch_bytes_max && b->n > 0 &&
+            b->len + b->n + len + 1 > p->batch_bytes_max) {
+            at = line_at;
+            break;
+        }
         if (b->len + len > b->cap) {
             size_t cap = b->cap ? b->cap : 16384;
             while (cap < b->len + len)
@@ -250,6 +260,7 @@ bool mae__ring_take_batch(mae_publisher *p)
         b->n = 0;
         return false;
     }
+    n = b->n;
     p->ring_tail = at;
     p->ring_used -= bytes + n * HDR;
     p->st.queued -= n;

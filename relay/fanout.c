@@ -1,106 +1,173 @@
-/* This module implements what goes out on the relay's streams: frames
- * built once per event and written to every stream (straight to the socket
- * when nothing is queued), the per-client bound of --client-buffer, the
- * heartbeat, the reset frames, the sources' callbacks (the pub/sub
- * subscriber, or the stream reader), and in stream mode each client's
- * catch-up (relay/resume.h). */
-#include <errno.h>
+/* This module implements what goes out on the relay's streams: opening a
+ * stream (or refusing it over --max-clients), frames built once per event
+ * and handed to every stream through mae__client_send, events over
+ * --max-event-bytes replaced by a "skipped" frame, events that arrive
+ * together written in one send per client, the heartbeat, the
+ * reset frames, the source's callbacks, and each client's catch-up in a
+ * source with ids (relay/resume.h). It never frees a client and never asks
+ * which source is live: a client has a resume exactly when the source has
+ * a history. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "core/backoff.h"
 #include "relay/server.h"
 #include "relay/sse.h"
-#include "relay/stream_id.h"
 
 typedef mae__relay_client client;
 typedef mae__relay_server relay;
 
-/* Queues bytes to a stream; a client already holding --client-buffer
- * bytes is cut instead, so nobody else waits for it. Returns false when
- * the client was freed. */
-static bool stream_write(client *c, const char *bytes, size_t len)
-{
-    relay *r = c->r;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) + len > r->cfg->client_buffer) {
-        r->counters.clients_cut_slow_total++;
-        mae__client_free(c, "cut: over --client-buffer (not reading fast enough)");
-        return false;
-    }
-    r->counters.bytes_total += len;
-    /* Nothing waiting: try the socket first. Most clients take the whole
-     * frame at once, and then the write costs one send() instead of
-     * arming and disarming a write event (two epoll_ctl calls and a loop
-     * turn) per client per event, which dominated the fan-out to 10 000. */
-    if (evbuffer_get_length(out) == 0) {
-        ssize_t n = send(bufferevent_getfd(c->bev), bytes, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n == (ssize_t)len)
-            return true;
-        if (n < 0) {
-            int err = errno;
-            if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
-                mae__client_free(c, strerror(err));
-                return false;
-            }
-            n = 0;
-        }
-        bytes += n;
-        len -= (size_t)n;
-    }
-    if (bufferevent_write(c->bev, bytes, len) != 0) {
-        mae__client_free(c, "out of memory");
-        return false;
-    }
-    return true;
-}
+/* ---- frames ------------------------------------------------------------------------ */
 
-/* Sends a frame built in r->frame (chunked) and r->raw to every stream. */
-static size_t broadcast(relay *r)
+/* Builds a frame in r->frame (chunked) and r->raw (HTTP/1.0). */
+static void build_frame(relay *r, const char *event, const mae__stream_id *id, const char *data,
+                        size_t len)
 {
-    size_t sent = 0;
-    if (r->frame.oom || r->raw.oom)
-        return 0;
-    for (client *c = r->streams, *next; c; c = next) {
-        next = c->next;
-        if (c->chunked ? stream_write(c, r->frame.ptr, r->frame.len)
-                       : stream_write(c, r->raw.ptr, r->raw.len))
-            sent++;
-    }
-    return sent;
-}
-
-static void build_frame(relay *r, const char *event, const char *id, const char *data, size_t len)
-{
+    char text[MAE__STREAM_ID_BUFSIZE];
+    if (id)
+        mae__stream_id_format(id, text);
     r->frame.len = r->raw.len = 0;
     r->frame.oom = r->raw.oom = false;
-    mae__sse_frame(&r->raw, event, id, data, len);
+    mae__sse_frame(&r->raw, event, id ? text : NULL, data, len);
     if (!r->raw.oom)
         mae__sse_chunk(&r->frame, r->raw.ptr, r->raw.len);
 }
 
-/* True while events arrive from Redis, in either mode. */
-bool mae__fanout_source_up(const relay *r)
+/* Builds the frame of an event: as it is, or, over --max-event-bytes, the
+ * "skipped" frame that names it (relay.md, "Large events"). */
+static void build_event(relay *r, const mae__stream_id *id, const char *data, size_t len)
 {
-    return r->stream ? mae__stream_source_connected(r->stream) : mae__source_up(r->source);
+    if (len <= r->cfg->max_event_bytes) {
+        build_frame(r, "mailagent", id, data, len);
+        return;
+    }
+    char json[128], text[MAE__STREAM_ID_BUFSIZE];
+    int n;
+    if (id) {
+        mae__stream_id_format(id, text);
+        n = snprintf(json, sizeof json, "{\"reason\":\"too_large\",\"id\":\"%s\",\"bytes\":%zu}",
+                     text, len);
+    } else {
+        n = snprintf(json, sizeof json, "{\"reason\":\"too_large\",\"id\":null,\"bytes\":%zu}",
+                     len);
+    }
+    build_frame(r, "skipped", id, json, (size_t)n);
 }
 
 /* Writes the frame in r->frame / r->raw to one stream. */
-static bool frame_to(client *c)
+static void frame_to(client *c)
 {
     relay *r = c->r;
     if (r->frame.oom || r->raw.oom)
-        return true;
-    return c->chunked ? stream_write(c, r->frame.ptr, r->frame.len)
-                      : stream_write(c, r->raw.ptr, r->raw.len);
+        return;
+    if (c->chunked)
+        mae__client_send(c, r->frame.ptr, r->frame.len);
+    else
+        mae__client_send(c, r->raw.ptr, r->raw.len);
 }
 
-/* ---- stream mode: one client's catch-up (relay/resume.h) ------------------------ */
+/* Sends the frame to every stream; with an id, only to those whose
+ * position admits it (a client still replaying gets nothing live yet; one
+ * whose replay ran ahead gets only what it has not had). Returns how many
+ * streams it went to. */
+static uint64_t broadcast(relay *r, const mae__stream_id *id)
+{
+    uint64_t sent = 0;
+    client *c, *next;
+    if (r->frame.oom || r->raw.oom)
+        return 0;
+    /* A send may close the client (taking it out of the list): the next
+     * one is read first. */
+    for (c = TAILQ_FIRST(&r->streams); c; c = next) {
+        next = TAILQ_NEXT(c, stream_link);
+        if (id && c->resume && !mae__resume_admit(c->resume, id))
+            continue;
+        frame_to(c);
+        sent++;
+    }
+    return sent;
+}
+
+/* ---- coalesced batches -------------------------------------------------------------- */
+
+/* A batch is written out before it holds more than this. */
+#define BATCH_MAX_BYTES (256 * 1024)
+
+static void batch_reset(relay *r)
+{
+    r->batch.len = r->batch_raw.len = 0;
+    r->batch.oom = r->batch_raw.oom = false;
+    r->nbent = 0;
+}
+
+/* Writes the batch to every stream: in one send to each client that takes
+ * all of it (every live client), entry by entry to the others. */
+static void batch_flush(relay *r)
+{
+    client *c, *next;
+    if (r->nbent == 0)
+        return;
+    const mae__batch_entry *v = r->bent;
+    size_t n = r->nbent;
+    for (c = TAILQ_FIRST(&r->streams); c; c = next) {
+        next = TAILQ_NEXT(c, stream_link);
+        const mae__buf *b = c->chunked ? &r->batch : &r->batch_raw;
+        if (!v[0].has_id || !c->resume ||
+            mae__resume_admit_run(c->resume, &v[0].id, &v[n - 1].id)) {
+            mae__client_send(c, b->ptr, b->len);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (v[i].has_id && !mae__resume_admit(c->resume, &v[i].id))
+                continue;
+            if (c->chunked)
+                mae__client_send(c, r->batch.ptr + v[i].off, v[i].len);
+            else
+                mae__client_send(c, r->batch_raw.ptr + v[i].roff, v[i].rlen);
+        }
+    }
+    batch_reset(r);
+}
+
+/* Adds the frame in r->frame / r->raw to the batch; false when it cannot
+ * (out of memory), and then the caller broadcasts it alone. */
+static bool batch_add(relay *r, const mae__stream_id *id)
+{
+    if (r->nbent == r->capbent) {
+        size_t cap = r->capbent ? r->capbent * 2 : 64;
+        mae__batch_entry *v = realloc(r->bent, cap * sizeof *v);
+        if (!v)
+            return false;
+        r->bent = v;
+        r->capbent = cap;
+    }
+    mae__batch_entry *e = &r->bent[r->nbent];
+    e->has_id = id != NULL;
+    if (id)
+        e->id = *id;
+    e->off = r->batch.len;
+    e->len = r->frame.len;
+    e->roff = r->batch_raw.len;
+    e->rlen = r->raw.len;
+    mae__buf_put(&r->batch, r->frame.ptr, r->frame.len);
+    mae__buf_put(&r->batch_raw, r->raw.ptr, r->raw.len);
+    if (r->batch.oom || r->batch_raw.oom) {
+        r->batch.len = e->off;
+        r->batch_raw.len = e->roff;
+        r->batch.oom = r->batch_raw.oom = false;
+        return false;
+    }
+    r->nbent++;
+    return true;
+}
+
+/* ---- one client's catch-up (relay/resume.h) -------------------------------------------- */
 
 static void on_resume_reset(void *user, const char *json, size_t len)
 {
@@ -113,49 +180,21 @@ static void on_resume_reset(void *user, const char *json, size_t len)
 static void on_resume_entry(void *user, const mae__stream_id *id, const char *line, size_t len)
 {
     client *c = user;
-    char text[MAE__STREAM_ID_BUFSIZE];
-    mae__stream_id_format(id, text);
-    build_frame(c->r, "mailagent", text, line, len);
+    build_event(c->r, id, line, len);
     frame_to(c);
 }
 
-static const mae__resume_events resume_events;
-
-/* A client whose id gets no replay (bad_last_event_id, unknown_id) goes
- * live when the decision is made, which for unknown_id waits for the
- * stream's bounds; the fan-out held back the entries that came in the
- * meantime. It catches them up once: a replay from where the reader stood
- * when the client came. */
-static void on_resume_live(void *user)
-{
-    client *c = user;
-    mae__stream_source *src = c->r->stream;
-    mae__resume_plan plan = mae__resume_get_plan(c->resume);
-    mae__stream_id now;
-    if (c->rejoined || !c->joined_known ||
-        (plan.kind != MAE__RESUME_UNKNOWN_ID && plan.kind != MAE__RESUME_BAD_ID) ||
-        !mae__stream_source_position(src, &now) || mae__stream_id_cmp(&now, &c->joined) <= 0)
-        return;
-    char text[MAE__STREAM_ID_BUFSIZE];
-    size_t len = mae__stream_id_format(&c->joined, text);
-    mae__resume *old = c->resume;
-    c->rejoined = true;
-    c->resume = mae__resume_start(src, text, len, 0, &resume_events, c);
-    mae__resume_free(old);
-    if (!c->resume)
-        mae__client_free(c, "out of memory");
-}
-
-/* A replay goes on while the client keeps up: at most half its buffer
- * waiting, so a resuming client is never cut for its own history. */
+/* The replay is paced per entry: it goes on while the client has at most
+ * half its --client-buffer unread, so a resuming client is never cut for
+ * its own history. */
 static bool on_resume_want_more(void *user)
 {
     client *c = user;
-    return evbuffer_get_length(bufferevent_get_output(c->bev)) < c->r->cfg->client_buffer / 2;
+    return !c->close_asap && mae__client_unread(c) < c->r->cfg->client_buffer / 2;
 }
 
-static const mae__resume_events resume_events = {on_resume_reset, on_resume_entry,
-                                                 on_resume_live, on_resume_want_more};
+static const mae__resume_events resume_events = {on_resume_reset, on_resume_entry, NULL,
+                                                 on_resume_want_more};
 
 /* The id a client resumes after: the Last-Event-ID header (what EventSource
  * sends when it reconnects), else ?last_event_id= (percent-decoded into
@@ -191,46 +230,141 @@ static const char *resume_id(const mae__request *req, char *buf, size_t size, si
     return NULL;
 }
 
-bool mae__fanout_resume_start(client *c, const mae__request *req)
+/* ---- opening a stream -------------------------------------------------------------- */
+
+static const char stream_head[] = "HTTP/1.1 200 OK\r\n"
+                                  "Content-Type: text/event-stream; charset=utf-8\r\n"
+                                  "Cache-Control: no-cache, no-transform\r\n"
+                                  "X-Accel-Buffering: no\r\n";
+
+static void refuse(client *c)
 {
+    relay *r = c->r;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    char first[128];
+    /* 200, not 503: EventSource gives up for good on an error status, but
+     * reconnects after `retry` when a stream simply ends. */
+    int retry = MAE__RELAY_REFUSED_RETRY_MS +
+                (int)(mae__rand_unit(&r->rng) * MAE__RELAY_REFUSED_RETRY_MS);
+    int n = snprintf(first, sizeof first,
+                     "retry: %d\n: too many clients (%zu streams open), retry later\n\n", retry,
+                     r->cfg->max_clients);
+    evbuffer_add_printf(out, "%s%sConnection: close\r\n\r\n", stream_head,
+                        c->chunked ? "Transfer-Encoding: chunked\r\n" : "");
+    if (c->chunked)
+        evbuffer_add_printf(out, "%x\r\n%s\r\n0\r\n\r\n", n, first);
+    else
+        evbuffer_add(out, first, (size_t)n);
+    r->counters.clients_refused_total++;
+    if (!r->cfg->quiet)
+        mae__relay_say("client %s refused: too many clients", c->addr);
+    c->state = C_ANSWERED;
+}
+
+void mae__fanout_open(client *c, const mae__request *req)
+{
+    relay *r = c->r;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const mae__history *h = mae__source_history(r->source);
+    char first[128];
+    c->chunked = req->minor == 1;
+
+    if (r->counters.clients >= r->cfg->max_clients) {
+        refuse(c);
+        return;
+    }
+
     /* Sized past the longest id the parser takes, so an over-long one
      * stays over-long (and is refused as such). */
     char buf[MAE__STREAM_ID_MAX_LEN + 8];
-    size_t len = 0;
-    const char *id = resume_id(req, buf, sizeof buf, &len);
-    if (id)
-        c->joined_known = mae__stream_source_position(c->r->stream, &c->joined);
-    c->resume = mae__resume_start(c->r->stream, id, len, 0, &resume_events, c);
-    return c->resume != NULL;
-}
+    size_t idlen = 0;
+    const char *last_id = h ? resume_id(req, buf, sizeof buf, &idlen) : NULL;
 
-/* ---- source callbacks -------------------------------------------------------------- */
+    /* The first frame: retry, and for a client that gave no id in a
+     * source with ids, its position now as an id with no data (relay.md,
+     * "Stream mode"): EventSource keeps it, so a client that received
+     * nothing yet still resumes from where it joined. */
+    int n = snprintf(first, sizeof first, "retry: %d\n", MAE__RELAY_RETRY_MS);
+    mae__stream_id at;
+    if (h && !last_id && h->ops->position(h->self, &at)) {
+        char text[MAE__STREAM_ID_BUFSIZE];
+        mae__stream_id_format(&at, text);
+        n += snprintf(first + n, sizeof first - (size_t)n, "id: %s\n", text);
+    }
+    n += snprintf(first + n, sizeof first - (size_t)n, "\n");
+    evbuffer_add_printf(out, "%s%s\r\n", stream_head,
+                        c->chunked ? "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n"
+                                   : "Connection: close\r\n");
+    if (c->chunked)
+        evbuffer_add_printf(out, "%x\r\n%s\r\n", n, first);
+    else
+        evbuffer_add(out, first, (size_t)n);
 
-static void on_source_event(void *ctx, const char *data, size_t len, const char *id)
-{
-    relay *r = ctx;
-    r->counters.events_total++;
-    build_frame(r, "mailagent", id, data, len);
-    broadcast(r);
-}
-
-static void on_source_up(void *ctx, bool after_loss, bool reconnected)
-{
-    relay *r = ctx;
-    r->counters.redis_connected = true;
-    if (reconnected)
-        r->counters.redis_reconnects_total++;
-    if (after_loss) {
-        static const char reset[] = "{\"reason\":\"redis_reconnected\"}";
-        build_frame(r, "reset", NULL, reset, sizeof reset - 1);
-        r->counters.resets_total += broadcast(r);
+    mae__client_stream_begin(c);
+    if (!r->cfg->quiet)
+        mae__relay_say("client %s connected (%llu streams)", c->addr,
+                       (unsigned long long)r->counters.clients);
+    if (h) {
+        c->resume = mae__resume_start(h, last_id, idlen, 0, &resume_events, c);
+        if (!c->resume)
+            mae__client_close(c, "out of memory");
     }
 }
 
-static void on_source_down(void *ctx)
+void mae__fanout_drained(client *c)
+{
+    if (c->resume && !mae__resume_is_live(c->resume))
+        mae__resume_wake(c->resume);
+}
+
+/* ---- the source's callbacks ------------------------------------------------------------ */
+
+static void on_source_event(void *ctx, const mae__stream_id *id, const char *data, size_t len)
 {
     relay *r = ctx;
-    r->counters.redis_connected = false;
+    r->counters.events_total++;
+    if (!data)
+        return;   /* a foreign entry: a place in the order, nothing to send */
+    if (len > r->cfg->max_event_bytes) {
+        char text[MAE__STREAM_ID_BUFSIZE] = "(no id)";
+        if (id)
+            mae__stream_id_format(id, text);
+        r->counters.events_skipped_total++;
+        mae__relay_say("event %s skipped: %zu bytes, over --max-event-bytes %zu", text, len,
+                       r->cfg->max_event_bytes);
+    }
+    build_event(r, id, data, len);
+    if (r->batching && !r->frame.oom && !r->raw.oom) {
+        if (r->batch.len + r->frame.len > BATCH_MAX_BYTES)
+            batch_flush(r);
+        if (batch_add(r, id))
+            return;
+        batch_flush(r);   /* keep the order: what is queued goes first */
+    }
+    broadcast(r, id);
+}
+
+static void on_source_batch(void *ctx, bool begin)
+{
+    relay *r = ctx;
+    if (!begin)
+        batch_flush(r);
+    r->batching = begin;
+}
+
+static void on_source_state(void *ctx, bool up, bool reconnected)
+{
+    relay *r = ctx;
+    r->counters.redis_connected = up;
+    if (up && reconnected)
+        r->counters.redis_reconnects_total++;
+}
+
+static void on_source_reset(void *ctx, const char *json, size_t len)
+{
+    relay *r = ctx;
+    build_frame(r, "reset", NULL, json, len);
+    r->counters.resets_total += broadcast(r, NULL);
 }
 
 static void on_source_log(void *ctx, const char *line)
@@ -239,55 +373,12 @@ static void on_source_log(void *ctx, const char *line)
     mae__relay_say("%s", line);
 }
 
-/* ---- stream source callbacks (stream mode) -------------------------------------------- */
-
-static void on_stream_entry(void *user, const mae__stream_entry *e)
+bool mae__fanout_source_up(const relay *r)
 {
-    relay *r = user;
-    r->counters.events_total++;
-    if (!e->line)
-        return;   /* a foreign entry: a place in the order, nothing to send */
-    char text[MAE__STREAM_ID_BUFSIZE];
-    mae__stream_id_format(&e->id, text);
-    build_frame(r, "mailagent", text, e->line, e->len);
-    for (client *c = r->streams, *next; c; c = next) {
-        next = c->next;
-        /* A client still replaying gets nothing live yet; one whose replay
-         * ran ahead of the reader gets only what it has not had. */
-        if (c->resume && !mae__resume_admit(c->resume, &e->id))
-            continue;
-        frame_to(c);
-    }
+    return mae__source_up(r->source);
 }
 
-static void on_stream_state(void *user, bool connected, const char *why)
-{
-    relay *r = user;
-    if (connected == r->counters.redis_connected)
-        return;   /* repeated failures while down */
-    r->counters.redis_connected = connected;
-    if (connected) {
-        if (r->stream_was_up)
-            r->counters.redis_reconnects_total++;
-        r->stream_was_up = true;
-        mae__relay_say("redis: reading the stream %s", r->cfg->stream_key);
-    } else {
-        mae__relay_say("redis: %s; retrying with backoff", why ? why : "connection lost");
-    }
-}
-
-static void on_stream_rewound(void *user, const mae__stream_id *last)
-{
-    relay *r = user;
-    char text[MAE__STREAM_ID_BUFSIZE];
-    mae__stream_id_format(last, text);
-    mae__relay_say("redis: the stream %s went back before %s (recreated or restored); clients get a reset",
-        r->cfg->stream_key, text);
-    build_frame(r, "reset", NULL, mae__resume_rewound_json, strlen(mae__resume_rewound_json));
-    r->counters.resets_total += broadcast(r);
-}
-
-/* ---- timers and signals ------------------------------------------------------------ */
+/* ---- the heartbeat --------------------------------------------------------------------- */
 
 void mae__fanout_on_ping(evutil_socket_t fd, short what, void *arg)
 {
@@ -295,54 +386,39 @@ void mae__fanout_on_ping(evutil_socket_t fd, short what, void *arg)
     (void)what;
     relay *r = arg;
     static const char raw[] = "event: ping\ndata: \n\n";
-    for (client *c = r->streams, *next; c; c = next) {
-        next = c->next;
+    client *c, *next;
+    for (c = TAILQ_FIRST(&r->streams); c; c = next) {
+        next = TAILQ_NEXT(c, stream_link);
         if (c->chunked)
-            stream_write(c, mae__sse_ping_chunk, mae__sse_ping_chunk_len);
+            mae__client_send(c, mae__sse_ping_chunk, mae__sse_ping_chunk_len);
         else
-            stream_write(c, raw, sizeof raw - 1);
+            mae__client_send(c, raw, sizeof raw - 1);
     }
 }
 
-/* ---- starting and stopping the source ------------------------------------------------ */
+/* ---- starting and stopping the source ---------------------------------------------------- */
 
 int mae__fanout_start(relay *r, char *err, size_t errlen)
 {
     char serr[256] = "";
-    int src;
-    if (r->cfg->stream_key) {
-        mae__stream_source_config sc;
-        mae__stream_source_config_init(&sc);
-        sc.base = r->base;
-        sc.redis_url = r->cfg->redis_url;
-        sc.key = r->cfg->stream_key;
-        sc.on_entry = on_stream_entry;
-        sc.on_state = on_stream_state;
-        sc.on_rewound = on_stream_rewound;
-        sc.user = r;
-        src = mae__stream_source_new(&sc, &r->stream, serr, sizeof serr);
-    } else {
-        mae__source_config sc = {r->cfg->redis_url, r->cfg->channel};
-        mae__source_cb cb = {r, on_source_event, on_source_up, on_source_down, on_source_log};
-        src = mae__subscriber_new(r->base, &sc, &cb, &r->source, serr, sizeof serr);
-    }
-    if (src != 0) {
+    mae__source_config sc = {r->base, r->cfg->redis_url, r->cfg->channel, r->cfg->stream_key};
+    mae__source_cb cb = {r,           on_source_event, on_source_state, on_source_reset,
+                         on_source_log, on_source_batch};
+    if (mae__source_new(&sc, &cb, &r->source, serr, sizeof serr) != 0) {
         snprintf(err, errlen, "%s", *serr ? serr : "out of memory");
         return 1;
     }
     return 0;
-
 }
 
 void mae__fanout_stop(relay *r)
 {
-    /* A resume holds requests of the stream source: gone before it is. */
-    for (client *c = r->conns; c; c = c->cnext) {
+    /* A resume holds reads of the source's history: gone before it is. */
+    client *c;
+    TAILQ_FOREACH(c, &r->conns, conn_link) {
         mae__resume_free(c->resume);
         c->resume = NULL;
     }
     mae__source_free(r->source);
     r->source = NULL;
-    mae__stream_source_free(r->stream);
-    r->stream = NULL;
 }

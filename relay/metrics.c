@@ -38,6 +38,8 @@ void mae__metrics_render(mae__buf *b, const mae__relay_counters *c)
            "Connections to Redis after the first.", c->redis_reconnects_total);
     metric(b, "mailagent_relay_resets_total", "counter", "Reset frames sent to clients.",
            c->resets_total);
+    metric(b, "mailagent_relay_events_skipped_total", "counter",
+           "Events over --max-event-bytes, sent as a skipped frame.", c->events_skipped_total);
 }
 
 void mae__healthz_render(mae__buf *b, const mae__relay_counters *c)

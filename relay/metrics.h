@@ -21,6 +21,7 @@ typedef struct mae__relay_counters {
     bool redis_connected;           /* subscribed (or reading the stream) now */
     uint64_t redis_reconnects_total;/* connections to Redis after the first */
     uint64_t resets_total;          /* reset frames sent, one per client */
+    uint64_t events_skipped_total;  /* events over --max-event-bytes, each counted once */
 } mae__relay_counters;
 
 /* Appends the counters in the Prometheus text format, each with its HELP

@@ -4,7 +4,7 @@
  * (libevent stays out of libmailagent-events). Never installed.
  *
  * A relay runs on the thread that calls mae__relay_run, which handles
- * SIGTERM and SIGINT on its loop; nothing of it is thread-safe. */
+ * SIGTERM, SIGINT and SIGHUP on its loop; nothing of it is thread-safe. */
 #ifndef MAE_RELAY_H
 #define MAE_RELAY_H
 
@@ -25,6 +25,14 @@
 /* After an error answer, the relay reads (and drops) what the client still
  * sends for this long before closing, so the answer is not lost to a RST. */
 #define MAE__RELAY_LINGER_MS 2000
+/* The output limit is judged over time: a stream client whose unread
+ * bytes stay over --client-buffer for this long is cut (checked every
+ * LIMIT_CHECK), so a reader that keeps up is never cut for one large
+ * frame; one whose unread bytes pass OVER_HARD times --client-buffer is
+ * cut at once, which bounds the memory a client can hold. */
+#define MAE__RELAY_OVER_GRACE_MS 2000
+#define MAE__RELAY_LIMIT_CHECK_MS 500
+#define MAE__RELAY_OVER_HARD 4
 /* A connection whose short answers pile up unread past this is closed. */
 #define MAE__RELAY_MAX_PENDING_ANSWER (256 * 1024)
 
@@ -35,6 +43,7 @@
 #define MAE__RELAY_MIN_PING 0.05
 #define MAE__RELAY_DEFAULT_MAX_CLIENTS 10000
 #define MAE__RELAY_DEFAULT_CLIENT_BUFFER 1048576
+#define MAE__RELAY_DEFAULT_MAX_EVENT_BYTES 1048576
 
 /* Everything is borrowed for the duration of mae__relay_run. */
 typedef struct mae__relay_config {
@@ -48,6 +57,7 @@ typedef struct mae__relay_config {
                                  * instead of the channel; NULL: pub/sub */
     size_t max_clients;
     size_t client_buffer;       /* bytes a client may have waiting */
+    size_t max_event_bytes;     /* an event over this goes out as a "skipped" frame */
     bool quiet;                 /* no per-client log lines */
     mae__credentials credentials;
 } mae__relay_config;
@@ -56,8 +66,8 @@ typedef struct mae__relay_config {
 void mae__relay_config_init(mae__relay_config *cfg);
 
 /* Listens, prints "listening on http://HOST:PORT/PATH" on stderr and serves
- * until SIGTERM or SIGINT, then ends every stream and
- * returns 0. Returns 1 with one sentence in err when it cannot start (the
+ * until SIGTERM or SIGINT, then ends every stream and returns 0. SIGHUP
+ * is logged and otherwise ignored (the relay has no file to reopen). Returns 1 with one sentence in err when it cannot start (the
  * port is in use, the address does not resolve, out of memory). Raises the
  * soft limit on open files to the hard one and ignores SIGPIPE. */
 int mae__relay_run(const mae__relay_config *cfg, char *err, size_t errlen);

@@ -1,7 +1,5 @@
-/* This module implements a relay client's resume of relay/resume.h: the
- * decision table, the reset texts and the replay with its hand-off to the
- * live fan-out. */
-#include <stdio.h>
+/* This module implements a relay client's catch-up of relay/resume.h: the
+ * replay, paced per entry, and its hand-off to the live fan-out. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,84 +7,14 @@
 
 #include "relay/resume.h"
 
-const char mae__resume_rewound_json[] = "{\"reason\":\"unknown_id\"}";
-
 #define DEFAULT_PAGE 500
-
-mae__resume_plan mae__resume_decide(int parse_rc, const mae__stream_id *id,
-                                    const mae__stream_bounds *b)
-{
-    mae__resume_plan p;
-    memset(&p, 0, sizeof p);
-    if (parse_rc > 0) {
-        p.kind = MAE__RESUME_LIVE;
-        return p;
-    }
-    if (parse_rc != MAE__STREAM_ID_OK) {
-        p.kind = MAE__RESUME_BAD_ID;
-        return p;
-    }
-    if (mae__stream_id_cmp(id, &b->last) > 0) {
-        p.kind = MAE__RESUME_UNKNOWN_ID;
-        return p;
-    }
-    /* Is the client's id before everything kept? For an empty stream,
-     * before its newest id (nothing after that is kept either). */
-    bool before_kept = b->length == 0 ? mae__stream_id_cmp(id, &b->last) < 0
-                                      : mae__stream_id_cmp(id, &b->first) < 0;
-    /* Redis says how many entries were ever added, not which ones were
-     * trimmed: any loss counts, and an older server is assumed to have
-     * lost some. A non-zero id before the first entry of a stream that
-     * never lost one comes from an earlier stream under the same key: what
-     * was added in between is unknown too. Only 0-0 on an intact stream
-     * ("from the beginning") misses nothing. */
-    bool lost_any = !b->added_known || b->entries_added > b->length;
-    bool missed = before_kept && (lost_any || !mae__stream_id_is_zero(id));
-    p.replay = true;
-    p.after = *id;
-    if (missed) {
-        p.kind = MAE__RESUME_TRIMMED;
-        p.has_oldest = b->length > 0;
-        p.oldest = b->first;
-    } else {
-        p.kind = MAE__RESUME_REPLAY;
-    }
-    return p;
-}
-
-size_t mae__resume_reset_json(const mae__resume_plan *plan, char *buf, size_t size)
-{
-    char id[MAE__STREAM_ID_BUFSIZE];
-    int n;
-    switch (plan->kind) {
-    case MAE__RESUME_BAD_ID:
-        n = snprintf(buf, size, "{\"reason\":\"bad_last_event_id\"}");
-        break;
-    case MAE__RESUME_UNKNOWN_ID:
-        n = snprintf(buf, size, "%s", mae__resume_rewound_json);
-        break;
-    case MAE__RESUME_TRIMMED:
-        if (plan->has_oldest) {
-            mae__stream_id_format(&plan->oldest, id);
-            n = snprintf(buf, size, "{\"reason\":\"history_trimmed\",\"oldest_id\":\"%s\"}", id);
-        } else {
-            n = snprintf(buf, size, "{\"reason\":\"history_trimmed\",\"oldest_id\":null}");
-        }
-        break;
-    default:
-        if (size)
-            buf[0] = '\0';
-        return 0;
-    }
-    return n > 0 && (size_t)n < size ? (size_t)n : 0;
-}
 
 /* ---- the catch-up -------------------------------------------------------- */
 
 enum state { ST_PENDING, ST_BOUNDS, ST_PAGE, ST_PARKED, ST_LIVE };
 
 struct mae__resume {
-    mae__stream_source *src;
+    const mae__history *h;
     mae__resume_events ev;
     void *user;
     unsigned page;
@@ -95,53 +23,41 @@ struct mae__resume {
     mae__stream_id id;         /* the client's, when parse_rc is OK */
     mae__resume_plan plan;
     mae__stream_id last;       /* L */
+    mae__stream_id joined;     /* S when the client came, if known */
+    bool joined_known;
     uint64_t epoch;            /* the source's, when L was last valid */
     mae__stream_req *req;      /* the read in flight */
     struct event *kick;        /* the reset of a malformed id, from the loop */
-    bool busy;                 /* inside a user callback */
-    bool dead;                 /* freed during one: free when it returns */
+    /* The page being delivered: its size and S when it was read, and the
+     * entries not yet given when the replay parked (an owned copy). */
+    size_t page_n;
+    mae__stream_id page_sent_at;
+    mae__stream_entry *held;
+    size_t nheld, iheld;
 };
 
-static void destroy(mae__resume *r)
+static bool h_position(const mae__resume *r, mae__stream_id *out)
 {
-    mae__stream_req_cancel(r->req);
-    if (r->kick)
-        event_free(r->kick);
-    free(r);
+    return r->h->ops->position(r->h->self, out);
 }
 
-/* Each user callback is wrapped so that mae__resume_free inside it only
- * marks the resume; the caller then returns at once through `gone`. */
-#define CALL(r, expr)                                                                       \
-    do {                                                                                    \
-        (r)->busy = true;                                                                   \
-        expr;                                                                               \
-        (r)->busy = false;                                                                  \
-    } while (0)
-
-static bool gone(mae__resume *r)
+static uint64_t h_epoch(const mae__resume *r)
 {
-    if (!r->dead)
-        return false;
-    destroy(r);
-    return true;
+    return r->h->ops->epoch(r->h->self);
+}
+
+static void drop_held(mae__resume *r)
+{
+    free(r->held);   /* entries and their lines are one block */
+    r->held = NULL;
+    r->nheld = r->iheld = 0;
 }
 
 static void go_live(mae__resume *r)
 {
     r->state = ST_LIVE;
     if (r->ev.live)
-        CALL(r, r->ev.live(r->user));
-    gone(r);
-}
-
-static bool send_reset(mae__resume *r)
-{
-    char json[MAE__RESUME_RESET_MAX];
-    size_t n = mae__resume_reset_json(&r->plan, json, sizeof json);
-    if (n && r->ev.reset)
-        CALL(r, r->ev.reset(r->user, json, n));
-    return !gone(r);
+        r->ev.live(r->user);
 }
 
 static void on_page(void *user, const mae__stream_entry *v, size_t n, const mae__stream_id *sent_at);
@@ -149,52 +65,120 @@ static void on_page(void *user, const mae__stream_entry *v, size_t n, const mae_
 static void fetch_page(mae__resume *r)
 {
     r->state = ST_PAGE;
-    r->req = mae__stream_source_range(r->src, &r->last, r->page, on_page, r);
+    r->req = r->h->ops->range(r->h->self, &r->last, r->page, on_page, r);
     /* Out of memory: nothing better than going live with what was sent. */
     if (!r->req)
         go_live(r);
 }
 
-static void on_page(void *user, const mae__stream_entry *v, size_t n, const mae__stream_id *sent_at)
+/* After a page was given: live once L reached S, else the next page. */
+static void page_done(mae__resume *r)
 {
-    mae__resume *r = user;
     mae__stream_id s;
-
-    r->req = NULL;
-    for (size_t i = 0; i < n; i++) {
-        r->last = v[i].id;
-        if (v[i].line && r->ev.entry) {
-            CALL(r, r->ev.entry(r->user, &v[i].id, v[i].line, v[i].len));
-            if (gone(r))
-                return;
-        }
-    }
-    if (r->epoch != mae__stream_source_epoch(r->src)) {
-        /* The stream went backwards under the replay: the relay resets
-         * every client; this one restarts from the stream's new ids. */
-        r->epoch = mae__stream_source_epoch(r->src);
+    if (r->epoch != h_epoch(r)) {
+        /* The ids went backwards under the replay: the relay resets every
+         * client; this one goes on from the source's new ids. */
+        r->epoch = h_epoch(r);
         r->last = (mae__stream_id){0, 0};
         go_live(r);
         return;
     }
-    if (n < r->page && mae__stream_id_cmp(&r->last, sent_at) < 0)
-        r->last = *sent_at;
+    if (r->page_n < r->page && mae__stream_id_cmp(&r->last, &r->page_sent_at) < 0)
+        r->last = r->page_sent_at;
     /* The source answers pages only once its position is known. */
-    if (!mae__stream_source_position(r->src, &s) || mae__stream_id_cmp(&r->last, &s) >= 0) {
+    if (!h_position(r, &s) || mae__stream_id_cmp(&r->last, &s) >= 0) {
         go_live(r);
         return;
     }
-    if (r->ev.want_more) {
-        bool more;
-        CALL(r, more = r->ev.want_more(r->user));
-        if (gone(r))
-            return;
-        if (!more) {
-            r->state = ST_PARKED;
-            return;
+    fetch_page(r);
+}
+
+/* Keeps v[0..n) for later: the page's entries are borrowed. False on out
+ * of memory. */
+static bool hold(mae__resume *r, const mae__stream_entry *v, size_t n)
+{
+    size_t bytes = n * sizeof *v;
+    for (size_t i = 0; i < n; i++)
+        bytes += v[i].len;
+    mae__stream_entry *copy = malloc(bytes ? bytes : 1);
+    if (!copy)
+        return false;
+    char *text = (char *)(copy + n);
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = v[i];
+        if (v[i].line) {
+            memcpy(text, v[i].line, v[i].len);
+            copy[i].line = text;
+            text += v[i].len;
         }
     }
-    fetch_page(r);
+    r->held = copy;
+    r->nheld = n;
+    r->iheld = 0;
+    return true;
+}
+
+/* Gives the client v[0..n) one entry at a time while it keeps up. False
+ * when the replay parked (the rest is held). */
+static bool give(mae__resume *r, const mae__stream_entry *v, size_t n, bool borrowed)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (r->ev.want_more && !r->ev.want_more(r->user)) {
+            r->state = ST_PARKED;
+            if (!borrowed) {
+                r->iheld += i;
+                return false;
+            }
+            if (!hold(r, v + i, n - i)) {
+                /* Out of memory: the rest is read again after L, as if
+                 * the page had been full. */
+                r->page_n = r->page;
+            }
+            return false;
+        }
+        r->last = v[i].id;
+        if (v[i].line && r->ev.entry)
+            r->ev.entry(r->user, &v[i].id, v[i].line, v[i].len);
+    }
+    return true;
+}
+
+static void on_page(void *user, const mae__stream_entry *v, size_t n, const mae__stream_id *sent_at)
+{
+    mae__resume *r = user;
+    r->req = NULL;
+    r->page_n = n;
+    r->page_sent_at = *sent_at;
+    if (give(r, v, n, true))
+        page_done(r);
+}
+
+/* After the reset: the plan's replay; or, for a plan without one, the
+ * entries delivered since the client came (the decision may have waited
+ * for the bounds), then live. */
+static void after_reset(mae__resume *r)
+{
+    mae__stream_id s;
+    if (r->plan.replay) {
+        r->last = r->plan.after;
+        fetch_page(r);
+    } else if (r->joined_known && r->epoch == h_epoch(r) && h_position(r, &s) &&
+               mae__stream_id_cmp(&s, &r->joined) > 0) {
+        r->last = r->joined;
+        fetch_page(r);
+    } else {
+        if (r->joined_known && r->epoch == h_epoch(r))
+            r->last = r->joined;
+        go_live(r);
+    }
+}
+
+static void send_reset(mae__resume *r)
+{
+    char json[MAE__RESUME_RESET_MAX];
+    size_t n = mae__resume_reset_json(&r->plan, json, sizeof json);
+    if (n && r->ev.reset)
+        r->ev.reset(r->user, json, n);
 }
 
 static void on_bounds(void *user, const mae__stream_bounds *b)
@@ -202,14 +186,8 @@ static void on_bounds(void *user, const mae__stream_bounds *b)
     mae__resume *r = user;
     r->req = NULL;
     r->plan = mae__resume_decide(r->parse_rc, &r->id, b);
-    if (!send_reset(r))
-        return;
-    if (r->plan.replay) {
-        r->last = r->plan.after;
-        fetch_page(r);
-    } else {
-        go_live(r);
-    }
+    send_reset(r);
+    after_reset(r);
 }
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
@@ -217,41 +195,42 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     mae__resume *r = arg;
     (void)fd;
     (void)what;
-    if (send_reset(r))
-        go_live(r);
+    send_reset(r);
+    after_reset(r);
 }
 
-mae__resume *mae__resume_start(mae__stream_source *src, const char *last_event_id, size_t len,
+mae__resume *mae__resume_start(const mae__history *h, const char *last_event_id, size_t len,
                                unsigned page, const mae__resume_events *ev, void *user)
 {
     mae__resume *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    r->src = src;
+    r->h = h;
     r->ev = *ev;
     r->user = user;
     r->page = page ? page : DEFAULT_PAGE;
-    r->epoch = mae__stream_source_epoch(src);
+    r->epoch = h_epoch(r);
     if (!last_event_id) {
         r->parse_rc = 1;
         r->state = ST_LIVE;
         return r;
     }
+    r->joined_known = h_position(r, &r->joined);
     r->parse_rc = mae__stream_id_parse(last_event_id, len, &r->id);
     if (r->parse_rc != MAE__STREAM_ID_OK) {
-        /* Needs no Redis, but the reset still comes from the loop. */
+        /* Needs no bounds, but the reset still comes from the loop. */
         r->plan = mae__resume_decide(r->parse_rc, NULL, NULL);
         r->state = ST_PENDING;
-        r->kick = evtimer_new(mae__stream_source_base(src), on_kick, r);
+        r->kick = evtimer_new(h->ops->base(h->self), on_kick, r);
         struct timeval now = {0, 0};
         if (!r->kick || evtimer_add(r->kick, &now) != 0) {
-            destroy(r);
+            mae__resume_free(r);
             return NULL;
         }
         return r;
     }
     r->state = ST_BOUNDS;
-    r->req = mae__stream_source_bounds(src, on_bounds, r);
+    r->req = h->ops->bounds(h->self, on_bounds, r);
     if (!r->req) {
         free(r);
         return NULL;
@@ -263,7 +242,7 @@ bool mae__resume_admit(mae__resume *r, const mae__stream_id *id)
 {
     if (r->state != ST_LIVE)
         return false;
-    uint64_t epoch = mae__stream_source_epoch(r->src);
+    uint64_t epoch = h_epoch(r);
     if (r->epoch != epoch) {
         r->epoch = epoch;
         r->last = (mae__stream_id){0, 0};
@@ -271,6 +250,21 @@ bool mae__resume_admit(mae__resume *r, const mae__stream_id *id)
     if (mae__stream_id_cmp(id, &r->last) <= 0)
         return false;
     r->last = *id;
+    return true;
+}
+
+bool mae__resume_admit_run(mae__resume *r, const mae__stream_id *first, const mae__stream_id *last)
+{
+    if (r->state != ST_LIVE)
+        return false;
+    uint64_t epoch = h_epoch(r);
+    if (r->epoch != epoch) {
+        r->epoch = epoch;
+        r->last = (mae__stream_id){0, 0};
+    }
+    if (mae__stream_id_cmp(first, &r->last) <= 0)
+        return false;
+    r->last = *last;
     return true;
 }
 
@@ -291,17 +285,26 @@ mae__resume_plan mae__resume_get_plan(const mae__resume *r)
 
 void mae__resume_wake(mae__resume *r)
 {
-    if (r && r->state == ST_PARKED)
-        fetch_page(r);
+    if (!r || r->state != ST_PARKED)
+        return;
+    r->state = ST_PAGE;
+    if (r->held) {
+        size_t from = r->iheld;
+        if (!give(r, r->held + from, r->nheld - from, false))
+            return;
+        drop_held(r);
+    }
+    page_done(r);
 }
 
 void mae__resume_free(mae__resume *r)
 {
     if (!r)
         return;
-    if (r->busy) {
-        r->dead = true;
-        return;
-    }
-    destroy(r);
+    if (r->req)
+        r->h->ops->cancel(r->h->self, r->req);
+    if (r->kick)
+        event_free(r->kick);
+    drop_held(r);
+    free(r);
 }

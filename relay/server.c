@@ -1,6 +1,6 @@
 /* This module implements the relay's server: the listener (and its pause
  * when descriptors run out), the signals and the shutdown that ends every
- * stream, the setup and the loop. One libevent loop does everything; each
+ * stream, SIGHUP ignored, the setup and the loop. One libevent loop does everything; each
  * callback does one thing and returns, and the state lives in the structs
  * of relay/server.h. */
 #include <arpa/inet.h>
@@ -26,18 +26,6 @@
 
 typedef mae__relay_client client;
 typedef mae__relay_server relay;
-
-/* ---- log --------------------------------------------------------------------- */
-
-void mae__relay_say(const char *fmt, ...)
-{
-    char line[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s\n", line);
-}
 
 static void on_resume_accept(evutil_socket_t fd, short what, void *arg)
 {
@@ -70,10 +58,30 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(((relay *)arg)->base);
 }
 
+static void on_reaper(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mae__client_reap(arg);
+}
+
+static void on_limits(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mae__client_check_limits(arg);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     relay *r = arg;
+    if (sig == SIGHUP) {
+        /* The relay keeps no file to reopen (its log is stderr) and a
+         * terminal hang-up must not end the clients' streams. */
+        mae__relay_say("SIGHUP: ignored (the relay has nothing to reload); still serving");
+        return;
+    }
     if (r->stopping)
         return;
     mae__relay_say("%s: closing %llu streams", sig == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -86,20 +94,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     /* Every stream gets its last chunk, so clients see a clean end rather
      * than a cut; the loop ends once all are out or at the drain timeout.
      * A connection still in its request is closed now. */
-    for (client *c = r->conns, *next; c; c = next) {
-        next = c->cnext;
-        if (c->state == C_REQUEST) {
-            mae__client_free(c, NULL);
+    client *c;
+    TAILQ_FOREACH(c, &r->conns, conn_link) {
+        if (c->close_asap)
             continue;
-        }
-        if (c->state != C_STREAM)
-            continue;
-        mae__client_unlink_stream(c);
-        c->state = C_CLOSING;
-        if (c->chunked)
-            bufferevent_write(c->bev, "0\r\n\r\n", 5);
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            mae__client_on_write(c->bev, c);
+        if (c->state == C_REQUEST)
+            mae__client_close(c, NULL);
+        else if (c->state == C_STREAM)
+            mae__http_end_stream(c);
     }
     struct timeval tv = {0, MAE__RELAY_DRAIN_MS * 1000};
     evtimer_add(r->drain, &tv);
@@ -117,6 +119,7 @@ void mae__relay_config_init(mae__relay_config *cfg)
     cfg->ping_interval = MAE__RELAY_DEFAULT_PING;
     cfg->max_clients = MAE__RELAY_DEFAULT_MAX_CLIENTS;
     cfg->client_buffer = MAE__RELAY_DEFAULT_CLIENT_BUFFER;
+    cfg->max_event_bytes = MAE__RELAY_DEFAULT_MAX_EVENT_BYTES;
 }
 
 static bool addr_is_loopback(const struct sockaddr *sa)
@@ -176,7 +179,7 @@ static int listen_on(relay *r, char *err, size_t errlen)
     int last = 0;
     for (struct addrinfo *ai = res; ai && !r->listener; ai = ai->ai_next) {
         r->listener = evconnlistener_new_bind(
-            r->base, mae__client_accept, r, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 4096,
+            r->base, mae__http_accept, r, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 4096,
             ai->ai_addr, (int)ai->ai_addrlen);
         if (!r->listener)
             last = errno;
@@ -207,6 +210,10 @@ int mae__relay_run(const mae__relay_config *cfg, char *err, size_t errlen)
     int rc = 1;
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
+    TAILQ_INIT(&r.conns);
+    TAILQ_INIT(&r.streams);
+    TAILQ_INIT(&r.to_close);
+    TAILQ_INIT(&r.over);
     r.rng = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
     if (r.rng == 0)
         r.rng = 1;
@@ -222,9 +229,13 @@ int mae__relay_run(const mae__relay_config *cfg, char *err, size_t errlen)
     r.ping = event_new(r.base, -1, EV_PERSIST, mae__fanout_on_ping, &r);
     r.sigterm = evsignal_new(r.base, SIGTERM, on_signal, &r);
     r.sigint = evsignal_new(r.base, SIGINT, on_signal, &r);
+    r.sighup = evsignal_new(r.base, SIGHUP, on_signal, &r);
+    r.reaper = event_new(r.base, -1, 0, on_reaper, &r);
+    r.limits = event_new(r.base, -1, EV_PERSIST, on_limits, &r);
     r.resume_accept = evtimer_new(r.base, on_resume_accept, &r);
     r.drain = evtimer_new(r.base, on_drain_timeout, &r);
-    if (!r.ping || !r.sigterm || !r.sigint || !r.resume_accept || !r.drain) {
+    if (!r.ping || !r.sigterm || !r.sigint || !r.sighup || !r.reaper || !r.limits ||
+        !r.resume_accept || !r.drain) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
@@ -239,6 +250,9 @@ int mae__relay_run(const mae__relay_config *cfg, char *err, size_t errlen)
     evtimer_add(r.ping, &ping);
     evsignal_add(r.sigterm, NULL);
     evsignal_add(r.sigint, NULL);
+    evsignal_add(r.sighup, NULL);
+    struct timeval check = {MAE__RELAY_LIMIT_CHECK_MS / 1000, (MAE__RELAY_LIMIT_CHECK_MS % 1000) * 1000};
+    evtimer_add(r.limits, &check);
 
     event_base_dispatch(r.base);
     rc = 0;
@@ -246,9 +260,11 @@ int mae__relay_run(const mae__relay_config *cfg, char *err, size_t errlen)
 done:
     /* Whatever is still open when the loop ends is closed without ceremony. */
     r.stopping = false;
-    while (r.conns)
-        mae__client_free(r.conns, NULL);
     mae__fanout_stop(&r);
+    client *c;
+    TAILQ_FOREACH(c, &r.conns, conn_link)
+        mae__client_close(c, NULL);
+    mae__client_reap(&r);
     if (r.listener)
         evconnlistener_free(r.listener);
     if (r.ping)
@@ -257,12 +273,21 @@ done:
         event_free(r.sigterm);
     if (r.sigint)
         event_free(r.sigint);
+    if (r.sighup)
+        event_free(r.sighup);
+    if (r.reaper)
+        event_free(r.reaper);
+    if (r.limits)
+        event_free(r.limits);
     if (r.resume_accept)
         event_free(r.resume_accept);
     if (r.drain)
         event_free(r.drain);
     mae__buf_free(&r.frame);
     mae__buf_free(&r.raw);
+    mae__buf_free(&r.batch);
+    mae__buf_free(&r.batch_raw);
+    free(r.bent);
     event_base_free(r.base);
     return rc;
 }

@@ -1,13 +1,25 @@
 /* Internal to the relay's server: the structs of the relay and of one
- * connection, shared by server.c (listener, signals, setup), client.c (one
- * connection: its requests and answers) and fanout.c (what goes out on the
- * streams). Never installed. */
+ * connection, shared by its modules, each calling only those below it:
+ *
+ *   server.c   listener, signals, setup and the loop
+ *   http.c     a connection's requests and short answers, opening streams
+ *   fanout.c   what goes out on the streams: events, pings, resets, resumes
+ *   client.c   one connection: sending, the output limit, deferred close
+ *   log.c      one line on stderr
+ *
+ * Deferred close (Redis's freeClientAsync): a client that must go is
+ * marked close_asap, taken out of the stream list and queued on
+ * r->to_close; the queue is drained by the reaper event once the callback
+ * running now has returned. So no call anywhere frees a client under its
+ * caller's feet, and no function returns "freed": loops over clients and
+ * callbacks just go on. Never installed. */
 #ifndef MAE_RELAY_SERVER_H
 #define MAE_RELAY_SERVER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include <event2/util.h>
@@ -18,7 +30,6 @@
 #include "relay/request.h"
 #include "relay/resume.h"
 #include "relay/source.h"
-#include "relay/stream_source.h"
 
 struct bufferevent;
 struct evconnlistener;
@@ -27,43 +38,58 @@ struct event_base;
 
 typedef enum {
     C_REQUEST,   /* reading a request's headers (deadline running) */
-    C_STREAM,    /* an open event stream, in the relay's list */
-    C_CLOSING,   /* writing a last answer, then closing */
+    C_STREAM,    /* an open event stream, in the relay's stream list */
+    C_ANSWERED,  /* writing a last answer (or a stream's last chunk), then closing */
     C_LINGER,    /* answer sent and write side shut: draining until EOF */
 } mae__client_state;
 
 typedef struct mae__relay_server mae__relay_server;
 typedef struct mae__relay_client mae__relay_client;
+TAILQ_HEAD(mae__client_list, mae__relay_client);
 
 /* One connection. It owns its bufferevent (and so its socket and buffers). */
 struct mae__relay_client {
     mae__relay_server *r;
     struct bufferevent *bev;
-    mae__relay_client *prev, *next;   /* the stream list, while C_STREAM */
-    mae__relay_client *cprev, *cnext; /* the list of every connection */
+    TAILQ_ENTRY(mae__relay_client) conn_link;   /* r->conns, until freed */
+    TAILQ_ENTRY(mae__relay_client) stream_link; /* r->streams, while streaming */
+    TAILQ_ENTRY(mae__relay_client) close_link;  /* r->to_close, once close_asap */
+    TAILQ_ENTRY(mae__relay_client) over_link;   /* r->over, while in_over */
     struct event *timer;          /* header deadline or linger; NULL while streaming */
     mae__client_state state;
     bool chunked;                 /* HTTP/1.1 stream: frames go out as chunks */
-    mae__resume *resume;          /* stream mode: the client's catch-up and position */
-    mae__stream_id joined;        /* stream mode: the reader's position when it came */
-    bool joined_known;
-    bool rejoined;                /* its catch-up was restarted from `joined` once */
+    bool in_streams;
+    bool close_asap;              /* queued on r->to_close; sends are dropped */
+    bool in_over;                 /* unread output over --client-buffer since over_since */
+    uint64_t over_since_ms;
+    mae__resume *resume;          /* its position in a source with ids; NULL otherwise */
     char addr[56];                /* "[v6]:port" or "v4:port", for the log */
 };
+
+/* One event of a coalesced batch: its id, and where its frame lies in the
+ * batch's chunked and raw buffers. */
+typedef struct mae__batch_entry {
+    mae__stream_id id;
+    bool has_id;
+    size_t off, len;              /* in batch */
+    size_t roff, rlen;            /* in batch_raw */
+} mae__batch_entry;
 
 struct mae__relay_server {
     const mae__relay_config *cfg;
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *ping;
-    struct event *sigterm, *sigint;
+    struct event *sigterm, *sigint, *sighup;
     struct event *resume_accept;  /* re-enables the listener after EMFILE */
     struct event *drain;          /* the shutdown's last moment */
-    mae__source *source;          /* pub/sub mode */
-    mae__stream_source *stream;   /* stream mode (--stream KEY) */
-    bool stream_was_up;
-    mae__relay_client *streams;   /* the open streams, newest first */
-    mae__relay_client *conns;     /* every connection, streams included */
+    struct event *reaper;         /* frees r->to_close once the running callback returned */
+    struct event *limits;         /* checks r->over against the output limit */
+    mae__source *source;          /* where events come from (relay/source.h) */
+    struct mae__client_list conns;    /* every connection, streams included */
+    struct mae__client_list streams;  /* the open streams */
+    struct mae__client_list to_close; /* marked close_asap, freed by the reaper */
+    struct mae__client_list over;     /* unread output over --client-buffer */
     size_t nconns;
     bool stopping;
     bool accept_failing;          /* logged once per run of accept failures */
@@ -71,45 +97,81 @@ struct mae__relay_server {
     mae__relay_counters counters;
     mae__buf frame;               /* scratch for one chunked frame */
     mae__buf raw;                 /* the same frame unchunked (HTTP/1.0) */
+    /* Events that arrived together (mae__source_cb.on_batch), written to
+     * each client in one send at the batch's end. */
+    bool batching;
+    mae__buf batch, batch_raw;
+    mae__batch_entry *bent;
+    size_t nbent, capbent;
 };
 
-/* server.c: one line on stderr. */
+/* log.c: one line on stderr. */
 void mae__relay_say(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))
 #endif
     ;
-
-/* client.c */
-/* Accepts a connection (the listener's callback). */
-void mae__client_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                        int salen, void *arg);
-/* Frees the client and closes its socket; reason: for a stream's log line,
- * NULL for quiet closes. Ends the loop when the relay is stopping and this
- * was the last connection. */
-void mae__client_free(mae__relay_client *c, const char *reason);
-/* Takes a stream out of the relay's list (it stays a connection). */
-void mae__client_unlink_stream(mae__relay_client *c);
-/* The bufferevent's write callback: a closing client whose answer is out
- * is shut (or freed during the shutdown). */
-void mae__client_on_write(struct bufferevent *bev, void *arg);
-/* Ends the loop once the relay is stopping and no connection is left. */
+/* client.c: ends the loop once the relay is stopping and no connection is
+ * left. */
 void mae__relay_maybe_finish(mae__relay_server *r);
+
+/* ---- client.c: one connection ---------------------------------------------- */
+
+/* Makes the connection of an accepted socket (taken: closed on failure);
+ * NULL on out of memory. Its bufferevent's callbacks are the caller's. */
+mae__relay_client *mae__client_new(mae__relay_server *r, evutil_socket_t fd,
+                                   const struct sockaddr *sa);
+/* Queues bytes to the client: straight to the socket when nothing waits.
+ * The output limit is judged here and over time (mae__client_check_limits):
+ * a client whose unread bytes stay over --client-buffer for
+ * MAE__RELAY_OVER_GRACE_MS, or pass MAE__RELAY_OVER_HARD times it at once,
+ * is closed; a failed write closes it too. A closing client's sends are
+ * dropped. This function can't fail. */
+void mae__client_send(mae__relay_client *c, const char *bytes, size_t len);
+/* Marks the client close_asap and queues it for the reaper (Redis's
+ * freeClientAsync): it leaves the stream list now, its callbacks stop, and
+ * it is freed once the running callback has returned. reason: for a
+ * stream's log line, NULL for quiet closes. Twice is a no-op. */
+void mae__client_close(mae__relay_client *c, const char *reason);
+/* Frees every client queued by mae__client_close (the reaper's work; also
+ * called when the loop has ended). */
+void mae__client_reap(mae__relay_server *r);
+/* Puts the client in the stream list (counted as a stream); takes it out. */
+void mae__client_stream_begin(mae__relay_client *c);
+void mae__client_stream_end(mae__relay_client *c);
+/* The unread bytes waiting for the client. */
+size_t mae__client_unread(const mae__relay_client *c);
+/* Arms the connection's one timer (header deadline, linger); on expiry the
+ * client is closed quietly. */
+void mae__client_arm_timer(mae__relay_client *c, int ms);
+/* The limits timer's work: clients over --client-buffer for too long are cut. */
+void mae__client_check_limits(mae__relay_server *r);
 /* "v4:port" or "[v6]:port". */
 void mae__format_addr(const struct sockaddr *sa, char *out, size_t size);
 
-/* fanout.c */
-/* Connects the source of the configured mode (pub/sub or stream); 0, or 1
- * with the reason in err. */
+/* ---- fanout.c: the streams ---------------------------------------------------- */
+
+/* Connects the source of the configured mode; 0, or 1 with the reason in err. */
 int mae__fanout_start(mae__relay_server *r, char *err, size_t errlen);
-/* Frees every client's resume, then the source. NULL sources are fine. */
+/* Frees every client's resume, then the source. */
 void mae__fanout_stop(mae__relay_server *r);
-/* True while events arrive from Redis, in either mode. */
+/* True while events arrive from the source. */
 bool mae__fanout_source_up(const mae__relay_server *r);
-/* Stream mode: starts the new stream's catch-up from its Last-Event-ID or
- * ?last_event_id=. False on out of memory. */
-bool mae__fanout_resume_start(mae__relay_client *c, const mae__request *req);
+/* Opens a stream on a client whose request was for it, or refuses it over
+ * --max-clients: the head, the first frame (retry, and the client's
+ * position when the source has ids) and its catch-up. */
+void mae__fanout_open(mae__relay_client *c, const mae__request *req);
+/* The client's output drained: a parked replay goes on. */
+void mae__fanout_drained(mae__relay_client *c);
 /* The heartbeat timer: a ping to every stream. */
 void mae__fanout_on_ping(evutil_socket_t fd, short what, void *arg);
+
+/* ---- http.c: requests and answers ---------------------------------------------- */
+
+/* Accepts a connection (the listener's callback). */
+void mae__http_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg);
+/* A stream ended by the shutdown: its last chunk is queued; it closes once out. */
+void mae__http_end_stream(mae__relay_client *c);
 
 #endif

@@ -1,14 +1,12 @@
 /* This module implements the stream reader of relay/stream_source.h: two
- * hiredis async links on one event_base, each with a watchdog and the
- * shared reconnect schedule, the XREAD loop and the queue of history
- * requests.
+ * Redis links (relay/link.h: connect, AUTH, SELECT, watchdog, backoff) on
+ * one event_base, the XREAD loop and the queue of history requests.
  *
- * hiredis 0.14 rules this file follows: a NULL reply only ever comes while
- * hiredis tears a context down (we freed it, or the server went away), so
- * it is never answered with redisAsyncFree; a context we drop is first
- * detached (conn.ac = NULL), so every callback it still fires sees a
- * stranger and returns; redisAsyncFree from inside a reply callback is
- * deferred by hiredis until the callback returns. */
+ * It follows the relay's one rule for hiredis contexts, stated in
+ * relay/source.h ("hiredis 0.14 contexts"). It also implements the source
+ * interface of relay/source.h over that reader (mae__source_stream_new). */
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,24 +20,25 @@
 
 #include <mailagent/common.h>
 
-#include "core/backoff.h"
-#include "core/url.h"
-#include "relay/stream_source.h"
+#include <sys/queue.h>
 
+#include "core/url.h"
+#include "relay/link.h"
+#include "relay/stream_source.h"
+#include "stream/decide.h"
+#include "stream/reply.h"
+
+/* One of the two links (relay/link.h). */
 typedef struct conn {
     mae__stream_source *src;
     bool is_reader;
-    redisAsyncContext *ac;     /* NULL while down */
-    bool ready;                /* handshake answered */
-    int failures;              /* in a row, for the backoff */
-    unsigned pending;          /* replies awaited with a callback */
-    struct event *retry;       /* reconnect timer */
-    struct event *watchdog;    /* no reply in time: declared dead */
+    mae__link *link;
+    bool ready;                /* its first reply (bounds, PING) came */
 } conn;
 
 struct mae__stream_req {
     mae__stream_source *src;
-    mae__stream_req *prev, *next;
+    TAILQ_ENTRY(mae__stream_req) link;   /* in the source's reqs */
     bool is_range;
     bool sent;                 /* on the wire; its reply (or NULL) will come */
     bool cancelled;            /* freed when its reply comes */
@@ -61,9 +60,15 @@ struct mae__stream_source {
     mae__stream_id pos;        /* S */
     uint64_t epoch;
     bool closing;
-    uint64_t rng;
-    mae__stream_req *reqs;     /* queued and sent history requests */
+    TAILQ_HEAD(, mae__stream_req) reqs;  /* queued and sent history requests */
     mae__stream_source_stats stats;
+    mae__history history_if;   /* relay/history.h over this source */
+    /* As a relay source (mae__source_stream_new): */
+    mae__source as_source;
+    mae__source_cb cb;
+    bool was_up;               /* the reader came up once */
+    bool up_reported;          /* the state last told through cb */
+    bool down_logged;          /* this run of failures was logged */
 };
 
 void mae__stream_source_config_init(mae__stream_source_config *cfg)
@@ -76,235 +81,19 @@ void mae__stream_source_config_init(mae__stream_source_config *cfg)
     cfg->read_count = 500;
 }
 
-/* ---- reply parsing ------------------------------------------------------- */
-
-static bool is_str(const redisReply *r)
-{
-    return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
-}
-
-static bool reply_id(const redisReply *r, mae__stream_id *out)
-{
-    return is_str(r) && mae__stream_id_parse(r->str, r->len, out) == MAE__STREAM_ID_OK;
-}
-
-/* One entry, [id, [field, value, ...]]: the id and the `event` field. */
-bool mae__stream_parse_entry(const redisReply *r, mae__stream_entry *out)
-{
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !reply_id(r->element[0], &out->id))
-        return false;
-    out->line = NULL;
-    out->len = 0;
-    const redisReply *f = r->element[1];
-    /* A deleted entry still listed (consumer-group history) has no fields. */
-    if (f->type == REDIS_REPLY_NIL)
-        return true;
-    if (f->type != REDIS_REPLY_ARRAY || f->elements % 2)
-        return false;
-    for (size_t i = 0; i < f->elements; i += 2) {
-        const redisReply *name = f->element[i], *value = f->element[i + 1];
-        if (is_str(name) && name->len == 5 && memcmp(name->str, "event", 5) == 0 &&
-            is_str(value)) {
-            out->line = value->str;
-            out->len = value->len;
-            return true;
-        }
-    }
-    return true;
-}
-
-/* A list of entries into a new array (*out NULL when n is 0). */
-static bool parse_entries(const redisReply *r, mae__stream_entry **out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY)
-        return false;
-    if (r->elements == 0)
-        return true;
-    mae__stream_entry *v = calloc(r->elements, sizeof *v);
-    if (!v)
-        return false;
-    for (size_t i = 0; i < r->elements; i++) {
-        if (!mae__stream_parse_entry(r->element[i], &v[i]) ||
-            (i > 0 && mae__stream_id_cmp(&v[i - 1].id, &v[i].id) >= 0)) {
-            free(v);
-            return false;
-        }
-    }
-    *out = v;
-    *n = r->elements;
-    return true;
-}
-
-static bool name_is(const redisReply *r, const char *name)
-{
-    return is_str(r) && r->len == strlen(name) && memcmp(r->str, name, r->len) == 0;
-}
-
-bool mae__stream_parse_info(const redisReply *r, mae__stream_bounds *out)
-{
-    mae__stream_bounds b;
-    bool have_last = false, have_length = false;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 2)
-        return false;
-    memset(&b, 0, sizeof b);
-    b.exists = true;
-    for (size_t i = 0; i < r->elements; i += 2) {
-        const redisReply *name = r->element[i], *v = r->element[i + 1];
-        if (name_is(name, "length")) {
-            if (v->type != REDIS_REPLY_INTEGER || v->integer < 0)
-                return false;
-            b.length = (uint64_t)v->integer;
-            have_length = true;
-        } else if (name_is(name, "last-generated-id")) {
-            if (!reply_id(v, &b.last))
-                return false;
-            have_last = true;
-        } else if (name_is(name, "entries-added")) {
-            if (v->type != REDIS_REPLY_INTEGER || v->integer < 0)
-                return false;
-            b.entries_added = (uint64_t)v->integer;
-            b.added_known = true;
-        } else if (name_is(name, "first-entry")) {
-            mae__stream_entry e;
-            if (v->type == REDIS_REPLY_NIL)
-                continue;
-            if (!mae__stream_parse_entry(v, &e))
-                return false;
-            b.first = e.id;
-        }
-    }
-    if (!have_last || !have_length)
-        return false;
-    *out = b;
-    return true;
-}
-
 /* ---- links ------------------------------------------------------------- */
 
-static void conn_start(conn *c);
+static const mae__history_ops history_ops;
 
-static void arm_watchdog(conn *c)
-{
-    int ms = c->src->cfg.block_ms + c->src->cfg.reply_margin_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(c->watchdog, &tv);
-}
-
-static void sent(conn *c)
-{
-    if (c->pending++ == 0)
-        arm_watchdog(c);
-}
-
-static void replied(conn *c)
-{
-    if (c->pending > 0 && --c->pending > 0)
-        arm_watchdog(c);
-    else
-        evtimer_del(c->watchdog);
-}
-
-/* The link is lost: detach its context (freed here when free_ctx, or by
- * hiredis itself when it reported the loss), count it, tell the user and
- * schedule the next attempt on the backoff schedule. */
-static void fail(conn *c, const char *why, bool free_ctx)
-{
-    mae__stream_source *s = c->src;
-    redisAsyncContext *ac = c->ac;
-    char msg[200];
-
-    /* why may live in the context or a reply about to be freed. */
-    snprintf(msg, sizeof msg, "%s", why && *why ? why : "connection lost");
-    c->ac = NULL;
-    c->ready = false;
-    c->pending = 0;
-    evtimer_del(c->watchdog);
-    s->stats.reconnects++;
-    c->failures++;
-    if (ac && free_ctx)
-        redisAsyncFree(ac);
-    double delay = mae__backoff_delay(s->cfg.backoff_min_ms, s->cfg.backoff_max_ms, c->failures,
-                                      mae__rand_unit(&s->rng));
-    struct timeval tv = {(time_t)delay, (suseconds_t)((delay - (double)(time_t)delay) * 1e6)};
-    evtimer_add(c->retry, &tv);
-    if (c->is_reader && s->cfg.on_state)
-        s->cfg.on_state(s->cfg.user, false, msg);
-}
-
-static void on_watchdog(evutil_socket_t fd, short what, void *arg)
-{
-    conn *c = arg;
-    char why[80];
-    (void)fd;
-    (void)what;
-    snprintf(why, sizeof why, "no reply within %d ms",
-             c->src->cfg.block_ms + c->src->cfg.reply_margin_ms);
-    fail(c, why, true);
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    conn_start(arg);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    conn *c = ac->data;
-    /* A failed connect is freed by hiredis right after this returns. */
-    if (status != REDIS_OK && c && c->ac == ac)
-        fail(c, ac->errstr, false);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    conn *c = ac->data;
-    if (c && c->ac == ac)
-        fail(c, status == REDIS_OK ? "connection closed" : ac->errstr, false);
-}
-
-/* The common prologue of a reply callback on a link: false when the reply
- * is not for the current context (it is being torn down) or reports the
- * link's loss; an error reply fails the link too. */
+/* Every reply on a link starts here (relay/link.h's prologue). */
 static bool accept_reply(conn *c, redisAsyncContext *ac, redisReply *r)
 {
-    if (c->ac != ac)
-        return false;
-    if (!r) {
-        fail(c, ac->errstr, false);
-        return false;
-    }
-    replied(c);
-    if (r->type == REDIS_REPLY_ERROR) {
-        fail(c, r->str, true);
-        return false;
-    }
-    return true;
+    return mae__link_accept(c->link, ac, r, true);
 }
 
-static void on_step(redisAsyncContext *ac, void *reply, void *priv)
+static void fail(conn *c, const char *why)
 {
-    accept_reply(priv, ac, reply);
-}
-
-/* Queues AUTH and SELECT when the URL asks for them. */
-static void send_preamble(conn *c)
-{
-    mae__stream_source *s = c->src;
-    if (s->url.password) {
-        if (s->url.user)
-            redisAsyncCommand(c->ac, on_step, c, "AUTH %s %s", s->url.user, s->url.password);
-        else
-            redisAsyncCommand(c->ac, on_step, c, "AUTH %s", s->url.password);
-        sent(c);
-    }
-    if (s->url.db != 0) {
-        redisAsyncCommand(c->ac, on_step, c, "SELECT %d", s->url.db);
-        sent(c);
-    }
+    mae__link_fail(c->link, why);
 }
 
 /* MULTI EXISTS XINFO EXEC: the bounds, atomically, and a missing key told
@@ -313,28 +102,10 @@ static void send_preamble(conn *c)
 static int send_bounds(conn *c, redisCallbackFn *fn, void *priv)
 {
     mae__stream_source *s = c->src;
-    redisAsyncCommand(c->ac, NULL, NULL, "MULTI");
-    redisAsyncCommand(c->ac, NULL, NULL, "EXISTS %b", s->key, s->key_len);
-    redisAsyncCommand(c->ac, NULL, NULL, "XINFO STREAM %b", s->key, s->key_len);
-    return redisAsyncCommand(c->ac, fn, priv, "EXEC");
-}
-
-/* The EXEC reply of send_bounds. Returns 1, 0 for a reply of another
- * shape, or -1 with *err for an error inside the transaction. */
-static int parse_bounds(const redisReply *r, mae__stream_bounds *out, const char **err)
-{
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER)
-        return 0;
-    if (r->element[0]->integer == 0) {
-        memset(out, 0, sizeof *out);
-        return 1;
-    }
-    if (r->element[1]->type == REDIS_REPLY_ERROR) {
-        *err = r->element[1]->str;
-        return -1;
-    }
-    return mae__stream_parse_info(r->element[1], out) ? 1 : 0;
+    mae__link_command(c->link, false, NULL, NULL, MAE__STREAM_BOUNDS_MULTI);
+    mae__link_command(c->link, false, NULL, NULL, MAE__STREAM_BOUNDS_EXISTS, s->key, s->key_len);
+    mae__link_command(c->link, false, NULL, NULL, MAE__STREAM_BOUNDS_XINFO, s->key, s->key_len);
+    return mae__link_command(c->link, true, fn, priv, MAE__STREAM_BOUNDS_EXEC);
 }
 
 static void history_flush(mae__stream_source *s);
@@ -348,9 +119,8 @@ static void send_xread(conn *c)
     mae__stream_source *s = c->src;
     char id[MAE__STREAM_ID_BUFSIZE];
     mae__stream_id_format(&s->pos, id);
-    redisAsyncCommand(c->ac, on_xread, c, "XREAD COUNT %u BLOCK %d STREAMS %b %s",
+    mae__link_command(c->link, true, on_xread, c, "XREAD COUNT %u BLOCK %d STREAMS %b %s",
                       s->cfg.read_count, s->cfg.block_ms, s->key, s->key_len, id);
-    sent(c);
 }
 
 static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
@@ -365,18 +135,23 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
     if (r->type != REDIS_REPLY_NIL) {
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
             r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2) {
-            fail(c, "unexpected reply to XREAD", true);
+            fail(c, "unexpected reply to XREAD");
             return;
         }
         const redisReply *list = r->element[0]->element[1];
         if (list->type != REDIS_REPLY_ARRAY) {
-            fail(c, "unexpected reply to XREAD", true);
+            fail(c, "unexpected reply to XREAD");
             return;
         }
+        bool batch = list->elements > 1 && s->cfg.on_batch;
+        if (batch)
+            s->cfg.on_batch(s->cfg.user, true);
         for (size_t i = 0; i < list->elements; i++) {
             mae__stream_entry e;
             if (!mae__stream_parse_entry(list->element[i], &e)) {
-                fail(c, "unexpected entry in a reply to XREAD", true);
+                if (batch)
+                    s->cfg.on_batch(s->cfg.user, false);
+                fail(c, "unexpected entry in a reply to XREAD");
                 return;
             }
             /* XREAD only returns ids after the one asked for; a server
@@ -389,6 +164,8 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
                 s->cfg.on_entry(s->cfg.user, &e);
             }
         }
+        if (batch)
+            s->cfg.on_batch(s->cfg.user, false);
     }
     send_xread(c);
 }
@@ -404,13 +181,12 @@ static void on_reader_bounds(redisAsyncContext *ac, void *reply, void *priv)
 
     if (!accept_reply(c, ac, reply))
         return;
-    int rc = parse_bounds(reply, &b, &err);
+    int rc = mae__stream_parse_bounds(reply, &b, &err);
     if (rc <= 0) {
-        fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM", true);
+        fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM");
         return;
     }
     c->ready = true;
-    c->failures = 0;
     bool rewound = false;
     if (!s->positioned) {
         s->pos = b.last;
@@ -433,14 +209,7 @@ static void on_reader_bounds(redisAsyncContext *ac, void *reply, void *priv)
 
 static void req_unlink(mae__stream_req *r)
 {
-    mae__stream_source *s = r->src;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        s->reqs = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    r->prev = r->next = NULL;
+    TAILQ_REMOVE(&r->src->reqs, r, link);
 }
 
 static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -449,25 +218,29 @@ static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
     mae__stream_source *s = q->src;
     conn *c = &s->history;
     redisReply *r = reply;
-    /* While closing, c->ac is already NULL: nothing is current. */
-    bool current = c->ac == ac;
-    bool drop = s->closing || q->cancelled;
 
     q->sent = false;
-    if (drop) {
+    if (s->closing) {
         req_unlink(q);
         free(q);
+        return;
     }
     /* A stale context's request stays queued and goes out again once the
      * link is back; a lost link or an error reply does the same after the
      * backoff. */
-    if (!current || !accept_reply(c, ac, r) || drop)
+    bool ok = accept_reply(c, ac, r);
+    if (q->cancelled) {
+        req_unlink(q);
+        free(q);
+        return;
+    }
+    if (!ok)
         return;
     if (q->is_range) {
         mae__stream_entry *v;
         size_t n;
-        if (!parse_entries(r, &v, &n)) {
-            fail(c, "unexpected reply to XRANGE", true);
+        if (!mae__stream_parse_entries(r, &v, &n)) {
+            fail(c, "unexpected reply to XRANGE");
             return;
         }
         req_unlink(q);
@@ -477,9 +250,9 @@ static void on_history_reply(redisAsyncContext *ac, void *reply, void *priv)
     } else {
         mae__stream_bounds b;
         const char *err = NULL;
-        int rc = parse_bounds(r, &b, &err);
+        int rc = mae__stream_parse_bounds(r, &b, &err);
         if (rc <= 0) {
-            fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM", true);
+            fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM");
             return;
         }
         req_unlink(q);
@@ -499,20 +272,19 @@ static void req_send(mae__stream_source *s, mae__stream_req *q)
     } else if (q->after.ms == UINT64_MAX && q->after.seq == UINT64_MAX) {
         /* Nothing can follow the largest id, and Redis refuses "(" before
          * it: an empty range (start after end) answers the same. */
-        rc = redisAsyncCommand(c->ac, on_history_reply, q, "XRANGE %b + - COUNT 1", s->key,
-                               s->key_len);
+        rc = mae__link_command(c->link, true, on_history_reply, q, "XRANGE %b + - COUNT 1",
+                               s->key, s->key_len);
     } else {
         char start[MAE__STREAM_ID_BUFSIZE + 1];
         start[0] = '(';
         mae__stream_id_format(&q->after, start + 1);
-        rc = redisAsyncCommand(c->ac, on_history_reply, q, "XRANGE %b %s + COUNT %u", s->key,
-                               s->key_len, start, q->count);
+        rc = mae__link_command(c->link, true, on_history_reply, q, "XRANGE %b %s + COUNT %u",
+                               s->key, s->key_len, start, q->count);
     }
     /* Not queued (out of memory): no reply will come for it, so it stays
-     * unsent; the watchdog, armed all the same, resets the link and the
-     * request goes out again after the reconnect. */
+     * unsent; the watchdog, armed all the same (relay/link.h), resets the
+     * link and the request goes out again after the reconnect. */
     q->sent = rc == REDIS_OK;
-    sent(c);
 }
 
 /* Sends the queued requests once the history link is up and the reader's
@@ -521,7 +293,8 @@ static void history_flush(mae__stream_source *s)
 {
     if (!s->history.ready || !s->positioned)
         return;
-    for (mae__stream_req *q = s->reqs; q; q = q->next)
+    mae__stream_req *q;
+    TAILQ_FOREACH(q, &s->reqs, link)
         if (!q->sent && !q->cancelled)
             req_send(s, q);
 }
@@ -532,7 +305,6 @@ static void on_history_ready(redisAsyncContext *ac, void *reply, void *priv)
     if (!accept_reply(c, ac, reply))
         return;
     c->ready = true;
-    c->failures = 0;
     history_flush(c->src);
 }
 
@@ -542,16 +314,14 @@ static mae__stream_req *req_new(mae__stream_source *s)
     if (!q)
         return NULL;
     q->src = s;
-    q->next = s->reqs;
-    if (s->reqs)
-        s->reqs->prev = q;
-    s->reqs = q;
+    TAILQ_INSERT_TAIL(&s->reqs, q, link);
     return q;
 }
 
-mae__stream_req *mae__stream_source_range(mae__stream_source *s, const mae__stream_id *after,
-                                          unsigned count, mae__stream_range_fn fn, void *user)
+static mae__stream_req *hist_range(void *self, const mae__stream_id *after, unsigned count,
+                                   mae__stream_range_fn fn, void *user)
 {
+    mae__stream_source *s = self;
     mae__stream_req *q = req_new(s);
     if (!q)
         return NULL;
@@ -565,9 +335,9 @@ mae__stream_req *mae__stream_source_range(mae__stream_source *s, const mae__stre
     return q;
 }
 
-mae__stream_req *mae__stream_source_bounds(mae__stream_source *s, mae__stream_bounds_fn fn,
-                                           void *user)
+static mae__stream_req *hist_bounds(void *self, mae__stream_bounds_fn fn, void *user)
 {
+    mae__stream_source *s = self;
     mae__stream_req *q = req_new(s);
     if (!q)
         return NULL;
@@ -578,8 +348,9 @@ mae__stream_req *mae__stream_source_bounds(mae__stream_source *s, mae__stream_bo
     return q;
 }
 
-void mae__stream_req_cancel(mae__stream_req *q)
+static void hist_cancel(void *self, mae__stream_req *q)
 {
+    (void)self;
     if (!q)
         return;
     if (q->sent) {
@@ -592,62 +363,48 @@ void mae__stream_req_cancel(mae__stream_req *q)
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
-static void conn_start(conn *c)
+/* The link is connected: the reader starts with the bounds (its position
+ * the first time, a rewind check after), the history link with a PING. */
+static void on_link_ready(void *user)
 {
-    mae__stream_source *s = c->src;
-    redisAsyncContext *ac = s->url.path ? redisAsyncConnectUnix(s->url.path)
-                                        : redisAsyncConnect(s->url.host, s->url.port);
-    if (!ac || ac->err) {
-        char why[160];
-        snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        fail(c, why, false);
-        return;
-    }
-    ac->data = c;
-    if (redisLibeventAttach(ac, s->cfg.base) != REDIS_OK) {
-        redisAsyncFree(ac);
-        fail(c, "cannot attach to the event loop", false);
-        return;
-    }
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    /* The watchdog finds a hung server; keepalive also finds a peer gone
-     * without a word while the link is idle in XREAD BLOCK. */
-    redisEnableKeepAlive(&ac->c);
-    c->ac = ac;
-    send_preamble(c);
-    if (c->is_reader) {
+    conn *c = user;
+    if (c->is_reader)
         send_bounds(c, on_reader_bounds, c);
-        sent(c);
-    } else {
-        redisAsyncCommand(ac, on_history_ready, c, "PING");
-        sent(c);
-    }
+    else
+        mae__link_command(c->link, true, on_history_ready, c, "PING");
+}
+
+static void on_link_down(void *user, const char *why, int failures)
+{
+    conn *c = user;
+    mae__stream_source *s = c->src;
+    (void)failures;
+    c->ready = false;
+    s->stats.reconnects++;
+    if (c->is_reader && s->cfg.on_state)
+        s->cfg.on_state(s->cfg.user, false, why);
 }
 
 static int conn_init(mae__stream_source *s, conn *c, bool is_reader)
 {
     c->src = s;
     c->is_reader = is_reader;
-    c->retry = evtimer_new(s->cfg.base, on_retry, c);
-    c->watchdog = evtimer_new(s->cfg.base, on_watchdog, c);
-    return c->retry && c->watchdog ? 0 : -1;
+    mae__link_config lc = {s->cfg.base,
+                           &s->url,
+                           true,
+                           s->cfg.block_ms + s->cfg.reply_margin_ms,
+                           s->cfg.backoff_min_ms,
+                           s->cfg.backoff_max_ms,
+                           on_link_ready,
+                           on_link_down,
+                           c};
+    return mae__link_new(&lc, &c->link) == MAE_OK ? 0 : -1;
 }
 
 static void conn_close(conn *c)
 {
-    if (c->ac) {
-        redisAsyncContext *ac = c->ac;
-        c->ac = NULL;
-        redisAsyncFree(ac);
-    }
-    if (c->retry)
-        event_free(c->retry);
-    if (c->watchdog)
-        event_free(c->watchdog);
-    c->retry = c->watchdog = NULL;
+    mae__link_free(c->link);
+    c->link = NULL;
 }
 
 int mae__stream_source_new(const mae__stream_source_config *cfg, mae__stream_source **out,
@@ -667,6 +424,9 @@ int mae__stream_source_new(const mae__stream_source_config *cfg, mae__stream_sou
     if (!s)
         goto oom;
     s->cfg = *cfg;
+    TAILQ_INIT(&s->reqs);
+    s->history_if.ops = &history_ops;
+    s->history_if.self = s;
     s->key_len = strlen(cfg->key);
     s->key = malloc(s->key_len + 1);
     if (!s->key)
@@ -681,13 +441,8 @@ int mae__stream_source_new(const mae__stream_source_config *cfg, mae__stream_sou
     }
     if (conn_init(s, &s->reader, true) != 0 || conn_init(s, &s->history, false) != 0)
         goto oom;
-    s->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)s;
-    if (!s->rng)
-        s->rng = 0x9e3779b97f4a7c15ull;
-    /* Both links start from the loop, so no callback runs inside _new. */
-    struct timeval now = {0, 0};
-    evtimer_add(s->reader.retry, &now);
-    evtimer_add(s->history.retry, &now);
+    /* Both links start from the loop (relay/link.h), so no callback runs
+     * inside _new. */
     *out = s;
     return MAE_OK;
 oom:
@@ -710,8 +465,8 @@ void mae__stream_source_free(mae__stream_source *s)
     s->closing = true;
     conn_close(&s->reader);
     conn_close(&s->history);
-    while (s->reqs) {
-        mae__stream_req *q = s->reqs;
+    mae__stream_req *q;
+    while ((q = TAILQ_FIRST(&s->reqs))) {
         req_unlink(q);
         free(q);
     }
@@ -743,7 +498,134 @@ void mae__stream_source_get_stats(const mae__stream_source *s, mae__stream_sourc
     *out = s->stats;
 }
 
-struct event_base *mae__stream_source_base(const mae__stream_source *s)
+/* ---- relay/history.h over the source ---------------------------------------- */
+
+static bool hist_position(void *self, mae__stream_id *out)
 {
-    return s->cfg.base;
+    return mae__stream_source_position(self, out);
+}
+
+static uint64_t hist_epoch(void *self)
+{
+    return mae__stream_source_epoch(self);
+}
+
+static struct event_base *hist_base(void *self)
+{
+    return ((mae__stream_source *)self)->cfg.base;
+}
+
+static const mae__history_ops history_ops = {hist_position, hist_epoch, hist_base,
+                                             hist_bounds,   hist_range, hist_cancel};
+
+const mae__history *mae__stream_source_history(mae__stream_source *s)
+{
+    return &s->history_if;
+}
+
+/* ---- relay/source.h over the source ------------------------------------------ */
+
+#define AS_STREAM(src) ((mae__stream_source *)((char *)(src) - offsetof(mae__stream_source, as_source)))
+
+static void src_log(mae__stream_source *s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void src_log(mae__stream_source *s, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (s->cb.on_log)
+        s->cb.on_log(s->cb.ctx, line);
+}
+
+static void src_on_entry(void *user, const mae__stream_entry *e)
+{
+    mae__stream_source *s = user;
+    s->cb.on_event(s->cb.ctx, &e->id, e->line, e->len);
+}
+
+static void src_on_state(void *user, bool connected, const char *why)
+{
+    mae__stream_source *s = user;
+    if (!connected) {
+        /* Logged once per run of failures, told once per change. */
+        if (!s->down_logged)
+            src_log(s, "redis: %s; retrying with backoff", why ? why : "connection lost");
+        s->down_logged = true;
+        if (s->up_reported) {
+            s->up_reported = false;
+            s->cb.on_state(s->cb.ctx, false, false);
+        }
+        return;
+    }
+    s->down_logged = false;
+    if (s->up_reported)
+        return;
+    s->up_reported = true;
+    src_log(s, "redis: reading the stream %s", s->key);
+    s->cb.on_state(s->cb.ctx, true, s->was_up);
+    s->was_up = true;
+}
+
+static void src_on_rewound(void *user, const mae__stream_id *last)
+{
+    mae__stream_source *s = user;
+    char text[MAE__STREAM_ID_BUFSIZE];
+    mae__stream_id_format(last, text);
+    src_log(s, "redis: the stream %s went back before %s (recreated or restored); reset sent",
+            s->key, text);
+    s->cb.on_reset(s->cb.ctx, mae__resume_rewound_json, strlen(mae__resume_rewound_json));
+}
+
+static void src_on_batch(void *user, bool begin)
+{
+    mae__stream_source *s = user;
+    if (s->cb.on_batch)
+        s->cb.on_batch(s->cb.ctx, begin);
+}
+
+static bool src_up(const mae__source *src)
+{
+    return mae__stream_source_connected(AS_STREAM(src));
+}
+
+static const mae__history *src_history(mae__source *src)
+{
+    return &AS_STREAM(src)->history_if;
+}
+
+static void src_free(mae__source *src)
+{
+    mae__stream_source_free(AS_STREAM(src));
+}
+
+static const mae__source_ops source_ops = {src_up, src_history, src_free};
+
+int mae__source_stream_new(const mae__source_config *cfg, const mae__source_cb *cb,
+                           mae__source **out, char *err, size_t errlen)
+{
+    mae__stream_source_config sc;
+    mae__stream_source *s;
+    mae__stream_source_config_init(&sc);
+    sc.base = cfg->base;
+    sc.redis_url = cfg->redis_url;
+    sc.key = cfg->stream_key;
+    sc.on_entry = src_on_entry;
+    sc.on_state = src_on_state;
+    sc.on_rewound = src_on_rewound;
+    sc.on_batch = src_on_batch;
+    int rc = mae__stream_source_new(&sc, &s, err, errlen);
+    if (rc != MAE_OK)
+        return rc;
+    /* The callbacks come from the loop, never from inside _new. */
+    s->cfg.user = s;
+    s->cb = *cb;
+    s->as_source.ops = &source_ops;
+    *out = &s->as_source;
+    return MAE_OK;
 }

@@ -19,7 +19,7 @@
 #include "redis_harness.h"
 #include "testutil.h"
 
-#include "relay/stream_id.h"
+#include "stream/id.h"
 
 #ifdef MAE_CLI_PATH
 #include "tests/cli/cli_run.h"
@@ -182,6 +182,40 @@ static void test_since_start_plain_and_env(void **state)
                                            "outbox.", "--timeout", "0.5")),
                      0);
     assert_string_equal(p.out, "");
+    cli_free(&p);
+}
+
+/* The database in the URL counts: the tail sent AUTH but never SELECT, so
+ * `--redis redis://HOST:PORT/3 events tail` printed the stream of db 0 and
+ * skipped the one in db 3 (failed before the command's one handshake,
+ * stream/sync.c, was used). */
+static void test_the_database_in_the_url(void **state)
+{
+    fixture *f = *state;
+    redisContext *c = link_to(f);
+    char line0[256], line3[256], url[128];
+    event_line(line0, sizeof line0, 100);
+    event_line(line3, sizeof line3, 3);
+    redisReply *r = redisCommand(c, "XADD %s 1-0 event %s", KEY, line0);
+    assert_true(r && r->type == REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    r = redisCommand(c, "SELECT 3");
+    assert_true(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    r = redisCommand(c, "XADD %s 2-0 event %s", KEY, line3);
+    assert_true(r && r->type == REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    redisFree(c);
+
+    snprintf(url, sizeof url, "%s/3", f->redis.url);
+    cli_proc p;
+    const char *env[] = {NULL};
+    assert_int_equal(cli_run(&p, env, ARGS("--redis", url, "events", "tail", "--json", "--stream",
+                                           KEY, "--since", "start", "--count", "1")),
+                     0);
+    char want[512];
+    json_line(want, sizeof want, "2-0", 3);
+    assert_string_equal(p.out, want);
     cli_free(&p);
 }
 
@@ -361,6 +395,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_history_then_follow),
         T(test_since_start_plain_and_env),
+        T(test_the_database_in_the_url),
         T(test_reconnects_lose_and_double_nothing),
         T(test_trimmed_unknown_and_rewound),
         T(test_stops_on_signals),

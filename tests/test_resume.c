@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "relay/resume.h"
+#include "stream/decide.h"
 
 #define ID(ms, seq) ((mae__stream_id){(ms), (seq)})
 

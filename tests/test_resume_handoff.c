@@ -1,11 +1,12 @@
 /* Unit tests of a client's replay and hand-off to the live fan-out
- * (relay/resume.h) against a fake stream source (-Wl,--wrap of the
- * source's calls), so that the orders of replies a real Redis produces only
+ * (relay/resume.h) against a fake history (relay/history.h's function
+ * table, the seam every source with ids implements), so that the orders of replies a real Redis produces only
  * now and then are played every time: a short page read before the reader
  * delivered more (the client must not go live yet), a page running ahead of
  * the reader, entries deleted under the replay, a rewind in the middle, flow
- * control, a client freed inside its callbacks, and that every callback
- * comes from the loop. */
+ * control per entry, a client that came while its decision waited, a
+ * resume freed with its read in flight, and that every callback comes from
+ * the loop. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,24 +39,12 @@ static struct {
     int requests, cancels;
 } fk;
 
-static mae__stream_source *const SRC = (mae__stream_source *)&fk;
 static mae__stream_req *const REQ = (mae__stream_req *)&fk.pending;
 
-mae__stream_req *__wrap_mae__stream_source_range(mae__stream_source *s, const mae__stream_id *after,
-                                                 unsigned count, mae__stream_range_fn fn,
-                                                 void *user);
-mae__stream_req *__wrap_mae__stream_source_bounds(mae__stream_source *s, mae__stream_bounds_fn fn,
-                                                  void *user);
-void __wrap_mae__stream_req_cancel(mae__stream_req *r);
-bool __wrap_mae__stream_source_position(const mae__stream_source *s, mae__stream_id *out);
-uint64_t __wrap_mae__stream_source_epoch(const mae__stream_source *s);
-struct event_base *__wrap_mae__stream_source_base(const mae__stream_source *s);
-
-mae__stream_req *__wrap_mae__stream_source_range(mae__stream_source *s, const mae__stream_id *after,
-                                                 unsigned count, mae__stream_range_fn fn,
-                                                 void *user)
+static mae__stream_req *fake_range(void *self, const mae__stream_id *after, unsigned count,
+                                   mae__stream_range_fn fn, void *user)
 {
-    assert_ptr_equal(s, SRC);
+    assert_ptr_equal(self, &fk);
     assert_int_equal(fk.pending, 0);
     fk.pending = 1;
     fk.after = *after;
@@ -66,10 +55,9 @@ mae__stream_req *__wrap_mae__stream_source_range(mae__stream_source *s, const ma
     return REQ;
 }
 
-mae__stream_req *__wrap_mae__stream_source_bounds(mae__stream_source *s, mae__stream_bounds_fn fn,
-                                                  void *user)
+static mae__stream_req *fake_bounds(void *self, mae__stream_bounds_fn fn, void *user)
 {
-    assert_ptr_equal(s, SRC);
+    assert_ptr_equal(self, &fk);
     assert_int_equal(fk.pending, 0);
     fk.pending = 2;
     fk.bounds_fn = fn;
@@ -78,8 +66,9 @@ mae__stream_req *__wrap_mae__stream_source_bounds(mae__stream_source *s, mae__st
     return REQ;
 }
 
-void __wrap_mae__stream_req_cancel(mae__stream_req *r)
+static void fake_cancel(void *self, mae__stream_req *r)
 {
+    (void)self;
     if (!r)
         return;
     assert_ptr_equal(r, REQ);
@@ -88,26 +77,31 @@ void __wrap_mae__stream_req_cancel(mae__stream_req *r)
     fk.cancels++;
 }
 
-bool __wrap_mae__stream_source_position(const mae__stream_source *s, mae__stream_id *out)
+static bool fake_position(void *self, mae__stream_id *out)
 {
-    (void)s;
+    (void)self;
     if (!fk.positioned)
         return false;
     *out = fk.pos;
     return true;
 }
 
-uint64_t __wrap_mae__stream_source_epoch(const mae__stream_source *s)
+static uint64_t fake_epoch(void *self)
 {
-    (void)s;
+    (void)self;
     return fk.epoch;
 }
 
-struct event_base *__wrap_mae__stream_source_base(const mae__stream_source *s)
+static struct event_base *fake_evbase(void *self)
 {
-    (void)s;
+    (void)self;
     return fk.base;
 }
+
+static const mae__history_ops fake_ops = {fake_position, fake_epoch, fake_evbase,
+                                          fake_bounds,   fake_range, fake_cancel};
+static const mae__history fake_history = {&fake_ops, &fk};
+#define SRC (&fake_history)
 
 /* Answers the pending range with entries ms = from..to (seq 0), as read
  * when the reader's position was sent_at. */
@@ -143,7 +137,7 @@ typedef struct client {
     char log[2048];              /* "reset {...}|e5|e6|live|" */
     size_t entries;
     bool park;
-    int free_at;                 /* frees its resume at that entry count */
+    size_t park_at;              /* parks once it has this many entries */
 } client;
 
 static void note(client *c, const char *fmt, ...)
@@ -169,10 +163,8 @@ static void on_entry(void *user, const mae__stream_id *id, const char *line, siz
     assert_memory_equal(line, want, len);
     note(c, "e%llu|", (unsigned long long)id->ms);
     c->entries++;
-    if (c->free_at && (int)c->entries == c->free_at) {
-        mae__resume_free(c->r);
-        c->r = NULL;
-    }
+    if (c->park_at && c->entries == c->park_at)
+        c->park = true;
 }
 
 static void on_live(void *user)
@@ -250,6 +242,11 @@ static void test_pages_until_the_reader(void **state)
     assert_true(mae__resume_admit(c.r, &ID(11)));
     assert_false(mae__resume_admit(c.r, &ID(11)));
     assert_true(mae__resume_admit(c.r, &ID(12)));
+    /* A run arriving together: all of it, or nothing (then one by one). */
+    assert_true(mae__resume_admit_run(c.r, &ID(13), &ID(15)));
+    assert_false(mae__resume_admit_run(c.r, &ID(15), &ID(18)));
+    assert_false(mae__resume_admit(c.r, &ID(15)));
+    assert_true(mae__resume_admit(c.r, &ID(16)));
     mae__resume_free(c.r);
     assert_int_equal(fk.cancels, 0);
 }
@@ -325,41 +322,67 @@ static void test_rewind_during_the_replay(void **state)
     mae__resume_free(c.r);
 }
 
+/* The replay is paced per entry: a client that falls behind in the middle
+ * of a page parks there, and the rest of the page comes when it wakes. */
 static void test_flow_control(void **state)
 {
     (void)state;
     client c;
     resume_after_3(&c);
-    c.park = true;
+    c.park_at = 2;
     answer_page(4, 7, 10);
-    assert_string_equal(c.log, "e4|e5|e6|e7|park|");
+    assert_string_equal(c.log, "e4|e5|park|");
     assert_int_equal(fk.pending, 0);
+    mae__resume_wake(c.r);               /* still behind */
+    assert_string_equal(c.log, "e4|e5|park|park|");
+    c.park = false;
     mae__resume_wake(c.r);
+    assert_string_equal(c.log, "e4|e5|park|park|e6|e7|");
     assert_true(fk.pending == 1 && fk.after.ms == 7);
     mae__resume_wake(c.r);               /* not parked: nothing */
-    c.park = false;
+    assert_int_equal(fk.requests, 3);
     answer_page(8, 10, 10);
     assert_true(mae__resume_is_live(c.r));
+    assert_string_equal(c.log, "e4|e5|park|park|e6|e7|e8|e9|e10|live|");
+    mae__resume_free(c.r);
+
+    /* Freed while parked with part of a page held: nothing leaks (ASan). */
+    resume_after_3(&c);
+    c.park_at = 1;
+    answer_page(4, 7, 10);
+    assert_string_equal(c.log, "e4|park|");
     mae__resume_free(c.r);
 }
 
-static void test_freed_inside_callbacks(void **state)
+static void test_freed_with_its_read_in_flight(void **state)
 {
     (void)state;
     client c;
     resume_after_3(&c);
-    c.free_at = 2;
-    answer_page(4, 7, 10);
-    assert_string_equal(c.log, "e4|e5|");
-    assert_null(c.r);
-    assert_int_equal(fk.pending, 0);
-    assert_int_equal(fk.requests, 2);    /* bounds, one page: no more */
-
-    /* Freed while its read is in flight: the read is cancelled. */
-    resume_after_3(&c);
     mae__resume_free(c.r);
     assert_int_equal(fk.cancels, 1);
     assert_int_equal(fk.pending, 0);
+}
+
+/* A client whose id gets no replay (unknown_id) goes live from where the
+ * reader stood when it came: what the fan-out delivered while its decision
+ * waited for the bounds is replayed first, so nothing after joining is
+ * lost (this hand-off was a second resume started from the fan-out). */
+static void test_unknown_id_catches_up_from_where_it_joined(void **state)
+{
+    (void)state;
+    client c;
+    fk.pos = ID(20);
+    start(&c, "99-0", 0);
+    fk.pos = ID(23);                     /* 21..23 delivered meanwhile */
+    mae__stream_bounds b = stream_of(1, 23);
+    answer_bounds(&b);
+    assert_true(fk.pending == 1 && fk.after.ms == 20);
+    answer_page(21, 23, 23);
+    assert_string_equal(c.log, "reset {\"reason\":\"unknown_id\"}|e21|e22|e23|live|");
+    assert_false(mae__resume_admit(c.r, &ID(23)));
+    assert_true(mae__resume_admit(c.r, &ID(24)));
+    mae__resume_free(c.r);
 }
 
 static void test_reset_comes_first(void **state)
@@ -425,7 +448,8 @@ int main(void)
         T(test_deleted_entries_end_the_replay),
         T(test_rewind_during_the_replay),
         T(test_flow_control),
-        T(test_freed_inside_callbacks),
+        T(test_freed_with_its_read_in_flight),
+        T(test_unknown_id_catches_up_from_where_it_joined),
         T(test_reset_comes_first),
         T(test_no_id_and_bad_id),
     };

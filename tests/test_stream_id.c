@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "relay/stream_id.h"
+#include "stream/id.h"
 
 static int parse(const char *s, mae__stream_id *out)
 {

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
 
-#include "relay/stream_source.h"
+#include "stream/reply.h"
 
 /* A pool of reply nodes, reset by each test. */
 static redisReply pool[64];

@@ -1,6 +1,7 @@
 /* The fire-and-forget publisher: builds each event's JSON line on the
  * caller's thread, queues it, and lets one background I/O thread per
- * publisher PUBLISH it to Redis.
+ * publisher PUBLISH it to Redis, or POST it to a relay running as the hub
+ * (relay_url, when there is no Redis).
  *
  * Threading: a mae_publisher is thread-safe. Any number of threads may
  * publish through one publisher and read its counters; open and close are
@@ -53,7 +54,7 @@ enum { MAE_LOG_ERROR = 0, MAE_LOG_WARN = 1, MAE_LOG_INFO = 2 };
 typedef void (*mae_log_fn)(void *user, int level, const char *msg, uint64_t repeats);
 
 typedef struct mae_publisher_config {
-    const char *redis_url;      /* NULL or "" = disabled (no-op publisher) */
+    const char *redis_url;      /* NULL or "" = none: hub mode with relay_url, else disabled */
     const char *channel;        /* default "mailagent:events:v1" */
     size_t queue_max_events;    /* default 65536 */
     size_t queue_max_bytes;     /* default 64 MiB */
@@ -90,12 +91,26 @@ typedef struct mae_publisher_config {
      * whose event would be longer fails with MAE_EINVAL and changes nothing
      * (only while the publisher is live: publisher.md, "Event size"). */
     size_t max_event_bytes;
+    /* Hub mode (docs/publisher.md, "Hub mode"): with no redis_url, post each
+     * batch to a relay running as the hub, at this base URL: http://host[:port]
+     * with an optional trailing '/' and nothing else (no path, query, user
+     * or https; port 80 when absent). Each batch is one
+     * POST <relay_url>/api/events/publish of NDJSON on a kept-alive
+     * connection, applied exactly once by the hub however often it is
+     * resent. Setting both redis_url and relay_url is an error (MAE_EINVAL
+     * naming both). NULL or "" = unset. Copied. */
+    const char *relay_url;
+    /* Hub mode: sent as X-MailAgent-Local-Token with every batch; must not
+     * contain control characters. NULL or "" = no token header. Copied. */
+    const char *relay_token;
     /* Stream mode across a failover (publisher.md, "Failover"). A batch
      * counts as delivered only once WAIT confirms it reached wait_replicas
      * replicas within wait_timeout_ms; until then it stays in flight and is
      * resent (the script applies it once). 0 = off (the URL's query
      * ?wait_replicas=N&wait_timeout_ms=M sets them when these are 0);
-     * wait_timeout_ms defaults to 100 and must be below io_timeout_ms. */
+     * wait_timeout_ms defaults to 100 and must be below io_timeout_ms.
+     * Hub mode has no WAIT and no resend window: set with relay_url, these
+     * four are refused (MAE_EINVAL naming them). */
     int wait_replicas;
     int wait_timeout_ms;
     /* The resend window: what Redis acknowledged is kept this long and up to
@@ -109,6 +124,7 @@ typedef struct mae_publisher_config {
  *   calls = enqueued + dropped_queue_full + dropped_disabled + dropped_invalid
  *           + dropped_too_large
  *   enqueued = published + dropped_send_error + queued + in_flight
+ *   rejected_auth + rejected_invalid + rejected_server <= dropped_send_error
  *   lost_failover <= published                                               */
 typedef struct mae_publisher_stats {
     uint64_t enqueued, published;
@@ -119,15 +135,24 @@ typedef struct mae_publisher_stats {
     uint64_t calls;             /* every publish call on this publisher */
     char last_error[128];       /* "" when none */
     double last_error_at;       /* epoch s; 0 when none */
-    /* Stream mode only (0 otherwise). resent: events sent again after a
-     * connection broke before Redis acknowledged them; skipped: of those,
-     * the ones Redis had already applied, so it appended and published
-     * them only once. Both are already counted in published once each. */
+    /* Stream mode and hub mode (0 otherwise). resent: events sent again
+     * after a connection broke before Redis (the hub) acknowledged them;
+     * skipped: of those, the ones already applied, so they were appended
+     * and published only once. Both are already counted in published once
+     * each. */
     uint64_t resent, skipped;
     /* Later additions, in the order they came: new fields go only at the
      * end (docs/api.md, "ABI"). */
     /* Calls whose line was longer than max_event_bytes: refused, not sent. */
     uint64_t dropped_too_large;
+    /* Hub mode only (0 otherwise): events of batches the hub refused, by why.
+     * Each is also counted in dropped_send_error, so
+     *   rejected_auth + rejected_invalid + rejected_server <= dropped_send_error.
+     * rejected_auth: answered 401 or 403 (relay_token wrong or missing);
+     * rejected_invalid: answered 400, 413 or another 4xx;
+     * rejected_server: answered 500 or another 5xx but 503, three sends in a
+     * row (503 means "not now": retried with backoff, never dropped). */
+    uint64_t rejected_auth, rejected_invalid, rejected_server;
     /* Stream mode: events Redis had acknowledged (counted in published) that
      * a new master after a failover did not hold and that were no longer in
      * the resend window, so they could not be sent again: lost. A part of
@@ -149,9 +174,11 @@ MAE_EXTERN void mae_publisher_config_init(mae_publisher_config *cfg);
 /* Creates a publisher and starts its I/O thread. Returns at once: it never
  * resolves, connects or waits. cfg and its strings are copied.
  * Returns MAE_OK and writes *out, or MAE_EINVAL (NULL cfg/out, malformed URL,
+ * both redis_url and relay_url set, a relay_token with a control character,
  * empty channel, zero queue bounds, negative timeouts; the reason goes to
- * cfg->error_buf), or MAE_ENOMEM. A NULL/"" redis_url gives a disabled
- * publisher whose calls are counted as dropped_disabled. */
+ * cfg->error_buf), or MAE_ENOMEM. With neither redis_url nor relay_url
+ * (NULL or "") the publisher is disabled: its calls are counted as
+ * dropped_disabled. */
 MAE_EXTERN int mae_publisher_open(const mae_publisher_config *cfg, mae_publisher **out);
 
 /* Waits until everything queued so far has been acknowledged or dropped.
@@ -160,7 +187,8 @@ MAE_EXTERN int mae_publisher_open(const mae_publisher_config *cfg, mae_publisher
 MAE_EXTERN int mae_publisher_flush(mae_publisher *p, int timeout_ms);
 
 /* Flushes within timeout_ms, stops the I/O thread and frees everything.
- * Returns within timeout_ms (plus scheduling) even when Redis is hung:
+ * Returns within timeout_ms (plus scheduling) even when Redis (or the hub)
+ * is hung:
  * a blocked socket is shut down; a thread stuck in name resolution is
  * detached and frees its own state when it returns. Returns MAE_OK when all
  * queued events were sent, MAE_ETIMEDOUT when some were abandoned.

@@ -166,8 +166,11 @@ bool rh_running(pid_t pid)
 int rh_relay_start(rh_relay *r, const char *redis_url, const char *const *args,
                    const char *const *env, const char *log_path)
 {
-    const char *argv[40] = {MAE_CLI_PATH, "--redis", redis_url, "events", "serve",
-                            "--listen", "127.0.0.1:0"};
+    /* MAE_RELAY_TEST_CLI runs the tests against another build of the
+     * command (an older relay, to see a new test fail before its fix). */
+    const char *cli = getenv("MAE_RELAY_TEST_CLI");
+    const char *argv[40] = {cli && *cli ? cli : MAE_CLI_PATH, "--redis", redis_url, "events",
+                            "serve", "--listen", "127.0.0.1:0"};
     int n = 7;
     for (const char *const *a = args; a && *a && n < 38; a++)
         argv[n++] = *a;

@@ -30,6 +30,8 @@ typedef struct rh_relay {
 } rh_relay;
 
 /* Starts `mailagent --redis URL events serve --listen 127.0.0.1:0 ARGS`
+ * (the command at $MAE_RELAY_TEST_CLI when set, to run a test against
+ * another build)
  * (args NULL-terminated, may be NULL) with env ("K=V", NULL-terminated, may
  * be NULL) added to the environment, stderr into log_path; waits for the
  * "listening on" line and reads the port from it. 0 or -1. */

@@ -81,6 +81,8 @@ class PublisherConfig(Structure):
         ("stream_key", c_char_p),
         ("stream_maxlen", c_size_t),
         ("max_event_bytes", c_size_t),
+        ("relay_url", c_char_p),
+        ("relay_token", c_char_p),
         ("wait_replicas", c_int),
         ("wait_timeout_ms", c_int),
         ("resend_window_ms", c_int),
@@ -111,6 +113,9 @@ class PublisherStats(Structure):
         ("skipped", c_uint64),
         # added after the first release, at the end (docs/api.md, ABI)
         ("dropped_too_large", c_uint64),
+        ("rejected_auth", c_uint64),
+        ("rejected_invalid", c_uint64),
+        ("rejected_server", c_uint64),
         ("lost_failover", c_uint64),
     ]
 

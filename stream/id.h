@@ -3,8 +3,8 @@
  * header, ?last_event_id=, --since): a strict parser that treats its input
  * as hostile, an order, and the canonical text. Pure functions, no
  * allocation, safe from any thread. Never installed. */
-#ifndef MAE_STREAM_ID_H
-#define MAE_STREAM_ID_H
+#ifndef MAE_STREAM_ID_H_
+#define MAE_STREAM_ID_H_
 
 #include <stdbool.h>
 #include <stddef.h>

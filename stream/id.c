@@ -1,6 +1,6 @@
 /* This module implements the stream id parser, order and text of
- * relay/stream_id.h. */
-#include "relay/stream_id.h"
+ * stream/id.h. */
+#include "stream/id.h"
 
 /* Parses the digits s[0..n) into *out; false on overflow. n > 0 and every
  * byte is a digit (checked by the caller). */

@@ -1,0 +1,264 @@
+/* docs/relay.md agrees with the relay it describes: its options table with
+ * the command's usage line and the relay's defaults, its counters table
+ * with what /metrics renders (names and Prometheus types), and its log
+ * lines table with every line the relay's sources can write (read from the
+ * C files of relay/, each format's conversions written as "..."), both ways. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "relay/metrics.h"
+#include "relay/relay.h"
+
+#ifndef MAE_SOURCE_DIR
+#error "MAE_SOURCE_DIR must name the source tree"
+#endif
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    assert_non_null(s);
+    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+static char *page(void)
+{
+    return slurp(MAE_SOURCE_DIR "/docs/relay.md");
+}
+
+/* The row of a table whose first cell is `key`, or NULL. */
+static const char *find_row(const char *doc, const char *key)
+{
+    char want[300];
+    int n = snprintf(want, sizeof want, "\n| `%s` |", key);
+    if (n < 0 || (size_t)n >= sizeof want)
+        fail_msg("key too long: %s", key);
+    const char *p = strstr(doc, want);
+    return p ? p + 1 : NULL;
+}
+
+/* The i-th cell of the row at line, trimmed, into out. */
+static void cell(const char *line, int i, char *out, size_t size)
+{
+    const char *p = line;
+    for (int k = 0; k <= i; k++) {
+        p = strchr(p, '|');
+        assert_non_null(p);
+        p++;
+    }
+    const char *end = strchr(p, '|');
+    assert_non_null(end);
+    while (*p == ' ')
+        p++;
+    while (end > p && end[-1] == ' ')
+        end--;
+    snprintf(out, size, "%.*s", (int)(end - p), p);
+}
+
+/* ---- options ------------------------------------------------------------------ */
+
+static void expect_default(const char *doc, const char *key, double want)
+{
+    const char *r = find_row(doc, key);
+    if (!r)
+        fail_msg("docs/relay.md has no option row for `%s`", key);
+    char c[128];
+    cell(r, 1, c, sizeof c);
+    if (strtod(c, NULL) != want)
+        fail_msg("docs/relay.md: `%s` defaults to %s; the relay has %g", key, c, want);
+}
+
+static void test_options_table(void **state)
+{
+    (void)state;
+#ifndef MAE_CLI_PATH
+    skip();
+#else
+    char *doc = page();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "%s events serve --help 2>&1", MAE_CLI_PATH);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char help[8192];
+    size_t n = fread(help, 1, sizeof help - 1, p);
+    help[n] = '\0';
+    pclose(p);
+    /* The usage line's options: "[--flag ARG]" each. */
+    const char *serve = strstr(help, "events serve");
+    assert_non_null(serve);
+    const char *eol = strchr(serve, '\n');
+    int options = 0;
+    for (const char *q = serve; (q = strstr(q, "[--")) && q < eol; q++) {
+        const char *close = strchr(q, ']');
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)(close - q - 1), q + 1);
+        if (!find_row(doc, key))
+            fail_msg("docs/relay.md has no option row for `%s` (the usage line has it)", key);
+        options++;
+    }
+    assert_true(options >= 9);
+    mae__relay_config c;
+    mae__relay_config_init(&c);
+    expect_default(doc, "--ping-interval SECONDS", c.ping_interval);
+    expect_default(doc, "--max-clients N", (double)c.max_clients);
+    expect_default(doc, "--client-buffer BYTES", (double)c.client_buffer);
+    expect_default(doc, "--max-event-bytes BYTES", (double)c.max_event_bytes);
+    char want[128], got[128];
+    snprintf(want, sizeof want, "`%s`", c.path);
+    cell(find_row(doc, "--path PATH"), 1, got, sizeof got);
+    assert_string_equal(got, want);
+    free(doc);
+#endif
+}
+
+/* ---- counters ------------------------------------------------------------------- */
+
+static void test_counters_table(void **state)
+{
+    (void)state;
+    char *doc = page();
+    mae__relay_counters zero;
+    memset(&zero, 0, sizeof zero);
+    mae__buf b;
+    mae__buf_init(&b);
+    mae__metrics_render(&b, &zero);
+    assert_false(b.oom);
+    int metrics = 0;
+    for (const char *q = b.ptr; (q = strstr(q, "# TYPE ")); q++) {
+        char name[128], type[32];
+        assert_int_equal(sscanf(q, "# TYPE %127s %31s", name, type), 2);
+        const char *r = find_row(doc, name);
+        if (!r)
+            fail_msg("docs/relay.md has no counter row for `%s`", name);
+        char c[64];
+        cell(r, 1, c, sizeof c);
+        if (strcmp(c, type) != 0)
+            fail_msg("docs/relay.md gives `%s` the type %s; /metrics says %s", name, c, type);
+        metrics++;
+    }
+    /* And every row names a metric that exists. */
+    int rows = 0;
+    for (const char *q = doc; (q = strstr(q, "\n| `mailagent_relay_")); q++) {
+        char name[128];
+        assert_int_equal(sscanf(q, "\n| `%127[a-z_]`", name), 1);
+        char want[160];
+        snprintf(want, sizeof want, "# TYPE %s ", name);
+        if (!strstr(b.ptr, want))
+            fail_msg("docs/relay.md lists `%s`, which /metrics does not have", name);
+        rows++;
+    }
+    assert_int_equal(rows, metrics);
+    mae__buf_free(&b);
+    free(doc);
+}
+
+/* ---- log lines ---------------------------------------------------------------------- */
+
+#define MAX_LINES 64
+static char g_lines[MAX_LINES][200];
+static int g_nlines;
+
+/* The format literal after `call` at p, with each conversion as "...". */
+static void add_format(const char *p)
+{
+    char out[200];
+    size_t n = 0;
+    for (; *p && *p != '"' && n + 4 < sizeof out; p++) {
+        if (*p == '%') {
+            p++;
+            while (*p && strchr("0123456789.-lhzj", *p))
+                p++;
+            /* Two conversions in a row read as one "...". */
+            if (n < 3 || memcmp(out + n - 3, "...", 3) != 0) {
+                memcpy(out + n, "...", 3);
+                n += 3;
+            }
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+    if (strcmp(out, "...") == 0)
+        return;   /* a source's own line, passed through */
+    for (int i = 0; i < g_nlines; i++)
+        if (strcmp(g_lines[i], out) == 0)
+            return;
+    assert_true(g_nlines < MAX_LINES);
+    snprintf(g_lines[g_nlines++], sizeof g_lines[0], "%s", out);
+}
+
+static void scan_sources(void)
+{
+    static const char *const calls[] = {"mae__relay_say(\"", "logf_(s, \"", "src_log(s, \""};
+    DIR *d = opendir(MAE_SOURCE_DIR "/relay");
+    assert_non_null(d);
+    struct dirent *e;
+    g_nlines = 0;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 3 || strcmp(e->d_name + len - 2, ".c") != 0)
+            continue;
+        char path[600];
+        snprintf(path, sizeof path, "%s/relay/%s", MAE_SOURCE_DIR, e->d_name);
+        char *src = slurp(path);
+        for (size_t k = 0; k < sizeof calls / sizeof calls[0]; k++)
+            for (const char *q = src; (q = strstr(q, calls[k])); q++)
+                add_format(q + strlen(calls[k]));
+        free(src);
+    }
+    closedir(d);
+}
+
+static void test_log_lines_table(void **state)
+{
+    (void)state;
+    char *doc = page();
+    scan_sources();
+    assert_true(g_nlines >= 10);
+    for (int i = 0; i < g_nlines; i++)
+        if (!find_row(doc, g_lines[i]))
+            fail_msg("docs/relay.md's log lines have no row for `%s`", g_lines[i]);
+    /* Every row of the table is a line the relay writes. */
+    const char *t = strstr(doc, "### Log lines");
+    assert_non_null(t);
+    const char *end = strstr(t, "\n## ");
+    int rows = 0;
+    for (const char *q = t; (q = strstr(q, "\n| `")) && q < end; q++) {
+        char key[200];
+        assert_int_equal(sscanf(q, "\n| `%199[^`]`", key), 1);
+        bool found = false;
+        for (int i = 0; i < g_nlines && !found; i++)
+            found = strcmp(g_lines[i], key) == 0;
+        if (!found)
+            fail_msg("docs/relay.md lists the log line `%s`, which the relay never writes", key);
+        rows++;
+    }
+    assert_int_equal(rows, g_nlines);
+    free(doc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_options_table),
+        cmocka_unit_test(test_counters_table),
+        cmocka_unit_test(test_log_lines_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
