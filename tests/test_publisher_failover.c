@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <hiredis/hiredis.h>
 
 #include <mailagent/publisher.h>
 
@@ -573,6 +574,100 @@ static void test_publisher_key_is_hash_tagged(void **state)
     stream_key = "t:events";
 }
 
+/* The reply parsing both Redis transports share (mae__reply_fill: hiredis
+ * and TLS): an integer reply (WAIT's count), and an array's first strings
+ * (SENTINEL get-master-addr-by-name, ROLE) next to its integers. */
+static void test_reply_fill_integers_and_strings(void **state)
+{
+    (void)state;
+    mae__reply r;
+    redisReply integer = {.type = REDIS_REPLY_INTEGER, .integer = 2};
+    mae__reply_fill(&integer, &r);
+    assert_int_equal(r.nints, 1);
+    assert_int_equal(r.ints[0], 2);
+    assert_int_equal(r.nelems, 0);
+
+    redisReply host = {.type = REDIS_REPLY_STRING, .str = "10.0.0.2", .len = 8};
+    redisReply port = {.type = REDIS_REPLY_STRING, .str = "6380", .len = 4};
+    redisReply third = {.type = REDIS_REPLY_STRING, .str = "x", .len = 1};
+    redisReply offset = {.type = REDIS_REPLY_INTEGER, .integer = 77};
+    redisReply *elems[4] = {&host, &offset, &port, &third};
+    redisReply array = {.type = REDIS_REPLY_ARRAY, .elements = 4, .element = elems};
+    mae__reply_fill(&array, &r);
+    assert_int_equal(r.nelems, 2);
+    assert_string_equal(r.elems[0], "10.0.0.2");
+    assert_string_equal(r.elems[1], "6380");
+    assert_int_equal(r.nints, 1);
+    assert_int_equal(r.ints[0], 77);
+
+    /* A string longer than an element holds is cut, still terminated. */
+    char big[600];
+    memset(big, 'h', sizeof big);
+    redisReply longstr = {.type = REDIS_REPLY_STATUS, .str = big, .len = sizeof big};
+    redisReply *one[1] = {&longstr};
+    redisReply array1 = {.type = REDIS_REPLY_ARRAY, .elements = 1, .element = one};
+    mae__reply_fill(&array1, &r);
+    assert_int_equal(r.nelems, 1);
+    assert_int_equal(strlen(r.elems[0]), sizeof r.elems[0] - 1);
+}
+
+/* Hub mode has no WAIT and no resend window: setting any of their fields
+ * with relay_url is refused at open, naming them, never ignored. */
+static void test_hub_mode_refuses_failover_fields(void **state)
+{
+    (void)state;
+    for (int k = 0; k < 4; k++) {
+        mae_publisher_config cfg;
+        mae_publisher_config_init(&cfg);
+        char why[256] = "";
+        cfg.relay_url = "http://127.0.0.1:9";
+        cfg.error_buf = why;
+        cfg.error_buf_size = sizeof why;
+        if (k == 0)
+            cfg.wait_replicas = 1;
+        else if (k == 1)
+            cfg.wait_timeout_ms = 50;
+        else if (k == 2)
+            cfg.resend_window_ms = 1000;
+        else
+            cfg.resend_window_bytes = 1024;
+        mae_publisher *p = NULL;
+        assert_int_equal(mae_publisher_open(&cfg, &p), MAE_EINVAL);
+        assert_null(p);
+        assert_non_null(strstr(why, "hub mode (relay_url) has no WAIT"));
+    }
+    /* Without them, hub mode opens (it never connects at open). */
+    mae_publisher_config cfg;
+    mae_publisher_config_init(&cfg);
+    cfg.relay_url = "http://127.0.0.1:9";
+    mae_publisher *p = NULL;
+    assert_int_equal(mae_publisher_open(&cfg, &p), MAE_OK);
+    mae_publisher_close(p, 0);
+}
+
+/* Sentinel over TLS is refused at open with the reason. */
+static void test_sentinel_over_tls_is_refused(void **state)
+{
+    (void)state;
+    static const char *const urls[] = {
+        "rediss-sentinel://127.0.0.1:26379#m",
+        "redis-sentinel://127.0.0.1:26379?ssl_cert_reqs=none#m",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        mae_publisher_config cfg;
+        mae_publisher_config_init(&cfg);
+        char why[256] = "";
+        cfg.redis_url = urls[i];
+        cfg.error_buf = why;
+        cfg.error_buf_size = sizeof why;
+        mae_publisher *p = NULL;
+        assert_int_equal(mae_publisher_open(&cfg, &p), MAE_EINVAL);
+        assert_null(p);
+        assert_non_null(strstr(why, "TLS"));
+        assert_non_null(strstr(why, "sentinel"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -585,6 +680,9 @@ int main(void)
         cmocka_unit_test(test_wait_keeps_a_batch_until_confirmed),
         cmocka_unit_test(test_sentinel_lookup_and_role),
         cmocka_unit_test(test_publisher_key_is_hash_tagged),
+        cmocka_unit_test(test_reply_fill_integers_and_strings),
+        cmocka_unit_test(test_hub_mode_refuses_failover_fields),
+        cmocka_unit_test(test_sentinel_over_tls_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
