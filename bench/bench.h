@@ -125,7 +125,7 @@ typedef struct bench_opts {
     int idle_s;                /* part 6 */
     int isolated_events;       /* part 7, per measure */
     int isolated_gap_ms;
-    size_t stream_events;      /* part 8, per mode; part 9 too */
+    size_t stream_events;      /* part 8, per mode; part 10 (tls) too */
     double replaced_cap_s;     /* part 1, replaced, where it does not stall */
     size_t replaced_stall_calls;
     double replaced_stall_cap_s;
