@@ -170,7 +170,7 @@ int part_failover(const bench_opts *o, bench_results *r)
     (void)o;
     static const char *const what[2] = {"master SIGKILLed", "SENTINEL FAILOVER"};
     for (int k = 0; k < 2; k++) {
-        progress("9. failover: %s", what[k]);
+        progress("part 11 failover: %s", what[k]);
         if (one_run(k, &r->failover.run[k]) != 0)
             return -1;
     }
