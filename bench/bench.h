@@ -125,7 +125,7 @@ typedef struct bench_opts {
     int idle_s;                /* part 6 */
     int isolated_events;       /* part 7, per measure */
     int isolated_gap_ms;
-    size_t stream_events;      /* part 8, per mode; part 9 too */
+    size_t stream_events;      /* part 8, per mode; part 10 (tls) too */
     double replaced_cap_s;     /* part 1, replaced, where it does not stall */
     size_t replaced_stall_calls;
     double replaced_stall_cap_s;
@@ -275,6 +275,18 @@ typedef struct tls_result {
     lat_summary connect_plain, connect_full, connect_resumed;
     uint64_t resumed;                  /* of the resumed tries, how many were */
 } tls_result;
+/* Part 11: the publisher through Sentinel, the master SIGKILLed ([0]) and a
+ * planned SENTINEL FAILOVER ([1]). Times in s from the fault. */
+typedef struct failover_run {
+    double agree_s;            /* the Sentinels name a new master that is one */
+    double first_write_s;      /* the publisher's first acknowledged batch after the fault */
+    uint64_t events, resent, lost, connects;
+    int missing, doubled;      /* in the stream at the end, against the calls */
+    lat_summary before, through; /* publish call latency before and after the fault */
+} failover_run;
+typedef struct failover_result {
+    failover_run run[2];
+} failover_result;
 
 /* The parts, each known by its name: on the command line (--only
  * latency,stores), in have[] and in the table's headings. */
@@ -288,7 +300,8 @@ typedef struct tls_result {
     X(ISOLATED, "isolated")                                                                 \
     X(STREAM, "stream")                                                                     \
     X(HUBCALL, "hubcall")                                                                   \
-    X(TLS, "tls")
+    X(TLS, "tls")                                                                           \
+    X(FAILOVER, "failover")
 
 enum {
 #define BENCH_PART_ENUM(id, name) PART_##id,
@@ -309,6 +322,7 @@ typedef struct bench_results {
     stream_result stream;
     hubcall_result hubcall;
     tls_result tls;
+    failover_result failover;
     bool have[PART_COUNT];
     double total_s;
 } bench_results;
@@ -325,6 +339,7 @@ int part_isolated(const bench_opts *o, bench_results *r);
 int part_stream(const bench_opts *o, bench_results *r);
 int part_hubcall(const bench_opts *o, bench_results *r);
 int part_tls(const bench_opts *o, bench_results *r);
+int part_failover(const bench_opts *o, bench_results *r);
 
 /* The id of the thread p's I/O thread runs on, found by listing this
  * process's threads around mae_publisher_open (wakeup.c). */

@@ -39,7 +39,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mae_bench [--quick | --full] [--results DIR] [--plot FILE] [--only PART,...]\n"
             "  --only   the parts to run, by name: latency, throughput, stores, day, memory,\n"
-            "           idle, isolated, stream, hubcall, tls (or the first nine's numbers, as in \"--only 13\")\n"
+            "           idle, isolated, stream, hubcall, tls, failover (or the first nine's numbers,\n"
+            "           as in \"--only 13\"; hubcall, tls and failover are parts 9, 10 and 11)\n"
             "  --quick  the memory part keeps Redis down 15 s (default); fewer replaced calls where it stalls\n"
             "  --full   the memory part keeps Redis down 60 s, 500 000 calls per state, 2 000 000 events\n");
 }
@@ -401,6 +402,27 @@ static void print_isolated(bench_results *r)
     printf("   (Redis's acknowledgement as seen by a thread waiting in flush: one wake-up included)\n");
     printf("   I/O thread wake-ups over the subscriber pass: %llu for %d events; events lost: %llu\n",
            (unsigned long long)i->io_voluntary, i->events, (unsigned long long)i->lost);
+}
+
+static void print_failover(bench_results *r)
+{
+    static const char *const what[2] = {"SIGKILL", "FAILOVER"};
+    char a[4][32];
+    printf("\n11. Failover through Sentinel (3 redis-server, 3 Sentinels; stream mode, "
+           "wait_replicas=1, 500 events/s)\n");
+    printf("   %-9s %10s %12s %8s %7s %6s %8s %9s %9s %9s %9s\n", "fault", "agreed", "first write",
+           "events", "resent", "lost", "missing", "doubled", "p99 pre", "p99 thru", "max thru");
+    for (int k = 0; k < 2; k++) {
+        const failover_run *x = &r->failover.run[k];
+        printf("   %-9s %8.2f s %10.2f s %8llu %7llu %6llu %8d %9d %9s %9s %9s\n", what[k],
+               x->agree_s, x->first_write_s, (unsigned long long)x->events,
+               (unsigned long long)x->resent, (unsigned long long)x->lost, x->missing, x->doubled,
+               fmt_ns(x->before.p99, a[0], 32), fmt_ns(x->through.p99, a[1], 32),
+               fmt_ns(x->through.max, a[2], 32));
+    }
+    printf("   (agreed: the Sentinels name a new master that answers ROLE master, polled every "
+           "10 ms;\n    first write: the publisher's first acknowledged batch after the fault; "
+           "a planned failover's old master acknowledges until demoted)\n");
 }
 
 static void print_stream(bench_results *r)
@@ -834,6 +856,27 @@ static void json_tls(jw *w, const tls_result *t)
     json_lat(w, "connect_tls_full", &t->connect_full);
     json_lat(w, "connect_tls_resumed", &t->connect_resumed);
     jw_u64(w, "resumed", t->resumed);
+}
+
+static void json_failover(jw *w, const failover_result *fo)
+{
+    static const char *const what[2] = {"sigkill", "sentinel_failover"};
+    jw_obj(w, "failover");
+    for (int k = 0; k < 2; k++) {
+        const failover_run *x = &fo->run[k];
+        jw_obj(w, what[k]);
+        jw_num(w, "sentinels_agree_s", "%.3f", x->agree_s);
+        jw_num(w, "first_write_s", "%.3f", x->first_write_s);
+        jw_u64(w, "events", x->events);
+        jw_u64(w, "resent", x->resent);
+        jw_u64(w, "lost_failover", x->lost);
+        jw_u64(w, "connects", x->connects);
+        jw_i64(w, "missing", x->missing);
+        jw_i64(w, "doubled", x->doubled);
+        json_lat(w, "call_before", &x->before);
+        json_lat(w, "call_through", &x->through);
+        jw_end(w);
+    }
     jw_end(w);
 }
 
@@ -870,6 +913,7 @@ static int write_json(const char *path, const bench_opts *o, bench_results *r, c
     json_stream(&w, &r->stream);
     json_hubcall(&w, &r->hubcall);
     json_tls(&w, &r->tls);
+    json_failover(&w, &r->failover);
     jw_end(&w);
     mae__buf_putc(&w.b, '\n');
     if (w.b.oom) {
@@ -1007,6 +1051,8 @@ static int run_parts(const bench_opts *o, const bool run[PART_COUNT], bench_resu
         failed++;
     if (run[PART_TLS] && part_tls(o, r) != 0)
         failed++;
+    if (run[PART_FAILOVER] && part_failover(o, r) != 0)
+        failed++;
     r->total_s = (double)(now_ns() - t0) / 1e9;
     progress_done();
     return failed;
@@ -1040,6 +1086,8 @@ static void print_parts(const bench_opts *o, bench_results *r, const char *mach)
         print_hubcall(r);
     if (r->have[PART_TLS])
         print_tls(r);
+    if (r->have[PART_FAILOVER])
+        print_failover(r);
 }
 
 /* The last line: the summary, with the count of targets met. */

@@ -1,4 +1,4 @@
-/* This module implements part 9: the publisher over TLS (rediss://) next
+/* This module implements part 10: the publisher over TLS (rediss://) next
  * to plain TCP (redis://), on one redis-server listening on both, in the
  * same run: the publish call on the caller's thread, throughput to a
  * subscriber, and the cost of a reconnect's handshake (connect + PING on
@@ -88,10 +88,10 @@ static int run_mode(const bench_opts *o, const char *url, bench_sub *sub, tls_mo
     /* Connected (and the TLS context built) before the timing starts. */
     mae_safe_publish(p, BENCH_EVENT, 1, BENCH_DATA, BENCH_SOURCE);
     if (mae_publisher_flush(p, 10000) != MAE_OK || sub_wait(sub, 1, 2000, 5000) < 1) {
-        fprintf(stderr, "bench: part 9: %s: the first event did not arrive\n", name);
+        fprintf(stderr, "bench: part 10: %s: the first event did not arrive\n", name);
         goto out;
     }
-    progress("part 9 tls: %s, %zu events to a subscriber", name, o->stream_events);
+    progress("part 10 tls: %s, %zu events to a subscriber", name, o->stream_events);
     sub_reset(sub);
     uint64_t t0 = now_ns();
     paced(p, o->stream_events, &l);
@@ -158,10 +158,10 @@ static int handshakes(const bench_redis *srv, tls_result *t)
         return -1;
     if (mae__tls_ctx_new(&u.tls, &ctx, err, sizeof err) != 0 || lat_init(&plain, HANDSHAKES) ||
         lat_init(&full, HANDSHAKES) || lat_init(&resumed, HANDSHAKES)) {
-        fprintf(stderr, "bench: part 9: %s\n", err);
+        fprintf(stderr, "bench: part 10: %s\n", err);
         goto out;
     }
-    progress("part 9 tls: %d connects each: plain, TLS, TLS resumed", HANDSHAKES);
+    progress("part 10 tls: %d connects each: plain, TLS, TLS resumed", HANDSHAKES);
     for (int i = 0; i < HANDSHAKES; i++) {
         struct timeval tv = {2, 0};
         uint64_t t0 = now_ns();
@@ -200,7 +200,7 @@ static int handshakes(const bench_redis *srv, tls_result *t)
     t->connect_resumed = lat_summarise(&resumed);
     rc = full.n == HANDSHAKES && resumed.n == HANDSHAKES ? 0 : -1;
     if (rc != 0)
-        fprintf(stderr, "bench: part 9: some TLS connects failed (%zu, %zu of %d)\n", full.n,
+        fprintf(stderr, "bench: part 10: some TLS connects failed (%zu, %zu of %d)\n", full.n,
                 resumed.n, HANDSHAKES);
 out:
     SSL_SESSION_free(last);
@@ -220,7 +220,7 @@ int part_tls(const bench_opts *o, bench_results *res)
     int rc = -1;
 
     if (make_certs(srv.tls_dir, sizeof srv.tls_dir) != 0) {
-        fprintf(stderr, "bench: part 9: cannot make certificates (is openssl installed?)\n");
+        fprintf(stderr, "bench: part 10: cannot make certificates (is openssl installed?)\n");
         remove_certs(srv.tls_dir);
         return -1;
     }

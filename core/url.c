@@ -1,6 +1,7 @@
-/* This module implements mae__url_parse: the redis://, rediss:// and unix://
- * URL forms of docs/publisher.md with redis-py's TLS options, rejecting
- * anything malformed with a sentence that names the offending part. */
+/* This module implements mae__url_parse: the redis://, rediss://,
+ * redis-sentinel:// and unix:// URL forms of docs/publisher.md with
+ * redis-py's TLS options and the WAIT options, rejecting anything malformed
+ * with a sentence that names the offending part. */
 #include <arpa/inet.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -225,7 +226,20 @@ static int parse_bool(const char *v, bool *out)
 
 /* The query's options seen so far, so that one given twice is refused. */
 enum { OPT_DB = 1, OPT_REQS = 2, OPT_CA = 4, OPT_CAPATH = 8, OPT_CERT = 16, OPT_KEY = 32,
-       OPT_HOST = 64, PATH_DB = 128 /* not an option: the path named a database */ };
+       OPT_HOST = 64, PATH_DB = 128 /* not an option: the path named a database */,
+       OPT_WREP = 256, OPT_WTMO = 512 };
+
+/* wait_replicas (0-1000) or wait_timeout_ms (1-3600000) into *field. */
+static int parse_wait(const char *name, const char *v, long lo, long hi, int *field, char *err,
+                      size_t errlen)
+{
+    long n = number(v, strlen(v), 1000000000);
+    if (n < lo || n > hi)
+        return fail(err, errlen, "redis URL: %s must be an integer from %ld to %ld", name, lo,
+                    hi);
+    *field = (int)n;
+    return 0;
+}
 
 /* One name=value of the query. *seen collects the options given. */
 static int parse_option(const char *name, size_t nn, const char *val, size_t vn, mae__url *u,
@@ -240,6 +254,7 @@ static int parse_option(const char *name, size_t nn, const char *val, size_t vn,
         {"ssl_ca_certs", OPT_CA, true},  {"ssl_ca_path", OPT_CAPATH, true},
         {"ssl_certfile", OPT_CERT, true}, {"ssl_keyfile", OPT_KEY, true},
         {"ssl_check_hostname", OPT_HOST, true},
+        {"wait_replicas", OPT_WREP, false}, {"wait_timeout_ms", OPT_WTMO, false},
     };
     size_t k = 0;
     while (k < sizeof known / sizeof known[0] &&
@@ -250,6 +265,9 @@ static int parse_option(const char *name, size_t nn, const char *val, size_t vn,
                     "redis URL: unknown option \"%.*s\" (docs/publisher.md lists the options)",
                     clip(nn), name);
     const char *kn = known[k].name;
+    if (known[k].tls && u->master_name)
+        return fail(err, errlen, "redis URL: %s is a TLS option, and redis-sentinel:// does not "
+                    "support TLS", kn);
     if (known[k].tls && !u->tls.enabled)
         return fail(err, errlen, "redis URL: %s is a TLS option; write rediss:// to use TLS", kn);
     if (*seen & known[k].bit)
@@ -282,6 +300,12 @@ static int parse_option(const char *name, size_t nn, const char *val, size_t vn,
             rc = fail(err, errlen,
                       "redis URL: ssl_cert_reqs \"%.*s\" is not required, optional or none",
                       clip(strlen(v)), v);
+        break;
+    case OPT_WREP:
+        rc = parse_wait(kn, v, 0, 1000, &u->wait_replicas, err, errlen);
+        break;
+    case OPT_WTMO:
+        rc = parse_wait(kn, v, 1, 3600000, &u->wait_timeout_ms, err, errlen);
         break;
     case OPT_HOST:
         if (parse_bool(v, &u->tls.check_hostname) != 0)
@@ -434,6 +458,81 @@ static int parse_tcp(const char *s, mae__url *u, char *err, size_t errlen)
     return copy(host, (size_t)(hend - host), &u->host);
 }
 
+/* One Sentinel address, s[0..n): host[:port] or [v6][:port], checked by
+ * parse_tcp; the port defaults to 26379. */
+static int parse_sentinel_addr(const char *s, size_t n, struct mae__url_addr *a, char *err,
+                               size_t errlen)
+{
+    char *piece = NULL;
+    mae__url t = {0};
+    if (n == 0)
+        return fail(err, errlen, "redis URL: empty Sentinel address in the list");
+    int rc = copy(s, n, &piece);
+    if (rc != 0)
+        return rc;
+    rc = strpbrk(piece, "@/?#") ? fail(err, errlen, "redis URL: bad Sentinel address \"%.*s\"",
+                                       clip(n), s)
+                                : parse_tcp(piece, &t, err, errlen);
+    const char *after = piece[0] == '[' ? strchr(piece, ']') : piece;
+    bool has_port = after && strchr(after, ':');
+    free(piece);
+    if (rc != 0) {
+        mae__url_free(&t);
+        return rc;
+    }
+    a->host = t.host;
+    a->port = has_port ? t.port : 26379;
+    t.host = NULL;
+    mae__url_free(&t);
+    return 0;
+}
+
+/* [[user]:password@]host[:port][,host[:port]...][/db][?query]#MASTER after
+ * "redis-sentinel://": the user information, database and query are
+ * parsed by parse_tcp on the same URL cut to its first address. */
+static int parse_sentinel(const char *s, mae__url *u, char *err, size_t errlen)
+{
+    const char *hash = strchr(s, '#');
+    if (!hash || !hash[1])
+        return fail(err, errlen, "redis URL: redis-sentinel:// needs the master's name after '#'");
+    int rc = decode(hash + 1, strlen(hash + 1), "master name", false, &u->master_name, err, errlen);
+    if (rc != 0)
+        return rc;
+    size_t alen = strcspn(s, "/?#");
+    const char *hosts = s;
+    for (const char *q = s; q < s + alen; q++)
+        if (*q == '@')
+            hosts = q + 1;
+    size_t count = 1;
+    for (const char *q = hosts; q < s + alen; q++)
+        count += *q == ',';
+    u->sentinels = calloc(count, sizeof *u->sentinels);
+    if (!u->sentinels)
+        return MAE_ENOMEM;
+    const char *q = hosts;
+    for (size_t i = 0; i < count; i++) {
+        size_t n = strcspn(q, ",/?#");
+        if ((rc = parse_sentinel_addr(q, n, &u->sentinels[i], err, errlen)) != 0)
+            return rc;
+        u->nsentinels++;
+        q += n + 1;
+    }
+    /* The first address with the user information, database and query. */
+    size_t first = strcspn(hosts, ",/?#");
+    size_t tail = (size_t)(hash - (s + alen));
+    char *cut = malloc((size_t)(hosts - s) + first + tail + 1);
+    if (!cut)
+        return MAE_ENOMEM;
+    memcpy(cut, s, (size_t)(hosts - s) + first);
+    memcpy(cut + (hosts - s) + first, s + alen, tail);
+    cut[(hosts - s) + first + tail] = '\0';
+    rc = parse_tcp(cut, u, err, errlen);
+    free(cut);
+    if (rc == 0)
+        u->port = u->sentinels[0].port;
+    return rc;
+}
+
 /* /absolute/path[?db=N] after "unix://". */
 static int parse_unix(const char *s, mae__url *u, char *err, size_t errlen)
 {
@@ -473,6 +572,18 @@ bool mae__url_is_tls(const char *url)
     return url && strncasecmp(url, "rediss://", 9) == 0;
 }
 
+/* The schemes a caller given allow can use, for an error's "expected". */
+static const char *schemes(unsigned allow)
+{
+    static const char *const names[] = {
+        "redis:// or unix://",
+        "redis://, rediss:// or unix://",
+        "redis://, redis-sentinel:// or unix://",
+        "redis://, rediss://, redis-sentinel:// or unix://",
+    };
+    return names[allow & (MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL)];
+}
+
 int mae__url_parse(const char *url, mae__url *out, char *err, size_t errlen)
 {
     return mae__url_parse_for(url, 0, out, err, errlen);
@@ -484,6 +595,7 @@ int mae__url_parse_for(const char *url, unsigned allow, mae__url *out, char *err
     mae__url u = {0};
     int rc;
 
+    u.wait_replicas = u.wait_timeout_ms = -1;
     if (!url || !out)
         return fail(err, errlen, "redis URL: missing");
     for (size_t i = 0; url[i]; i++) {
@@ -495,9 +607,7 @@ int mae__url_parse_for(const char *url, unsigned allow, mae__url *out, char *err
     }
     const char *sep = strstr(url, "://");
     if (!sep || sep == url)
-        return fail(err, errlen, "redis URL: missing scheme; expected %s",
-                    allow & MAE__URL_ALLOW_TLS ? "redis://, rediss:// or unix://"
-                                               : "redis:// or unix://");
+        return fail(err, errlen, "redis URL: missing scheme; expected %s", schemes(allow));
     size_t sn = (size_t)(sep - url);
     if (sn == 5 && strncasecmp(url, "redis", 5) == 0) {
         rc = parse_tcp(sep + 3, &u, err, errlen);
@@ -506,13 +616,20 @@ int mae__url_parse_for(const char *url, unsigned allow, mae__url *out, char *err
             return fail(err, errlen, "redis URL: rediss:// (TLS) is not supported here yet");
         u.tls.enabled = true;
         rc = parse_tcp(sep + 3, &u, err, errlen);
-    }
-    else if (sn == 4 && strncasecmp(url, "unix", 4) == 0)
+    } else if (sn == 14 && strncasecmp(url, "redis-sentinel", 14) == 0) {
+        if (!(allow & MAE__URL_ALLOW_SENTINEL))
+            return fail(err, errlen, "redis URL: redis-sentinel:// is not supported here yet; "
+                        "only the publisher looks up a master through Sentinel");
+        rc = parse_sentinel(sep + 3, &u, err, errlen);
+    } else if (sn == 15 && strncasecmp(url, "rediss-sentinel", 15) == 0) {
+        return fail(err, errlen, "redis URL: rediss-sentinel:// (Sentinel over TLS) is not "
+                    "supported; use redis-sentinel:// or rediss:// to one server");
+    } else if (sn == 4 && strncasecmp(url, "unix", 4) == 0) {
         rc = parse_unix(sep + 3, &u, err, errlen);
-    else
+    } else {
         return fail(err, errlen, "redis URL: unknown scheme \"%.*s\"; expected %s", clip(sn),
-                    url, allow & MAE__URL_ALLOW_TLS ? "redis://, rediss:// or unix://"
-                                                    : "redis:// or unix://");
+                    url, schemes(allow));
+    }
     if (rc != 0) {
         if (rc == MAE_ENOMEM && err && errlen)
             snprintf(err, errlen, "out of memory");
@@ -535,6 +652,12 @@ void mae__url_free(mae__url *u)
     free(u->tls.ca_path);
     free(u->tls.certfile);
     free(u->tls.keyfile);
-    u->host = u->path = u->user = u->password = NULL;
+    for (size_t i = 0; i < u->nsentinels; i++)
+        free(u->sentinels[i].host);
+    free(u->sentinels);
+    free(u->master_name);
+    u->host = u->path = u->user = u->password = u->master_name = NULL;
     u->tls.ca_certs = u->tls.ca_path = u->tls.certfile = u->tls.keyfile = NULL;
+    u->sentinels = NULL;
+    u->nsentinels = 0;
 }

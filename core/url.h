@@ -33,21 +33,39 @@ typedef struct mae__url {
     char *user;         /* NULL when none */
     char *password;     /* NULL when none ("" is a password) */
     int db;             /* default 0 */
-    mae__url_tls tls;   /* tls.enabled false for redis:// and unix:// */
+    mae__url_tls tls;   /* tls.enabled false for redis://, redis-sentinel:// and unix:// */
+    /* Later additions go at the end. */
+    /* ?wait_replicas=N&wait_timeout_ms=M on a redis://, rediss:// or
+     * redis-sentinel:// URL; -1 when absent. */
+    int wait_replicas, wait_timeout_ms;
+    /* redis-sentinel:// only (nsentinels 0 otherwise): the Sentinels to ask,
+     * in the URL's order (default port 26379), and the master's name. host
+     * and port above are the first Sentinel's. */
+    size_t nsentinels;
+    struct mae__url_addr {
+        char *host;
+        int port;
+    } *sentinels;
+    char *master_name;
 } mae__url;
 
 /* The forms a caller can connect to beyond redis:// and unix://, given to
  * mae__url_parse_for. A form a caller cannot speak is refused by the
  * parser with a sentence saying so, so that no caller ever connects in
- * plain text to what the URL says must be encrypted. */
-enum { MAE__URL_ALLOW_TLS = 1u << 0 };
+ * plain text to what the URL says must be encrypted, nor to a Sentinel as
+ * if it were the Redis server. */
+enum { MAE__URL_ALLOW_TLS = 1u << 0, MAE__URL_ALLOW_SENTINEL = 1u << 1 };
 
-/* Parses redis://[[user]:password@]host[:port][/db][?db=N],
- * rediss://...same...[?ssl options] (when allow has MAE__URL_ALLOW_TLS) and
- * unix:///path[?db=N] (docs/publisher.md, "The Redis URL"); user, password
- * and option values are percent-decoded. Returns 0, or MAE_EINVAL with a
- * sentence naming the problem in err, or MAE_ENOMEM. *out is written only
- * on success. */
+/* Parses redis://[[user]:password@]host[:port][/db][?options] (host may be
+ * [v6]), rediss://...same...[?ssl options] (when allow has
+ * MAE__URL_ALLOW_TLS), redis-sentinel://[[user]:password@]host[:port]
+ * [,host[:port]...][/db][?options]#MASTER (when allow has
+ * MAE__URL_ALLOW_SENTINEL; never with TLS) and unix:///path[?db=N]
+ * (docs/publisher.md, "The Redis URL"). The options are db,
+ * wait_replicas, wait_timeout_ms and, for rediss://, the ssl_* ones; user,
+ * password and option values are percent-decoded. Returns 0, or MAE_EINVAL
+ * with a sentence naming the problem in err, or MAE_ENOMEM. *out is
+ * written only on success. */
 int mae__url_parse_for(const char *url, unsigned allow, mae__url *out, char *err,
                        size_t errlen);
 /* mae__url_parse_for with nothing beyond redis:// and unix:// allowed. */

@@ -42,6 +42,8 @@ static bool same(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+#define ALLOW (MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL)
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *s = malloc(size + 1);
@@ -53,15 +55,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s[size] = '\0';
 
     memset(err, 'x', sizeof err);
-    int rc = mae__url_parse_for(s, MAE__URL_ALLOW_TLS, &u, err, sizeof err);
+    int rc = mae__url_parse_for(s, ALLOW, &u, err, sizeof err);
     CHECK(rc == 0 || rc == MAE_EINVAL);
-    CHECK(mae__url_parse_for(s, MAE__URL_ALLOW_TLS, &v, NULL, 0) == rc);
-    /* Without TLS allowed, a TLS URL is refused and every other one parses
-     * the same. */
+    CHECK(mae__url_parse_for(s, ALLOW, &v, NULL, 0) == rc);
+    /* Without TLS and Sentinel allowed, a TLS or Sentinel URL is refused
+     * and every other one parses the same. */
     {
         mae__url w;
         int rw = mae__url_parse(s, &w, NULL, 0);
-        if (rc == 0 && u.tls.enabled)
+        if (rc == 0 && (u.tls.enabled || u.nsentinels > 0))
             CHECK(rw == MAE_EINVAL);
         else
             CHECK(rw == rc);
@@ -77,6 +79,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mae__url_free(&v);
 
     CHECK(u.db >= 0);
+    /* A Sentinel URL: its list, its master's name, never TLS; written back
+     * below as redis:// to its first Sentinel, which host and port name. */
+    CHECK((u.nsentinels > 0) == (u.master_name != NULL));
+    CHECK(u.nsentinels == 0 || (!u.tls.enabled && u.sentinels[0].port == u.port &&
+                                strcmp(u.sentinels[0].host, u.host) == 0));
     mae__buf b;
     mae__buf_init(&b);
     if (u.is_unix) {

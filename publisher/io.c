@@ -20,6 +20,10 @@
  * never has to wake it; an event after an idle spell goes out at once. */
 #define LINGER_S 0.001
 
+/* The longest wait between connect attempts with a redis-sentinel:// URL
+ * (backoff_max_ms applies when lower). */
+#define SENTINEL_RETRY_MAX_S 0.5
+
 /* ---- problems and the connection --------------------------------------------- */
 
 /* What the I/O thread keeps between its steps. */
@@ -29,6 +33,9 @@ typedef struct io_state {
     double next_attempt;     /* no connect before this (backoff) */
     double next_send;        /* no batch before this unless it is full (linger) */
     bool watch_conn;         /* an idle wait also watches the connection */
+    int retries;             /* stream batches answered "not a writable master" or
+                                confirmed on too few replicas, in a row */
+    double hold_until;       /* no resend of the batch in flight before this */
     int unanswered;          /* hub mode: sends in a row without a final answer, or busy */
 } io_state;
 
@@ -127,9 +134,20 @@ static int handshake(mae_publisher *p, void *conn, char *err, size_t errlen)
 
 static void *try_connect(mae_publisher *p)
 {
-    char err[128] = "";
-    void *conn = p->ops.connect(p->ops.user, &p->url, p->connect_timeout_ms,
+    char err[256] = "";
+    /* redis-sentinel://: the master's address, asked before every connect. */
+    mae__url target = p->url;
+    char *master = NULL;
+    if (p->url.nsentinels > 0 &&
+        mae__sentinel_lookup(p, &master, &target.port, err, sizeof err) != 0) {
+        mae__io_problem(p, LOG_CONNECT, "connect failed: %s", err);
+        return NULL;
+    }
+    if (master)
+        target.host = master;
+    void *conn = p->ops.connect(p->ops.user, &target, p->connect_timeout_ms,
                                 p->io_timeout_ms, err, sizeof err);
+    free(master);
     if (!conn) {
         mae__io_problem(p, LOG_CONNECT, "connect failed: %s", err[0] ? err : "unknown error");
         return NULL;
@@ -139,6 +157,8 @@ static void *try_connect(mae_publisher *p)
     bool give_up = p->abandon;
     pthread_mutex_unlock(&p->mu);
     int rc = give_up ? MAE__REPLY_IO : handshake(p, conn, err, sizeof err);
+    if (rc == MAE__REPLY_OK && p->url.nsentinels > 0)
+        rc = mae__sentinel_confirm_master(p, conn, err, sizeof err);
     if (rc != MAE__REPLY_OK) {
         io_lock(p);
         p->sock_fd = -1;
@@ -174,7 +194,13 @@ static bool io_connect(mae_publisher *p, io_state *io)
     if (!io->conn) {
         io->failures++;
         p->st.connect_failures++;
-        io->next_attempt = mono_now() + backoff_delay(p, io->failures);
+        double delay = backoff_delay(p, io->failures);
+        /* Through Sentinel a failed connect is usually a failover under
+         * way: asking the Sentinels again soon costs them little and finds
+         * the new master within SENTINEL_RETRY_MAX_S of its promotion. */
+        if (p->url.nsentinels > 0 && delay > SENTINEL_RETRY_MAX_S)
+            delay = SENTINEL_RETRY_MAX_S * (0.5 + 0.5 * mae__rand_unit(&p->rng));
+        io->next_attempt = mono_now() + delay;
         return false;
     }
     io->failures = 0;
@@ -283,7 +309,7 @@ static void io_send(mae_publisher *p, io_state *io)
     size_t n = p->out.n;
     pthread_mutex_unlock(&p->mu);
 
-    bool broken, busy = false;
+    bool broken, retry = false, busy = false;
     size_t acked;
     uint64_t skipped = 0;
     int why = -1;
@@ -293,9 +319,18 @@ static void io_send(mae_publisher *p, io_state *io)
         broken = sent == SENT_BROKEN || busy; /* either way, resent on a new connection */
         acked = sent == SENT_OK ? n : 0;
     } else if (p->stream_key) {
-        int sent = mae__send_stream_batch(p, io->conn, &skipped);
-        broken = sent == SENT_BROKEN;
+        int sent = mae__stream_deliver(p, io->conn, &skipped);
+        /* Not a writable master (failover): look it up again, after a
+         * backoff that grows while it lasts, so a publisher does not bounce
+         * between an old and a new master; too few replicas confirmed:
+         * resend on this connection after the same backoff. Either way the
+         * batch stays in flight. */
+        retry = sent == SENT_RETRY || sent == SENT_UNCONFIRMED;
+        broken = sent == SENT_BROKEN || sent == SENT_RETRY;
         acked = sent == SENT_OK ? n : 0;
+        io->retries = retry ? io->retries + 1 : 0;
+        if (retry)
+            io->hold_until = mono_now() + backoff_delay(p, io->retries);
     } else {
         acked = mae__send_publish_batch(p, io->conn, &broken);
     }
@@ -307,9 +342,10 @@ static void io_send(mae_publisher *p, io_state *io)
         drop_connection(p, &io->conn); /* the answer closed it (Connection: close): no problem */
 
     io_lock(p);
+    p->st.skipped += skipped;
     if (broken) {
         io->failures = 1;
-        io->next_attempt = 0; /* reconnect at once: the server may be fine */
+        io->next_attempt = retry ? io->hold_until : 0; /* else at once: the server may be fine */
         if (p->hub) {
             /* Hub mode has no handshake to fail, so the backoff is here: the
              * first send left unanswered goes again at once (the hub may
@@ -319,14 +355,13 @@ static void io_send(mae_publisher *p, io_state *io)
                 io->next_attempt = mono_now() + backoff_delay(p, io->unanswered + 1);
             io->unanswered++;
         }
-        if (p->out.pending)
-            return; /* kept, still in flight */
     }
+    if ((broken || retry) && p->out.pending)
+        return; /* kept, still in flight */
     io->unanswered = 0;
     p->out.pending = false;
     p->st.in_flight -= n;
     p->st.published += acked;
-    p->st.skipped += skipped;
     p->st.dropped_send_error += n - acked;
     if (why == REFUSED_AUTH)
         p->st.rejected_auth += n;
@@ -366,6 +401,10 @@ static bool io_step(mae_publisher *p, io_state *io)
     }
     if (p->st.queued < p->batch_max && !hurry && !p->out.pending && mono_now() < io->next_send) {
         io_wait(p, io, io->next_send, false);
+        return true;
+    }
+    if (p->out.pending && mono_now() < io->hold_until) {
+        io_wait(p, io, io->hold_until, false);
         return true;
     }
     io_send(p, io);

@@ -99,6 +99,7 @@ void mae__publisher_destroy(mae_publisher *p)
     free(p->argl);
     free(p->stream_key);
     free(p->applied_key);
+    mae__resend_free(p);
     free(p->channel);
     mae__url_free(&p->url);
     if (p->ops.release)
@@ -170,12 +171,19 @@ static int init_stream(mae_publisher *p, const mae_publisher_config *cfg)
     size_t klen = strlen(cfg->stream_key);
     make_id(p, id);
     p->stream_key = malloc(klen + 1);
-    p->applied_key = malloc(klen + sizeof ":publisher:" + 32);
+    p->applied_key = malloc(klen + sizeof "{}:publisher:" + 32);
     if (!p->stream_key || !p->applied_key)
         return MAE_ENOMEM;
     memcpy(p->stream_key, cfg->stream_key, klen + 1);
-    snprintf(p->applied_key, klen + sizeof ":publisher:" + 32, "%s:publisher:%s", cfg->stream_key,
-             id);
+    /* Hash-tagged so a Redis Cluster keeps it in the stream's slot: a key
+     * with a tag of its own keeps it (ours then starts with the same tag);
+     * one with a stray '}' cannot be tagged and keeps the old name. */
+    const char *open_brace = strchr(cfg->stream_key, '{');
+    const char *close_brace = open_brace ? strchr(open_brace + 1, '}') : NULL;
+    bool own_tag = close_brace && close_brace > open_brace + 1;
+    bool plain = own_tag || strchr(cfg->stream_key, '}');
+    snprintf(p->applied_key, klen + sizeof "{}:publisher:" + 32,
+             plain ? "%s:publisher:%s" : "{%s}:publisher:%s", cfg->stream_key, id);
     snprintf(p->maxlen_text, sizeof p->maxlen_text, "%zu",
              cfg->stream_maxlen ? cfg->stream_maxlen : (size_t)100000);
     p->next_seq = 1;
@@ -198,6 +206,11 @@ static int check_config(const mae_publisher_config *cfg, char *err, size_t errle
     else if (cfg->redis_url && cfg->redis_url[0] && cfg->relay_url && cfg->relay_url[0])
         why = "redis_url and relay_url are both set; set one: redis_url publishes to Redis, "
               "relay_url posts to a relay running as the hub";
+    else if (!(cfg->redis_url && cfg->redis_url[0]) && cfg->relay_url && cfg->relay_url[0] &&
+             (cfg->wait_replicas || cfg->wait_timeout_ms || cfg->resend_window_ms ||
+              cfg->resend_window_bytes))
+        why = "wait_replicas, wait_timeout_ms, resend_window_ms and resend_window_bytes are for "
+              "stream mode on Redis; hub mode (relay_url) has no WAIT and no resend window";
     if (!why)
         return MAE_OK;
     snprintf(err, errlen, "%s", why);
@@ -218,7 +231,8 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
         if (rc != MAE_OK)
             return rc;
     } else if (!p->disabled) {
-        int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &p->url, err, errlen);
+        int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL,
+                                    &p->url, err, errlen);
         if (rc != MAE_OK) {
             if (rc == MAE_ENOMEM)
                 snprintf(err, errlen, "out of memory");
@@ -261,7 +275,7 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
         snprintf(err, errlen, "out of memory");
         return MAE_ENOMEM;
     }
-    return MAE_OK;
+    return p->disabled ? MAE_OK : mae__resend_init(p, cfg, err, errlen);
 }
 
 /* Reserves the queue, creates the wake-up eventfd and starts the I/O

@@ -17,7 +17,13 @@
 #include "publisher/publisher_internal.h"
 
 /* The arguments of EVALSHA before the events. */
-#define SCRIPT_ARGS 9
+#define SCRIPT_ARGS 10
+
+/* Stream mode: how long the key that remembers a publisher's last applied
+ * event number lives after its last batch, in seconds (refreshed by each
+ * batch). A resend comes within a reconnect, so a week is ample; a
+ * publisher that is gone leaves nothing behind for longer. */
+#define APPLIED_TTL 604800
 
 /* The kinds of problem the log callback hears about, each rate-limited. */
 enum { LOG_CONNECT, LOG_SEND, LOG_KINDS };
@@ -87,6 +93,16 @@ struct mae_publisher {
     char sha[48];            /* stream mode: the script's SHA1 on this connection */
     const char **argv;       /* stream mode: SCRIPT_ARGS + batch_max each */
     size_t *argl;
+
+    /* Failover (issue 21; resend.c, sentinel.c). Set at open: */
+    int wait_replicas, wait_timeout_ms; /* 0: no WAIT */
+    double window_s;         /* the resend window's bounds */
+    size_t window_max;
+    /* I/O thread only: */
+    struct mae__window *win; /* acknowledged lines kept for a resend */
+    uint64_t replay_from;    /* resend the window from here first; 0 = nothing to */
+    bool concede;            /* the next batch may leave a gap: its predecessors are lost */
+    double last_ack;         /* mono_now() of the last acknowledged batch; 0 = none */
 };
 
 /* ---- time ----------------------------------------------------------------- */
@@ -175,14 +191,43 @@ void *mae__io_main(void *arg);
 void mae__io_problem(mae_publisher *p, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* send.c. How a stream-mode or hub batch went (SENT_BUSY: the hub said
- * "not now", the batch waits for a resend after a backoff): */
-enum { SENT_OK, SENT_REFUSED, SENT_BROKEN, SENT_BUSY };
+/* send.c. How a stream-mode or hub batch went: applied (OK); refused for
+ * good (an error reply); the connection broke (BROKEN); the script answered
+ * that Redis lacks the events before it (GAP); the server is not (or no
+ * longer) a writable master with its replicas (RETRY: NOREPLICAS,
+ * READONLY, LOADING, MASTERDOWN: look the master up again, back off,
+ * resend); WAIT confirmed it on fewer replicas than asked (UNCONFIRMED:
+ * resend later); or the hub said "not now" (BUSY: the batch waits for a
+ * resend after a backoff). */
+enum { SENT_OK, SENT_REFUSED, SENT_BROKEN, SENT_GAP, SENT_RETRY, SENT_UNCONFIRMED, SENT_BUSY };
 /* Why the hub refused a batch: the counter it goes to (rejected_*). */
 enum { REFUSED_AUTH, REFUSED_INVALID, REFUSED_SERVER };
+typedef struct stream_result {
+    uint64_t skipped;        /* OK: events an earlier send had applied */
+    uint64_t gap_last;       /* GAP: the last number Redis holds (0: none) */
+    bool gap_key;            /* GAP: the publisher's key exists */
+} stream_result;
 int mae__send_load_script(mae_publisher *p, void *conn, char *err, size_t errlen);
 size_t mae__send_publish_batch(mae_publisher *p, void *conn, bool *broken);
-int mae__send_stream_batch(mae_publisher *p, void *conn, uint64_t *skipped);
+int mae__send_stream_lines(mae_publisher *p, void *conn, uint64_t first_seq, size_t n,
+                           const char *const *lines, const size_t *lens, bool concede,
+                           stream_result *res);
+/* True for the error replies of a server that is not a writable master
+ * with enough replicas, also inside a script's error text. */
+bool mae__failover_error(const char *err);
+/* send_hub.c: one batch to the hub. */
 int mae__send_hub_batch(mae_publisher *p, void *conn, uint64_t *skipped, int *why);
+
+/* resend.c: the resend window and a stream batch's delivery through it
+ * (SENT_* above, never SENT_GAP or SENT_BUSY). Not used in hub mode. */
+int mae__resend_init(mae_publisher *p, const mae_publisher_config *cfg, char *err, size_t errlen);
+void mae__resend_free(mae_publisher *p);
+int mae__stream_deliver(mae_publisher *p, void *conn, uint64_t *skipped);
+
+/* sentinel.c: the master's address from the first Sentinel that knows it
+ * (that one is asked first next time); 0 with *host malloc'd, or -1 with
+ * the reason in err. And ROLE on a connection: MAE__REPLY_OK when master. */
+int mae__sentinel_lookup(mae_publisher *p, char **host, int *port, char *err, size_t errlen);
+int mae__sentinel_confirm_master(mae_publisher *p, void *conn, char *err, size_t errlen);
 
 #endif

@@ -56,8 +56,12 @@ enum {
 typedef struct mae__reply {
     char str[48];           /* a bulk or status string, cut; "" when none */
     long long ints[2];
-    int nints;              /* integers of an array reply, up to 2 */
+    int nints;              /* integers of an array reply, up to 2; an integer reply: 1 */
     int status;             /* the hub transport: the answer's HTTP status (OK or ERROR) */
+    /* The first strings of an array reply (Sentinel's master address,
+     * ROLE's role), cut; nelems how many. */
+    char elems[2][256];
+    int nelems;
 } mae__reply;
 
 typedef struct mae__transport_ops {

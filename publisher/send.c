@@ -7,43 +7,51 @@
 
 #include "publisher/publisher_impl.h"
 
-/* Stream mode: how long the key that remembers a publisher's last applied
- * event number lives after its last batch (refreshed by each batch). A
- * resend comes within a reconnect, so a week is ample; a publisher that
- * is gone leaves nothing behind for longer. */
-#define APPLIED_TTL_S "604800"
+#define APPLIED_TTL_S "604800" /* APPLIED_TTL as text */
 
 /* Stream mode's batch script. KEYS[1] the stream, KEYS[2] the last number
  * this publisher had applied; ARGV[1] the channel, ARGV[2] the stream's
  * approximate maximum length, ARGV[3] the number of the first event, ARGV[4]
- * the key's time to live, ARGV[5..] the events. An event whose number is
- * not above the last applied one was applied by an earlier send of the same
- * batch (the connection broke before the reply came) and is skipped; the
- * others are appended and published. A script runs atomically (no other
- * client's command comes between its commands), but Redis does not undo
- * what it did before a command that fails: a batch refused midway (the
- * key holds another type fails at the first XADD, so in practice before
- * anything) would leave its first events applied and the number
- * unrecorded; such a batch is counted as lost and not resent. Returns
- * {applied, skipped}. */
+ * the key's time to live, ARGV[5] "1" when the publisher concedes a gap
+ * before this batch (it knows those events are lost), ARGV[6..] the events.
+ * A batch whose first number is beyond the last applied one + 1 would
+ * leave a gap: Redis lost events it had acknowledged (a failover to a
+ * replica that had not received them), and the script refuses it with
+ * {-1, last applied}, or {-2, 0} when the key is missing (a new master
+ * that never saw this publisher, or a key expired after a week idle), so
+ * that the publisher resends from there. A first batch (number 1) never
+ * leaves a gap. An event whose number is not above the last applied one
+ * was applied by an earlier send of the same batch (the connection broke
+ * before the reply came) and is skipped; the others are appended and
+ * published. A script runs atomically (no other client's command comes
+ * between its commands), but Redis does not undo what it did before a
+ * command that fails: a batch refused midway (the key holds another type
+ * fails at the first XADD, so in practice before anything) would leave its
+ * first events applied and the number unrecorded; such a batch is counted
+ * as lost and not resent. Returns {applied, skipped}. */
 static const char BATCH_SCRIPT[] =
-    "local last = tonumber(redis.call('GET', KEYS[2]) or 0)\n"
+    "local cur = redis.call('GET', KEYS[2])\n"
+    "local last = tonumber(cur or 0)\n"
     "local first = tonumber(ARGV[3])\n"
+    "if first > last + 1 and ARGV[5] ~= '1' then\n"
+    "  if cur then return {-1, last} end\n"
+    "  return {-2, 0}\n"
+    "end\n"
     "local applied = 0\n"
-    "for i = 5, #ARGV do\n"
-    "  if first + i - 5 > last then\n"
+    "for i = 6, #ARGV do\n"
+    "  if first + i - 6 > last then\n"
     "    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[i])\n"
     "    redis.call('PUBLISH', ARGV[1], ARGV[i])\n"
     "    applied = applied + 1\n"
     "  end\n"
     "end\n"
-    "local top = first + #ARGV - 5\n"
+    "local top = first + #ARGV - 6\n"
     "if top > last then\n"
     "  redis.call('SET', KEYS[2], string.format('%d', top), 'EX', ARGV[4])\n"
     "else\n"
     "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
     "end\n"
-    "return {applied, #ARGV - 4 - applied}\n";
+    "return {applied, #ARGV - 5 - applied}\n";
 
 /* Loads the batch script (stream mode) and keeps its SHA1 for EVALSHA: on
  * each new connection, and again when Redis answers NOSCRIPT (its script
@@ -113,41 +121,84 @@ static void number_text(char *buf, size_t len, uint64_t v)
     snprintf(buf, len, "%llu", (unsigned long long)v);
 }
 
-/* Sends p->out as one EVALSHA of the batch script and reads its reply:
- * SENT_OK with *skipped (events an earlier send had applied), SENT_REFUSED
- * (an error reply: the batch cannot be applied), or SENT_BROKEN (the
- * connection failed; the batch stays for a resend). NOSCRIPT reloads the
- * script and sends once more. */
-int mae__send_stream_batch(mae_publisher *p, void *conn, uint64_t *skipped)
+bool mae__failover_error(const char *err)
 {
-    char err[128] = "", first[24];
-    const batch *b = &p->out;
-    mae__reply r;
-    number_text(first, sizeof first, b->first_seq);
+    static const char *const codes[] = {"NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN"};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        size_t n = strlen(codes[i]);
+        /* At the start, or after a space or '-' inside a script's error. */
+        for (const char *q = strstr(err, codes[i]); q; q = strstr(q + 1, codes[i]))
+            if ((q == err || q[-1] == ' ' || q[-1] == '-') && (q[n] == ' ' || q[n] == '\0'))
+                return true;
+    }
+    return false;
+}
+
+/* Sends n lines (lines NULL: those of p->out) numbered from first_seq as one EVALSHA of the batch script,
+ * followed (wait_replicas > 0) by WAIT in the same round trip, and reads
+ * the replies: SENT_* (publisher_impl.h) with res filled. NOSCRIPT reloads
+ * the script and sends once more. */
+int mae__send_stream_lines(mae_publisher *p, void *conn, uint64_t first_seq, size_t n,
+                           const char *const *lines, const size_t *lens, bool concede,
+                           stream_result *res)
+{
+    char err[256] = "", first[24], werr[256] = "";
+    char wn[16], wt[16];
+    mae__reply r, w;
+    memset(res, 0, sizeof *res);
+    number_text(first, sizeof first, first_seq);
+    snprintf(wn, sizeof wn, "%d", p->wait_replicas);
+    snprintf(wt, sizeof wt, "%d", p->wait_timeout_ms);
     for (int attempt = 0; attempt < 2; attempt++) {
         const char *head[SCRIPT_ARGS] = {"EVALSHA",      p->sha,         "2",
                                          p->stream_key,  p->applied_key, p->channel,
-                                         p->maxlen_text, first,          APPLIED_TTL_S};
+                                         p->maxlen_text, first,          APPLIED_TTL_S,
+                                         concede ? "1" : "0"};
         for (int i = 0; i < SCRIPT_ARGS; i++) {
             p->argv[i] = head[i];
             p->argl[i] = strlen(head[i]);
         }
-        for (size_t i = 0; i < b->n; i++) {
-            p->argv[SCRIPT_ARGS + i] = b->buf + b->off[i];
-            p->argl[SCRIPT_ARGS + i] = b->lens[i];
+        for (size_t i = 0; i < n; i++) {
+            p->argv[SCRIPT_ARGS + i] = lines ? lines[i] : p->out.buf + p->out.off[i];
+            p->argl[SCRIPT_ARGS + i] = lines ? lens[i] : p->out.lens[i];
         }
-        if (p->ops.append(conn, SCRIPT_ARGS + (int)b->n, p->argv, p->argl) != 0) {
+        const char *wait[3] = {"WAIT", wn, wt};
+        size_t waitl[3] = {4, strlen(wn), strlen(wt)};
+        if (p->ops.append(conn, SCRIPT_ARGS + (int)n, p->argv, p->argl) != 0 ||
+            (p->wait_replicas > 0 && p->ops.append(conn, 3, wait, waitl) != 0)) {
             mae__io_problem(p, LOG_SEND, "out of memory building a batch");
             return SENT_BROKEN;
         }
         int rc = p->ops.get_reply(conn, &r, err, sizeof err);
-        if (rc == MAE__REPLY_OK) {
-            *skipped = r.nints == 2 && r.ints[1] > 0 ? (uint64_t)r.ints[1] : 0;
-            return SENT_OK;
-        }
-        if (rc == MAE__REPLY_IO) {
-            mae__io_problem(p, LOG_SEND, "connection lost: %s", err[0] ? err : "I/O error");
+        int wrc = MAE__REPLY_OK;
+        if (rc != MAE__REPLY_IO && p->wait_replicas > 0)
+            wrc = p->ops.get_reply(conn, &w, werr, sizeof werr);
+        if (rc == MAE__REPLY_IO || wrc == MAE__REPLY_IO) {
+            const char *why = rc == MAE__REPLY_IO ? err : werr;
+            mae__io_problem(p, LOG_SEND, "connection lost: %s", why[0] ? why : "I/O error");
             return SENT_BROKEN;
+        }
+        if (rc == MAE__REPLY_OK && r.nints == 2 && r.ints[0] < 0) {
+            res->gap_key = r.ints[0] == -1;
+            res->gap_last = r.ints[1] > 0 ? (uint64_t)r.ints[1] : 0;
+            return SENT_GAP;
+        }
+        if (rc == MAE__REPLY_OK) {
+            res->skipped = r.nints == 2 && r.ints[1] > 0 ? (uint64_t)r.ints[1] : 0;
+            if (p->wait_replicas == 0)
+                return SENT_OK;
+            if (wrc == MAE__REPLY_OK && w.nints == 1 && w.ints[0] >= p->wait_replicas)
+                return SENT_OK;
+            if (wrc == MAE__REPLY_OK)
+                mae__io_problem(p, LOG_SEND, "WAIT confirmed %lld of %d replicas: batch kept",
+                                w.nints == 1 ? w.ints[0] : -1LL, p->wait_replicas);
+            else
+                mae__io_problem(p, LOG_SEND, "WAIT refused: %s", werr);
+            return SENT_UNCONFIRMED;
+        }
+        if (mae__failover_error(err)) {
+            mae__io_problem(p, LOG_SEND, "not a writable master: %s", err);
+            return SENT_RETRY;
         }
         if (strncmp(err, "NOSCRIPT", 8) != 0 || attempt > 0) {
             mae__io_problem(p, LOG_SEND, "stream batch refused: %s", err);
@@ -156,6 +207,8 @@ int mae__send_stream_batch(mae_publisher *p, void *conn, uint64_t *skipped)
         rc = mae__send_load_script(p, conn, err, sizeof err);
         if (rc != MAE__REPLY_OK) {
             mae__io_problem(p, LOG_SEND, "cannot reload the batch script: %s", err);
+            if (rc == MAE__REPLY_ERROR && mae__failover_error(err))
+                return SENT_RETRY;
             return rc == MAE__REPLY_IO ? SENT_BROKEN : SENT_REFUSED;
         }
     }

@@ -142,10 +142,20 @@ void mae__reply_fill(const struct redisReply *r, mae__reply *out)
         size_t n = r->len < sizeof out->str - 1 ? r->len : sizeof out->str - 1;
         memcpy(out->str, r->str, n);
         out->str[n] = '\0';
+    } else if (r->type == REDIS_REPLY_INTEGER) {
+        out->ints[out->nints++] = r->integer;
     } else if (r->type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i < r->elements && out->nints < 2; i++)
-            if (r->element[i]->type == REDIS_REPLY_INTEGER)
-                out->ints[out->nints++] = r->element[i]->integer;
+        for (size_t i = 0; i < r->elements; i++) {
+            const redisReply *e = r->element[i];
+            if (e->type == REDIS_REPLY_INTEGER && out->nints < 2) {
+                out->ints[out->nints++] = e->integer;
+            } else if ((e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) &&
+                       out->nelems < 2) {
+                size_t n = e->len < sizeof out->elems[0] - 1 ? e->len : sizeof out->elems[0] - 1;
+                memcpy(out->elems[out->nelems], e->str, n);
+                out->elems[out->nelems++][n] = '\0';
+            }
+        }
     }
 }
 

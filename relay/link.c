@@ -60,6 +60,7 @@ struct mae__link {
     struct evdns_base *dns;     /* made at the first name to look up */
     struct evdns_getaddrinfo_request *lookup;
     bool answered;              /* this connection gave a reply: it is established */
+    bool large;                 /* a large reply passed: give the reader's buffer back */
     bool closing;
 };
 
@@ -300,6 +301,66 @@ static void dispatch(mae__link *l, redisReply *r)
         c.fn(l, r, c.priv);
 }
 
+/* ---- releasing a large reply's buffer -------------------------------------------------- */
+
+/* A reply larger than this leaves hiredis' read buffer that large (hiredis
+ * frees it only when more bytes arrive, and only if nothing is pending):
+ * the link gives it back once the reply is handled (issue 18 #3). The
+ * bufferevent's input needs nothing: on_read drains it whole, and a drained
+ * evbuffer frees its chains. */
+#define LARGE_REPLY_BYTES (256 * 1024)
+
+/* The bytes a reply holds (strings, nested arrays), at least up to limit. */
+static size_t reply_bytes(const redisReply *r, size_t limit, int depth)
+{
+    if (!r)
+        return 0;
+    size_t n = r->len;
+    if (r->type == REDIS_REPLY_ARRAY && depth < 8)
+        for (size_t i = 0; i < r->elements && n <= limit; i++)
+            n += reply_bytes(r->element[i], limit, depth + 1);
+    return n;
+}
+
+/* True when the reader holds nothing of a reply: every byte read was
+ * consumed and no reply is begun (not even its type byte). After its last
+ * reply hiredis leaves the stack at its first task with no type. */
+static bool reader_idle(const redisReader *r)
+{
+    if (r->pos != r->len || r->reply != NULL)
+        return false;
+    if (r->ridx == -1)
+        return true;
+#if defined(HIREDIS_MAJOR) && HIREDIS_MAJOR >= 1
+    return r->ridx == 0 && r->task && r->task[0] && r->task[0]->type == -1;
+#else
+    return r->ridx == 0 && r->rstack[0].type == -1;
+#endif
+}
+
+/* After the callbacks of a read have returned: an idle reader (no partial
+ * reply, nothing unread) is replaced by a new one with the same settings,
+ * which frees the buffer the large reply grew. A reader still busy is
+ * looked at again after the next read. */
+static void release_reader(mae__link *l)
+{
+    redisReader *old = l->reader;
+    if (!reader_idle(old))
+        return;
+    redisReader *fresh = redisReaderCreate();
+    if (!fresh)
+        return;   /* keep the old one: it still works; tried again next read */
+    fresh->fn = old->fn;
+    fresh->maxbuf = old->maxbuf;
+#if defined(HIREDIS_MAJOR) && HIREDIS_MAJOR >= 1
+    fresh->maxelements = old->maxelements;
+    fresh->privdata = old->privdata;
+#endif
+    redisReaderFree(old);
+    l->reader = fresh;
+    l->large = false;
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     mae__link *l = arg;
@@ -336,12 +397,16 @@ static void on_read(struct bufferevent *bev, void *arg)
             return;
         }
         if (!reply)
-            return;
+            break;
+        if (reply_bytes(reply, LARGE_REPLY_BYTES, 0) > LARGE_REPLY_BYTES)
+            l->large = true;
         dispatch(l, reply);
         freeReplyObject(reply);
         if (l->gen != gen)
-            return;   /* the link was closed by that callback */
+            return;   /* the link was closed by that callback (and its reader freed) */
     }
+    if (l->large)
+        release_reader(l);
 }
 
 /* The reason a TLS bufferevent failed: a failed verification by its name,
@@ -477,6 +542,7 @@ static void connect_to(mae__link *l, const struct sockaddr *sa, int salen)
     const mae__url *u = l->cfg.url;
     char err[256];
     l->answered = false;
+    l->large = false;
     l->reader = redisReaderCreate();
     if (!l->reader)
         goto oom;

@@ -23,6 +23,9 @@ have_cmd pkg-config && have_pc libevent && have_pc libevent_openssl || need+=(li
 have_cmd pkg-config && have_pc libssl  || need+=(libssl-dev)
 have_cmd openssl      || need+=(openssl)
 have_cmd redis-server || need+=(redis-server)
+# The failover tests (ctest -L sentinel) run Sentinels as
+# `redis-server <conf> --sentinel`, which redis-server's binary does: Debian's
+# redis-sentinel package adds only a service around it, not needed here.
 have_cmd redis-cli    || need+=(redis-tools)
 # The demo shows the relay's frames as `curl -N` receives them.
 have_cmd curl         || need+=(curl)

@@ -96,6 +96,14 @@ static void test_size_handshake_and_fields_at_the_end(void **state)
                 offsetof(mae_publisher_config, max_event_bytes));
     assert_true(offsetof(mae_publisher_stats, rejected_auth) >
                 offsetof(mae_publisher_stats, dropped_too_large));
+    assert_true(offsetof(mae_publisher_config, wait_replicas) >
+                offsetof(mae_publisher_config, relay_token));
+    assert_int_equal(offsetof(mae_publisher_config, resend_window_bytes) + sizeof(size_t),
+                     sizeof(mae_publisher_config));
+    assert_true(offsetof(mae_publisher_stats, lost_failover) >
+                offsetof(mae_publisher_stats, rejected_server));
+    assert_int_equal(offsetof(mae_publisher_stats, lost_failover) + sizeof(uint64_t),
+                     sizeof(mae_publisher_stats));
 }
 
 /* A data object of 2 MB makes a line over the default 1 MiB: counted as

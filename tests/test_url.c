@@ -86,6 +86,74 @@ static void test_accepted_url_forms(void **state)
     }
 }
 
+/* The Sentinel form: every address with its port (26379 by default), the
+ * master's name, and the user information, database and query that apply
+ * to the master; the wait query on the plain form too. */
+static void test_sentinel_and_wait_forms(void **state)
+{
+    (void)state;
+    mae__url u;
+    char err[160] = "";
+    assert_int_equal(mae__url_parse_for("redis-sentinel://alice:s%40cret@s1,10.0.0.2:26380,"
+                                        "[::1]:7000,[::2]/3?wait_replicas=2&wait_timeout_ms=150"
+                                        "#my%20master",
+                                        MAE__URL_ALLOW_SENTINEL, &u, err, sizeof err),
+                     0);
+    assert_int_equal(u.nsentinels, 4);
+    assert_string_equal(u.sentinels[0].host, "s1");
+    assert_int_equal(u.sentinels[0].port, 26379);
+    assert_string_equal(u.sentinels[1].host, "10.0.0.2");
+    assert_int_equal(u.sentinels[1].port, 26380);
+    assert_string_equal(u.sentinels[2].host, "::1");
+    assert_int_equal(u.sentinels[2].port, 7000);
+    assert_string_equal(u.sentinels[3].host, "::2");
+    assert_int_equal(u.sentinels[3].port, 26379);
+    assert_string_equal(u.master_name, "my master");
+    assert_string_equal(u.user, "alice");
+    assert_string_equal(u.password, "s@cret");
+    assert_int_equal(u.db, 3);
+    assert_int_equal(u.wait_replicas, 2);
+    assert_int_equal(u.wait_timeout_ms, 150);
+    assert_string_equal(u.host, "s1");
+    assert_int_equal(u.port, 26379);
+    assert_false(u.is_unix);
+    mae__url_free(&u);
+    assert_null(u.sentinels);
+    assert_null(u.master_name);
+    assert_int_equal(u.nsentinels, 0);
+
+    assert_int_equal(
+        mae__url_parse_for("REDIS-SENTINEL://h:1#m", MAE__URL_ALLOW_SENTINEL, &u, err, sizeof err),
+        0);
+    assert_int_equal(u.nsentinels, 1);
+    assert_int_equal(u.sentinels[0].port, 1);
+    assert_int_equal(u.wait_replicas, -1);
+    assert_int_equal(u.wait_timeout_ms, -1);
+    assert_null(u.password);
+    mae__url_free(&u);
+
+    assert_int_equal(mae__url_parse("redis://h:6380/2?wait_replicas=1&wait_timeout_ms=100", &u,
+                                    err, sizeof err),
+                     0);
+    assert_int_equal(u.wait_replicas, 1);
+    assert_int_equal(u.wait_timeout_ms, 100);
+    assert_int_equal(u.db, 2);
+    assert_int_equal(u.nsentinels, 0);
+    mae__url_free(&u);
+    /* On rediss:// too, next to the TLS options. */
+    assert_int_equal(mae__url_parse_for("rediss://h?ssl_cert_reqs=none&wait_replicas=0",
+                                        MAE__URL_ALLOW_TLS, &u, err, sizeof err),
+                     0);
+    assert_true(u.tls.enabled);
+    assert_int_equal(u.wait_replicas, 0);
+    assert_int_equal(u.wait_timeout_ms, -1);
+    mae__url_free(&u);
+    /* Without a query both are absent (-1), never 0 by accident. */
+    assert_int_equal(mae__url_parse("redis://h", &u, err, sizeof err), 0);
+    assert_int_equal(u.wait_replicas, -1);
+    mae__url_free(&u);
+}
+
 static void test_malformed_urls_refused_with_the_reason(void **state)
 {
     (void)state;
@@ -127,6 +195,32 @@ static void test_malformed_urls_refused_with_the_reason(void **state)
         {"redis://h?ssl_ca_certs=/ca.pem", "ssl_ca_certs is a TLS option; write rediss://", NONE},
         {"redis://h?ssl_cert_reqs=none", "write rediss://", NONE},
         {"rediss://h", "rediss:// (TLS) is not supported here yet", NONE},
+        {"redis://h?wait_replicas=", "option wait_replicas has no value", NONE},
+        {"redis://h?wait_replicas=x", "wait_replicas must be an integer from 0 to 1000", NONE},
+        {"redis://h?wait_replicas=1001", "from 0 to 1000", NONE},
+        {"redis://h?wait_replicas=-1", "from 0 to 1000", NONE},
+        {"redis://h?wait_timeout_ms=0", "wait_timeout_ms must be an integer from 1", NONE},
+        {"redis://h?wait_timeout_ms", "query part \"wait_timeout_ms\" is not name=value", NONE},
+        {"redis://h?wait_replicas=1&wait_replicas=2", "option wait_replicas is given twice",
+         NONE},
+        {"redis://h?wait_replicas=1#x", "\"#x\"", NONE},
+        {"redis-sentinel://h#m", "redis-sentinel:// is not supported here yet", NONE},
+        /* From here on a redis-sentinel:// URL is parsed with Sentinel allowed. */
+        {"redis-sentinel://h", "needs the master's name after '#'", NONE},
+        {"redis-sentinel://h#", "needs the master's name", NONE},
+        {"redis-sentinel://h,,g#m", "empty Sentinel address", NONE},
+        {"redis-sentinel://h,#m", "empty Sentinel address", NONE},
+        {"redis-sentinel://#m", "empty Sentinel address", NONE},
+        {"redis-sentinel://h:0#m", "out of range", NONE},
+        {"redis-sentinel://h,g:x#m", "port \"x\" is not a number", NONE},
+        {"redis-sentinel://:pw@h,b*d#m", "\"b*d\"", "pw"},
+        {"redis-sentinel://h/x#m", "database \"x\"", NONE},
+        {"redis-sentinel://h?foo=1#m", "unknown option \"foo\"", NONE},
+        {"redis-sentinel://h?ssl_cert_reqs=none#m",
+         "ssl_cert_reqs is a TLS option, and redis-sentinel:// does not support TLS", NONE},
+        {"redis-sentinel://h#m%zz", "bad percent escape", NONE},
+        {"rediss-sentinel://h#m", "rediss-sentinel:// (Sentinel over TLS) is not supported",
+         NONE},
         {"redis://h#frag", "\"#frag\"", NONE},
         {"redis://::1:6379", "brackets", NONE},
         {"redis://fe80::1", "brackets", NONE},
@@ -174,7 +268,14 @@ static void test_malformed_urls_refused_with_the_reason(void **state)
         mae__url u;
         char err[160] = "";
         memset(&u, 0x5a, sizeof u);
-        int rc = mae__url_parse(url, &u, err, sizeof err);
+        /* Sentinel is allowed for the cases after the first Sentinel one,
+         * which checks that a caller that does not allow it refuses it;
+         * TLS is allowed for rediss-sentinel://, refused all the same. */
+        unsigned allow = 0;
+        if (i < sizeof fixed / sizeof fixed[0] && strstr(url, "-sentinel://") &&
+            strcmp(url, "redis-sentinel://h#m") != 0)
+            allow = MAE__URL_ALLOW_SENTINEL | MAE__URL_ALLOW_TLS;
+        int rc = mae__url_parse_for(url, allow, &u, err, sizeof err);
         if (rc != MAE_EINVAL)
             fail_msg("case %zu (%s): rc %d, want MAE_EINVAL", i, url, rc);
         if (!strstr(err, must))
@@ -187,7 +288,7 @@ static void test_malformed_urls_refused_with_the_reason(void **state)
         for (size_t k = 0; k < sizeof u; k++)
             assert_int_equal(((unsigned char *)&u)[k], 0x5a);
         /* err may be absent */
-        assert_int_equal(mae__url_parse(url, &u, NULL, 0), MAE_EINVAL);
+        assert_int_equal(mae__url_parse_for(url, allow, &u, NULL, 0), MAE_EINVAL);
     }
     mae__url u = {0};
     char err[8];
@@ -314,6 +415,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accepted_url_forms),
+        cmocka_unit_test(test_sentinel_and_wait_forms),
         cmocka_unit_test(test_malformed_urls_refused_with_the_reason),
         cmocka_unit_test(test_error_quotes_are_clipped),
         cmocka_unit_test(test_tls_url_options),

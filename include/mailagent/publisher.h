@@ -103,13 +103,29 @@ typedef struct mae_publisher_config {
     /* Hub mode: sent as X-MailAgent-Local-Token with every batch; must not
      * contain control characters. NULL or "" = no token header. Copied. */
     const char *relay_token;
+    /* Stream mode across a failover (publisher.md, "Failover"). A batch
+     * counts as delivered only once WAIT confirms it reached wait_replicas
+     * replicas within wait_timeout_ms; until then it stays in flight and is
+     * resent (the script applies it once). 0 = off (the URL's query
+     * ?wait_replicas=N&wait_timeout_ms=M sets them when these are 0);
+     * wait_timeout_ms defaults to 100 and must be below io_timeout_ms.
+     * Hub mode has no WAIT and no resend window: set with relay_url, these
+     * four are refused (MAE_EINVAL naming them). */
+    int wait_replicas;
+    int wait_timeout_ms;
+    /* The resend window: what Redis acknowledged is kept this long and up to
+     * this many bytes of lines, to be sent again when a new master answers
+     * that it lacks them. Defaults 10000 ms and 8 MiB (0 = default). */
+    int resend_window_ms;
+    size_t resend_window_bytes;
 } mae_publisher_config;
 
 /* Counters. They add up at every instant:
  *   calls = enqueued + dropped_queue_full + dropped_disabled + dropped_invalid
  *           + dropped_too_large
  *   enqueued = published + dropped_send_error + queued + in_flight
- *   rejected_auth + rejected_invalid + rejected_server <= dropped_send_error */
+ *   rejected_auth + rejected_invalid + rejected_server <= dropped_send_error
+ *   lost_failover <= published                                               */
 typedef struct mae_publisher_stats {
     uint64_t enqueued, published;
     uint64_t dropped_queue_full, dropped_disabled, dropped_invalid, dropped_send_error;
@@ -137,6 +153,11 @@ typedef struct mae_publisher_stats {
      * rejected_server: answered 500 or another 5xx but 503, three sends in a
      * row (503 means "not now": retried with backoff, never dropped). */
     uint64_t rejected_auth, rejected_invalid, rejected_server;
+    /* Stream mode: events Redis had acknowledged (counted in published) that
+     * a new master after a failover did not hold and that were no longer in
+     * the resend window, so they could not be sent again: lost. A part of
+     * published, so the sums above still hold. */
+    uint64_t lost_failover;
 } mae_publisher_stats;
 
 /* The size handshake (docs/api.md, "ABI"): sizeof each struct as this

@@ -83,6 +83,10 @@ class PublisherConfig(Structure):
         ("max_event_bytes", c_size_t),
         ("relay_url", c_char_p),
         ("relay_token", c_char_p),
+        ("wait_replicas", c_int),
+        ("wait_timeout_ms", c_int),
+        ("resend_window_ms", c_int),
+        ("resend_window_bytes", c_size_t),
     ]
 
 
@@ -112,6 +116,7 @@ class PublisherStats(Structure):
         ("rejected_auth", c_uint64),
         ("rejected_invalid", c_uint64),
         ("rejected_server", c_uint64),
+        ("lost_failover", c_uint64),
     ]
 
 

@@ -1,0 +1,302 @@
+/* This file implements the replicated Redis set with Sentinels of
+ * sentinel_harness.h: it starts the servers through redis_harness and the
+ * Sentinels itself (a Sentinel needs a writable configuration file). */
+#define _GNU_SOURCE
+#include "sentinel_harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+double mts_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static redisContext *dial(int port)
+{
+    struct timeval tv = {0, 300000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    return c;
+}
+
+/* Sentinels still running, killed at exit (a failed assertion skips
+ * mts_stop). */
+static pid_t live[16];
+static bool atexit_set;
+
+static void kill_live(void)
+{
+    for (int i = 0; i < 16; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+            live[i] = 0;
+        }
+}
+
+static void remember(pid_t pid, bool add)
+{
+    if (!atexit_set) {
+        atexit(kill_live);
+        atexit_set = true;
+    }
+    for (int i = 0; i < 16; i++)
+        if (add ? live[i] == 0 : live[i] == pid) {
+            live[i] = add ? pid : 0;
+            return;
+        }
+}
+
+static int spawn_sentinel(mtr_redis *r, int master_port)
+{
+    char conf[300], log[300];
+    snprintf(conf, sizeof conf, "%s/sentinel.conf", r->dir);
+    snprintf(log, sizeof log, "%s/sentinel.log", r->dir);
+    FILE *f = fopen(conf, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"
+            "sentinel monitor %s 127.0.0.1 %d 2\n"
+            "sentinel down-after-milliseconds %s 1000\n"
+            "sentinel failover-timeout %s 5000\n"
+            "sentinel parallel-syncs %s 1\n",
+            r->port, r->dir, log, MTS_MASTER_NAME, master_port, MTS_MASTER_NAME,
+            MTS_MASTER_NAME, MTS_MASTER_NAME);
+    fclose(f);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        execl(MAE_REDIS_SERVER, MAE_REDIS_SERVER, conf, "--sentinel", (char *)NULL);
+        _exit(127);
+    }
+    r->pid = pid;
+    remember(pid, true);
+    for (int i = 0; i < 250; i++) {
+        redisContext *c = dial(r->port);
+        if (c) {
+            redisFree(c);
+            return 0;
+        }
+        nap_ms(20);
+    }
+    return -1;
+}
+
+/* The value of field in a flat field/value array reply, as a number. */
+static long field(const redisReply *r, const char *name)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return -1;
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, name) == 0)
+            return atol(r->element[i + 1]->str);
+    return -1;
+}
+
+static bool sentinel_ready(mtr_redis *sn)
+{
+    redisContext *c = dial(sn->port);
+    if (!c)
+        return false;
+    redisReply *r = redisCommand(c, "SENTINEL master %s", MTS_MASTER_NAME);
+    bool ok = field(r, "num-slaves") == 2 && field(r, "num-other-sentinels") == 2;
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return ok;
+}
+
+static bool replicas_in_sync(mtr_redis *m)
+{
+    redisContext *c = dial(m->port);
+    if (!c)
+        return false;
+    redisReply *r = redisCommand(c, "INFO replication");
+    bool ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "connected_slaves:2") &&
+              !strstr(r->str, "state=wait_bgsave") && !strstr(r->str, "state=send_bulk");
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return ok;
+}
+
+int mts_start(mts_set *s)
+{
+    memset(s, 0, sizeof *s);
+    const char *common = "--appendonly yes --min-replicas-to-write 1 --min-replicas-max-lag 10 "
+                         "--repl-diskless-sync-delay 0";
+    if (mtr_start(&s->redis[0], common) != 0)
+        goto fail;
+    char extra[256];
+    snprintf(extra, sizeof extra, "%s --replicaof 127.0.0.1 %d", common, s->redis[0].port);
+    for (int i = 1; i < 3; i++)
+        if (mtr_start(&s->redis[i], extra) != 0)
+            goto fail;
+    int off = snprintf(s->url, sizeof s->url, "redis-sentinel://");
+    for (int i = 0; i < 3; i++) {
+        if (mtr_reserve_port(&s->sentinel[i]) != 0 ||
+            spawn_sentinel(&s->sentinel[i], s->redis[0].port) != 0)
+            goto fail;
+        off += snprintf(s->url + off, sizeof s->url - (size_t)off, "%s127.0.0.1:%d",
+                        i ? "," : "", s->sentinel[i].port);
+    }
+    snprintf(s->url + off, sizeof s->url - (size_t)off, "#%s", MTS_MASTER_NAME);
+    for (int tries = 0; tries < 1000; tries++) {
+        bool ok = replicas_in_sync(&s->redis[0]);
+        for (int i = 0; ok && i < 3; i++)
+            ok = sentinel_ready(&s->sentinel[i]);
+        if (ok)
+            return 0;
+        nap_ms(20);
+    }
+fail:
+    mts_stop(s);
+    return -1;
+}
+
+void mts_stop(mts_set *s)
+{
+    for (int i = 0; i < 3; i++) {
+        mtr_redis *sn = &s->sentinel[i];
+        if (sn->pid) {
+            remember(sn->pid, false);
+            mtr_kill(sn);
+        }
+        if (sn->dir[0]) {
+            char path[300];
+            snprintf(path, sizeof path, "%s/sentinel.conf", sn->dir);
+            unlink(path);
+            snprintf(path, sizeof path, "%s/sentinel.log", sn->dir);
+            unlink(path);
+            mtr_cleanup(sn);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        if (s->redis[i].dir[0]) {
+            /* A replica's temporary files of a sync, if any. */
+            char cmd[400];
+            snprintf(cmd, sizeof cmd, "rm -f %s/temp-*.rdb", s->redis[i].dir);
+            int rc = system(cmd);
+            (void)rc;
+        }
+        mtr_cleanup(&s->redis[i]);
+    }
+}
+
+static int index_of_port(mts_set *s, int port)
+{
+    for (int i = 0; i < 3; i++)
+        if (s->redis[i].port == port)
+            return i;
+    return -1;
+}
+
+/* What Sentinel i names as the master: an index, or -1. */
+static int named_by(mts_set *s, int i)
+{
+    if (!s->sentinel[i].pid)
+        return -1;
+    redisContext *c = dial(s->sentinel[i].port);
+    if (!c)
+        return -1;
+    redisReply *r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", MTS_MASTER_NAME);
+    int idx = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+        idx = index_of_port(s, atoi(r->element[1]->str));
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return idx;
+}
+
+int mts_master(mts_set *s)
+{
+    for (int i = 0; i < 3; i++) {
+        int idx = named_by(s, i);
+        if (idx >= 0)
+            return idx;
+    }
+    return -1;
+}
+
+bool mts_is_master(mts_set *s, int i)
+{
+    if (!s->redis[i].pid)
+        return false;
+    redisContext *c = dial(s->redis[i].port);
+    if (!c)
+        return false;
+    redisReply *r = redisCommand(c, "ROLE");
+    bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+              r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return ok;
+}
+
+int mts_wait_new_master(mts_set *s, int old, int timeout_ms)
+{
+    double until = mts_now() + timeout_ms / 1000.0;
+    for (bool first = true; first || mts_now() < until; first = false) {
+        int votes[3] = {0, 0, 0};
+        for (int i = 0; i < 3; i++) {
+            int idx = named_by(s, i);
+            if (idx >= 0 && idx != old)
+                votes[idx]++;
+        }
+        for (int k = 0; k < 3; k++)
+            if (votes[k] >= 2 && mts_is_master(s, k))
+                return k;
+        if (timeout_ms > 0)
+            nap_ms(10);
+    }
+    return -1;
+}
+
+int mts_sentinel_failover(mts_set *s, int i)
+{
+    redisContext *c = dial(s->sentinel[i].port);
+    if (!c)
+        return -1;
+    redisReply *r = redisCommand(c, "SENTINEL FAILOVER %s", MTS_MASTER_NAME);
+    int rc = r && r->type != REDIS_REPLY_ERROR ? 0 : -1;
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}
