@@ -26,6 +26,9 @@ typedef struct cli_config {
     const char *redis_url;  /* NULL when not configured: publishing disabled */
     const char *channel;    /* never NULL */
     const char *stream_key; /* Redis Stream of the events; NULL: pub/sub only */
+    const char *relay_url;  /* a relay running as the hub: where events go when
+                               redis_url is NULL; NULL when not configured */
+    const char *relay_token; /* its X-MailAgent-Local-Token; NULL: none */
 } cli_config;
 
 typedef struct cli_command cli_command;

@@ -168,6 +168,17 @@ static int config_from_env(cli_config *cfg)
         return CLI_USAGE;
     }
     cfg->redis_url = redis_url;
+    static char *relay_url; /* likewise */
+    rc = mae__env_relay(NULL, 0, &relay_url, &cfg->relay_token, err, sizeof err);
+    if (rc == MAE_ENOMEM) {
+        fprintf(stderr, "mailagent: out of memory\n");
+        return CLI_FAIL;
+    }
+    if (rc != MAE_OK) {
+        fprintf(stderr, "mailagent: %s\n", err);
+        return CLI_USAGE;
+    }
+    cfg->relay_url = relay_url;
     return CLI_OK;
 }
 
