@@ -955,7 +955,8 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
 
 const cli_command cli_events_tail = {
     "events", "tail",
-    "[--type PREFIX] [--json] [--count N] [--timeout SECONDS] [--stream KEY [--since ID|start]]",
+    "[--type PREFIX] [--json] [--count N] [--timeout SECONDS] [--stream KEY [--since ID|start]] "
+    "[--relay URL [--since ID] [--secret SECRET] [--local-token TOKEN]]",
     "Print the events published on the channel as they arrive.",
     "Each event is one line: local time, event type, #mail, source, then the\n"
     "data fields, e.g.\n"
@@ -965,7 +966,7 @@ const cli_command cli_events_tail = {
     "When Redis goes away the tail says so on stderr and reconnects (events\n"
     "published meanwhile are missed: pub/sub keeps no history; with --stream\n"
     "it continues after the last id). Stops on SIGINT or SIGTERM. Needs a\n"
-    "Redis URL.\n"
+    "Redis URL, or --relay.\n"
     "Options:\n"
     "  --type PREFIX    only events whose event_type starts with PREFIX\n"
     "                   (e.g. outbox. or email.synced)\n"
@@ -979,6 +980,16 @@ const cli_command cli_events_tail = {
     "                   a reconnect: it continues after the last id seen.\n"
     "  --since ID|start print the stream's history after ID (or all of it) first,\n"
     "                   then follow; says so on stderr when part of that history\n"
-    "                   was trimmed. Needs --stream.\n",
+    "                   was trimmed. Needs --stream or --relay.\n"
+    "  --relay URL      read a relay's SSE stream instead of Redis (any mode:\n"
+    "                   hub, pub/sub or stream), e.g. http://127.0.0.1:9200;\n"
+    "                   lines as above, the id first when the relay gives one.\n"
+    "                   After a disconnect it reconnects with the last id\n"
+    "                   (Last-Event-ID): nothing printed twice, nothing missed\n"
+    "                   that the relay still holds. reset and skipped frames go\n"
+    "                   to stderr. --since ID starts after ID.\n"
+    "  --secret SECRET  the relay's WEBHOOK_SECRET (default: $WEBHOOK_SECRET)\n"
+    "  --local-token TOKEN  the relay's local token (default:\n"
+    "                   $MAILAGENT_LOCAL_API_TOKEN)\n",
     run,
 };
