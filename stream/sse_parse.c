@@ -46,6 +46,7 @@ static void reset_frame(mae__sse_parser *p)
 void mae__sse_reset_connection(mae__sse_parser *p)
 {
     reset_frame(p);
+    memcpy(p->id_buf, p->id, sizeof p->id);
     p->line_len = 0;
     p->line_over = false;
     p->after_cr = false;
@@ -57,6 +58,9 @@ void mae__sse_reset_connection(mae__sse_parser *p)
 static bool dispatch(mae__sse_parser *p, mae__sse_event_fn cb, void *user)
 {
     bool go_on = true;
+    /* The standard's first step, whether or not the frame has data: an id
+     * counts once its frame is complete, never before. */
+    memcpy(p->id, p->id_buf, sizeof p->id);
     if (p->has_data || p->over) {
         mae__sse_event ev;
         if (p->data_len > 0 && p->data[p->data_len - 1] == '\n')
@@ -107,8 +111,8 @@ static void field(mae__sse_parser *p, const char *name, size_t nlen, const char 
     } else if (nlen == 2 && memcmp(name, "id", 2) == 0) {
         if (memchr(v, '\0', vlen) || vlen > MAE__SSE_ID_MAX)
             return;
-        memcpy(p->id, v, vlen);
-        p->id[vlen] = '\0';
+        memcpy(p->id_buf, v, vlen);
+        p->id_buf[vlen] = '\0';
         p->has_id = true;
     } else if (nlen == 5 && memcmp(name, "retry", 5) == 0) {
         if (!all_digits(v, vlen))

@@ -22,7 +22,7 @@ typedef struct mae__sse_event {
     const char *type;      /* "message" when the frame had no event: field */
     const char *data;      /* the data lines joined by '\n', without the last */
     size_t data_len;
-    const char *id;        /* the last event id buffer ("" when none yet) */
+    const char *id;        /* the last event id ("" when none yet) */
     bool has_id;           /* this frame itself had a usable id: field */
     bool oversize;         /* a line, the data or the type was over the
                               limits: data holds nothing usable */
@@ -45,7 +45,10 @@ typedef struct mae__sse_parser {
     bool over;              /* this frame went over a limit */
     char type[MAE__SSE_TYPE_MAX + 1];
     bool has_id;
-    char id[MAE__SSE_ID_MAX + 1]; /* the last event id buffer; persists */
+    char id_buf[MAE__SSE_ID_MAX + 1]; /* the last event id buffer: set by id: */
+    char id[MAE__SSE_ID_MAX + 1]; /* the last event id: id_buf as of the last
+                                     blank line, what a reconnect sends as
+                                     Last-Event-ID; set it to resume from */
     long retry_ms;          /* the last retry: field, -1 when none */
     unsigned long long oversize_frames;
 } mae__sse_parser;
@@ -59,8 +62,8 @@ int mae__sse_init(mae__sse_parser *p, size_t max_line);
 void mae__sse_free(mae__sse_parser *p);
 
 /* Forgets the frame in progress and the line being read (a new
- * connection); keeps the last event id and retry, as the standard does
- * across reconnections. */
+ * connection), an id: of that frame included; keeps the last event id and
+ * retry, as the standard does across reconnections. */
 void mae__sse_reset_connection(mae__sse_parser *p);
 
 /* Feeds len bytes. Calls cb for each complete event (a frame ended by a

@@ -6,6 +6,7 @@
  * on stderr; the relay's credentials, from the environment or a flag; a
  * pub/sub relay's events print as the channel's do. */
 #include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -62,6 +63,13 @@ static void relay_start(fixture *f, const char *const *extra_args, const char *c
     if (rh_relay_start(&f->relay, f->redis.url, args, env, f->log) != 0)
         fail_msg("the relay did not start; its log:\n%s", rh_slurp(f->log));
     assert_int_equal(f->relay.port, f->port);
+    /* Its Redis link up: a client that comes before it has no position to
+     * be decided against (the relay then decides when the link is up, and
+     * what was appended meanwhile may count as live). */
+    double until = rh_now() + 10;
+    while (!rh_log_has(&f->relay, "redis: reading the stream") &&
+           !rh_log_has(&f->relay, "redis: subscribed") && rh_now() < until)
+        rh_sleep_ms(10);
 }
 
 static int setup(void **state)
@@ -305,6 +313,107 @@ static void test_nothing_listening(void **state)
     cli_free(&p);
 }
 
+/* ---- a scripted server: one canned answer per connection ---------------- */
+
+typedef struct scripted {
+    int fd;                  /* listening */
+    int port;
+    const char *const *answers;
+    char requests[8][1024];  /* what each connection asked */
+    int served;
+} scripted;
+
+static void *serve_script(void *arg)
+{
+    scripted *sv = arg;
+    for (int i = 0; sv->answers[i]; i++) {
+        int c = accept(sv->fd, NULL, NULL);
+        if (c < 0)
+            break;
+        size_t n = 0;
+        while (n < sizeof sv->requests[0] - 1 && !strstr(sv->requests[i], "\r\n\r\n")) {
+            ssize_t r = recv(c, sv->requests[i] + n, sizeof sv->requests[0] - 1 - n, 0);
+            if (r <= 0)
+                break;
+            n += (size_t)r;
+        }
+        /* Sent in two parts, split mid-line, to cross the reader's reads. */
+        const char *a = sv->answers[i];
+        size_t len = strlen(a), half = len / 2;
+        if (send(c, a, half, MSG_NOSIGNAL) == (ssize_t)half) {
+            tu_sleep_ms(20);
+            send(c, a + half, len - half, MSG_NOSIGNAL);
+        }
+        tu_sleep_ms(50);
+        close(c);
+        sv->served = i + 1;
+    }
+    return NULL;
+}
+
+static void scripted_start(scripted *sv, const char *const *answers, pthread_t *th)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    memset(sv, 0, sizeof *sv);
+    sv->answers = answers;
+    sv->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(sv->fd >= 0);
+    assert_int_equal(bind(sv->fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(sv->fd, 8), 0);
+    assert_int_equal(getsockname(sv->fd, (struct sockaddr *)&a, &len), 0);
+    sv->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(th, NULL, serve_script, sv), 0);
+}
+
+#define EV(n) "{\"event_type\":\"email.new\",\"internal_id\":" #n "}"
+
+/* The reader's side of HTTP and SSE against answers no relay of ours gives:
+ * a chunked stream cut in the middle of a chunk, a 503, a sized body with
+ * CRLF and CR line ends that replays an event already printed, then a 404.
+ * Each event is printed once, each reconnect names the last id, the 404
+ * ends the tail with status 1. */
+static void test_reader_against_a_scripted_server(void **state)
+{
+    (void)state;
+    static const char *const answers[] = {
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+        "\r\n"
+        "13\r\nretry: 50\n\n: hello\n\r\n"
+        "4b\r\nid: 1-1\nevent: mailagent\ndata: " EV(1) "\n\n\r\n"
+        "40\r\nid: 1-9\nevent: mailagent\ndata: cut",   /* the connection ends here */
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nContent-Length: 154\r\n\r\n"
+        "id: 1-1\r\nevent: mailagent\r\ndata: " EV(1) "\r\n\r\n"
+        "id: 1-2\revent: mailagent\rdata: " EV(2) "\r\r",
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        NULL,
+    };
+    scripted sv;
+    pthread_t th;
+    char url[64];
+    scripted_start(&sv, answers, &th);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/api/events/stream", sv.port);
+    cli_proc p;
+    int rc = cli_run(&p, NULL, ARGS("events", "tail", "--relay", url, "--json", "--timeout",
+                                    "30"));
+    pthread_join(th, NULL);
+    close(sv.fd);
+    if (rc != 1)
+        fail_msg("exit %d; stdout:\n%s\nstderr:\n%s", rc, p.out, p.err);
+    assert_string_equal(p.out, "{\"id\":\"1-1\",\"event\":" EV(1) "}\n"
+                               "{\"id\":\"1-2\",\"event\":" EV(2) "}\n");
+    assert_int_equal(sv.served, 4);
+    assert_null(strstr(sv.requests[0], "Last-Event-ID"));
+    assert_non_null(strstr(sv.requests[1], "\r\nLast-Event-ID: 1-1\r\n"));
+    assert_non_null(strstr(sv.requests[2], "\r\nLast-Event-ID: 1-1\r\n"));
+    assert_non_null(strstr(sv.requests[3], "\r\nLast-Event-ID: 1-2\r\n"));
+    assert_non_null(strstr(sv.requests[0], "GET /api/events/stream HTTP/1.1\r\n"));
+    assert_non_null(strstr(p.err, "HTTP 404"));
+    assert_non_null(strstr(p.err, "in the middle of the body"));
+    cli_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +423,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_credentials, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pubsub_relay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_listening, setup, teardown),
+        cmocka_unit_test(test_reader_against_a_scripted_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

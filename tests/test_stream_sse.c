@@ -142,8 +142,10 @@ static void test_stop_and_reset(void **state)
                      sizeof text - 1 - used);
     assert_int_equal(s.n, 2);
     assert_string_equal(s.out[1], "message|1-2|b|");
-    /* A new connection: the half frame goes, the last id stays. */
-    mae__sse_feed(&p, "data: half", 10, record, &s);
+    /* A new connection: the half frame goes, its id with it (a reconnect
+     * names the last complete frame's id), the last id stays. */
+    mae__sse_feed(&p, "id: 9-9\ndata: half", 19, record, &s);
+    assert_string_equal(p.id, "1-2");
     mae__sse_reset_connection(&p);
     mae__sse_feed(&p, "\n\n", 2, record, &s);
     assert_int_equal(s.n, 2);
