@@ -80,6 +80,10 @@ typedef struct bench_redis {
     int port;
     bool stopped;     /* SIGSTOPped */
     char dir[256];
+    /* Set tls_dir (server.pem, server.key, ca.pem) before redis_start to
+     * listen with TLS on tls_port too (picked by redis_start). */
+    char tls_dir[128];
+    int tls_port;
 } bench_redis;
 
 /* Starts redis-server on 127.0.0.1 (port 0: a free one; else that port,
@@ -121,7 +125,7 @@ typedef struct bench_opts {
     int idle_s;                /* part 6 */
     int isolated_events;       /* part 7, per measure */
     int isolated_gap_ms;
-    size_t stream_events;      /* part 8, per mode */
+    size_t stream_events;      /* part 8, per mode; part 9 too */
     double replaced_cap_s;     /* part 1, replaced, where it does not stall */
     size_t replaced_stall_calls;
     double replaced_stall_cap_s;
@@ -257,6 +261,20 @@ typedef struct hub_call_result {
 typedef struct hubcall_result {
     hub_call_result state[HUB_STATES];
 } hubcall_result;
+/* Part 10: the same publisher over plain TCP and over TLS (rediss://) to
+ * one redis-server, and what a reconnect's handshake costs. */
+typedef struct tls_mode_result {
+    lat_summary call;                  /* the publish call, paced flat out */
+    uint64_t events, received, dropped;
+    double eps;                        /* first call -> last received */
+} tls_mode_result;
+typedef struct tls_result {
+    tls_mode_result mode[2];           /* [0] redis://, [1] rediss:// */
+    /* Connect + PING, each on a fresh connection: plain TCP, TLS with a
+     * full handshake, TLS resuming the previous session. */
+    lat_summary connect_plain, connect_full, connect_resumed;
+    uint64_t resumed;                  /* of the resumed tries, how many were */
+} tls_result;
 
 /* The parts, each known by its name: on the command line (--only
  * latency,stores), in have[] and in the table's headings. */
@@ -269,7 +287,8 @@ typedef struct hubcall_result {
     X(IDLE, "idle")                                                                         \
     X(ISOLATED, "isolated")                                                                 \
     X(STREAM, "stream")                                                                     \
-    X(HUBCALL, "hubcall")
+    X(HUBCALL, "hubcall")                                                                   \
+    X(TLS, "tls")
 
 enum {
 #define BENCH_PART_ENUM(id, name) PART_##id,
@@ -289,6 +308,7 @@ typedef struct bench_results {
     isolated_result iso;
     stream_result stream;
     hubcall_result hubcall;
+    tls_result tls;
     bool have[PART_COUNT];
     double total_s;
 } bench_results;
@@ -304,6 +324,7 @@ int part_idle(const bench_opts *o, bench_results *r);
 int part_isolated(const bench_opts *o, bench_results *r);
 int part_stream(const bench_opts *o, bench_results *r);
 int part_hubcall(const bench_opts *o, bench_results *r);
+int part_tls(const bench_opts *o, bench_results *r);
 
 /* The id of the thread p's I/O thread runs on, found by listing this
  * process's threads around mae_publisher_open (wakeup.c). */

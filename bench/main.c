@@ -39,7 +39,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mae_bench [--quick | --full] [--results DIR] [--plot FILE] [--only PART,...]\n"
             "  --only   the parts to run, by name: latency, throughput, stores, day, memory,\n"
-            "           idle, isolated, stream, hubcall (or their numbers 1-9, as in \"--only 13\")\n"
+            "           idle, isolated, stream, hubcall, tls (or the first nine's numbers, as in \"--only 13\")\n"
             "  --quick  the memory part keeps Redis down 15 s (default); fewer replaced calls where it stalls\n"
             "  --full   the memory part keeps Redis down 60 s, 500 000 calls per state, 2 000 000 events\n");
 }
@@ -446,6 +446,31 @@ static void print_hubcall(bench_results *r)
                : "missed");
 }
 
+static void print_tls(bench_results *r)
+{
+    char a[6][32];
+    const tls_result *t = &r->tls;
+    printf("\n10. TLS (rediss://) next to plain TCP (one redis-server on both ports, one "
+           "subscriber, default bounds)\n");
+    printf("   %-8s %9s %9s %9s %10s %12s %10s\n", "link", "call p50", "p99", "p99.9", "events",
+           "to sub ev/s", "dropped");
+    for (int m = 0; m < 2; m++) {
+        const tls_mode_result *x = &t->mode[m];
+        printf("   %-8s %9s %9s %9s %10llu %12s %10llu\n", m ? "TLS" : "TCP",
+               fmt_ns(x->call.p50, a[0], 32), fmt_ns(x->call.p99, a[1], 32),
+               fmt_ns(x->call.p999, a[2], 32), (unsigned long long)x->received,
+               fmt_num(x->eps, a[3], 32), (unsigned long long)x->dropped);
+    }
+    printf("   TLS throughput = %.2fx plain TCP's\n",
+           t->mode[0].eps > 0 ? t->mode[1].eps / t->mode[0].eps : 0);
+    printf("   reconnect (connect + handshake + PING, p50 / p99): plain %s / %s, TLS full %s / %s, "
+           "TLS resumed %s / %s (%llu of %zu resumed)\n",
+           fmt_ns(t->connect_plain.p50, a[0], 32), fmt_ns(t->connect_plain.p99, a[1], 32),
+           fmt_ns(t->connect_full.p50, a[2], 32), fmt_ns(t->connect_full.p99, a[3], 32),
+           fmt_ns(t->connect_resumed.p50, a[4], 32), fmt_ns(t->connect_resumed.p99, a[5], 32),
+           (unsigned long long)t->resumed, t->connect_resumed.n);
+}
+
 /* ---- JSON --------------------------------------------------------------------------
  * latest.json is written with the library's own JSON writer (core/text.h:
  * mae__buf, mae__json_str, mae__json_i64) through a small layer that keeps
@@ -792,6 +817,26 @@ static void json_stream(jw *w, const stream_result *st)
     jw_end(w);
 }
 
+static void json_tls(jw *w, const tls_result *t)
+{
+    jw_obj(w, "tls");
+    for (int m = 0; m < 2; m++) {
+        const tls_mode_result *x = &t->mode[m];
+        jw_obj(w, m ? "tls" : "tcp");
+        jw_u64(w, "events", x->events);
+        jw_u64(w, "received", x->received);
+        jw_u64(w, "dropped", x->dropped);
+        jw_num(w, "events_per_s", "%.0f", x->eps);
+        json_lat(w, "call", &x->call);
+        jw_end(w);
+    }
+    json_lat(w, "connect_plain", &t->connect_plain);
+    json_lat(w, "connect_tls_full", &t->connect_full);
+    json_lat(w, "connect_tls_resumed", &t->connect_resumed);
+    jw_u64(w, "resumed", t->resumed);
+    jw_end(w);
+}
+
 /* Writes every part's figures (zeros for a part that did not run, as
  * before) to path. 0, or -1 (out of memory or a write error). */
 static int write_json(const char *path, const bench_opts *o, bench_results *r, const char *mach)
@@ -824,6 +869,7 @@ static int write_json(const char *path, const bench_opts *o, bench_results *r, c
     json_isolated(&w, &r->iso);
     json_stream(&w, &r->stream);
     json_hubcall(&w, &r->hubcall);
+    json_tls(&w, &r->tls);
     jw_end(&w);
     mae__buf_putc(&w.b, '\n');
     if (w.b.oom) {
@@ -959,6 +1005,8 @@ static int run_parts(const bench_opts *o, const bool run[PART_COUNT], bench_resu
         failed++;
     if (run[PART_HUBCALL] && part_hubcall(o, r) != 0)
         failed++;
+    if (run[PART_TLS] && part_tls(o, r) != 0)
+        failed++;
     r->total_s = (double)(now_ns() - t0) / 1e9;
     progress_done();
     return failed;
@@ -990,6 +1038,8 @@ static void print_parts(const bench_opts *o, bench_results *r, const char *mach)
         print_stream(r);
     if (r->have[PART_HUBCALL])
         print_hubcall(r);
+    if (r->have[PART_TLS])
+        print_tls(r);
 }
 
 /* The last line: the summary, with the count of targets met. */
@@ -1046,6 +1096,11 @@ static void print_summary(bench_results *r, int failed)
     if (r->have[PART_STREAM])
         printf("; stream mode %s ev/s (pub/sub %s)", fmt_num(r->stream.mode[1].eps, a[5], 32),
                fmt_num(r->stream.mode[0].eps, a[6], 32));
+    if (r->have[PART_TLS])
+        printf("; TLS %s ev/s (TCP %s), reconnect %s (resumed %s)",
+               fmt_num(r->tls.mode[1].eps, a[5], 32), fmt_num(r->tls.mode[0].eps, a[6], 32),
+               fmt_ns(r->tls.connect_full.p50, a[0], 32),
+               fmt_ns(r->tls.connect_resumed.p50, a[1], 32));
     printf("; targets met %d/%d%s\n", met, total, failed ? "; SOME PARTS FAILED" : "");
 }
 

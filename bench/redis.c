@@ -103,9 +103,22 @@ static pid_t spawn(bench_redis *r)
     }
     /* No output-buffer limit for subscribers: the throughput run pushes a
      * million events at one, and a slow reader must lag, not be cut off. */
+    if (!r->tls_dir[0])
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", "no", "--dir", r->dir, "--logfile", logfile,
+               "--client-output-buffer-limit", "pubsub 0 0 0", "--daemonize", "no",
+               (char *)NULL);
+    /* With TLS as well (the tls part): tls_dir holds server.pem/.key, ca.pem. */
+    char tport[16], cert[300], key[300], ca[300];
+    snprintf(tport, sizeof tport, "%d", r->tls_port);
+    snprintf(cert, sizeof cert, "%s/server.pem", r->tls_dir);
+    snprintf(key, sizeof key, "%s/server.key", r->tls_dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", r->tls_dir);
     execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
            "--appendonly", "no", "--dir", r->dir, "--logfile", logfile,
-           "--client-output-buffer-limit", "pubsub 0 0 0", "--daemonize", "no", (char *)NULL);
+           "--client-output-buffer-limit", "pubsub 0 0 0", "--daemonize", "no", "--tls-port",
+           tport, "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca,
+           "--tls-auth-clients", "no", (char *)NULL);
     _exit(127);
 }
 
@@ -123,6 +136,8 @@ int redis_start(bench_redis *r, int port)
         r->port = port > 0 ? port : free_port();
         if (r->port <= 0)
             continue;
+        if (r->tls_dir[0] && (port <= 0 || r->tls_port <= 0))
+            r->tls_port = free_port();
         pid_t pid = spawn(r);
         if (pid < 0)
             return -1;

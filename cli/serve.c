@@ -50,7 +50,8 @@ static bool valid_path(const char *p)
     for (const char *c = p; *c; c++)
         if (*c <= ' ' || *c >= 0x7F || *c == '?' || *c == '#')
             return false;
-    return strcmp(p, "/") != 0 && strcmp(p, "/healthz") != 0 && strcmp(p, "/metrics") != 0;
+    return strcmp(p, "/") != 0 && strcmp(p, "/healthz") != 0 && strcmp(p, "/metrics") != 0 &&
+           strcmp(p, MAE__RELAY_HEALTH_PATH) != 0 && strcmp(p, MAE__RELAY_PUBLISH_PATH) != 0;
 }
 
 /* The relay's credentials from the environment (docs/relay.md's table):
@@ -115,6 +116,9 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         {"max-clients", required_argument, NULL, 'm'},
         {"client-buffer", required_argument, NULL, 'b'},
         {"max-event-bytes", required_argument, NULL, 'e'},
+        {"max-body-bytes", required_argument, NULL, 'B'},
+        {"history", required_argument, NULL, 'H'},
+        {"history-bytes", required_argument, NULL, 'Y'},
         {"allow-open", no_argument, NULL, 'o'},
         {"quiet", no_argument, NULL, 'q'},
         CLI_GLOBAL_LONGOPTS,
@@ -166,6 +170,24 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
                                        "1073741824, not '%s'", optarg);
             rc.max_event_bytes = (size_t)n;
             break;
+        case 'B':
+            if (!cli_parse_int64(optarg, 1024, (int64_t)1 << 32, &n))
+                return cli_usage_error(cmd, "--max-body-bytes wants bytes from 1024 to "
+                                       "4294967296, not '%s'", optarg);
+            rc.max_body_bytes = (size_t)n;
+            break;
+        case 'H':
+            if (!cli_parse_int64(optarg, 0, 100000000, &n))
+                return cli_usage_error(cmd, "--history wants a number of events from 0 to "
+                                       "100000000, not '%s'", optarg);
+            rc.history_events = (size_t)n;
+            break;
+        case 'Y':
+            if (!cli_parse_int64(optarg, 0, (int64_t)1 << 40, &n))
+                return cli_usage_error(cmd, "--history-bytes wants bytes from 0 to "
+                                       "1099511627776, not '%s'", optarg);
+            rc.history_bytes = (size_t)n;
+            break;
         case 'o':
             allow_open = true;
             break;
@@ -182,16 +204,18 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         return CLI_USAGE;
     if (!listen_given && port_from_env(&rc.port) != CLI_OK)
         return CLI_USAGE;
-    if (!cfg->redis_url)
-        return cli_usage_error(cmd, "no Redis URL: set MAILAGENT_REDIS_URL (or REDIS_URL and "
-                               "REDIS_DB) or pass --redis URL");
-    mae__url url;
     char err[256];
-    if (mae__url_parse(cfg->redis_url, &url, err, sizeof err) != MAE_OK) {
-        cli_error("invalid Redis URL: %s", err);
-        return CLI_USAGE;
+    if (cfg->redis_url) {
+        mae__url url;
+        if (mae__url_parse(cfg->redis_url, &url, err, sizeof err) != MAE_OK) {
+            cli_error("invalid Redis URL: %s", err);
+            return CLI_USAGE;
+        }
+        mae__url_free(&url);
+    } else if (cfg->stream_key) {
+        return cli_usage_error(cmd, "--stream needs a Redis URL: the hub (no Redis URL) keeps "
+                               "its own history, see --history");
     }
-    mae__url_free(&url);
 
     rc.host = host;
     rc.redis_url = cfg->redis_url;
@@ -206,6 +230,9 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
                   host);
         return CLI_USAGE;
     }
+    if (!rc.redis_url)
+        fprintf(stderr, "mailagent: no Redis URL: hub mode, events arrive on POST "
+                        "/api/events/publish\n");
     if (mae__relay_run(&rc, err, sizeof err) != 0) {
         cli_error("%s", err);
         return CLI_FAIL;
@@ -216,13 +243,17 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
 const cli_command cli_events_serve = {
     "events", "serve",
     "[--listen HOST:PORT] [--path PATH] [--ping-interval SECONDS] [--stream KEY] "
-    "[--max-clients N] [--client-buffer BYTES] [--max-event-bytes BYTES] [--allow-open] "
-    "[--quiet]",
+    "[--max-clients N] [--client-buffer BYTES] [--max-event-bytes BYTES] "
+    "[--max-body-bytes BYTES] [--history N] [--history-bytes BYTES] [--allow-open] [--quiet]",
     "Serve the events to HTTP clients as Server-Sent Events, with a live dashboard.",
     "One Redis subscription fanned out to every client (curl -N, EventSource,\n"
-    "httpx...). GET PATH is the stream, GET / the dashboard page, GET /healthz\n"
-    "and GET /metrics (Prometheus) the relay's state. Stops on SIGINT or SIGTERM;\n"
-    "SIGHUP is ignored.\n"
+    "httpx...). GET PATH is the stream, GET / the dashboard page, GET /healthz,\n"
+    "GET /api/events/health and GET /metrics (Prometheus) the relay's state;\n"
+    "POST /api/events/publish takes events (JSON or NDJSON) and publishes them.\n"
+    "With no Redis URL at all the relay is the hub of one machine: events\n"
+    "arrive only on POST /api/events/publish, each gets an id, and the last\n"
+    "--history are kept in memory for clients that resume.\n"
+    "Stops on SIGINT or SIGTERM; SIGHUP is ignored.\n"
     "Credentials come from the environment: WEBHOOK_SECRET (sent as\n"
     "X-Webhook-Token or Authorization: Bearer) and MAILAGENT_LOCAL_API_TOKEN\n"
     "(alias MAILAGENT_LOCAL_TOKEN; sent as X-MailAgent-Local-Token); with\n"
@@ -246,6 +277,12 @@ const cli_command cli_events_serve = {
     "                         times it at once, is cut\n"
     "  --max-event-bytes BYTES  larger events go out as an \"event: skipped\"\n"
     "                         frame naming them (default 1048576)\n"
+    "  --max-body-bytes BYTES  a POST /api/events/publish body over this is\n"
+    "                         refused (413) unread (default 16777216)\n"
+    "  --history N            hub mode: events kept for resuming (default 10000;\n"
+    "                         0: none)\n"
+    "  --history-bytes BYTES  hub mode: and at most this many bytes of them\n"
+    "                         (default 67108864)\n"
     "  --allow-open           serve without credentials on a non-loopback address\n"
     "  --quiet                no per-client log lines\n",
     run,

@@ -1,6 +1,6 @@
-/* This module implements mae__url_parse: the redis:// and unix:// URL forms
- * of docs/publisher.md, rejecting anything malformed with a sentence that names
- * the offending part. */
+/* This module implements mae__url_parse: the redis://, rediss:// and unix://
+ * URL forms of docs/publisher.md with redis-py's TLS options, rejecting
+ * anything malformed with a sentence that names the offending part. */
 #include <arpa/inet.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -187,7 +187,163 @@ static int copy(const char *s, size_t n, char **out)
     return 0;
 }
 
-/* [[user]:password@]host[:port][/db] after "redis://". */
+/* A query value as redis-py reads it (urllib's parse_qs): '+' is a space,
+ * then percent escapes are decoded. */
+static int decode_value(const char *s, size_t n, const char *name, char **out, char *err,
+                        size_t errlen)
+{
+    char what[48];
+    char *tmp = malloc(n + 1);
+    if (!tmp)
+        return MAE_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        tmp[i] = s[i] == '+' ? ' ' : s[i];
+    snprintf(what, sizeof what, "value of %s", name);
+    int rc = decode(tmp, n, what, false, out, err, errlen);
+    free(tmp);
+    return rc;
+}
+
+/* The boolean words redis-py's to_bool reads as false, and their
+ * counterparts; anything else is refused rather than taken as true. */
+static int parse_bool(const char *v, bool *out)
+{
+    static const char *const no[] = {"0", "f", "false", "n", "no", "off"};
+    static const char *const yes[] = {"1", "t", "true", "y", "yes", "on"};
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+        if (strcasecmp(v, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+        if (strcasecmp(v, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The query's options seen so far, so that one given twice is refused. */
+enum { OPT_DB = 1, OPT_REQS = 2, OPT_CA = 4, OPT_CAPATH = 8, OPT_CERT = 16, OPT_KEY = 32,
+       OPT_HOST = 64, PATH_DB = 128 /* not an option: the path named a database */ };
+
+/* One name=value of the query. *seen collects the options given. */
+static int parse_option(const char *name, size_t nn, const char *val, size_t vn, mae__url *u,
+                        unsigned *seen, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+        bool tls;
+    } known[] = {
+        {"db", OPT_DB, false},           {"ssl_cert_reqs", OPT_REQS, true},
+        {"ssl_ca_certs", OPT_CA, true},  {"ssl_ca_path", OPT_CAPATH, true},
+        {"ssl_certfile", OPT_CERT, true}, {"ssl_keyfile", OPT_KEY, true},
+        {"ssl_check_hostname", OPT_HOST, true},
+    };
+    size_t k = 0;
+    while (k < sizeof known / sizeof known[0] &&
+           !(strlen(known[k].name) == nn && memcmp(known[k].name, name, nn) == 0))
+        k++;
+    if (k == sizeof known / sizeof known[0])
+        return fail(err, errlen,
+                    "redis URL: unknown option \"%.*s\" (docs/publisher.md lists the options)",
+                    clip(nn), name);
+    const char *kn = known[k].name;
+    if (known[k].tls && !u->tls.enabled)
+        return fail(err, errlen, "redis URL: %s is a TLS option; write rediss:// to use TLS", kn);
+    if (*seen & known[k].bit)
+        return fail(err, errlen, "redis URL: option %s is given twice", kn);
+    *seen |= known[k].bit;
+    if (vn == 0)
+        return fail(err, errlen, "redis URL: option %s has no value", kn);
+
+    char *v = NULL;
+    int rc = decode_value(val, vn, kn, &v, err, errlen);
+    if (rc != 0)
+        return rc;
+    switch (known[k].bit) {
+    case OPT_DB: {
+        int before = u->db;
+        rc = parse_db(v, strlen(v), u, err, errlen);
+        if (rc == 0 && (*seen & PATH_DB) && before != u->db)
+            rc = fail(err, errlen, "redis URL: the database is given twice (/%d and ?db=%d)",
+                      before, u->db);
+        break;
+    }
+    case OPT_REQS:
+        if (strcmp(v, "required") == 0)
+            u->tls.cert_reqs = MAE__TLS_VERIFY_REQUIRED;
+        else if (strcmp(v, "optional") == 0)
+            u->tls.cert_reqs = MAE__TLS_VERIFY_OPTIONAL;
+        else if (strcmp(v, "none") == 0)
+            u->tls.cert_reqs = MAE__TLS_VERIFY_NONE;
+        else
+            rc = fail(err, errlen,
+                      "redis URL: ssl_cert_reqs \"%.*s\" is not required, optional or none",
+                      clip(strlen(v)), v);
+        break;
+    case OPT_HOST:
+        if (parse_bool(v, &u->tls.check_hostname) != 0)
+            rc = fail(err, errlen, "redis URL: ssl_check_hostname \"%.*s\" is not true or false",
+                      clip(strlen(v)), v);
+        break;
+    case OPT_CA:
+        u->tls.ca_certs = v;
+        return 0;
+    case OPT_CAPATH:
+        u->tls.ca_path = v;
+        return 0;
+    case OPT_CERT:
+        u->tls.certfile = v;
+        return 0;
+    case OPT_KEY:
+        u->tls.keyfile = v;
+        return 0;
+    }
+    free(v);
+    return rc;
+}
+
+/* The query after '?' up to '#' or the end: name=value pairs joined by
+ * '&' (an empty pair, as in a trailing '&', is skipped). Then the TLS
+ * defaults that depend on more than one option. */
+static int parse_query(const char *q, size_t n, bool db_in_path, mae__url *u, char *err,
+                       size_t errlen)
+{
+    unsigned seen = db_in_path ? PATH_DB : 0;
+    const char *end = q + n;
+    int rc;
+
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pe = amp ? amp : end;
+        if (pe > q) {
+            const char *eq = memchr(q, '=', (size_t)(pe - q));
+            if (!eq || eq == q)
+                return fail(err, errlen, "redis URL: query part \"%.*s\" is not name=value",
+                            clip((size_t)(pe - q)), q);
+            rc = parse_option(q, (size_t)(eq - q), eq + 1, (size_t)(pe - eq - 1), u, &seen, err,
+                              errlen);
+            if (rc != 0)
+                return rc;
+        }
+        q = amp ? amp + 1 : end;
+    }
+    if (u->tls.keyfile && !u->tls.certfile)
+        return fail(err, errlen, "redis URL: ssl_keyfile needs ssl_certfile, the certificate "
+                    "it belongs to");
+    if (!u->tls.enabled)
+        return 0;
+    if (!(seen & OPT_HOST))
+        u->tls.check_hostname = u->tls.cert_reqs != MAE__TLS_VERIFY_NONE;
+    else if (u->tls.cert_reqs == MAE__TLS_VERIFY_NONE)
+        u->tls.check_hostname = false; /* nothing is verified: redis-py 6 does the same */
+    return 0;
+}
+
+/* [[user]:password@]host[:port][/db][?options] after "redis://" or
+ * "rediss://" (u->tls.enabled set for the latter). */
 static int parse_tcp(const char *s, mae__url *u, char *err, size_t errlen)
 {
     size_t alen = strcspn(s, "/?#");
@@ -255,12 +411,22 @@ static int parse_tcp(const char *s, mae__url *u, char *err, size_t errlen)
         u->port = (int)v;
     }
 
+    bool db_in_path = false;
     if (*end == '/') {
         const char *db = end + 1;
         size_t n = strcspn(db, "/?#");
         if (n > 0 && (rc = parse_db(db, n, u, err, errlen)) != 0)
             return rc;
+        db_in_path = n > 0;
         end = db + n;
+    }
+    if (*end == '?') {
+        size_t n = strcspn(end + 1, "#");
+        if ((rc = parse_query(end + 1, n, db_in_path, u, err, errlen)) != 0)
+            return rc;
+        end += 1 + n;
+    } else if (u->tls.enabled) {
+        u->tls.check_hostname = true; /* the defaults: required, host name checked */
     }
     if (*end)
         return fail(err, errlen, "redis URL: unexpected \"%.*s\" at the end", clip(strlen(end)),
@@ -302,7 +468,18 @@ static int parse_unix(const char *s, mae__url *u, char *err, size_t errlen)
     return 0;
 }
 
+bool mae__url_is_tls(const char *url)
+{
+    return url && strncasecmp(url, "rediss://", 9) == 0;
+}
+
 int mae__url_parse(const char *url, mae__url *out, char *err, size_t errlen)
+{
+    return mae__url_parse_for(url, 0, out, err, errlen);
+}
+
+int mae__url_parse_for(const char *url, unsigned allow, mae__url *out, char *err,
+                       size_t errlen)
 {
     mae__url u = {0};
     int rc;
@@ -318,15 +495,25 @@ int mae__url_parse(const char *url, mae__url *out, char *err, size_t errlen)
     }
     const char *sep = strstr(url, "://");
     if (!sep || sep == url)
-        return fail(err, errlen, "redis URL: missing scheme; expected redis:// or unix://");
+        return fail(err, errlen, "redis URL: missing scheme; expected %s",
+                    allow & MAE__URL_ALLOW_TLS ? "redis://, rediss:// or unix://"
+                                               : "redis:// or unix://");
     size_t sn = (size_t)(sep - url);
-    if (sn == 5 && strncasecmp(url, "redis", 5) == 0)
+    if (sn == 5 && strncasecmp(url, "redis", 5) == 0) {
         rc = parse_tcp(sep + 3, &u, err, errlen);
+    } else if (sn == 6 && strncasecmp(url, "rediss", 6) == 0) {
+        if (!(allow & MAE__URL_ALLOW_TLS))
+            return fail(err, errlen, "redis URL: rediss:// (TLS) is not supported here yet; "
+                        "only the publisher speaks TLS");
+        u.tls.enabled = true;
+        rc = parse_tcp(sep + 3, &u, err, errlen);
+    }
     else if (sn == 4 && strncasecmp(url, "unix", 4) == 0)
         rc = parse_unix(sep + 3, &u, err, errlen);
     else
-        return fail(err, errlen, "redis URL: unknown scheme \"%.*s\"; expected redis:// or unix://",
-                    clip(sn), url);
+        return fail(err, errlen, "redis URL: unknown scheme \"%.*s\"; expected %s", clip(sn),
+                    url, allow & MAE__URL_ALLOW_TLS ? "redis://, rediss:// or unix://"
+                                                    : "redis:// or unix://");
     if (rc != 0) {
         if (rc == MAE_ENOMEM && err && errlen)
             snprintf(err, errlen, "out of memory");
@@ -345,5 +532,10 @@ void mae__url_free(mae__url *u)
     free(u->path);
     free(u->user);
     free(u->password);
+    free(u->tls.ca_certs);
+    free(u->tls.ca_path);
+    free(u->tls.certfile);
+    free(u->tls.keyfile);
     u->host = u->path = u->user = u->password = NULL;
+    u->tls.ca_certs = u->tls.ca_path = u->tls.certfile = u->tls.keyfile = NULL;
 }

@@ -52,8 +52,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(r.minor == 0 || r.minor == 1);
         CHECK(memchr(r.path.p, '?', r.path.n) == NULL);
         CHECK(!r.has_body || !r.keep_alive);
-        mae__span kept[] = {r.authorization, r.webhook_token, r.local_token, r.last_event_id};
-        for (size_t i = 0; i < 4; i++)
+        mae__span kept[] = {r.authorization, r.webhook_token, r.local_token, r.last_event_id,
+                            r.content_type,  r.publisher,     r.batch_start};
+        for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
             CHECK(inside(kept[i], buf, size) && no_controls(kept[i]));
         /* A prefix of the complete request is incomplete, the request
          * itself parses to the same length. */
@@ -69,8 +70,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(open != MAE__ROUTE_UNAUTHORIZED);
         /* The secrets hold a control byte no header value can carry, so
          * nothing the fuzzer writes can match them. */
-        CHECK(closed != MAE__ROUTE_STREAM && closed != MAE__ROUTE_METRICS);
-        if (open == MAE__ROUTE_STREAM || open == MAE__ROUTE_METRICS)
+        CHECK(closed != MAE__ROUTE_STREAM && closed != MAE__ROUTE_METRICS &&
+              closed != MAE__ROUTE_PUBLISH);
+        /* Both framings at once never parse (request smuggling). */
+        CHECK(!(r.chunked && r.has_length));
+        if (open == MAE__ROUTE_STREAM || open == MAE__ROUTE_METRICS || open == MAE__ROUTE_PUBLISH)
             CHECK(closed == MAE__ROUTE_UNAUTHORIZED);
         else
             CHECK(closed == open);

@@ -218,7 +218,7 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
         if (rc != MAE_OK)
             return rc;
     } else if (!p->disabled) {
-        int rc = mae__url_parse(cfg->redis_url, &p->url, err, errlen);
+        int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &p->url, err, errlen);
         if (rc != MAE_OK) {
             if (rc == MAE_ENOMEM)
                 snprintf(err, errlen, "out of memory");
@@ -340,8 +340,12 @@ int mae_publisher_open(const mae_publisher_config *cfg, mae_publisher **out)
 {
     bool hub = cfg && !(cfg->redis_url && cfg->redis_url[0]) && cfg->relay_url &&
                cfg->relay_url[0];
-    return mae__publisher_open_with(cfg, hub ? &mae__http_transport : &mae__hiredis_transport,
-                                    out);
+    if (hub)
+        return mae__publisher_open_with(cfg, &mae__http_transport, out);
+    /* The transport follows the URL's scheme: rediss:// is TLS. */
+    if (cfg && mae__url_is_tls(cfg->redis_url))
+        return mae__publisher_open_tls(cfg, out);
+    return mae__publisher_open_with(cfg, &mae__hiredis_transport, out);
 }
 
 void *mae__publisher_transport_user(mae_publisher *p)

@@ -108,6 +108,17 @@ extern const mae__transport_ops mae__http_transport;
 int mae__hub_url_parse(const char *url, const char *token, mae__url *out, char *err,
                        size_t errlen);
 
+/* What every transport that writes RESP itself shares (transport_hiredis.c):
+ * the bytes a command may take at most, its encoding at out (returns the
+ * end), and what stream mode needs of a hiredis reply. */
+struct redisReply;
+size_t mae__resp_size(int argc, const size_t *lens);
+char *mae__resp_encode(char *out, int argc, const char **argv, const size_t *lens);
+void mae__reply_fill(const struct redisReply *r, mae__reply *out);
+
+/* Opens a publisher on the TLS transport (transport_tls.c): rediss:// URLs. */
+int mae__publisher_open_tls(const mae_publisher_config *cfg, mae_publisher **out);
+
 /* Opens a publisher that talks through ops instead of hiredis (tests). */
 int mae__publisher_open_with(const mae_publisher_config *cfg, const mae__transport_ops *ops,
                              mae_publisher **out);

@@ -82,6 +82,27 @@ static char *put_count(char *out, char prefix, size_t n)
     return out;
 }
 
+size_t mae__resp_size(int argc, const size_t *lens)
+{
+    size_t need = 24;
+    for (int i = 0; i < argc; i++)
+        need += lens[i] + 26;
+    return need;
+}
+
+char *mae__resp_encode(char *out, int argc, const char **argv, const size_t *lens)
+{
+    out = put_count(out, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        out = put_count(out, '$', lens[i]);
+        memcpy(out, argv[i], lens[i]);
+        out += lens[i];
+        *out++ = '\r';
+        *out++ = '\n';
+    }
+    return out;
+}
+
 /* A command buffer grown past this (a long event, a stream batch of long
  * lines) is freed once its command is in hiredis' output, so one large
  * event does not pin its size for the connection's life; below it, the
@@ -96,9 +117,7 @@ static char *put_count(char *out, char prefix, size_t n)
 static int hr_append(void *conn, int argc, const char **argv, const size_t *lens)
 {
     hr_conn *hc = conn;
-    size_t need = 24;
-    for (int i = 0; i < argc; i++)
-        need += lens[i] + 26;
+    size_t need = mae__resp_size(argc, lens);
     if (need > hc->cap) {
         char *nb = realloc(hc->cmd, need);
         if (!nb)
@@ -106,14 +125,7 @@ static int hr_append(void *conn, int argc, const char **argv, const size_t *lens
         hc->cmd = nb;
         hc->cap = need;
     }
-    char *out = put_count(hc->cmd, '*', (size_t)argc);
-    for (int i = 0; i < argc; i++) {
-        out = put_count(out, '$', lens[i]);
-        memcpy(out, argv[i], lens[i]);
-        out += lens[i];
-        *out++ = '\r';
-        *out++ = '\n';
-    }
+    char *out = mae__resp_encode(hc->cmd, argc, argv, lens);
     int rc = redisAppendFormattedCommand(hc->c, hc->cmd, (size_t)(out - hc->cmd));
     if (hc->cap > CMD_KEEP) {
         free(hc->cmd);
@@ -123,7 +135,7 @@ static int hr_append(void *conn, int argc, const char **argv, const size_t *lens
     return rc == REDIS_OK ? 0 : -1;
 }
 
-static void fill_reply(const redisReply *r, mae__reply *out)
+void mae__reply_fill(const struct redisReply *r, mae__reply *out)
 {
     memset(out, 0, sizeof *out);
     if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
@@ -153,7 +165,7 @@ static int hr_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
         snprintf(err, errlen, "%.*s", (int)reply->len, reply->str);
         rc = MAE__REPLY_ERROR;
     } else if (out) {
-        fill_reply(reply, out);
+        mae__reply_fill(reply, out);
     }
     freeReplyObject(reply);
     return rc;

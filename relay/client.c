@@ -15,6 +15,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "relay/log.h"
 #include "relay/server.h"
 
 typedef mae__relay_client client;
@@ -39,8 +40,13 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    /* The header deadline passed, or a lingering client never closed. */
-    mae__client_close(arg, NULL);
+    /* The header deadline passed, a publish body did not come in time
+     * (answered 408), or a lingering client never closed. */
+    client *c = arg;
+    if (c->state == C_BODY)
+        mae__publish_timeout(c);
+    else
+        mae__client_close(c, NULL);
 }
 
 void mae__client_arm_timer(client *c, int ms)
@@ -216,6 +222,7 @@ void mae__client_send(client *c, const char *bytes, size_t len)
 void mae__client_check_limits(relay *r)
 {
     uint64_t now = now_ms(r);
+    mae__relay_log_tick();   /* a flood's count comes out once its second is over */
     client *c, *next;
     for (c = TAILQ_FIRST(&r->over); c; c = next) {
         next = TAILQ_NEXT(c, over_link);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -60,6 +61,24 @@ static void build_event(relay *r, const mae__stream_id *id, const char *data, si
     build_frame(r, "skipped", id, json, (size_t)n);
 }
 
+/* A frame buffer larger than this is given back once its frame is sent, so
+ * one large event does not keep its size in the relay (issue 18 #3). */
+#define FRAME_KEEP_BYTES (256 * 1024)
+
+static void release_large(mae__buf *b)
+{
+    if (b->cap > FRAME_KEEP_BYTES) {
+        mae__buf_free(b);
+        mae__buf_init(b);
+    }
+}
+
+static void frames_release(relay *r)
+{
+    release_large(&r->frame);
+    release_large(&r->raw);
+}
+
 /* Writes the frame in r->frame / r->raw to one stream. */
 static void frame_to(client *c)
 {
@@ -104,6 +123,11 @@ static void batch_reset(relay *r)
     r->batch.len = r->batch_raw.len = 0;
     r->batch.oom = r->batch_raw.oom = false;
     r->nbent = 0;
+    /* One large frame grows a batch past its usual size: given back. */
+    if (r->batch.cap > 2 * BATCH_MAX_BYTES)
+        release_large(&r->batch);
+    if (r->batch_raw.cap > 2 * BATCH_MAX_BYTES)
+        release_large(&r->batch_raw);
 }
 
 /* Writes the batch to every stream: in one send to each client that takes
@@ -182,6 +206,7 @@ static void on_resume_entry(void *user, const mae__stream_id *id, const char *li
     client *c = user;
     build_event(c->r, id, line, len);
     frame_to(c);
+    frames_release(c->r);
 }
 
 /* The replay is paced per entry: it goes on while the client has at most
@@ -323,6 +348,9 @@ static void on_source_event(void *ctx, const mae__stream_id *id, const char *dat
 {
     relay *r = ctx;
     r->counters.events_total++;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    r->last_event_ts = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     if (!data)
         return;   /* a foreign entry: a place in the order, nothing to send */
     if (len > r->cfg->max_event_bytes) {
@@ -337,11 +365,14 @@ static void on_source_event(void *ctx, const mae__stream_id *id, const char *dat
     if (r->batching && !r->frame.oom && !r->raw.oom) {
         if (r->batch.len + r->frame.len > BATCH_MAX_BYTES)
             batch_flush(r);
-        if (batch_add(r, id))
+        if (batch_add(r, id)) {
+            frames_release(r);
             return;
+        }
         batch_flush(r);   /* keep the order: what is queued goes first */
     }
     broadcast(r, id);
+    frames_release(r);
 }
 
 static void on_source_batch(void *ctx, bool begin)
@@ -356,6 +387,11 @@ static void on_source_state(void *ctx, bool up, bool reconnected)
 {
     relay *r = ctx;
     r->counters.redis_connected = up;
+    if (up)
+        r->last_error[0] = '\0';
+    else
+        snprintf(r->last_error, sizeof r->last_error, "%s",
+                 r->last_log[0] ? r->last_log : "the source is down");
     if (up && reconnected)
         r->counters.redis_reconnects_total++;
 }
@@ -369,7 +405,8 @@ static void on_source_reset(void *ctx, const char *json, size_t len)
 
 static void on_source_log(void *ctx, const char *line)
 {
-    (void)ctx;
+    relay *r = ctx;
+    snprintf(r->last_log, sizeof r->last_log, "%s", line);
     mae__relay_say("%s", line);
 }
 
@@ -401,7 +438,13 @@ void mae__fanout_on_ping(evutil_socket_t fd, short what, void *arg)
 int mae__fanout_start(relay *r, char *err, size_t errlen)
 {
     char serr[256] = "";
-    mae__source_config sc = {r->base, r->cfg->redis_url, r->cfg->channel, r->cfg->stream_key};
+    mae__source_config sc = {r->base,
+                             r->cfg->redis_url,
+                             r->cfg->channel,
+                             r->cfg->stream_key,
+                             r->cfg->redis_url == NULL,
+                             r->cfg->history_events,
+                             r->cfg->history_bytes};
     mae__source_cb cb = {r,           on_source_event, on_source_state, on_source_reset,
                          on_source_log, on_source_batch};
     if (mae__source_new(&sc, &cb, &r->source, serr, sizeof serr) != 0) {

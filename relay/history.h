@@ -1,5 +1,5 @@
 /* Internal: the history of a source that gives its events ids (the Redis
- * Stream reader today, the in-memory hub later), as a function table: what
+ * Stream reader and the in-memory hub), as a function table: what
  * a client's catch-up (relay/resume.h) needs to replay what it missed and
  * hand it over to the live fan-out. A source without ids (pub/sub) has no
  * history. The table is also the seam the resume's unit tests fake.
@@ -50,6 +50,11 @@ typedef struct mae__history_ops {
                               mae__stream_range_fn fn, void *user);
     /* Cancels a read whose callback has not started; NULL is a no-op. */
     void (*cancel)(void *self, mae__stream_req *req);
+    /* Optional (NULL: none): the floor F of the source's ids. A non-zero
+     * id below F was never issued by this source (the hub's ids from
+     * before it started): such a client gets unknown_id, not
+     * history_trimmed. */
+    bool (*floor)(void *self, mae__stream_id *out);
 } mae__history_ops;
 
 typedef struct mae__history {

@@ -22,24 +22,48 @@ typedef mae__relay_server relay;
 
 /* ---- answers ----------------------------------------------------------------- */
 
-/* Writes a complete short answer. After it the connection either waits for
- * the next request (keep-alive) or closes once the answer is out. */
+/* Writes a complete short answer, head and body in one piece, so it
+ * leaves in one write. After it the connection either waits for the next
+ * request (keep-alive) or closes once the answer is out. */
+void mae__http_answer(client *c, int status, const char *reason, const char *type,
+                      const char *extra_headers, const char *body, size_t body_len, bool keep_alive)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: %s\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n"
+                     "%s"
+                     "Connection: %s\r\n\r\n",
+                     status, reason, type, body_len, extra_headers ? extra_headers : "",
+                     keep_alive ? "keep-alive" : "close");
+    if (n < 0 || (size_t)n >= sizeof head) {
+        mae__client_close(c, "answer head too long");
+        return;
+    }
+    struct evbuffer_iovec v[2];
+    size_t total = (size_t)n + body_len;
+    int k = evbuffer_reserve_space(out, (ev_ssize_t)total, v, 1);
+    if (k == 1 && v[0].iov_len >= total) {
+        memcpy(v[0].iov_base, head, (size_t)n);
+        if (body_len)
+            memcpy((char *)v[0].iov_base + n, body, body_len);
+        v[0].iov_len = total;
+        evbuffer_commit_space(out, v, 1);
+    } else {
+        evbuffer_add(out, head, (size_t)n);
+        evbuffer_add(out, body, body_len);
+    }
+    if (!keep_alive)
+        c->state = C_ANSWERED;
+}
+
 static void answer(client *c, int status, const char *reason, const char *type,
                    const char *extra_headers, const char *body, size_t body_len, bool keep_alive)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\n"
-                        "Content-Type: %s\r\n"
-                        "Content-Length: %zu\r\n"
-                        "Cache-Control: no-store\r\n"
-                        "%s"
-                        "Connection: %s\r\n\r\n",
-                        status, reason, type, body_len, extra_headers ? extra_headers : "",
-                        keep_alive ? "keep-alive" : "close");
-    evbuffer_add(out, body, body_len);
-    if (!keep_alive)
-        c->state = C_ANSWERED;
+    mae__http_answer(c, status, reason, type, extra_headers, body, body_len, keep_alive);
 }
 
 static void answer_json(client *c, int status, const char *reason, const char *extra,
@@ -64,7 +88,29 @@ static void serve(client *c, const mae__request *req)
         }
         mae__fanout_open(c, req);
         break;
+    case MAE__ROUTE_PUBLISH:
+        if (mae__publish_begin(c, req)) {
+            /* A client that waits for leave to send its body gets it now
+             * (a refusal above goes instead of it, RFC 9110 10.1.1). */
+            if (req->expect_continue && req->minor == 1)
+                bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            c->state = C_BODY;
+            mae__client_arm_timer(c, MAE__RELAY_BODY_DEADLINE_MS);
+        }
+        break;
+    case MAE__ROUTE_BAD_METHOD_POST:
+        answer_json(c, 405, "Method Not Allowed", "Allow: POST\r\n",
+                    "{\"error\":\"method_not_allowed\"}", keep);
+        break;
+    case MAE__ROUTE_HEALTH:
+        mae__health_render(r, &body, false);
+        answer(c, 200, "OK", "application/json", NULL, body.ptr, body.len, keep);
+        break;
     case MAE__ROUTE_UNAUTHORIZED:
+        if (mae__span_eq(req->path, MAE__RELAY_PUBLISH_PATH)) {
+            r->counters.pub_refused_unauthorized++;
+            r->counters.pub_requests_total++;
+        }
         r->counters.auth_failures_total++;
         if (!r->cfg->quiet)
             mae__relay_say("client %s unauthorized", c->addr);
@@ -79,12 +125,12 @@ static void serve(client *c, const mae__request *req)
                     "{\"error\":\"method_not_allowed\"}", keep);
         break;
     case MAE__ROUTE_HEALTHZ:
-        r->counters.redis_connected = mae__fanout_source_up(r);
-        mae__healthz_render(&body, &r->counters);
+        mae__health_render(r, &body, true);
         answer(c, 200, "OK", "application/json", NULL, body.ptr, body.len, keep);
         break;
     case MAE__ROUTE_METRICS:
-        r->counters.redis_connected = mae__fanout_source_up(r);
+        r->counters.redis_connected = mae__fanout_source_up(r) && r->cfg->redis_url;
+        mae__publish_fill_counters(r);
         mae__metrics_render(&body, &r->counters);
         answer(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body.ptr,
                body.len, keep);
@@ -108,7 +154,25 @@ static void on_read(struct bufferevent *bev, void *arg)
 
     /* Reads stay on all along, so a vanished client is seen at once;
      * whatever a client sends after its request is dropped. */
-    while (c->state == C_REQUEST && !c->close_asap) {
+    while ((c->state == C_REQUEST || c->state == C_BODY) && !c->close_asap) {
+        if (c->state == C_BODY) {
+            /* The body is read whole (bounded by --max-body-bytes before
+             * it was asked for), then applied. */
+            size_t want = c->pub.length;
+            if (evbuffer_get_length(in) < want)
+                return;
+            const char *body = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+            if (!body) {
+                mae__client_close(c, "out of memory");
+                return;
+            }
+            c->state = C_REQUEST;
+            mae__publish_body(c, body, want);
+            evbuffer_drain(in, want);
+            if (c->state == C_REQUEST)
+                mae__client_arm_timer(c, MAE__REQ_DEADLINE_MS);
+            continue;
+        }
         /* A client that pipelines requests without reading the answers
          * would make them pile up here. */
         if (evbuffer_get_length(bufferevent_get_output(bev)) > MAE__RELAY_MAX_PENDING_ANSWER) {
@@ -134,7 +198,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         case MAE__REQ_DONE:
             serve(c, &req);
             evbuffer_drain(in, req.length);
-            if (c->state == C_REQUEST)
+            if (c->state == C_REQUEST && !c->close_asap)
                 mae__client_arm_timer(c, MAE__REQ_DEADLINE_MS);   /* the next request's */
             break;
         }
@@ -205,6 +269,7 @@ void mae__http_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     client *c = mae__client_new(r, fd, sa);
     if (!c)
         return;
+    c->loopback = mae__addr_is_loopback(sa);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     mae__client_arm_timer(c, MAE__REQ_DEADLINE_MS);

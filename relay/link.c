@@ -27,6 +27,7 @@ struct mae__link {
     uint64_t rng;
     struct event *retry;        /* the next attempt */
     struct event *watchdog;     /* an awaited reply is late */
+    struct event *release;      /* a large reply passed: give its buffer back */
     struct evdns_base *dns;     /* made at the first name to look up */
     struct evdns_getaddrinfo_request *lookup;
     bool looking;               /* a lookup's callback has not run yet */
@@ -86,6 +87,70 @@ bool mae__link_up(const mae__link *l)
     return l->ac != NULL;
 }
 
+/* ---- releasing a large reply's buffer -------------------------------------------------- */
+
+/* A reply larger than this leaves hiredis' read buffer that large (hiredis
+ * frees it only when more bytes arrive, and only if nothing is pending):
+ * the link gives it back once the reply is handled (issue 18 #3). */
+#define LARGE_REPLY_BYTES (256 * 1024)
+
+/* The bytes a reply holds (strings, nested arrays), at least up to limit. */
+static size_t reply_bytes(const redisReply *r, size_t limit, int depth)
+{
+    if (!r)
+        return 0;
+    size_t n = r->len;
+    if (r->type == REDIS_REPLY_ARRAY && depth < 8)
+        for (size_t i = 0; i < r->elements && n <= limit; i++)
+            n += reply_bytes(r->element[i], limit, depth + 1);
+    return n;
+}
+
+/* True when the reader holds nothing of a reply: every byte read was
+ * consumed and no reply is begun (not even its type byte). After its last
+ * reply hiredis leaves the stack at its first task with no type. */
+static bool reader_idle(const redisReader *r)
+{
+    if (r->pos != r->len || r->reply != NULL)
+        return false;
+    if (r->ridx == -1)
+        return true;
+#if defined(HIREDIS_MAJOR) && HIREDIS_MAJOR >= 1
+    return r->ridx == 0 && r->task && r->task[0] && r->task[0]->type == -1;
+#else
+    return r->ridx == 0 && r->rstack[0].type == -1;
+#endif
+}
+
+/* After the callbacks of a read have returned: an idle reader (no partial
+ * reply, nothing unread) is replaced by a new one, which frees the buffer
+ * the large reply grew. A reader still busy is looked at again later. */
+static void on_release(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mae__link *l = arg;
+    if (!l->ac)
+        return;   /* the context went away with its reader */
+    redisReader *old = l->ac->c.reader;
+    if (!reader_idle(old)) {
+        struct timeval later = {0, 100 * 1000};
+        evtimer_add(l->release, &later);
+        return;
+    }
+    redisReader *fresh = redisReaderCreate();
+    if (!fresh)
+        return;   /* keep the old one: it still works */
+    fresh->fn = old->fn;
+    fresh->maxbuf = old->maxbuf;
+#if defined(HIREDIS_MAJOR) && HIREDIS_MAJOR >= 1
+    fresh->maxelements = old->maxelements;
+    fresh->privdata = old->privdata;
+#endif
+    redisReaderFree(old);
+    l->ac->c.reader = fresh;
+}
+
 bool mae__link_accept(mae__link *l, redisAsyncContext *ac, const redisReply *r, bool count)
 {
     if (l->ac != ac)
@@ -93,6 +158,10 @@ bool mae__link_accept(mae__link *l, redisAsyncContext *ac, const redisReply *r, 
     if (!r) {
         fail(l, ac->errstr, false);   /* hiredis is tearing it down */
         return false;
+    }
+    if (reply_bytes(r, LARGE_REPLY_BYTES, 0) > LARGE_REPLY_BYTES) {
+        struct timeval now = {0, 0};
+        evtimer_add(l->release, &now);
     }
     if (count)
         mae__link_got(l);
@@ -301,8 +370,9 @@ int mae__link_new(const mae__link_config *cfg, mae__link **out)
         l->rng = 0x9e3779b97f4a7c15ull;
     l->retry = evtimer_new(cfg->base, on_retry, l);
     l->watchdog = evtimer_new(cfg->base, on_watchdog, l);
+    l->release = evtimer_new(cfg->base, on_release, l);
     struct timeval now = {0, 0};
-    if (!l->retry || !l->watchdog || evtimer_add(l->retry, &now) != 0) {
+    if (!l->retry || !l->watchdog || !l->release || evtimer_add(l->retry, &now) != 0) {
         mae__link_free(l);
         return MAE_ENOMEM;
     }
@@ -328,5 +398,7 @@ void mae__link_free(mae__link *l)
         event_free(l->retry);
     if (l->watchdog)
         event_free(l->watchdog);
+    if (l->release)
+        event_free(l->release);
     free(l);
 }

@@ -22,13 +22,25 @@ typedef struct mae__relay_counters {
     uint64_t redis_reconnects_total;/* connections to Redis after the first */
     uint64_t resets_total;          /* reset frames sent, one per client */
     uint64_t events_skipped_total;  /* events over --max-event-bytes, each counted once */
+    /* POST /api/events/publish (relay.md, "Publishing"). */
+    uint64_t pub_requests_total;    /* requests answered */
+    uint64_t pub_events_accepted;   /* events applied (fanned out, or queued to Redis) */
+    uint64_t pub_events_duplicate;  /* events of resent batches already applied: not again */
+    uint64_t pub_refused_bad_request, pub_refused_unauthorized, pub_refused_forbidden;
+    uint64_t pub_refused_too_large, pub_refused_unavailable, pub_refused_timeout;
+    uint64_t pub_refused_length_required;
+    uint64_t pub_publishers;        /* hub publishers in the exactly-once table */
+    uint64_t pub_publishers_forgotten; /* evicted from it, least recently seen first */
+    /* Hub mode's history (0 otherwise). */
+    uint64_t hub_history_events, hub_history_bytes, hub_history_evicted_total;
 } mae__relay_counters;
 
 /* Appends the counters in the Prometheus text format, each with its HELP
  * and TYPE lines. */
 void mae__metrics_render(mae__buf *b, const mae__relay_counters *c);
 
-/* Appends {"status":"ok","redis":true|false,"clients":N}. */
-void mae__healthz_render(mae__buf *b, const mae__relay_counters *c);
+/* Appends {"status":"ok","redis":true|false,"clients":N,"source":M,"mode":M}
+ * with M the mode ("pubsub", "stream" or "hub"). */
+void mae__healthz_render(mae__buf *b, const mae__relay_counters *c, const char *mode);
 
 #endif

@@ -44,6 +44,18 @@
 #define MAE__RELAY_DEFAULT_MAX_CLIENTS 10000
 #define MAE__RELAY_DEFAULT_CLIENT_BUFFER 1048576
 #define MAE__RELAY_DEFAULT_MAX_EVENT_BYTES 1048576
+#define MAE__RELAY_DEFAULT_MAX_BODY_BYTES (16 * 1048576)
+#define MAE__RELAY_DEFAULT_HISTORY 10000
+#define MAE__RELAY_DEFAULT_HISTORY_BYTES (64 * 1048576)
+/* A publish body must be whole this long after its headers were read;
+ * otherwise the answer is 408 and the connection is closed. */
+#define MAE__RELAY_BODY_DEADLINE_MS 10000
+/* Publish bodies being read at once may add up to this many times
+ * --max-body-bytes; a request that would pass it is answered 503. */
+#define MAE__RELAY_BODIES_IN_FLIGHT 4
+/* Hub publishers whose last applied number the relay remembers (the
+ * exactly-once table); past it, the least recently seen is forgotten. */
+#define MAE__RELAY_MAX_PUBLISHERS 4096
 
 /* Everything is borrowed for the duration of mae__relay_run. */
 typedef struct mae__relay_config {
@@ -51,13 +63,16 @@ typedef struct mae__relay_config {
     int port;                   /* 0: any free port (the log line tells which) */
     const char *path;           /* the stream's path, starts with '/' */
     double ping_interval;       /* seconds, >= MAE__RELAY_MIN_PING */
-    const char *redis_url;
+    const char *redis_url;      /* NULL: the hub (hub mode, no Redis) */
     const char *channel;
     const char *stream_key;     /* stream mode: read this Redis Stream (XREAD BLOCK)
                                  * instead of the channel; NULL: pub/sub */
     size_t max_clients;
     size_t client_buffer;       /* bytes a client may have waiting */
     size_t max_event_bytes;     /* an event over this goes out as a "skipped" frame */
+    size_t max_body_bytes;      /* a publish body over this is a 413 unread */
+    size_t history_events;      /* hub mode: events kept for resuming (0: none) */
+    size_t history_bytes;       /* hub mode: and at most this many bytes */
     bool quiet;                 /* no per-client log lines */
     mae__credentials credentials;
 } mae__relay_config;

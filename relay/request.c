@@ -1,6 +1,7 @@
 /* This module implements the relay's request parser and router: the request
  * line and headers of HTTP/1.x, checked byte by byte against RFC 9112's
  * grammar, within fixed limits, and the table of answers of relay.md. */
+#include <limits.h>
 #include <string.h>
 
 #include "relay/request.h"
@@ -150,17 +151,33 @@ static mae__req_status parse_header(const char *p, const char *e, mae__request *
         ok = keep_once(&r->last_event_id, value);
     else if (span_ieq(name, "connection"))
         read_connection(value, close, keep);
+    else if (span_ieq(name, "content-type"))
+        ok = keep_once(&r->content_type, value);
+    else if (span_ieq(name, "x-mailagent-publisher"))
+        ok = keep_once(&r->publisher, value);
+    else if (span_ieq(name, "x-mailagent-batch-start"))
+        ok = keep_once(&r->batch_start, value);
+    else if (span_ieq(name, "expect"))
+        r->expect_continue = span_ieq(value, "100-continue");
     else if (span_ieq(name, "transfer-encoding"))
-        r->has_body = true;
+        r->has_body = r->chunked = true;
     else if (span_ieq(name, "content-length")) {
-        if (value.n == 0)
+        /* Two lengths are ambiguous (which one frames the body?). */
+        if (value.n == 0 || r->has_length)
             *bad_length = true;
+        r->has_length = true;
+        unsigned long long v = 0;
         for (size_t i = 0; i < value.n; i++) {
-            if (value.p[i] < '0' || value.p[i] > '9')
+            if (value.p[i] < '0' || value.p[i] > '9') {
                 *bad_length = true;
-            else if (value.p[i] != '0')
-                r->has_body = true;
+                break;
+            }
+            unsigned d = (unsigned)(value.p[i] - '0');
+            v = v > (ULLONG_MAX - d) / 10 ? ULLONG_MAX : v * 10 + d;
         }
+        r->content_length = v;
+        if (v)
+            r->has_body = true;
     }
     return ok ? MAE__REQ_DONE : MAE__REQ_BAD;
 }
@@ -207,10 +224,12 @@ mae__req_status mae__request_parse(const char *buf, size_t len, mae__request *ou
             return MAE__REQ_BAD;
         p = lf + 1;
     }
-    if (bad_length)
+    /* Both framings at once is how requests are smuggled (RFC 9112 6.1). */
+    if (bad_length || (r.chunked && r.has_length))
         return MAE__REQ_BAD;
     r.length = (size_t)(lf + 1 - buf);
-    r.keep_alive = !close && (r.minor == 1 || keep) && !r.has_body;
+    r.conn_keep = !close && (r.minor == 1 || keep);
+    r.keep_alive = r.conn_keep && !r.has_body;
     *out = r;
     return MAE__REQ_DONE;
 }
@@ -277,6 +296,13 @@ mae__route mae__request_route(const mae__request *r, const char *stream_path,
                               const mae__credentials *c)
 {
     bool get = mae__span_eq(r->method, "GET");
+    if (mae__span_eq(r->path, MAE__RELAY_PUBLISH_PATH)) {
+        if (!mae__span_eq(r->method, "POST"))
+            return MAE__ROUTE_BAD_METHOD_POST;
+        return mae__request_authorized(r, c) ? MAE__ROUTE_PUBLISH : MAE__ROUTE_UNAUTHORIZED;
+    }
+    if (mae__span_eq(r->path, MAE__RELAY_HEALTH_PATH))
+        return get ? MAE__ROUTE_HEALTH : MAE__ROUTE_BAD_METHOD;
     bool stream = mae__span_eq(r->path, stream_path);
     bool metrics = mae__span_eq(r->path, "/metrics");
     if (!stream && !metrics && !mae__span_eq(r->path, "/healthz") && !mae__span_eq(r->path, "/"))

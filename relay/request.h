@@ -1,7 +1,8 @@
 /* Internal: the relay's HTTP request parser and router. A pure function
  * over bytes (no socket, no allocation), so it is unit-tested and fuzzed on
- * its own. It reads the request line and headers of a GET and nothing
- * more: the relay never accepts a request body. Never installed. */
+ * its own. It reads the request line and headers, and the length of a
+ * body: only POST /api/events/publish takes one (relay/publish.c reads it,
+ * by Content-Length). Never installed. */
 #ifndef MAE_RELAY_REQUEST_H
 #define MAE_RELAY_REQUEST_H
 
@@ -40,11 +41,19 @@ typedef struct mae__request {
     int minor;                /* HTTP/1.<minor>: 0 or 1 */
     bool keep_alive;          /* the connection may carry another request */
     bool has_body;            /* Content-Length > 0 or Transfer-Encoding: close after answering */
+    bool conn_keep;           /* the client allows keep-alive (body aside) */
+    bool has_length;          /* a Content-Length was given */
+    unsigned long long content_length; /* its value; ULLONG_MAX when it overflows */
+    bool chunked;             /* a Transfer-Encoding was given (any: only chunked exists) */
+    bool expect_continue;     /* Expect: 100-continue (curl sends it for bodies over 1 KiB) */
     /* The values (surrounding blanks removed) of the headers the relay reads. */
     mae__span authorization;
     mae__span webhook_token;  /* X-Webhook-Token */
     mae__span local_token;    /* X-MailAgent-Local-Token */
     mae__span last_event_id;  /* Last-Event-ID */
+    mae__span content_type;   /* Content-Type */
+    mae__span publisher;      /* X-MailAgent-Publisher (docs/publisher.md, "Hub mode") */
+    mae__span batch_start;    /* X-MailAgent-Batch-Start */
 } mae__request;
 
 /* Parses the request that starts at buf (len bytes available). Returns
@@ -87,10 +96,18 @@ typedef enum mae__route {
     MAE__ROUTE_UNAUTHORIZED,  /* 401 */
     MAE__ROUTE_NOT_FOUND,     /* 404 */
     MAE__ROUTE_BAD_METHOD,    /* 405, Allow: GET */
+    MAE__ROUTE_HEALTH,        /* 200, GET /api/events/health (MailAgent's) */
+    MAE__ROUTE_PUBLISH,       /* POST /api/events/publish, authorized: read its body */
+    MAE__ROUTE_BAD_METHOD_POST, /* 405, Allow: POST (the publish path) */
 } mae__route;
 
+#define MAE__RELAY_HEALTH_PATH "/api/events/health"
+#define MAE__RELAY_PUBLISH_PATH "/api/events/publish"
+
 /* Routes a parsed request: stream_path is the --path (an exact match of the
- * path without the query), "/" the page, "/healthz" and "/metrics". */
+ * path without the query), "/" the page, "/healthz", "/metrics",
+ * /api/events/health and POST /api/events/publish (credentials as the
+ * stream's; whether a loopback-only publish is allowed is the caller's). */
 mae__route mae__request_route(const mae__request *r, const char *stream_path,
                               const mae__credentials *c);
 

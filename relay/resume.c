@@ -186,6 +186,15 @@ static void on_bounds(void *user, const mae__stream_bounds *b)
     mae__resume *r = user;
     r->req = NULL;
     r->plan = mae__resume_decide(r->parse_rc, &r->id, b);
+    /* An id below the source's floor was never issued by it (a hub's id
+     * from before it started): unknown, not trimmed. */
+    mae__stream_id floor;
+    if (r->plan.kind == MAE__RESUME_TRIMMED && r->h->ops->floor &&
+        r->h->ops->floor(r->h->self, &floor) && !mae__stream_id_is_zero(&r->id) &&
+        mae__stream_id_cmp(&r->id, &floor) < 0) {
+        memset(&r->plan, 0, sizeof r->plan);
+        r->plan.kind = MAE__RESUME_UNKNOWN_ID;
+    }
     send_reset(r);
     after_reset(r);
 }

@@ -98,8 +98,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     TAILQ_FOREACH(c, &r->conns, conn_link) {
         if (c->close_asap)
             continue;
-        if (c->state == C_REQUEST)
-            mae__client_close(c, NULL);
+        if (c->state == C_REQUEST || c->state == C_BODY)
+            mae__client_close(c, NULL);   /* a publish not yet read is not taken */
         else if (c->state == C_STREAM)
             mae__http_end_stream(c);
     }
@@ -120,9 +120,12 @@ void mae__relay_config_init(mae__relay_config *cfg)
     cfg->max_clients = MAE__RELAY_DEFAULT_MAX_CLIENTS;
     cfg->client_buffer = MAE__RELAY_DEFAULT_CLIENT_BUFFER;
     cfg->max_event_bytes = MAE__RELAY_DEFAULT_MAX_EVENT_BYTES;
+    cfg->max_body_bytes = MAE__RELAY_DEFAULT_MAX_BODY_BYTES;
+    cfg->history_events = MAE__RELAY_DEFAULT_HISTORY;
+    cfg->history_bytes = MAE__RELAY_DEFAULT_HISTORY_BYTES;
 }
 
-static bool addr_is_loopback(const struct sockaddr *sa)
+bool mae__addr_is_loopback(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET)
         return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
@@ -146,7 +149,7 @@ bool mae__relay_host_is_loopback(const char *host)
         return false;
     bool all = true;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
-        all = all && addr_is_loopback(ai->ai_addr);
+        all = all && mae__addr_is_loopback(ai->ai_addr);
     freeaddrinfo(res);
     return all;
 }
@@ -244,6 +247,8 @@ int mae__relay_run(const mae__relay_config *cfg, char *err, size_t errlen)
 
     if (mae__fanout_start(&r, err, errlen) != 0)
         goto done;
+    if (mae__publish_start(&r, err, errlen) != 0)
+        goto done;
 
     double pi = cfg->ping_interval;
     struct timeval ping = {(time_t)pi, (suseconds_t)((pi - (double)(time_t)pi) * 1e6)};
@@ -261,6 +266,7 @@ done:
     /* Whatever is still open when the loop ends is closed without ceremony. */
     r.stopping = false;
     mae__fanout_stop(&r);
+    mae__publish_stop(&r);
     client *c;
     TAILQ_FOREACH(c, &r.conns, conn_link)
         mae__client_close(c, NULL);

@@ -38,12 +38,27 @@ struct event_base;
 
 typedef enum {
     C_REQUEST,   /* reading a request's headers (deadline running) */
+    C_BODY,      /* reading a publish body (its deadline running) */
     C_STREAM,    /* an open event stream, in the relay's stream list */
     C_ANSWERED,  /* writing a last answer (or a stream's last chunk), then closing */
     C_LINGER,    /* answer sent and write side shut: draining until EOF */
 } mae__client_state;
 
 typedef struct mae__relay_server mae__relay_server;
+
+/* What a publish request's headers said, kept while its body is read. */
+typedef struct mae__publish_req {
+    size_t length;                /* Content-Length */
+    bool keep;                    /* keep-alive after the answer */
+    bool ndjson;                  /* Content-Type: application/x-ndjson */
+    bool has_publisher;           /* X-MailAgent-Publisher and -Batch-Start given, valid */
+    bool bad_publisher;           /* given but malformed (400) */
+    char publisher[33];           /* 32 lowercase hex digits */
+    uint64_t batch_start;
+} mae__publish_req;
+
+struct mae_publisher;
+typedef struct mae__pub_table mae__pub_table;
 typedef struct mae__relay_client mae__relay_client;
 TAILQ_HEAD(mae__client_list, mae__relay_client);
 
@@ -63,6 +78,8 @@ struct mae__relay_client {
     bool in_over;                 /* unread output over --client-buffer since over_since */
     uint64_t over_since_ms;
     mae__resume *resume;          /* its position in a source with ids; NULL otherwise */
+    bool loopback;                /* the peer is a loopback address */
+    mae__publish_req pub;         /* C_BODY: the publish request whose body is read */
     char addr[56];                /* "[v6]:port" or "v4:port", for the log */
 };
 
@@ -86,6 +103,11 @@ struct mae__relay_server {
     struct event *reaper;         /* frees r->to_close once the running callback returned */
     struct event *limits;         /* checks r->over against the output limit */
     mae__source *source;          /* where events come from (relay/source.h) */
+    struct mae_publisher *publisher; /* Redis modes: where accepted events go */
+    mae__pub_table *pubs;         /* the exactly-once table of hub publishers */
+    double last_event_ts;         /* epoch s of the last event fanned out; 0 none */
+    char last_error[160];         /* the source's last problem while down; "" none */
+    char last_log[160];           /* the source's last log line */
     struct mae__client_list conns;    /* every connection, streams included */
     struct mae__client_list streams;  /* the open streams */
     struct mae__client_list to_close; /* marked close_asap, freed by the reaper */
@@ -166,6 +188,31 @@ void mae__fanout_drained(mae__relay_client *c);
 /* The heartbeat timer: a ping to every stream. */
 void mae__fanout_on_ping(evutil_socket_t fd, short what, void *arg);
 
+/* ---- publish.c: POST /api/events/publish and the health answers -------------- */
+
+/* Opens the Redis publisher in the Redis modes; the exactly-once table.
+ * 0, or 1 with the reason in err. */
+int mae__publish_start(mae__relay_server *r, char *err, size_t errlen);
+/* Closes the publisher (flushing for up to a second) and frees the table. */
+void mae__publish_stop(mae__relay_server *r);
+/* The headers of a publish request were read: checks what it can before
+ * the body (length, chunked, credentials), answering and returning false
+ * when it refuses; true when the body (c->pub.length bytes) is to be read. */
+bool mae__publish_begin(mae__relay_client *c, const mae__request *req);
+/* The whole body is here: applies it and answers. */
+void mae__publish_body(mae__relay_client *c, const char *body, size_t len);
+/* The body did not come within MAE__RELAY_BODY_DEADLINE_MS: 408, closed. */
+void mae__publish_timeout(mae__relay_client *c);
+/* The JSON of GET /api/events/health and of /healthz. */
+void mae__health_render(mae__relay_server *r, mae__buf *b, bool healthz);
+/* Copies the table's and the hub's figures into r->counters for /metrics. */
+void mae__publish_fill_counters(mae__relay_server *r);
+/* "pubsub", "stream" or "hub". */
+const char *mae__relay_mode(const mae__relay_server *r);
+
+/* True when sa is a loopback address (127.0.0.0/8, ::1, v4-mapped 127/8). */
+bool mae__addr_is_loopback(const struct sockaddr *sa);
+
 /* ---- http.c: requests and answers ---------------------------------------------- */
 
 /* Accepts a connection (the listener's callback). */
@@ -173,5 +220,10 @@ void mae__http_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
                       int salen, void *arg);
 /* A stream ended by the shutdown: its last chunk is queued; it closes once out. */
 void mae__http_end_stream(mae__relay_client *c);
+/* Writes a complete short answer in one piece (head and body); keep_alive
+ * false closes once it is out (after the linger). */
+void mae__http_answer(mae__relay_client *c, int status, const char *reason, const char *type,
+                      const char *extra_headers, const char *body, size_t body_len,
+                      bool keep_alive);
 
 #endif

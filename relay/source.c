@@ -7,6 +7,8 @@
 int mae__source_new(const mae__source_config *cfg, const mae__source_cb *cb, mae__source **out,
                     char *err, size_t errlen)
 {
+    if (cfg->hub)
+        return mae__source_hub_new(cfg, cb, out, err, errlen);
     return cfg->stream_key ? mae__source_stream_new(cfg, cb, out, err, errlen)
                            : mae__source_pubsub_new(cfg, cb, out, err, errlen);
 }

@@ -1,7 +1,7 @@
 /* Internal: where the relay's events come from, behind one interface that
  * every source implements: the pub/sub subscriber (relay/subscriber.c), the
- * Redis Stream reader (relay/stream_source.c) and, later, the in-memory
- * hub. The fan-out and the clients only ever see this interface: a source
+ * Redis Stream reader (relay/stream_source.c) and the in-memory hub
+ * (relay/hub_source.c). The fan-out and the clients only ever see this interface: a source
  * reports through callbacks, answers whether it is up, and, when its events
  * carry ids, offers its history (relay/history.h) for the clients that
  * resume. A source runs on the relay's event loop and never blocks it.
@@ -64,6 +64,9 @@ typedef struct mae__source_config {
     const char *redis_url;  /* redis://... or unix:///..., parsed by core/url */
     const char *channel;    /* pub/sub: the channel */
     const char *stream_key; /* stream: the stream's key */
+    bool hub;               /* the hub: no Redis; events come from mae__hub_publish */
+    size_t history_events;  /* hub: events kept for resuming (0: none) */
+    size_t history_bytes;   /* hub: and at most this many bytes of them */
 } mae__source_config;
 
 typedef struct mae__source mae__source;
@@ -85,9 +88,11 @@ int mae__source_pubsub_new(const mae__source_config *cfg, const mae__source_cb *
                            mae__source **out, char *err, size_t errlen);
 int mae__source_stream_new(const mae__source_config *cfg, const mae__source_cb *cb,
                            mae__source **out, char *err, size_t errlen);
+int mae__source_hub_new(const mae__source_config *cfg, const mae__source_cb *cb,
+                        mae__source **out, char *err, size_t errlen);
 
-/* The source cfg asks for: the stream reader when stream_key is set, else
- * the pub/sub subscriber. As the constructors. */
+/* The source cfg asks for: the hub when hub is set, the stream reader
+ * when stream_key is, else the pub/sub subscriber. As the constructors. */
 int mae__source_new(const mae__source_config *cfg, const mae__source_cb *cb, mae__source **out,
                     char *err, size_t errlen);
 

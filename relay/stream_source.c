@@ -113,6 +113,8 @@ static void history_flush(mae__stream_source *s);
 /* ---- the reader ---------------------------------------------------------- */
 
 static void on_xread(redisAsyncContext *ac, void *reply, void *priv);
+static void on_reader_recheck(redisAsyncContext *ac, void *reply, void *priv);
+static int send_bounds(conn *c, redisCallbackFn *fn, void *priv);
 
 static void send_xread(conn *c)
 {
@@ -131,8 +133,15 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv)
 
     if (!accept_reply(c, ac, r))
         return;
-    /* nil: BLOCK ran out with nothing new. Otherwise [[key, entries]]. */
-    if (r->type != REDIS_REPLY_NIL) {
+    /* nil: BLOCK ran out with nothing new. The stream may have gone back
+     * meanwhile (deleted and written again with lower ids, restored from
+     * an older backup): XREAD after the old position would then wait for
+     * ever, so a quiet block is followed by a look at the bounds. */
+    if (r->type == REDIS_REPLY_NIL) {
+        send_bounds(c, on_reader_recheck, c);
+        return;
+    }
+    {
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
             r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2) {
             fail(c, "unexpected reply to XREAD");
@@ -203,6 +212,34 @@ static void on_reader_bounds(redisAsyncContext *ac, void *reply, void *priv)
     if (rewound && s->cfg.on_rewound)
         s->cfg.on_rewound(s->cfg.user, &s->pos);
     history_flush(s);
+}
+
+/* After a quiet block: the same rewind check as after a reconnect, then
+ * XREAD again (issue 18: a stream rewritten lower while the relay was
+ * connected stalled every live client silently). */
+static void on_reader_recheck(redisAsyncContext *ac, void *reply, void *priv)
+{
+    conn *c = priv;
+    mae__stream_source *s = c->src;
+    mae__stream_bounds b;
+    const char *err = NULL;
+
+    if (!accept_reply(c, ac, reply))
+        return;
+    int rc = mae__stream_parse_bounds(reply, &b, &err);
+    if (rc <= 0) {
+        fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM");
+        return;
+    }
+    bool rewound = mae__stream_id_cmp(&b.last, &s->pos) < 0;
+    if (rewound) {
+        s->pos = b.last;
+        s->epoch++;
+        s->stats.rewinds++;
+    }
+    send_xread(c);
+    if (rewound && s->cfg.on_rewound)
+        s->cfg.on_rewound(s->cfg.user, &s->pos);
 }
 
 /* ---- history requests ---------------------------------------------------- */
@@ -516,7 +553,7 @@ static struct event_base *hist_base(void *self)
 }
 
 static const mae__history_ops history_ops = {hist_position, hist_epoch, hist_base,
-                                             hist_bounds,   hist_range, hist_cancel};
+                                             hist_bounds,   hist_range, hist_cancel, NULL};
 
 const mae__history *mae__stream_source_history(mae__stream_source *s)
 {

@@ -20,7 +20,7 @@ echo "bench: building $build (Release)" >&2
 if ! { cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DMAE_BUILD_TESTS=OFF \
         -DMAE_BUILD_TOOLS=ON &&
        cmake --build "$build" -j"${MAE_JOBS:-2}" --target mae_bench mailagent-events \
-         mailagent mae_relay_bench; } >"$log" 2>&1; then
+         mailagent mae_relay_bench mae_hub_bench; } >"$log" 2>&1; then
   cat "$log" >&2
   echo "bench: build failed" >&2
   exit 1
@@ -47,6 +47,10 @@ case " ${MAE_BENCH_ARGS:-} " in *" --only "*) MAE_BENCH_RELAY=${MAE_BENCH_RELAY:
 if [ "${MAE_BENCH_RELAY:-1}" = 1 ]; then
   "$build/bench/relay/mae_relay_bench" "$build/mailagent" "$(command -v redis-server)" \
     --events 200 --json bench/results/relay.json
+  # The hub's path (part hubpath, bench/README.md): publish -> client through
+  # the hub, Redis pub/sub and a Redis Stream, and the hub's memory; ~20 s.
+  "$build/bench/relay/mae_hub_bench" "$build/mailagent" "$(command -v redis-server)" \
+    --events 100000 --json bench/results/hubpath.json
 fi
 # shellcheck disable=SC2086  # MAE_BENCH_ARGS is a list of flags
 # Not exec: the trap above must still remove the build log.

@@ -17,6 +17,10 @@ have_cmd pkg-config && have_pc json-c  || need+=(libjson-c-dev)
 have_cmd pkg-config && have_pc sqlite3 || need+=(libsqlite3-dev)
 have_cmd pkg-config && have_pc cmocka  || need+=(libcmocka-dev)
 have_cmd pkg-config && have_pc libevent || need+=(libevent-dev)
+# rediss:// (TLS to Redis) links OpenSSL 3; the TLS tests make their
+# certificates with the openssl command.
+have_cmd pkg-config && have_pc libssl  || need+=(libssl-dev)
+have_cmd openssl      || need+=(openssl)
 have_cmd redis-server || need+=(redis-server)
 have_cmd redis-cli    || need+=(redis-tools)
 # The demo shows the relay's frames as `curl -N` receives them.

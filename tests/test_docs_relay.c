@@ -205,7 +205,8 @@ static void add_format(const char *p)
 
 static void scan_sources(void)
 {
-    static const char *const calls[] = {"mae__relay_say(\"", "logf_(s, \"", "src_log(s, \""};
+    static const char *const calls[] = {"mae__relay_say(\"", "logf_(s, \"", "src_log(s, \"",
+                                        "say_line(\""};
     DIR *d = opendir(MAE_SOURCE_DIR "/relay");
     assert_non_null(d);
     struct dirent *e;

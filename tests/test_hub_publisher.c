@@ -157,13 +157,15 @@ static void test_no_token_no_header(void **state)
     (void)state;
     fake_hub *h = fake_hub_start();
     mae_publisher *p = open_hub(fake_hub_url(h), NULL, 2000, 0);
-    publish_n(p, 0, 3);
+    /* One event, so one batch whatever the I/O thread's timing (three could
+     * go as two batches, the last starting at 2, under valgrind). */
+    publish_n(p, 0, 1);
     assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
     char v[64];
     assert_false(fake_hub_header(h, "X-MailAgent-Local-Token", v, sizeof v));
     assert_true(fake_hub_header(h, "X-MailAgent-Batch-Start", v, sizeof v));
     assert_string_equal(v, "1");
-    assert_hub_holds(h, 3);
+    assert_hub_holds(h, 1);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     fake_hub_stop(h);
 }

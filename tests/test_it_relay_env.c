@@ -282,10 +282,13 @@ static void test_redis_url_and_db(void **state)
     assert_int_equal(run_cmd(argv, nenv, "named-db", &err), 2);
     assert_non_null(strstr(err, "REDIS_URL already names a database"));
     free(err);
-    /* Blank everywhere: no URL at all. */
+    /* Blank everywhere: no URL at all, which is hub mode (issue 20); with
+     * --stream, which needs Redis, it is refused naming the hub. */
     const char *blank[] = {CLEAN_ENV, "REDIS_URL=  ", NULL};
-    assert_int_equal(run_cmd(argv, blank, "blank-url", &err), 2);
-    assert_non_null(strstr(err, "no Redis URL"));
+    const char *stream_argv[] = {MAE_CLI_PATH, "events", "serve", "--listen", "127.0.0.1:0",
+                                 "--stream", "k", NULL};
+    assert_int_equal(run_cmd(stream_argv, blank, "blank-url", &err), 2);
+    assert_non_null(strstr(err, "--stream needs a Redis URL"));
     free(err);
 }
 

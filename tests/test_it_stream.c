@@ -22,6 +22,7 @@
 #include <mailagent/events.h>
 
 #include "redis_harness.h"
+#include "stream_check.h"
 #include "testutil.h"
 
 #define CHANNEL "mailagent:events:v1"
@@ -43,102 +44,6 @@ static mae_publisher *open_stream(const char *url)
     return p;
 }
 
-/* The number an event line carries in {"n":N}, or -1. */
-static int number_of(const char *line)
-{
-    const char *d = line ? strstr(line, "\"data\":{\"n\":") : NULL;
-    return d ? atoi(d + strlen("\"data\":{\"n\":")) : -1;
-}
-
-/* A thread publishing events 0..n-1, one every gap_us. */
-typedef struct feeder {
-    mae_publisher *p;
-    int n, gap_us;
-    pthread_t thread;
-} feeder;
-
-static void *feed_main(void *arg)
-{
-    feeder *f = arg;
-    char data[32];
-    for (int i = 0; i < f->n; i++) {
-        snprintf(data, sizeof data, "{\"n\":%d}", i);
-        mae_safe_publish(f->p, "test.event", i, data, "test");
-        if (f->gap_us) {
-            struct timespec ts = {0, (long)f->gap_us * 1000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return NULL;
-}
-
-static void feed_start(feeder *f, mae_publisher *p, int n, int gap_us)
-{
-    f->p = p;
-    f->n = n;
-    f->gap_us = gap_us;
-    assert_int_equal(pthread_create(&f->thread, NULL, feed_main, f), 0);
-}
-
-/* Reads the whole stream and asserts it holds events 0..n-1, each once,
- * in order, every entry with one field "event". */
-static void assert_stream_exactly(mtr_redis *r, int n)
-{
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
-    assert_non_null(c);
-    assert_int_equal(c->err, 0);
-    redisReply *rep = redisCommand(c, "XRANGE %s - +", STREAM);
-    assert_non_null(rep);
-    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
-    if ((int)rep->elements != n) {
-        int dup = -1, seen_max = -1;
-        for (size_t i = 0; i < rep->elements && dup < 0; i++) {
-            int k = number_of(rep->element[i]->element[1]->element[1]->str);
-            if (k <= seen_max)
-                dup = k;
-            seen_max = k > seen_max ? k : seen_max;
-        }
-        fail_msg("the stream holds %zu entries for %d events (first out of order or doubled: %d)",
-                 rep->elements, n, dup);
-    }
-    for (int i = 0; i < n; i++) {
-        redisReply *e = rep->element[i];
-        assert_int_equal(e->type, REDIS_REPLY_ARRAY);
-        redisReply *fields = e->element[1];
-        assert_int_equal(fields->elements, 2);
-        assert_string_equal(fields->element[0]->str, "event");
-        assert_int_equal(number_of(fields->element[1]->str), i);
-    }
-    freeReplyObject(rep);
-    redisFree(c);
-}
-
-/* Asserts the subscribers together saw no event twice and each in order;
- * returns how many distinct events they saw. */
-static int assert_channel_no_doubles(mtr_sub **subs, int nsubs, int n)
-{
-    char *seen = calloc((size_t)n, 1);
-    int distinct = 0;
-    assert_non_null(seen);
-    for (int s = 0; s < nsubs; s++) {
-        int last = -1;
-        for (size_t i = 0; i < mtr_sub_count(subs[s]); i++) {
-            int k = number_of(mtr_sub_message(subs[s], i));
-            assert_true(k >= 0 && k < n);
-            if (seen[k])
-                fail_msg("the channel delivered event %d twice", k);
-            assert_true(k > last);
-            last = k;
-            seen[k] = 1;
-            distinct++;
-        }
-    }
-    free(seen);
-    return distinct;
-}
-
-/* Everything was published once, nothing dropped, the counters add up. */
 static void assert_counters(mae_publisher *p, int n)
 {
     mae_publisher_stats st;
@@ -171,13 +76,13 @@ static void test_stream_and_channel_get_every_event(void **state)
     assert_int_equal(mtr_start(&r, NULL), 0);
     mtr_sub *sub = mtr_subscribe(&r, CHANNEL);
     mae_publisher *p = open_stream(r.url);
-    feeder f;
-    feed_start(&f, p, 500, 0);
-    pthread_join(f.thread, NULL);
+    sc_feeder f;
+    sc_feed_start(&f, p, 500, 0);
+    sc_feed_join(&f);
     assert_int_equal(mae_publisher_flush(p, 10000), MAE_OK);
     assert_int_equal(mtr_sub_wait(sub, 500, 5000), 500);
-    assert_stream_exactly(&r, 500);
-    assert_int_equal(assert_channel_no_doubles(&sub, 1, 500), 500);
+    sc_assert_stream_exactly(&r, STREAM, 500);
+    assert_int_equal(sc_assert_channel_no_doubles(&sub, 1, 500), 500);
     assert_counters(p, 500);
     /* The record of applied numbers expires on its own. */
     assert_int_equal(mtr_command(&r, "EVAL %s 0",
@@ -201,17 +106,17 @@ static void test_connection_killed_again_and_again(void **state)
     assert_int_equal(mtr_start(&r, NULL), 0);
     mtr_sub *sub = mtr_subscribe(&r, CHANNEL);
     mae_publisher *p = open_stream(r.url);
-    feeder f;
-    feed_start(&f, p, n, 500);
+    sc_feeder f;
+    sc_feed_start(&f, p, n, 500);
     for (int k = 0; k < 60; k++) {
         tu_sleep_ms(25);
         mtr_command(&r, "CLIENT KILL TYPE normal");
     }
-    pthread_join(f.thread, NULL);
+    sc_feed_join(&f);
     assert_int_equal(mae_publisher_flush(p, 20000), MAE_OK);
     mtr_sub_wait(sub, (size_t)n, 5000);
-    assert_stream_exactly(&r, n);
-    assert_int_equal(assert_channel_no_doubles(&sub, 1, n), n);
+    sc_assert_stream_exactly(&r, STREAM, n);
+    assert_int_equal(sc_assert_channel_no_doubles(&sub, 1, n), n);
     assert_counters(p, n);
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
@@ -231,8 +136,8 @@ static void test_redis_killed_and_restarted_from_its_log(void **state)
     assert_int_equal(mtr_start(&r, "--appendonly yes --appendfsync always"), 0);
     subs[nsubs++] = mtr_subscribe(&r, CHANNEL);
     mae_publisher *p = open_stream(r.url);
-    feeder f;
-    feed_start(&f, p, n, 700);
+    sc_feeder f;
+    sc_feed_start(&f, p, n, 700);
     for (int k = 0; k < 3; k++) {
         tu_sleep_ms(400);
         mtr_kill(&r); /* SIGKILL: no shutdown, only what the log holds */
@@ -241,13 +146,13 @@ static void test_redis_killed_and_restarted_from_its_log(void **state)
         assert_non_null(subs[nsubs]);
         nsubs++;
     }
-    pthread_join(f.thread, NULL);
+    sc_feed_join(&f);
     assert_int_equal(mae_publisher_flush(p, 20000), MAE_OK);
     tu_sleep_ms(200);
-    assert_stream_exactly(&r, n);
+    sc_assert_stream_exactly(&r, STREAM, n);
     /* The channel: no doubles. (A message in a killed server's output
      * buffer dies with it: pub/sub itself keeps nothing.) */
-    assert_channel_no_doubles(subs, nsubs, n);
+    sc_assert_channel_no_doubles(subs, nsubs, n);
     assert_counters(p, n);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     for (int s = 0; s < nsubs; s++)
@@ -263,8 +168,8 @@ static void test_redis_hung_then_resumed(void **state)
     assert_int_equal(mtr_start(&r, NULL), 0);
     mtr_sub *sub = mtr_subscribe(&r, CHANNEL);
     mae_publisher *p = open_stream(r.url);
-    feeder f;
-    feed_start(&f, p, n, 1000);
+    sc_feeder f;
+    sc_feed_start(&f, p, n, 1000);
     for (int k = 0; k < 2; k++) {
         tu_sleep_ms(300);
         /* Longer than the I/O timeout: the batch on the wire is given up
@@ -274,12 +179,12 @@ static void test_redis_hung_then_resumed(void **state)
         tu_sleep_ms(1000);
         mtr_resume(&r);
     }
-    pthread_join(f.thread, NULL);
+    sc_feed_join(&f);
     assert_int_equal(mae_publisher_flush(p, 20000), MAE_OK);
     mtr_sub_wait(sub, (size_t)n, 5000);
     tu_sleep_ms(200);
-    assert_stream_exactly(&r, n);
-    assert_int_equal(assert_channel_no_doubles(&sub, 1, n), n);
+    sc_assert_stream_exactly(&r, STREAM, n);
+    assert_int_equal(sc_assert_channel_no_doubles(&sub, 1, n), n);
     assert_counters(p, n);
     assert_int_equal(mae_publisher_close(p, 2000), MAE_OK);
     mtr_sub_close(sub);
@@ -294,17 +199,17 @@ static void test_script_cache_flushed(void **state)
     assert_int_equal(mtr_start(&r, NULL), 0);
     mtr_sub *sub = mtr_subscribe(&r, CHANNEL);
     mae_publisher *p = open_stream(r.url);
-    feeder f;
-    feed_start(&f, p, n, 500);
+    sc_feeder f;
+    sc_feed_start(&f, p, n, 500);
     for (int k = 0; k < 5; k++) {
         tu_sleep_ms(60);
         assert_int_equal(mtr_command(&r, "SCRIPT FLUSH"), 0); /* NOSCRIPT on the next batch */
     }
-    pthread_join(f.thread, NULL);
+    sc_feed_join(&f);
     assert_int_equal(mae_publisher_flush(p, 20000), MAE_OK);
     assert_int_equal(mtr_sub_wait(sub, (size_t)n, 5000), n);
-    assert_stream_exactly(&r, n);
-    assert_int_equal(assert_channel_no_doubles(&sub, 1, n), n);
+    sc_assert_stream_exactly(&r, STREAM, n);
+    assert_int_equal(sc_assert_channel_no_doubles(&sub, 1, n), n);
     assert_counters(p, n);
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
@@ -323,9 +228,9 @@ static void test_refused_batch_is_counted_and_the_next_goes_on(void **state)
     assert_int_equal(mtr_start(&r, NULL), 0);
     assert_int_equal(mtr_command(&r, "SET %s %s", STREAM, "not-a-stream"), 0);
     mae_publisher *p = open_stream(r.url);
-    feeder f;
-    feed_start(&f, p, 10, 0);
-    pthread_join(f.thread, NULL);
+    sc_feeder f;
+    sc_feed_start(&f, p, 10, 0);
+    sc_feed_join(&f);
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);
@@ -334,10 +239,10 @@ static void test_refused_batch_is_counted_and_the_next_goes_on(void **state)
     assert_non_null(strstr(st.last_error, "WRONGTYPE"));
     tu_assert_counters_add_up(p);
     assert_int_equal(mtr_command(&r, "DEL %s", STREAM), 0);
-    feed_start(&f, p, 10, 0);
-    pthread_join(f.thread, NULL);
+    sc_feed_start(&f, p, 10, 0);
+    sc_feed_join(&f);
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
-    assert_stream_exactly(&r, 10); /* numbered 0..9 again: the second run */
+    sc_assert_stream_exactly(&r, STREAM, 10); /* numbered 0..9 again: the second run */
     mae_publisher_stats_get(p, &st);
     assert_int_equal(st.published, 10);
     assert_int_equal(st.connects, 1);
@@ -352,13 +257,13 @@ static void test_close_bounded_while_hung(void **state)
     mtr_redis r;
     assert_int_equal(mtr_start(&r, NULL), 0);
     mae_publisher *p = open_stream(r.url);
-    feeder f;
-    feed_start(&f, p, 100, 0);
-    pthread_join(f.thread, NULL);
+    sc_feeder f;
+    sc_feed_start(&f, p, 100, 0);
+    sc_feed_join(&f);
     assert_int_equal(mae_publisher_flush(p, 5000), MAE_OK);
     mtr_pause(&r);
-    feed_start(&f, p, 50, 0);
-    pthread_join(f.thread, NULL);
+    sc_feed_start(&f, p, 50, 0);
+    sc_feed_join(&f);
     tu_sleep_ms(400); /* a batch is on the wire, kept for a resend */
     mae_publisher_stats st;
     mae_publisher_stats_get(p, &st);

@@ -2,6 +2,7 @@
  * every row of relay.md's HTTP table, the limits, the credential forms,
  * the constant-time compare, and hostile input. */
 #include <setjmp.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -301,6 +302,57 @@ static void test_routes_with_credentials(void **state)
     assert_false(mae__credentials_required(&(mae__credentials){NULL, NULL}));
 }
 
+/* The publish route's headers and routes (issue 17): the body's length,
+ * both framings refused, the exactly-once headers, and who may publish. */
+static void test_publish_request(void **state)
+{
+    (void)state;
+    mae__request r;
+    const char *ok = "POST /api/events/publish HTTP/1.1\r\nContent-Type: application/x-ndjson\r\n"
+                     "Content-Length: 0042\r\nX-MailAgent-Publisher: ab\r\n"
+                     "X-MailAgent-Batch-Start: 7\r\n\r\n";
+    assert_int_equal(parse(ok, &r), MAE__REQ_DONE);
+    assert_true(r.has_length);
+    assert_int_equal(r.content_length, 42);
+    assert_false(r.chunked);
+    assert_true(r.conn_keep);
+    assert_false(r.keep_alive);   /* a GET with a body is still closed */
+    assert_span(r.content_type, "application/x-ndjson");
+    assert_span(r.publisher, "ab");
+    assert_span(r.batch_start, "7");
+    /* An overflowing length saturates (then is over any limit). */
+    assert_int_equal(parse("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                           &r), MAE__REQ_DONE);
+    assert_int_equal(r.content_length, ULLONG_MAX);
+    /* Two lengths, a length and a chunked body, a bad length: refused. */
+    assert_int_equal(parse("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                           &r), MAE__REQ_BAD);
+    assert_int_equal(parse("POST / HTTP/1.1\r\nContent-Length: 1\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n", &r), MAE__REQ_BAD);
+    assert_int_equal(parse("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", &r), MAE__REQ_BAD);
+    assert_int_equal(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &r),
+                     MAE__REQ_DONE);
+    assert_true(r.chunked);
+    /* Two publisher headers are ambiguous. */
+    assert_int_equal(parse("POST / HTTP/1.1\r\nX-MailAgent-Publisher: a\r\n"
+                           "X-MailAgent-Publisher: b\r\n\r\n", &r), MAE__REQ_BAD);
+
+    mae__credentials none = {NULL, ""}, tok = {NULL, "t0k"};
+    assert_int_equal(route_of("POST /api/events/publish HTTP/1.1\r\n\r\n", &none),
+                     MAE__ROUTE_PUBLISH);
+    assert_int_equal(route_of("POST /api/events/publish HTTP/1.1\r\n\r\n", &tok),
+                     MAE__ROUTE_UNAUTHORIZED);
+    assert_int_equal(route_of("POST /api/events/publish HTTP/1.1\r\n"
+                              "X-MailAgent-Local-Token: t0k\r\n\r\n", &tok),
+                     MAE__ROUTE_PUBLISH);
+    assert_int_equal(route_of("GET /api/events/publish HTTP/1.1\r\n\r\n", &none),
+                     MAE__ROUTE_BAD_METHOD_POST);
+    assert_int_equal(route_of("GET /api/events/health HTTP/1.1\r\n\r\n", &tok),
+                     MAE__ROUTE_HEALTH);
+    assert_int_equal(route_of("POST /api/events/health HTTP/1.1\r\n\r\n", &none),
+                     MAE__ROUTE_BAD_METHOD);
+}
+
 static void test_ct_equal(void **state)
 {
     (void)state;
@@ -377,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_header_count_limit),
         cmocka_unit_test(test_routes_open),
         cmocka_unit_test(test_routes_with_credentials),
+        cmocka_unit_test(test_publish_request),
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_hostile),
     };

@@ -135,23 +135,25 @@ static void test_metrics_text(void **state)
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!strstr(b.ptr, want[i]))
             fail_msg("missing %s in:\n%s", want[i], b.ptr);
-    /* Eleven metrics, each with HELP and TYPE: 33 lines, each ended. */
+    /* 26 metrics, each with HELP and TYPE: 78 lines, each ended. */
     size_t lines = 0;
     for (size_t i = 0; i < b.len; i++)
         lines += b.ptr[i] == '\n';
-    assert_int_equal(lines, 33);
+    assert_int_equal(lines, 78);
     assert_int_equal(b.ptr[b.len - 1], '\n');
     mae__buf_free(&b);
 
     mae__buf_init(&b);
-    mae__healthz_render(&b, &c);
-    assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":true,\"clients\":3}");
+    mae__healthz_render(&b, &c, "stream");
+    assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":true,\"clients\":3,"
+                               "\"source\":\"stream\",\"mode\":\"stream\"}");
     mae__buf_free(&b);
     c.redis_connected = false;
     c.clients = 0;
     mae__buf_init(&b);
-    mae__healthz_render(&b, &c);
-    assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":false,\"clients\":0}");
+    mae__healthz_render(&b, &c, "hub");
+    assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":false,\"clients\":0,"
+                               "\"source\":\"hub\",\"mode\":\"hub\"}");
     mae__buf_free(&b);
 }
 

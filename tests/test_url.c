@@ -99,7 +99,6 @@ static void test_malformed_urls_refused_with_the_reason(void **state)
         const char *must_not; /* and never this (secrets) */
     } fixed[] = {
         {"http://localhost", "unknown scheme \"http\"; expected redis:// or unix://", NONE},
-        {"rediss://h", "\"rediss\"", NONE},
         {"redis+sentinel://h", "\"redis+sentinel\"", NONE},
         {"localhost:6379", "missing scheme", NONE},
         {"", "missing scheme", NONE},
@@ -122,8 +121,12 @@ static void test_malformed_urls_refused_with_the_reason(void **state)
         {"redis://h/-1", "database \"-1\"", NONE},
         {"redis://h/99999999999", "database \"99999999999\" is out of range", NONE},
         {"redis://h/1/2", "\"/2\"", NONE},
-        {"redis://h/1?db=2", "\"?db=2\"", NONE},
-        {"redis://h?x", "\"?x\"", NONE},
+        {"redis://h/1?db=2", "database is given twice (/1 and ?db=2)", NONE},
+        {"redis://h?x", "query part \"x\" is not name=value", NONE},
+        {"redis://h?db=1&db=1", "option db is given twice", NONE},
+        {"redis://h?ssl_ca_certs=/ca.pem", "ssl_ca_certs is a TLS option; write rediss://", NONE},
+        {"redis://h?ssl_cert_reqs=none", "write rediss://", NONE},
+        {"rediss://h", "rediss:// (TLS) is not supported here yet", NONE},
         {"redis://h#frag", "\"#frag\"", NONE},
         {"redis://::1:6379", "brackets", NONE},
         {"redis://fe80::1", "brackets", NONE},
@@ -198,6 +201,103 @@ static void test_malformed_urls_refused_with_the_reason(void **state)
 
 /* The parts an error quotes are clipped, so a long piece cannot push the
  * reason out of the publisher's error line. */
+/* rediss:// with redis-py's query options, as the publisher parses it. */
+static void test_tls_url_options(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url;
+        int reqs;
+        bool check_host;
+        const char *ca, *ca_path, *cert, *key;
+        int db;
+    } cases[] = {
+        {"rediss://h", MAE__TLS_VERIFY_REQUIRED, true, NONE, NONE, NONE, NONE, 0},
+        {"REDISS://:pw@h:6380/3", MAE__TLS_VERIFY_REQUIRED, true, NONE, NONE, NONE, NONE, 3},
+        {"rediss://h?ssl_cert_reqs=none", MAE__TLS_VERIFY_NONE, false, NONE, NONE, NONE, NONE, 0},
+        /* none verifies nothing, whatever ssl_check_hostname says (redis-py 6) */
+        {"rediss://h?ssl_cert_reqs=none&ssl_check_hostname=true", MAE__TLS_VERIFY_NONE, false,
+         NONE, NONE, NONE, NONE, 0},
+        {"rediss://h?ssl_cert_reqs=optional", MAE__TLS_VERIFY_OPTIONAL, true, NONE, NONE, NONE,
+         NONE, 0},
+        {"rediss://h?ssl_check_hostname=False", MAE__TLS_VERIFY_REQUIRED, false, NONE, NONE, NONE,
+         NONE, 0},
+        {"rediss://h?ssl_check_hostname=no&ssl_cert_reqs=required", MAE__TLS_VERIFY_REQUIRED,
+         false, NONE, NONE, NONE, NONE, 0},
+        {"rediss://h?ssl_check_hostname=1", MAE__TLS_VERIFY_REQUIRED, true, NONE, NONE, NONE, NONE,
+         0},
+        {"rediss://h:6380/2?ssl_ca_certs=/etc/ssl/ca.pem", MAE__TLS_VERIFY_REQUIRED, true,
+         "/etc/ssl/ca.pem", NONE, NONE, NONE, 2},
+        {"rediss://h?ssl_ca_certs=%2Ftmp%2Fmy+ca%2B1.pem&", MAE__TLS_VERIFY_REQUIRED, true,
+         "/tmp/my ca+1.pem", NONE, NONE, NONE, 0},
+        {"rediss://h?ssl_ca_path=/etc/ssl/certs&ssl_certfile=/c.pem&ssl_keyfile=/k.pem",
+         MAE__TLS_VERIFY_REQUIRED, true, NONE, "/etc/ssl/certs", "/c.pem", "/k.pem", 0},
+        {"rediss://h?ssl_certfile=/both.pem", MAE__TLS_VERIFY_REQUIRED, true, NONE, NONE,
+         "/both.pem", NONE, 0},
+        {"rediss://h?db=5", MAE__TLS_VERIFY_REQUIRED, true, NONE, NONE, NONE, NONE, 5},
+        {"rediss://h/5?db=5", MAE__TLS_VERIFY_REQUIRED, true, NONE, NONE, NONE, NONE, 5},
+        {"redis://h?db=7", -1, false, NONE, NONE, NONE, NONE, 7},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mae__url u;
+        char err[160] = "";
+        int rc = mae__url_parse_for(cases[i].url, MAE__URL_ALLOW_TLS, &u, err, sizeof err);
+        if (rc != 0)
+            fail_msg("case %zu (%s) rejected: %d %s", i, cases[i].url, rc, err);
+        assert_int_equal(u.tls.enabled, cases[i].reqs >= 0);
+        if (cases[i].reqs >= 0)
+            assert_int_equal(u.tls.cert_reqs, cases[i].reqs);
+        assert_int_equal(u.tls.check_hostname, cases[i].check_host);
+        expect_str(i, "ssl_ca_certs", u.tls.ca_certs, cases[i].ca);
+        expect_str(i, "ssl_ca_path", u.tls.ca_path, cases[i].ca_path);
+        expect_str(i, "ssl_certfile", u.tls.certfile, cases[i].cert);
+        expect_str(i, "ssl_keyfile", u.tls.keyfile, cases[i].key);
+        assert_int_equal(u.db, cases[i].db);
+        mae__url_free(&u);
+        assert_null(u.tls.ca_certs);
+        assert_null(u.tls.certfile);
+    }
+
+    static const struct {
+        const char *url, *must;
+    } bad[] = {
+        {"rediss://h?ssl_cert_reqs=strict", "ssl_cert_reqs \"strict\" is not required, optional"},
+        {"rediss://h?ssl_cert_reqs=REQUIRED", "\"REQUIRED\""},
+        {"rediss://h?ssl_check_hostname=maybe", "ssl_check_hostname \"maybe\" is not true"},
+        {"rediss://h?decode_responses=True", "unknown option \"decode_responses\""},
+        {"rediss://h?ssl_password=x", "unknown option \"ssl_password\""},
+        {"rediss://h?ssl_ca_certs=", "option ssl_ca_certs has no value"},
+        {"rediss://h?ssl_ca_certs=/a&ssl_ca_certs=/b", "ssl_ca_certs is given twice"},
+        {"rediss://h?ssl_keyfile=/k.pem", "ssl_keyfile needs ssl_certfile"},
+        {"rediss://h?ssl_ca_certs=/a%zz", "bad percent escape \"%zz\" in the value of ssl_ca_certs"},
+        {"rediss://h?=x", "query part \"=x\" is not name=value"},
+        {"rediss://h?ssl_ca_certs", "\"ssl_ca_certs\" is not name=value"},
+        {"rediss://h/1?db=2", "database is given twice"},
+        {"rediss://h?db=x", "database \"x\""},
+        {"rediss://h?ssl_cert_reqs=none#f", "\"#f\""},
+        {"rediss://", "missing host"},
+        {"rediss://h:0", "out of range"},
+        {"ftp://h", "expected redis://, rediss:// or unix://"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        mae__url u;
+        char err[160] = "";
+        memset(&u, 0x5a, sizeof u);
+        int rc = mae__url_parse_for(bad[i].url, MAE__URL_ALLOW_TLS, &u, err, sizeof err);
+        if (rc != MAE_EINVAL)
+            fail_msg("bad case %zu (%s): rc %d, want MAE_EINVAL", i, bad[i].url, rc);
+        if (!strstr(err, bad[i].must))
+            fail_msg("bad case %zu (%s): error \"%s\" lacks \"%s\"", i, bad[i].url, err,
+                     bad[i].must);
+        for (size_t k = 0; k < sizeof u; k++)
+            assert_int_equal(((unsigned char *)&u)[k], 0x5a);
+    }
+    assert_true(mae__url_is_tls("rediss://h"));
+    assert_true(mae__url_is_tls("REDISS://h"));
+    assert_false(mae__url_is_tls("redis://h"));
+    assert_false(mae__url_is_tls(NULL));
+}
+
 static void test_error_quotes_are_clipped(void **state)
 {
     (void)state;
@@ -216,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_accepted_url_forms),
         cmocka_unit_test(test_malformed_urls_refused_with_the_reason),
         cmocka_unit_test(test_error_quotes_are_clipped),
+        cmocka_unit_test(test_tls_url_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,6 +50,6 @@ cc -std=c11 -Wall -Wextra -Wpedantic -Werror "$here/consumer.c" -o "$work/consum
 LD_LIBRARY_PATH=$libdir "$work/consumer_pc"
 cc -std=c11 "$here/consumer.c" -o "$work/consumer_pc_static" \
   $(pkg-config --cflags mailagent-events) "$libdir/libmailagent-events.a" \
-  $(pkg-config --libs --static hiredis sqlite3) -lpthread
+  $(pkg-config --libs --static hiredis sqlite3 libssl libcrypto) -lpthread
 "$work/consumer_pc_static"
 echo "package consumer: cmake (shared, static) and pkg-config (shared, static) ok"

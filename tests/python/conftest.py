@@ -149,7 +149,8 @@ def fake_hub() -> Iterator[FakeHub]:
 class RedisServer:
     """A redis-server on 127.0.0.1, no persistence, in its own directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: Optional[List[str]] = None) -> None:
+        """extra: more redis-server arguments (e.g. a TLS port)."""
         self.dir = tempfile.mkdtemp(prefix="mae-py-redis.")
         self.proc: Optional[subprocess.Popen] = None
         self.port = 0
@@ -159,7 +160,7 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", self.dir,
-                 "--logfile", os.path.join(self.dir, "redis.log")],
+                 "--logfile", os.path.join(self.dir, "redis.log"), *(extra or [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             deadline = time.monotonic() + 5

@@ -202,6 +202,82 @@ int rh_relay_start(rh_relay *r, const char *redis_url, const char *const *args,
     return -1;
 }
 
+int rh_hub_start(rh_relay *r, const char *const *args, const char *const *env,
+                 const char *log_path)
+{
+    const char *cli = getenv("MAE_RELAY_TEST_CLI");
+    const char *argv[40] = {cli && *cli ? cli : MAE_CLI_PATH, "events", "serve", "--listen",
+                            "127.0.0.1:0"};
+    int n = 5;
+    for (const char *const *a = args; a && *a && n < 38; a++)
+        argv[n++] = *a;
+    argv[n] = NULL;
+    const char *envv[40] = {"MAILAGENT_REDIS_URL=", "REDIS_URL=", "MAILAGENT_STREAM="};
+    int k = 3;
+    for (const char *const *e = env; e && *e && k < 38; e++)
+        envv[k++] = *e;
+    envv[k] = NULL;
+    memset(r, 0, sizeof *r);
+    snprintf(r->log, sizeof r->log, "%s", log_path);
+    unlink(log_path);
+    r->pid = rh_spawn(argv, envv, NULL, log_path);
+    if (r->pid < 0)
+        return -1;
+    double until = rh_now() + 10;
+    while (rh_now() < until) {
+        char *log = rh_slurp(log_path);
+        const char *p = log ? strstr(log, "listening on http://127.0.0.1:") : NULL;
+        if (p) {
+            r->port = atoi(p + strlen("listening on http://127.0.0.1:"));
+            free(log);
+            return r->port > 0 ? 0 : -1;
+        }
+        free(log);
+        int status;
+        if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
+            r->pid = 0;
+            return -1;
+        }
+        rh_sleep_ms(10);
+    }
+    return -1;
+}
+
+char *rh_post(int port, const char *headers, const char *body, size_t len)
+{
+    size_t cap = len + 1024 + (headers ? strlen(headers) : 0);
+    char *req = malloc(cap);
+    if (!req)
+        return NULL;
+    int n = snprintf(req, cap,
+                     "POST /api/events/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     "%sContent-Length: %zu\r\n\r\n",
+                     headers ? headers : "", len);
+    memcpy(req + n, body, len);
+    req[(size_t)n + len] = '\0';
+    rh_conn *c = rh_connect(port, 0);
+    char *out = NULL;
+    if (c) {
+        rh_send(c, req, (size_t)n + len);
+        double until = rh_now() + 10;
+        while (rh_now() < until && !c->eof) {
+            struct pollfd p = {c->fd, POLLIN, 0};
+            poll(&p, 1, 20);
+            rh_pump(c);
+            const char *end = strstr(c->buf, "\r\n\r\n");
+            const char *cl = strstr(c->buf, "Content-Length: ");
+            if (end && cl && cl < end &&
+                c->len >= (size_t)(end + 4 - c->buf) + strtoul(cl + 16, NULL, 10))
+                break;
+        }
+        if (c->len > 0)
+            out = strdup(c->buf);
+        rh_close(c);
+    }
+    free(req);
+    return out;
+}
+
 int rh_relay_stop(rh_relay *r, int sig, int timeout_ms, double *seconds)
 {
     if (r->pid <= 0)

@@ -37,6 +37,15 @@ typedef struct rh_relay {
  * "listening on" line and reads the port from it. 0 or -1. */
 int rh_relay_start(rh_relay *r, const char *redis_url, const char *const *args,
                    const char *const *env, const char *log_path);
+/* As rh_relay_start with no Redis URL at all (the Redis variables set
+ * blank): the relay runs as the hub (docs/relay.md, "Hub mode"). A later
+ * --listen in args (e.g. to restart on the same port) wins. */
+int rh_hub_start(rh_relay *r, const char *const *args, const char *const *env,
+                 const char *log_path);
+/* POSTs body (len bytes) to /api/events/publish on a new connection with
+ * the extra header lines (each ending in \r\n, may be NULL) and
+ * Content-Length; returns the whole answer (malloc'd), NULL on timeout. */
+char *rh_post(int port, const char *headers, const char *body, size_t len);
 /* Sends sig and waits up to timeout_ms; returns the exit status, or -1
  * (after SIGKILL) when it did not exit in time or died of a signal.
  * *seconds (NULL ok) gets how long it took. */
