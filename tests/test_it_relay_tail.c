@@ -313,6 +313,79 @@ static void test_nothing_listening(void **state)
     cli_free(&p);
 }
 
+/* ---- the hub ------------------------------------------------------------ */
+
+static void hub_start(fixture *f)
+{
+    char listen[32];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", f->port);
+    if (rh_hub_start(&f->relay, ARGS("--listen", listen), NULL, f->log) != 0)
+        fail_msg("the hub did not start; its log:\n%s", rh_slurp(f->log));
+    assert_int_equal(f->relay.port, f->port);
+}
+
+/* POSTs events from..to to the hub as one NDJSON body; asserts a 200. */
+static void hub_post(fixture *f, long from, long to)
+{
+    char body[4096] = "", line[256];
+    for (long i = from; i <= to; i++) {
+        event_line(line, sizeof line, i);
+        strcat(body, line);
+        strcat(body, "\n");
+    }
+    char *answer = rh_post(f->port, "Content-Type: application/x-ndjson\r\n", body,
+                           strlen(body));
+    assert_non_null(answer);
+    if (!strstr(answer, " 200 "))
+        fail_msg("the hub answered: %s", answer);
+    free(answer);
+}
+
+/* Through the hub: every event with its id, in order; the hub killed and
+ * restarted on its port mid-stream: the tail comes back with its last id,
+ * which the new hub never issued, so it is told (unknown_id, on stderr)
+ * and goes on live; nothing printed twice. */
+static void test_through_a_restarted_hub(void **state)
+{
+    fixture *f = *state;
+    hub_start(f);
+    cli_proc p;
+    cli_start(&p, NULL, ARGS("events", "tail", "--relay", f->url, "--count", "6", "--timeout",
+                             "50"));
+    rh_wait_clients(f->port, NULL, 1, 10000);
+    hub_post(f, 0, 2);
+    wait_lines(&p, 3, 10000);
+    rh_relay_stop(&f->relay, SIGKILL, 5000, NULL);
+    hub_start(f);
+    rh_wait_clients(f->port, NULL, 1, 20000);
+    hub_post(f, 3, 5);
+    assert_int_equal(cli_wait(&p, 30000), 0);
+    /* Each line: an id, then what `events tail` prints for event n. */
+    const char *s = p.out;
+    char prev[MAE__STREAM_ID_BUFSIZE] = "";
+    for (long i = 0; i < 6; i++) {
+        char want[96];
+        mae__stream_id id;
+        const char *sp = strchr(s, ' '), *nl = strchr(s, '\n');
+        assert_non_null(sp);
+        assert_non_null(nl);
+        assert_int_equal(mae__stream_id_parse(s, (size_t)(sp - s), &id), MAE__STREAM_ID_OK);
+        snprintf(want, sizeof want, " email.synced #%ld new_watcher n=%ld\n", i, i);
+        assert_memory_equal(nl + 1 - strlen(want), want, strlen(want));
+        if (i != 3 && prev[0]) {   /* within one hub's life, increasing */
+            mae__stream_id a;
+            assert_int_equal(mae__stream_id_parse(prev, strlen(prev), &a), MAE__STREAM_ID_OK);
+            assert_true(mae__stream_id_cmp(&a, &id) < 0);
+        }
+        snprintf(prev, sizeof prev, "%.*s", (int)(sp - s), s);
+        s = nl + 1;
+    }
+    assert_string_equal(s, "");
+    assert_non_null(strstr(p.err, "reset from the relay: {\"reason\":\"unknown_id\"}"));
+    assert_non_null(strstr(p.err, "reconnected to the relay"));
+    cli_free(&p);
+}
+
 /* ---- a scripted server: one canned answer per connection ---------------- */
 
 typedef struct scripted {
@@ -424,6 +497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pubsub_relay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_listening, setup, teardown),
         cmocka_unit_test(test_reader_against_a_scripted_server),
+        cmocka_unit_test_setup_teardown(test_through_a_restarted_hub, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
