@@ -388,6 +388,10 @@ static int open_publisher(const cli_config *cfg, mae_publisher **out)
     mae_publisher_config_init(&pc);
     pc.redis_url = cfg->redis_url;
     /* No Redis URL: the hub of a one-machine install, when there is one. */
+    if (!cfg->redis_url && cfg->relay_error) {
+        cli_error("%s", cfg->relay_error);
+        return CLI_USAGE;
+    }
     if (!cfg->redis_url) {
         pc.relay_url = cfg->relay_url;
         pc.relay_token = cfg->relay_token;

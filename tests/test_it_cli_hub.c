@@ -122,6 +122,10 @@ static void test_no_loopback_fallback_and_a_bad_token(void **state)
     assert_int_equal(cli_run(&p, env2, ARGS("email", "flag", "101", "--target", "notion")), 2);
     assert_non_null(strstr(p.err, "MAILAGENT_LOCAL_API_TOKEN"));
     cli_free(&p);
+    /* ... of the commands that would send it, not of the others. */
+    assert_int_equal(cli_run(&p, env2, ARGS("email", "get", "101")), 0);
+    assert_string_equal(p.err, "");
+    cli_free(&p);
 }
 
 int main(void)
