@@ -117,11 +117,12 @@ static int parse_args(int argc, char **argv, options *o)
         return 2;
     }
     o->redis_url = env_url;
+    /* The relay's variables matter only without a Redis URL: checked once
+     * the options are known. */
     static char *env_relay; /* likewise */
-    if (mae__env_relay(NULL, 0, &env_relay, &o->relay_token, err, sizeof err) != 0) {
-        fprintf(stderr, PROG ": %s\n", err[0] ? err : "out of memory");
-        return 2;
-    }
+    char relay_err[320];
+    int relay_rc = mae__env_relay(NULL, 0, &env_relay, &o->relay_token, relay_err,
+                                  sizeof relay_err);
     o->relay_url = env_relay;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -166,6 +167,10 @@ static int parse_args(int argc, char **argv, options *o)
             o->channel = val;
         }
         i++;
+    }
+    if (relay_rc != 0 && (o->redis_url == NULL || *o->redis_url == '\0')) {
+        fprintf(stderr, PROG ": %s\n", relay_rc == MAE_ENOMEM ? "out of memory" : relay_err);
+        return 2;
     }
     if (o->db_path == NULL || *o->db_path == '\0')
         o->db_path = "mailagent-demo.db";
