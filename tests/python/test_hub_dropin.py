@@ -111,18 +111,15 @@ def test_a_wrong_token_is_counted_not_raised(env: pytest.MonkeyPatch) -> None:
 
 def test_nothing_listening_drops_and_counts_at_once(env: pytest.MonkeyPatch) -> None:
     env.setenv("SSE_LOCAL_PORT", str(free_port()))  # closed
-    t0 = time.monotonic()
     for i in range(100):
         safe_publish("email.new", i)
-    took = time.monotonic() - t0
+    # Every call was taken (queued, nothing raised); none could be sent.
+    # That the calls never wait is measured in bench/ (part 9, 'hubcall').
     default_publisher().flush(5000)
     st = default_publisher().stats()
     assert st["calls"] == 100
     assert st["enqueued"] + st["dropped_queue_full"] == 100
-    assert st["published"] == 0
-    # Calls return without waiting for a connection (a generous bound: the
-    # claim is measured in bench/, this only catches a blocking call).
-    assert took < 5
+    assert st["published"] == 0 and st["connect_failures"] >= 1
 
 
 def test_a_bad_local_port_publishes_nothing_and_never_raises(env: pytest.MonkeyPatch,
