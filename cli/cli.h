@@ -26,6 +26,12 @@ typedef struct cli_config {
     const char *redis_url;  /* NULL when not configured: publishing disabled */
     const char *channel;    /* never NULL */
     const char *stream_key; /* Redis Stream of the events; NULL: pub/sub only */
+    const char *relay_url;  /* a relay running as the hub: where events go when
+                               redis_url is NULL; NULL when not configured */
+    const char *relay_token; /* its X-MailAgent-Local-Token; NULL: none */
+    const char *relay_error; /* why MAILAGENT_RELAY_URL / _LOCAL_API_TOKEN cannot
+                                be used (said by the commands that publish
+                                to the relay, not by the others); NULL: fine */
 } cli_config;
 
 typedef struct cli_command cli_command;

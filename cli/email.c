@@ -387,6 +387,15 @@ static int open_publisher(const cli_config *cfg, mae_publisher **out)
     mae_publisher_config pc;
     mae_publisher_config_init(&pc);
     pc.redis_url = cfg->redis_url;
+    /* No Redis URL: the hub of a one-machine install, when there is one. */
+    if (!cfg->redis_url && cfg->relay_error) {
+        cli_error("%s", cfg->relay_error);
+        return CLI_USAGE;
+    }
+    if (!cfg->redis_url) {
+        pc.relay_url = cfg->relay_url;
+        pc.relay_token = cfg->relay_token;
+    }
     pc.channel = cfg->channel;
     /* MAILAGENT_STREAM / --stream: the event goes to the stream too, so a
      * relay in stream mode sees it. */
@@ -443,18 +452,19 @@ static void report_delivery(const cli_config *cfg, mae_publisher *pub, size_t ex
     mae_publisher_stats st;
     if (expected == 0)
         return;
-    if (!cfg->redis_url) {
-        cli_error("no Redis URL (MAILAGENT_REDIS_URL or --redis): the outbox.enqueued event "
-                  "was not published");
+    if (!cfg->redis_url && !cfg->relay_url) {
+        cli_error("no Redis URL (MAILAGENT_REDIS_URL or --redis) and no relay URL "
+                  "(MAILAGENT_RELAY_URL): the outbox.enqueued event was not published");
         return;
     }
     mae_publisher_flush(pub, FLUSH_TIMEOUT_MS);
     mae_publisher_stats_get(pub, &st);
     uint64_t delivered = st.published < expected ? st.published : expected;
     if (delivered < expected)
-        cli_error("warning: %llu of %zu events could not be delivered to Redis%s%s "
+        cli_error("warning: %llu of %zu events could not be delivered to %s%s%s "
                   "(the intents are written)",
                   (unsigned long long)(expected - delivered), expected,
+                  cfg->redis_url ? "Redis" : "the relay",
                   st.last_error[0] ? ": " : "", st.last_error);
 }
 

@@ -168,12 +168,24 @@ static int config_from_env(cli_config *cfg)
         return CLI_USAGE;
     }
     cfg->redis_url = redis_url;
+    /* The relay's URL and token matter only to the commands that publish
+     * with no Redis URL: a token no header could carry is their usage
+     * error, not every command's (the relay checks its own). */
+    static char *relay_url; /* likewise */
+    static char relay_err[320];
+    rc = mae__env_relay(NULL, 0, &relay_url, &cfg->relay_token, relay_err, sizeof relay_err);
+    if (rc == MAE_ENOMEM) {
+        fprintf(stderr, "mailagent: out of memory\n");
+        return CLI_FAIL;
+    }
+    cfg->relay_error = rc == MAE_OK ? NULL : relay_err;
+    cfg->relay_url = relay_url;
     return CLI_OK;
 }
 
 int main(int argc, char **argv)
 {
-    cli_config cfg;
+    cli_config cfg = {0};
     const group *g = NULL;
     int rc;
 

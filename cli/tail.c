@@ -2,7 +2,8 @@
  * hiredis and prints each event as it arrives, surviving Redis restarts; or,
  * with --stream, reads the events' Redis Stream from an id (--since) and
  * follows it, continuing from the last id after a reconnect, so nothing is
- * missed or printed twice. */
+ * missed or printed twice; or, with --relay, reads a relay's SSE stream
+ * (cli/sse_http.c, stream/sse_parse.c) and resumes it by id. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,13 +17,16 @@
 #include <hiredis/hiredis.h>
 
 #include "core/backoff.h"
+#include "core/env.h"
 #include "core/url.h"
 #include "stream/decide.h"
 #include "stream/id.h"
 #include "stream/reply.h"
+#include "stream/sse_parse.h"
 #include "stream/sync.h"
 
 #include "cli.h"
+#include "sse_http.h"
 
 /* Reconnect delays, as the publisher's: doubling, capped, with jitter. */
 #define BACKOFF_MIN_MS 100
@@ -37,6 +41,14 @@
 #define STREAM_MARGIN_MS 3000
 /* Entries per XREAD: the history comes in pages of this many. */
 #define STREAM_PAGE 500
+/* --relay: connecting and reading the answer's head; a stream silent this
+ * long is taken for lost (the relay pings every 15 s by default); the
+ * longest SSE line taken (the relay's --max-event-bytes is 1 MiB by
+ * default, and a line holds one event). */
+#define RELAY_CONNECT_MS 5000
+#define RELAY_IDLE_MS 45000
+#define RELAY_MAX_LINE (4u << 20)
+#define RELAY_PATH "/api/events/stream"
 
 typedef struct tail {
     const cli_config *cfg;
@@ -56,6 +68,16 @@ typedef struct tail {
     mae__stream_id since;       /* 0-0 for --since start */
     mae__stream_id pos;         /* the last entry seen (printed or filtered) */
     bool positioned;            /* pos is set: reconnects continue from it */
+    /* Relay mode (--relay). */
+    bool relay;
+    cli_http_url url;
+    const char *secret;         /* sent as X-Webhook-Token */
+    const char *local_token;    /* sent as X-MailAgent-Local-Token */
+    mae__sse_parser *sse;
+    bool has_floor;             /* floor: the newest id printed; an event at */
+    mae__stream_id floor;       /* or below it is not printed again */
+    bool got_data;              /* the current connection delivered bytes */
+    bool output_failed;
 } tail;
 
 /* Why a read loop returned; TAIL_MORE: a step succeeded, go on. */
@@ -555,6 +577,226 @@ static int run_tail(const tail *proto)
     return rc;
 }
 
+/* ---- relay mode -------------------------------------------------------- */
+
+/* One frame of the relay's stream (docs/relay.md, "Frames"). */
+static bool on_frame(void *user, const mae__sse_event *ev)
+{
+    tail *t = user;
+    if (ev->oversize) {
+        cli_error("a frame of the relay's stream was over %u bytes: dropped",
+                  (unsigned)RELAY_MAX_LINE);
+        return true;
+    }
+    if (strcmp(ev->type, "reset") == 0) {
+        /* Events may have been missed: said as the relay says it. The ids
+         * after a reset may start lower (a new stream, a new hub). */
+        cli_error("reset from the relay: %.*s (events may have been missed)",
+                  (int)ev->data_len, ev->data);
+        t->has_floor = false;
+        return true;
+    }
+    if (strcmp(ev->type, "skipped") == 0) {
+        cli_error("the relay skipped an event: %.*s", (int)ev->data_len, ev->data);
+        return true;
+    }
+    if (strcmp(ev->type, "mailagent") != 0)
+        return true;   /* ping, and whatever a later relay adds */
+    mae__stream_id id;
+    bool has_id = ev->has_id && ev->id[0] &&
+                  mae__stream_id_parse(ev->id, strlen(ev->id), &id) == MAE__STREAM_ID_OK;
+    if (has_id) {
+        /* A relay replaying from our Last-Event-ID starts after it; this
+         * holds even for one that would not. */
+        if (t->has_floor && mae__stream_id_cmp(&id, &t->floor) <= 0)
+            return true;
+        t->floor = id;
+        t->has_floor = true;
+    }
+    if (!on_message(t, ev->has_id && ev->id[0] ? ev->id : NULL, ev->data, ev->data_len)) {
+        t->output_failed = true;
+        return false;
+    }
+    return !finished(t);
+}
+
+/* The request's extra headers: the position and the credentials. */
+static void relay_headers(const tail *t, char *buf, size_t size)
+{
+    int n = 0;
+    buf[0] = '\0';
+    if (t->sse->id[0])
+        n += snprintf(buf + n, size - (size_t)n, "Last-Event-ID: %s\r\n", t->sse->id);
+    if (t->secret && (size_t)n < size)
+        n += snprintf(buf + n, size - (size_t)n, "X-Webhook-Token: %s\r\n", t->secret);
+    if (t->local_token && (size_t)n < size)
+        snprintf(buf + n, size - (size_t)n, "X-MailAgent-Local-Token: %s\r\n", t->local_token);
+}
+
+/* Opens the stream. TAIL_MORE on a 200; TAIL_LOST with the reason for
+ * what a retry may cure (no connection, 5xx, 429); TAIL_OUTPUT_FAILED
+ * (reused: "give up") with the reason for what it cannot (401, 404...). */
+static int relay_open(tail *t, cli_http *h, char *err, size_t errlen)
+{
+    char headers[1024];
+    relay_headers(t, headers, sizeof headers);
+    if (!cli_http_get(h, &t->url, headers, RELAY_CONNECT_MS, &stop_requested, err, errlen))
+        return TAIL_LOST;
+    if (h->status == 200) {
+        mae__sse_reset_connection(t->sse);
+        return TAIL_MORE;
+    }
+    snprintf(err, errlen, "HTTP %d %s", h->status, h->reason);
+    cli_http_close(h);
+    if (h->status == 401 || h->status == 403) {
+        snprintf(err + strlen(err), errlen - strlen(err),
+                 ": the relay wants a credential: set WEBHOOK_SECRET or "
+                 "MAILAGENT_LOCAL_API_TOKEN, or pass --secret or --local-token");
+        return TAIL_OUTPUT_FAILED;
+    }
+    return h->status >= 500 || h->status == 429 ? TAIL_LOST : TAIL_OUTPUT_FAILED;
+}
+
+/* Reads the stream until finished, lost or stdout fails. */
+static int relay_loop(tail *t, cli_http *h, char *err, size_t errlen)
+{
+    static char body[CLI_HTTP_HEAD_MAX];
+    double idle_until = mono_now() + RELAY_IDLE_MS / 1000.0;
+    for (;;) {
+        if (finished(t))
+            return TAIL_DONE;
+        if (!cli_http_buffered(h)) {
+            struct pollfd pfd = {.fd = h->fd, .events = POLLIN};
+            int n = poll(&pfd, 1, ms_left(t, POLL_SLICE_MS));
+            if (n < 0 && errno != EINTR) {
+                snprintf(err, errlen, "poll: %s", strerror(errno));
+                return TAIL_LOST;
+            }
+            if (n <= 0) {
+                if (mono_now() >= idle_until) {
+                    snprintf(err, errlen, "nothing for %d s, not even a ping",
+                             RELAY_IDLE_MS / 1000);
+                    return TAIL_LOST;
+                }
+                continue;
+            }
+        }
+        size_t got;
+        int rc = cli_http_read(h, body, sizeof body, &got, err, errlen);
+        if (rc < 0)
+            return TAIL_LOST;
+        if (rc == 0) {
+            snprintf(err, errlen, "the relay ended the stream");
+            return TAIL_LOST;
+        }
+        if (got == 0)
+            continue;
+        idle_until = mono_now() + RELAY_IDLE_MS / 1000.0;
+        t->got_data = true;
+        size_t off = 0;
+        while (off < got) {
+            off += mae__sse_feed(t->sse, body + off, got - off, on_frame, t);
+            if (t->output_failed)
+                return TAIL_OUTPUT_FAILED;
+            if (finished(t))
+                return TAIL_DONE;
+        }
+    }
+}
+
+/* Waits before the next attempt: the relay's retry: when it gave one,
+ * else the backoff; the longer of the two. */
+static void relay_wait(tail *t, int failures)
+{
+    double s = mae__backoff_delay(BACKOFF_MIN_MS, BACKOFF_MAX_MS, failures,
+                                  mae__rand_unit(&t->rng));
+    int ms = (int)(s * 1000);
+    if (t->sse->retry_ms > ms)
+        ms = (int)t->sse->retry_ms;
+    double until = mono_now() + ms / 1000.0;
+    while (!finished(t) && mono_now() < until) {
+        int left = (int)((until - mono_now()) * 1000) + 1;
+        poll(NULL, 0, ms_left(t, left < POLL_SLICE_MS ? left : POLL_SLICE_MS));
+    }
+}
+
+static int run_relay(tail *t, const char *where)
+{
+    cli_http h;
+    char err[512];
+    int failures = 0;
+    bool connected_once = false, lost = false;
+    int rc = CLI_OK;
+
+    for (;;) {
+        if (finished(t))
+            break;
+        int r = relay_open(t, &h, err, sizeof err);
+        if (r == TAIL_OUTPUT_FAILED) {
+            cli_error("the relay at %s refused the stream: %s", where, err);
+            rc = CLI_FAIL;
+            break;
+        }
+        if (r == TAIL_LOST) {
+            if (finished(t))
+                break;
+            if (!connected_once) {
+                cli_error("cannot connect to the relay at %s: %s", where, err);
+                rc = CLI_FAIL;
+                break;
+            }
+            relay_wait(t, ++failures);
+            continue;
+        }
+        if (lost)
+            cli_error("reconnected to the relay at %s%s%s", where,
+                      t->sse->id[0] ? ", resuming after " : "", t->sse->id);
+        connected_once = true;
+        lost = false;
+        t->got_data = false;
+        r = relay_loop(t, &h, err, sizeof err);
+        cli_http_close(&h);
+        if (r == TAIL_DONE)
+            break;
+        if (r == TAIL_OUTPUT_FAILED) {
+            if (t->write_errno != EPIPE) {
+                cli_error("cannot write the output: %s", strerror(t->write_errno));
+                rc = CLI_FAIL;
+            }
+            break;
+        }
+        if (finished(t))
+            break;
+        cli_error("lost the relay stream at %s (%s); reconnecting", where, err);
+        lost = true;
+        failures = t->got_data ? 1 : failures + 1;
+        relay_wait(t, failures);
+    }
+    return rc;
+}
+
+static int tail_relay(tail *t, const char *url, const char *since)
+{
+    char err[320], where[300];
+    mae__sse_parser sse;
+    if (!cli_http_url_parse(url, RELAY_PATH, &t->url, err, sizeof err)) {
+        cli_error("invalid relay URL: %s", err);
+        return CLI_USAGE;
+    }
+    if (mae__sse_init(&sse, RELAY_MAX_LINE) != MAE_OK) {
+        cli_error("out of memory");
+        return CLI_FAIL;
+    }
+    t->sse = &sse;
+    if (since)
+        snprintf(sse.id, sizeof sse.id, "%s", since);
+    snprintf(where, sizeof where, strchr(t->url.host, ':') ? "[%s]:%d" : "%s:%d", t->url.host,
+             t->url.port);
+    int rc = run_relay(t, where);
+    mae__sse_free(&sse);
+    return rc;
+}
+
 static void install_signals(void)
 {
     struct sigaction sa;
@@ -570,6 +812,34 @@ static void install_signals(void)
     sigaction(SIGPIPE, &sa, NULL);
 }
 
+/* --relay: the credentials from the flags, else the environment (read as
+ * the relay reads them), then the tail. */
+static int run_relay_mode(const cli_command *cmd, tail *t, const char *url, const char *since,
+                          const char *secret, const char *local_token)
+{
+    char err[256];
+    mae__stream_id id;
+    if (since && mae__stream_id_parse(since, strlen(since), &id) != MAE__STREAM_ID_OK)
+        return cli_usage_error(cmd, "--since wants a stream id such as 1716096000123-0, not "
+                                    "'%s'", since);
+    if (!secret && mae__env_credential(NULL, "WEBHOOK_SECRET", &secret, err, sizeof err) != 0)
+        return cli_usage_error(cmd, "%s", err);
+    if (!local_token && mae__env_credential(NULL, "MAILAGENT_LOCAL_API_TOKEN", &local_token, err,
+                                            sizeof err) != 0)
+        return cli_usage_error(cmd, "%s", err);
+    static const char *const flags[2] = {"--secret", "--local-token"};
+    const char *vals[2] = {secret, local_token};
+    for (int i = 0; i < 2; i++)
+        for (const char *c = vals[i]; c && *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7F)
+                return cli_usage_error(cmd, "%s has a control character", flags[i]);
+    t->relay = true;
+    t->secret = secret && *secret ? secret : NULL;
+    t->local_token = local_token && *local_token ? local_token : NULL;
+    install_signals();
+    return tail_relay(t, url, since);
+}
+
 static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -578,12 +848,15 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         {"count", required_argument, NULL, 'n'},
         {"timeout", required_argument, NULL, 'T'},
         {"since", required_argument, NULL, 's'},
+        {"relay", required_argument, NULL, 'r'},
+        {"secret", required_argument, NULL, 'S'},
+        {"local-token", required_argument, NULL, 'L'},
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     tail t;
     double timeout = 0;
-    const char *since = NULL;
+    const char *since = NULL, *relay = NULL, *secret = NULL, *local_token = NULL;
     char err[256];
     int c, rc;
 
@@ -609,6 +882,15 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         case 's':
             since = optarg;
             break;
+        case 'r':
+            relay = optarg;
+            break;
+        case 'S':
+            secret = optarg;
+            break;
+        case 'L':
+            local_token = optarg;
+            break;
         case 'h':
             return CLI_OK;
         default:
@@ -617,6 +899,13 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     }
     if (!cli_positionals(cmd, argc, argv, 0, 0))
         return CLI_USAGE;
+    if (timeout > 0)
+        t.deadline = mono_now() + timeout;
+    t.rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
+    if (relay)
+        return run_relay_mode(cmd, &t, relay, since, secret, local_token);
+    if (secret || local_token)
+        return cli_usage_error(cmd, "--secret and --local-token are for --relay");
     t.stream = cfg->stream_key != NULL;
     if (since && !t.stream)
         return cli_usage_error(cmd, "--since reads a stream: pass --stream KEY or set "
@@ -640,9 +929,6 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     else
         snprintf(t.where, sizeof t.where, strchr(t.addr.host, ':') ? "[%s]:%d" : "%s:%d",
                  t.addr.host, t.addr.port);
-    if (timeout > 0)
-        t.deadline = mono_now() + timeout;
-    t.rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
     install_signals();
     rc = run_tail(&t);
     mae__url_free(&t.addr);
@@ -651,7 +937,8 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
 
 const cli_command cli_events_tail = {
     "events", "tail",
-    "[--type PREFIX] [--json] [--count N] [--timeout SECONDS] [--stream KEY [--since ID|start]]",
+    "[--type PREFIX] [--json] [--count N] [--timeout SECONDS] [--stream KEY [--since ID|start]] "
+    "[--relay URL [--since ID] [--secret SECRET] [--local-token TOKEN]]",
     "Print the events published on the channel as they arrive.",
     "Each event is one line: local time, event type, #mail, source, then the\n"
     "data fields, e.g.\n"
@@ -661,7 +948,7 @@ const cli_command cli_events_tail = {
     "When Redis goes away the tail says so on stderr and reconnects (events\n"
     "published meanwhile are missed: pub/sub keeps no history; with --stream\n"
     "it continues after the last id). Stops on SIGINT or SIGTERM. Needs a\n"
-    "Redis URL.\n"
+    "Redis URL, or --relay.\n"
     "Options:\n"
     "  --type PREFIX    only events whose event_type starts with PREFIX\n"
     "                   (e.g. outbox. or email.synced)\n"
@@ -675,6 +962,16 @@ const cli_command cli_events_tail = {
     "                   a reconnect: it continues after the last id seen.\n"
     "  --since ID|start print the stream's history after ID (or all of it) first,\n"
     "                   then follow; says so on stderr when part of that history\n"
-    "                   was trimmed. Needs --stream.\n",
+    "                   was trimmed. Needs --stream or --relay.\n"
+    "  --relay URL      read a relay's SSE stream instead of Redis (any mode:\n"
+    "                   hub, pub/sub or stream), e.g. http://127.0.0.1:9200;\n"
+    "                   lines as above, the id first when the relay gives one.\n"
+    "                   After a disconnect it reconnects with the last id\n"
+    "                   (Last-Event-ID): nothing printed twice, nothing missed\n"
+    "                   that the relay still holds. reset and skipped frames go\n"
+    "                   to stderr. --since ID starts after ID.\n"
+    "  --secret SECRET  the relay's WEBHOOK_SECRET (default: $WEBHOOK_SECRET)\n"
+    "  --local-token TOKEN  the relay's local token (default:\n"
+    "                   $MAILAGENT_LOCAL_API_TOKEN)\n",
     run,
 };

@@ -172,3 +172,38 @@ int mae__env_credential(mae__getenv_fn get, const char *name, const char **out, 
     *out = v;
     return MAE_OK;
 }
+
+int mae__env_relay(mae__getenv_fn get, int local_default, char **url, const char **token,
+                   char *err, size_t errlen)
+{
+    const char *v, *s;
+    size_t n;
+
+    *url = NULL;
+    *token = NULL;
+    int rc = mae__env_credential(get, "MAILAGENT_LOCAL_API_TOKEN", token, err, errlen);
+    if (rc != MAE_OK)
+        return rc;
+    if ((v = mae__env_get(get, "MAILAGENT_RELAY_URL"))) {
+        trim(v, &s, &n);
+        if (!(*url = dup_n(s, n)))
+            return MAE_ENOMEM;
+        return MAE_OK;
+    }
+    if (!local_default)
+        return MAE_OK;
+    char port[16];
+    const char *pv = mae__env_get(get, "SSE_LOCAL_PORT");
+    if (!parse_db(pv ? pv : MAE_ENV_DEFAULT_LOCAL_PORT, port, sizeof port) ||
+        strtol(port, NULL, 10) < 1 || strtol(port, NULL, 10) > 65535) {
+        snprintf(err, errlen, "SSE_LOCAL_PORT must be a port number from 1 to 65535, not '%s'",
+                 pv);
+        *token = NULL;
+        return MAE_EINVAL;
+    }
+    char buf[40];
+    snprintf(buf, sizeof buf, "http://127.0.0.1:%s", port);
+    if (!(*url = dup_n(buf, strlen(buf))))
+        return MAE_ENOMEM;
+    return MAE_OK;
+}

@@ -46,4 +46,23 @@ int mae__env_redis_url(mae__getenv_fn get, char **out, const char **from, char *
 int mae__env_credential(mae__getenv_fn get, const char *name, const char **out, char *err,
                         size_t errlen);
 
+/* The port MailAgent's processes post to when there is no Redis
+ * (SSE_LOCAL_PORT's default). */
+#define MAE_ENV_DEFAULT_LOCAL_PORT "9200"
+
+/* Where events go when the environment names no Redis URL (hub mode):
+ * - MAILAGENT_RELAY_URL, trimmed, when set (the publisher checks its form,
+ *   http://host[:port]);
+ * - else, when local_default is true (the Python drop-in's process-wide
+ *   publisher, as MailAgent's loopback),
+ *   "http://127.0.0.1:${SSE_LOCAL_PORT:-9200}";
+ * - else none: *url NULL.
+ * *token is MAILAGENT_LOCAL_API_TOKEN read as mae__env_credential reads it
+ * (borrowed from the environment; NULL when unset).
+ * Returns 0 with *url malloc'd (or NULL); MAE_EINVAL with a sentence naming
+ * the variable in err (an SSE_LOCAL_PORT that is not a port from 1 to
+ * 65535, a token no header can carry); MAE_ENOMEM. *url is NULL on error. */
+int mae__env_relay(mae__getenv_fn get, int local_default, char **url, const char **token,
+                   char *err, size_t errlen);
+
 #endif

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# `make demo`: builds the project in build/, starts a throwaway
-# redis-server, runs the demo watcher (a simulated day of mail) in stream
-# mode with `mailagent events tail` following the stream beside it and the
-# SSE relay (`mailagent events serve`) read by `curl -N`, then prints the
-# reconciliation reads and an AGREEMENT check of the stream against the
-# database. Exits non-zero on a mismatch.
+# `make demo`: builds the project in build/, then runs two simulated days
+# of mail through the demo watcher:
+#
+# 1. The one-machine install, no Redis: `mailagent events serve` with no
+#    Redis URL is the hub; the watcher posts its events to it (relay_url),
+#    `mailagent events tail --relay` and `curl -N` read them; a HUB
+#    AGREEMENT check holds the tail's lines and curl's frames (ids
+#    included) to each other, to the watcher's own counts and to the
+#    database's rows: every event exactly once.
+# 2. Redis: starts a throwaway redis-server, runs the watcher in stream
+#    mode with `mailagent events tail` following the stream beside it and
+#    the SSE relay read by `curl -N`, then prints the reconciliation reads
+#    and an AGREEMENT check of the stream against the database.
+#
+# Exits non-zero on a mismatch in either part.
 #
 # The resume: the tail is stopped (SIGTERM) for part of the day and started
 # again with `--since <the last id it printed>`; the check proves that its
@@ -14,6 +23,7 @@
 #   MAE_DEMO_SEED=N    reproducible run (default: a new seed each time)
 #   MAE_DEMO_FAST=1    do not pace the watcher
 #   MAE_DEMO_PUBSUB=1  pub/sub only, as before stream mode: no ids, no resume
+#   MAE_DEMO_HUB_MAILS=N  mails in the hub's day (default 200; 0 skips part 1)
 #   MAILAGENT_STREAM   the stream's key (default mailagent:events:stream)
 #   BUILD=dir          build tree (default build)
 set -uo pipefail
@@ -39,6 +49,9 @@ show_pid=""
 watcher_pid=""
 relay_pid=""
 curl_pid=""
+hub_pid=""
+hub_curl_pid=""
+hub_tail_pid=""
 MAE_REDIS_PID=""
 MAE_REDIS_DIR=""
 cleanup() {
@@ -48,6 +61,9 @@ cleanup() {
   [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null && wait "$tail_pid" 2>/dev/null
   [ -n "$curl_pid" ] && kill "$curl_pid" 2>/dev/null && wait "$curl_pid" 2>/dev/null
   [ -n "$relay_pid" ] && kill "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
+  [ -n "$hub_tail_pid" ] && kill "$hub_tail_pid" 2>/dev/null && wait "$hub_tail_pid" 2>/dev/null
+  [ -n "$hub_curl_pid" ] && kill "$hub_curl_pid" 2>/dev/null && wait "$hub_curl_pid" 2>/dev/null
+  [ -n "$hub_pid" ] && kill "$hub_pid" 2>/dev/null && wait "$hub_pid" 2>/dev/null
   if [ -n "$MAE_REDIS_PID" ]; then
     scripts/redis-throwaway.sh stop "$MAE_REDIS_PID" "$MAE_REDIS_DIR" >/dev/null 2>&1
   fi
@@ -72,6 +88,186 @@ watcher=$build/demo_watcher
 cli=$build/mailagent
 echo "built $watcher and $cli"
 
+# ---- part 1: one machine, no Redis: the relay as the hub --------------------------
+hub_failed=0
+hub_mails=${MAE_DEMO_HUB_MAILS:-200}
+if [ "$hub_mails" != 0 ]; then
+  # No Redis URL anywhere: the relay is the hub, the watcher posts to it.
+  hubenv=(env -u MAILAGENT_REDIS_URL -u REDIS_URL -u REDIS_DB -u MAILAGENT_STREAM
+          -u MAILAGENT_RELAY_URL)
+  "${hubenv[@]}" "$cli" events serve --listen 127.0.0.1:0 --ping-interval 5 2>"$work/hub.log" &
+  hub_pid=$!
+  hub_port=""
+  for _ in $(seq 1 100); do
+    hub_port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$work/hub.log" | head -n 1)
+    [ -n "$hub_port" ] && break
+    kill -0 "$hub_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -z "$hub_port" ] && ! kill -0 "$hub_pid" 2>/dev/null &&
+     grep -qi 'no redis url' "$work/hub.log" && ! grep -q 'hub mode' "$work/hub.log"; then
+    # A relay built before hub mode: it refuses to start without Redis.
+    wait "$hub_pid" 2>/dev/null
+    hub_pid=""
+    say "part 1 skipped: this mailagent events serve has no hub mode (it said: $(head -n 1 "$work/hub.log"))"
+    hub_mails=0
+  elif [ -z "$hub_port" ] || ! grep -q 'hub mode' "$work/hub.log"; then
+    cat "$work/hub.log" >&2
+    die "mailagent events serve with no Redis URL did not start as the hub"
+  fi
+fi
+if [ "$hub_mails" != 0 ]; then
+  hub=http://127.0.0.1:$hub_port
+  say "part 1: one machine, no Redis: the relay is the hub on $hub"
+  sed -n 's/^/  hub| /p' "$work/hub.log" | head -n 3
+  "$cli" events tail --relay "$hub" --json >"$work/hub-tail.jsonl" 2>"$work/hub-tail.err" &
+  hub_tail_pid=$!
+  curl -sN "$hub/api/events/stream" >"$work/hub.sse" 2>/dev/null &
+  hub_curl_pid=$!
+  # Both readers connected, or the first events would pass before they
+  # listen (a reader that gives no id starts live).
+  ready=0
+  for _ in $(seq 1 100); do
+    h=$(curl -s "$hub/api/events/health" 2>/dev/null)
+    case "$h" in *'"subscriber_count":2'*) ready=1; break ;; esac
+    sleep 0.05
+  done
+  [ "$ready" = 1 ] || die "the hub's readers did not connect (health: ${h:-none})"
+  echo "  mailagent events tail --relay $hub --json   and   curl -N $hub/api/events/stream   are reading it"
+  say "demo watcher --relay $hub: a simulated day of $hub_mails mails, no redis-server"
+  hargs=(--mails "$hub_mails" --db "$work/hub.db" --relay "$hub")
+  [ -n "${MAE_DEMO_SEED:-}" ] && hargs+=(--seed "$MAE_DEMO_SEED")
+  [ "${MAE_DEMO_FAST:-0}" = 1 ] && hargs+=(--fast)
+  "${hubenv[@]}" "$watcher" "${hargs[@]}" >"$work/hub-watcher.out"
+  hwrc=$?
+  cat "$work/hub-watcher.out"
+  [ "$hwrc" = 0 ] || die "the demo watcher (hub) failed (exit $hwrc)"
+  hub_published=$(grep -o ' published=[0-9]*' "$work/hub-watcher.out" | head -n 1 | cut -d= -f2)
+  for _ in $(seq 1 100); do
+    [ "$(wc -l <"$work/hub-tail.jsonl")" -ge "${hub_published:-0}" ] &&
+      [ "$(grep -c '^event: mailagent$' "$work/hub.sse")" -ge "${hub_published:-0}" ] && break
+    sleep 0.05
+  done
+  say "the tail's first lines, and the hub's stream as curl -N sees it"
+  head -n 3 "$work/hub-tail.jsonl" | cut -c 1-150 | sed 's/^/  tail| /'
+  grep -m 1 -B 2 -A 1 '^event: mailagent$' "$work/hub.sse" | cut -c 1-150 | sed 's/^/  sse| /'
+  kill -TERM "$hub_tail_pid" 2>/dev/null
+  wait "$hub_tail_pid"
+  htrc=$?
+  hub_tail_pid=""
+  kill "$hub_curl_pid" 2>/dev/null
+  wait "$hub_curl_pid" 2>/dev/null
+  hub_curl_pid=""
+  kill -TERM "$hub_pid" 2>/dev/null
+  wait "$hub_pid"
+  hrc=$?
+  hub_pid=""
+  [ -s "$work/hub-tail.err" ] && { echo "the tail said on stderr:"; sed 's/^/  /' "$work/hub-tail.err"; }
+  echo "the tail exited $htrc on SIGTERM, the hub $hrc"
+  { [ "$htrc" = 0 ] && [ "$hrc" = 0 ]; } || die "the tail or the hub did not exit 0 on SIGTERM"
+  MAILAGENT_DB=$work/hub.db "$cli" admin stats --json >"$work/hub-admin-stats.json" ||
+    die "mailagent admin stats (hub) failed"
+  MAILAGENT_DB=$work/hub.db "$cli" admin queue-depth --json >"$work/hub-admin-queue-depth.json" ||
+    die "mailagent admin queue-depth (hub) failed"
+  MAILAGENT_DB=$work/hub.db "$cli" llm stats --json >"$work/hub-llm-stats.json" ||
+    die "mailagent llm stats (hub) failed"
+
+  say "HUB AGREEMENT (tail: events tail --relay; sse: curl -N; watcher: its own counts; db: the reads)"
+  MAE_DEMO_WORK=$work MAE_DEMO_PUBLISHED=${hub_published:-} /usr/bin/env python3 - <<'PY' || hub_failed=1
+import json, os, re, sys
+
+work = os.environ["MAE_DEMO_WORK"]
+pub = int(os.environ["MAE_DEMO_PUBLISHED"] or -1)
+
+def read(name):
+    with open(os.path.join(work, name), encoding="utf-8", errors="surrogateescape") as f:
+        return [l.rstrip("\n") for l in f if l.strip()]
+
+def load(name):
+    with open(os.path.join(work, name), encoding="utf-8") as f:
+        return json.load(f)
+
+def id_key(i):
+    ms, seq = i.split("-")
+    return (int(ms), int(seq))
+
+LINE = re.compile(r'^\{"id":"([0-9]+-[0-9]+)","event":(.*)\}$', re.S)
+tail, bad = [], 0
+for l in read("hub-tail.jsonl"):
+    m = LINE.match(l)
+    if m:
+        tail.append((m.group(1), m.group(2)))
+    else:
+        bad += 1
+# curl's frames: "id:" then "event: mailagent" then "data:", blank line.
+sse, fid, kind = [], None, None
+for l in read("hub.sse"):
+    if l.startswith("id: "):
+        fid = l[4:]
+    elif l.startswith("event: "):
+        kind = l[7:]
+    elif l.startswith("data: ") and kind == "mailagent":
+        sse.append((fid, l[6:]))
+        fid = kind = None
+    elif l.startswith("data: "):
+        fid = kind = None
+
+# The watcher's own record: its counts of each event type.
+wcount = {}
+for l in read("hub-watcher.out"):
+    parts = l.split()
+    if len(parts) >= 2 and re.match(r"^[a-z]+\.[a-z_]+$", parts[0]) and parts[1].isdigit():
+        wcount.setdefault(parts[0], int(parts[1]))
+by_type = {}
+for _, raw in tail:
+    try:
+        t = json.loads(raw)["event_type"]
+    except (ValueError, KeyError, TypeError):
+        bad += 1
+        continue
+    by_type[t] = by_type.get(t, 0) + 1
+
+stats, depth, llm = load("hub-admin-stats.json"), load("hub-admin-queue-depth.json"), load("hub-llm-stats.json")
+def num(obj, path, default=None):
+    for p in path.split("."):
+        if not isinstance(obj, dict) or p not in obj:
+            return default
+        obj = obj[p]
+    return obj if isinstance(obj, int) and not isinstance(obj, bool) else default
+
+failed = 0
+def line(name, text, ok):
+    global failed
+    failed += not ok
+    print("  %-19s %s  %s" % (name, text, "OK" if ok else "MISMATCH"))
+
+for etype, db in (("email.synced", num(stats, "emails_synced")),
+                  ("email.dead_letter", num(stats, "emails.by_status.dead_letter", 0)),
+                  ("outbox.enqueued", num(stats, "outbox.total")),
+                  ("outbox.dead_letter", num(depth, "by_status.dead_letter", 0)),
+                  ("llm.success", num(llm, "successes")),
+                  ("llm.gave_up", num(llm, "by_status.gave_up", 0))):
+    w = wcount.get(etype)
+    line(etype, "tail %6d  watcher %6s  db %6s" % (by_type.get(etype, 0), w, db),
+         w is not None and db is not None and by_type.get(etype, 0) == w == db)
+ids = [i for i, _ in tail]
+line("events received", "tail %d, curl %d, published %d" % (len(tail), len(sse), pub),
+     len(tail) == len(sse) == pub)
+line("ids", "%d ids, %d distinct, %s" % (len(ids), len(set(ids)),
+     "increasing" if all(id_key(a) < id_key(b) for a, b in zip(ids, ids[1:])) else "NOT increasing"),
+     len(set(ids)) == len(ids) and all(id_key(a) < id_key(b) for a, b in zip(ids, ids[1:])))
+line("tail = curl", "id for id, byte for byte", tail == sse)
+raws = [r for _, r in tail]
+line("exactly once", "%d distinct events in %d" % (len(set(raws)), len(raws)), len(set(raws)) == len(raws))
+line("JSON", "%d lines are not a JSON event" % bad, bad == 0)
+print()
+print("HUB AGREEMENT: %s" % ("OK" if failed == 0 else "%d MISMATCH" % failed))
+sys.exit(1 if failed else 0)
+PY
+fi
+
+# ---- part 2: Redis ------------------------------------------------------------------
+say "part 2: Redis"
 # ---- redis ------------------------------------------------------------------------
 have_redis=0
 if out=$(scripts/redis-throwaway.sh start); then
@@ -507,7 +703,9 @@ print()
 print("AGREEMENT: %s" % ("OK" if failed == 0 else "%d MISMATCH" % failed))
 sys.exit(1 if failed else 0)
 PY
-  exit $?
+  rc=$?
+  [ "$hub_failed" = 0 ] || { echo "demo: the HUB AGREEMENT (part 1) failed" >&2; exit 1; }
+  exit $rc
 fi
 
 # Without python3: the same comparisons with grep over the JSON texts.
@@ -538,4 +736,4 @@ if [ "$have_redis" = 1 ] && [ -n "$stream_key" ]; then
 fi
 echo
 [ "$failed" = 0 ] && echo "AGREEMENT: OK" || echo "AGREEMENT: $failed MISMATCH"
-[ "$failed" = 0 ]
+[ "$failed" = 0 ] && [ "$hub_failed" = 0 ]

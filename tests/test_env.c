@@ -70,6 +70,67 @@ static const struct url_case {
     {ENV("REDIS_URL", "redis://h", "REDIS_DB", "99999999999"), ERR, NULL, "REDIS_DB must be"},
 };
 
+/* Where events go with no Redis URL: MAILAGENT_RELAY_URL, else (for the
+ * Python drop-in's process-wide publisher only, local_default) the
+ * loopback MailAgent posts to; the token alongside. */
+static const struct relay_case {
+    const char *const *env;
+    int local_default;
+    const char *url;
+    const char *token;
+    const char *err_has;
+} relay_cases[] = {
+    {ENV("X", "1"), 0, NULL, NULL, NULL},
+    {ENV("X", "1"), 1, "http://127.0.0.1:9200", NULL, NULL},
+    {ENV("SSE_LOCAL_PORT", "9300"), 1, "http://127.0.0.1:9300", NULL, NULL},
+    {ENV("SSE_LOCAL_PORT", " 9300 "), 1, "http://127.0.0.1:9300", NULL, NULL},
+    {ENV("SSE_LOCAL_PORT", ""), 1, "http://127.0.0.1:9200", NULL, NULL},
+    {ENV("SSE_LOCAL_PORT", "9300"), 0, NULL, NULL, NULL},
+    {ENV("SSE_LOCAL_PORT", "0"), 1, ERR, NULL, "SSE_LOCAL_PORT must be a port"},
+    {ENV("SSE_LOCAL_PORT", "65536"), 1, ERR, NULL, "SSE_LOCAL_PORT must be a port"},
+    {ENV("SSE_LOCAL_PORT", "http"), 1, ERR, NULL, "SSE_LOCAL_PORT must be a port"},
+    {ENV("SSE_LOCAL_PORT", "99999999999"), 1, ERR, NULL, "SSE_LOCAL_PORT must be a port"},
+    {ENV("MAILAGENT_RELAY_URL", "http://h:1"), 0, "http://h:1", NULL, NULL},
+    {ENV("MAILAGENT_RELAY_URL", " http://h:1/\n", "SSE_LOCAL_PORT", "5"), 1, "http://h:1/",
+     NULL, NULL},
+    {ENV("MAILAGENT_RELAY_URL", " ", "SSE_LOCAL_PORT", "5"), 1, "http://127.0.0.1:5", NULL,
+     NULL},
+    {ENV("MAILAGENT_RELAY_URL", "http://h", "SSE_LOCAL_PORT", "x"), 1, "http://h", NULL, NULL},
+    {ENV("MAILAGENT_RELAY_URL", "http://h", "MAILAGENT_LOCAL_API_TOKEN", "t0k"), 0, "http://h",
+     "t0k", NULL},
+    {ENV("MAILAGENT_LOCAL_API_TOKEN", "t0k"), 0, NULL, "t0k", NULL},
+    {ENV("MAILAGENT_LOCAL_API_TOKEN", ""), 1, "http://127.0.0.1:9200", NULL, NULL},
+    {ENV("MAILAGENT_LOCAL_API_TOKEN", "t0k "), 1, ERR, NULL, "MAILAGENT_LOCAL_API_TOKEN has"},
+};
+
+static void test_relay_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof relay_cases / sizeof *relay_cases; i++) {
+        const struct relay_case *c = &relay_cases[i];
+        char *url = (char *)"unset";
+        const char *token = "unset";
+        char err[256];
+        fake = c->env;
+        int rc = mae__env_relay(fake_get, c->local_default, &url, &token, err, sizeof err);
+        if (c->err_has) {
+            if (rc != MAE_EINVAL || url || token || !strstr(err, c->err_has))
+                fail_msg("relay case %zu: rc %d err '%s', want EINVAL with '%s'", i, rc, err,
+                         c->err_has);
+            continue;
+        }
+        if (rc != MAE_OK)
+            fail_msg("relay case %zu: rc %d (%s)", i, rc, err);
+        if ((c->url == NULL) != (url == NULL) || (url && strcmp(url, c->url) != 0))
+            fail_msg("relay case %zu: url %s, want %s", i, url ? url : "(null)",
+                     c->url ? c->url : "(null)");
+        if ((c->token == NULL) != (token == NULL) || (token && strcmp(token, c->token) != 0))
+            fail_msg("relay case %zu: token %s, want %s", i, token ? token : "(null)",
+                     c->token ? c->token : "(null)");
+        free(url);
+    }
+}
+
 static void test_redis_url_table(void **state)
 {
     (void)state;
@@ -149,12 +210,49 @@ static void test_credentials(void **state)
     }
 }
 
-/* --table: the URL table as JSON lines, for the Python parity test. */
+static void print_env(const char *const *env)
+{
+    printf("{");
+    for (const char *const *p = env; *p; p += 2) {
+        printf("%s\"%s\":\"", p == env ? "" : ",", p[0]);
+        for (const char *s = p[1]; *s; s++) {
+            if (*s == '\n' || *s == '\t')
+                printf("\\%c", *s == '\n' ? 'n' : 't');
+            else
+                putchar(*s);
+        }
+        putchar('"');
+    }
+    printf("}");
+}
+
+static void print_str(const char *s)
+{
+    if (s)
+        printf("\"%s\"", s);
+    else
+        printf("null");
+}
+
+/* --table: both tables as JSON lines ("kind" says which), for the Python
+ * parity test. */
 static void print_table(void)
 {
+    for (size_t i = 0; i < sizeof relay_cases / sizeof *relay_cases; i++) {
+        const struct relay_case *c = &relay_cases[i];
+        printf("{\"kind\":\"relay\",\"env\":");
+        print_env(c->env);
+        printf(",\"local_default\":%s,\"url\":", c->local_default ? "true" : "false");
+        print_str(c->url);
+        printf(",\"token\":");
+        print_str(c->token);
+        printf(",\"error\":");
+        print_str(c->err_has);
+        printf("}\n");
+    }
     for (size_t i = 0; i < sizeof url_cases / sizeof *url_cases; i++) {
         const struct url_case *c = &url_cases[i];
-        printf("{\"env\":{");
+        printf("{\"kind\":\"redis\",\"env\":{");
         for (const char *const *p = c->env; *p; p += 2) {
             printf("%s\"%s\":\"", p == c->env ? "" : ",", p[0]);
             for (const char *s = p[1]; *s; s++) {
@@ -187,6 +285,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redis_url_table),
+        cmocka_unit_test(test_relay_table),
         cmocka_unit_test(test_blank_is_unset),
         cmocka_unit_test(test_credentials),
     };

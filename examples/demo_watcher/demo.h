@@ -51,6 +51,8 @@ typedef struct options {
     long mails;
     const char *db_path;
     const char *redis_url;
+    const char *relay_url;   /* hub mode, used when redis_url is unset */
+    const char *relay_token; /* X-MailAgent-Local-Token for the hub; NULL: none */
     const char *channel;
     const char *stream_key; /* NULL: pub/sub only */
     uint64_t seed;

@@ -4,14 +4,16 @@
  * against the event stream and the database. This file holds the options,
  * the setup, the day's loop and the exit codes.
  *
- *   demo_watcher [--mails N] [--db PATH] [--redis URL] [--channel C]
+ *   demo_watcher [--mails N] [--db PATH] [--redis URL | --relay URL] [--channel C]
  *                [--stream KEY] [--seed N] [--fast]
  *
  * Environment: MAILAGENT_DB, MAILAGENT_REDIS_URL (else MailAgent's
- * REDIS_URL + REDIS_DB), MAILAGENT_CHANNEL, MAILAGENT_STREAM (the options
- * win; blank counts as unset), read by the project's own reader so that
- * the demo takes the same configuration as the command and the relay. Without a Redis URL the publisher is
- * disabled and only the state is written. With a stream key the events also
+ * REDIS_URL + REDIS_DB), MAILAGENT_RELAY_URL and MAILAGENT_LOCAL_API_TOKEN,
+ * MAILAGENT_CHANNEL, MAILAGENT_STREAM (the options win; blank counts as
+ * unset), read by the project's own reader so that the demo takes the same
+ * configuration as the command and the relay. Without a Redis URL the events
+ * are posted to the relay URL (a relay running as the hub); with neither the
+ * publisher is disabled and only the state is written. With a stream key the events also
  * go to that Redis Stream (stream mode), exactly once.
  *
  * Time: the stores run on a simulated clock (mae_db_config.clock) that
@@ -71,13 +73,16 @@ int fail(watcher *w, const char *what, int64_t id, int rc)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: " PROG " [--mails N] [--db PATH] [--redis URL] [--channel C] [--stream KEY]\n"
-            "                    [--seed N] [--fast]\n"
+            "usage: " PROG " [--mails N] [--db PATH] [--redis URL | --relay URL] [--channel C]\n"
+            "                    [--stream KEY] [--seed N] [--fast]\n"
             "  --mails N     mails in the simulated day (default 500)\n"
             "  --db PATH     SQLite file (default $MAILAGENT_DB, else mailagent-demo.db)\n"
             "  --redis URL   e.g. redis://127.0.0.1:6379 (default $MAILAGENT_REDIS_URL,\n"
-            "                else $REDIS_URL/$REDIS_DB; none: publisher disabled,\n"
-            "                state only)\n"
+            "                else $REDIS_URL/$REDIS_DB)\n"
+            "  --relay URL   with no Redis URL: post the events to a relay running as\n"
+            "                the hub, e.g. http://127.0.0.1:9200 (default\n"
+            "                $MAILAGENT_RELAY_URL, token $MAILAGENT_LOCAL_API_TOKEN;\n"
+            "                neither URL: publisher disabled, state only)\n"
             "  --channel C   default $MAILAGENT_CHANNEL, else mailagent:events:v1\n"
             "  --stream KEY  also append each event to this Redis Stream (default\n"
             "                $MAILAGENT_STREAM; none: pub/sub only)\n"
@@ -112,6 +117,13 @@ static int parse_args(int argc, char **argv, options *o)
         return 2;
     }
     o->redis_url = env_url;
+    /* The relay's variables matter only without a Redis URL: checked once
+     * the options are known. */
+    static char *env_relay; /* likewise */
+    char relay_err[320];
+    int relay_rc = mae__env_relay(NULL, 0, &env_relay, &o->relay_token, relay_err,
+                                  sizeof relay_err);
+    o->relay_url = env_relay;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -123,7 +135,7 @@ static int parse_args(int argc, char **argv, options *o)
             o->fast = true;
             continue;
         } else if (strcmp(a, "--mails") != 0 && strcmp(a, "--seed") != 0 &&
-                   strcmp(a, "--db") != 0 && strcmp(a, "--redis") != 0 &&
+                   strcmp(a, "--db") != 0 && strcmp(a, "--redis") != 0 && strcmp(a, "--relay") != 0 &&
                    strcmp(a, "--channel") != 0 && strcmp(a, "--stream") != 0) {
             fprintf(stderr, PROG ": unknown option '%s' (see --help)\n", a);
             return 2;
@@ -147,12 +159,18 @@ static int parse_args(int argc, char **argv, options *o)
             o->db_path = val;
         } else if (strcmp(a, "--redis") == 0) {
             o->redis_url = val;
+        } else if (strcmp(a, "--relay") == 0) {
+            o->relay_url = val;
         } else if (strcmp(a, "--stream") == 0) {
             o->stream_key = val;
         } else {
             o->channel = val;
         }
         i++;
+    }
+    if (relay_rc != 0 && (o->redis_url == NULL || *o->redis_url == '\0')) {
+        fprintf(stderr, PROG ": %s\n", relay_rc == MAE_ENOMEM ? "out of memory" : relay_err);
+        return 2;
     }
     if (o->db_path == NULL || *o->db_path == '\0')
         o->db_path = "mailagent-demo.db";
@@ -255,6 +273,11 @@ static int open_publisher(watcher *w)
     mae_publisher_config cfg;
     mae_publisher_config_init(&cfg);
     cfg.redis_url = w->opt.redis_url;
+    /* One destination: Redis when there is a URL for it, else the hub. */
+    if (!w->opt.redis_url || !*w->opt.redis_url) {
+        cfg.relay_url = w->opt.relay_url;
+        cfg.relay_token = w->opt.relay_token;
+    }
     if (w->opt.channel)
         cfg.channel = w->opt.channel;
     cfg.stream_key = w->opt.stream_key;
@@ -263,12 +286,13 @@ static int open_publisher(watcher *w)
     int rc = mae_publisher_open(&cfg, &w->pub);
     if (rc != MAE_OK) {
         fprintf(stderr, PROG ": cannot open the publisher for '%s': %s\n",
-                w->opt.redis_url ? w->opt.redis_url : "", err[0] ? err : mae_strerror(rc));
+                cfg.relay_url ? cfg.relay_url : w->opt.redis_url ? w->opt.redis_url : "",
+                err[0] ? err : mae_strerror(rc));
         return 1;
     }
-    if (!w->opt.redis_url || !*w->opt.redis_url)
-        fprintf(stderr, PROG ": no --redis URL, MAILAGENT_REDIS_URL or REDIS_URL: "
-                        "publisher disabled, "
+    if ((!w->opt.redis_url || !*w->opt.redis_url) && (!cfg.relay_url || !*cfg.relay_url))
+        fprintf(stderr, PROG ": no --redis URL, MAILAGENT_REDIS_URL or REDIS_URL, and no "
+                        "--relay URL or MAILAGENT_RELAY_URL: publisher disabled, "
                         "writing state only\n");
     return 0;
 }
@@ -311,7 +335,9 @@ int main(int argc, char **argv)
 
     if (open_publisher(&w) != 0)
         return 1;
-    bool publishing = w.opt.redis_url != NULL && *w.opt.redis_url != '\0';
+    bool to_redis = w.opt.redis_url != NULL && *w.opt.redis_url != '\0';
+    bool publishing = to_redis || (w.opt.relay_url != NULL && *w.opt.relay_url != '\0');
+    const char *dest = to_redis ? w.opt.redis_url : w.opt.relay_url;
     if (open_database(&w) != 0) {
         mae_publisher_close(w.pub, 1000);
         return 1;
@@ -329,9 +355,9 @@ int main(int argc, char **argv)
     decide_fates(&w);
 
     fprintf(stderr, PROG ": %ld mails into %s%s%s%s%s, seed %" PRIu64 "%s\n", w.opt.mails,
-            w.opt.db_path, publishing ? ", events to " : "", publishing ? w.opt.redis_url : "",
-            publishing && w.opt.stream_key ? " and the stream " : "",
-            publishing && w.opt.stream_key ? w.opt.stream_key : "", w.opt.seed,
+            w.opt.db_path, publishing ? ", events to " : "", publishing ? dest : "",
+            to_redis && w.opt.stream_key ? " and the stream " : "",
+            to_redis && w.opt.stream_key ? w.opt.stream_key : "", w.opt.seed,
             w.opt.fast ? ", not paced" : "");
 
     struct sigaction sa;

@@ -97,6 +97,12 @@ int summary(watcher *w, double elapsed)
     if (w->opt.stream_key && w->opt.redis_url && *w->opt.redis_url)
         printf("publisher stream %s: resent=%" PRIu64 " skipped=%" PRIu64 "\n",
                w->opt.stream_key, ps.resent, ps.skipped);
+    /* Hub mode: the same, and the batches the hub refused, by why. */
+    if ((!w->opt.redis_url || !*w->opt.redis_url) && w->opt.relay_url && *w->opt.relay_url)
+        printf("publisher hub %s: resent=%" PRIu64 " skipped=%" PRIu64 " rejected_auth=%" PRIu64
+               " rejected_invalid=%" PRIu64 " rejected_server=%" PRIu64 "\n",
+               w->opt.relay_url, ps.resent, ps.skipped, ps.rejected_auth, ps.rejected_invalid,
+               ps.rejected_server);
     if (ps.last_error[0])
         printf("publisher last error: %s\n", ps.last_error);
     if (ps.calls != total_events(w))

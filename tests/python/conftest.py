@@ -33,7 +33,8 @@ LIB = Path(os.environ["MAILAGENT_EVENTS_LIB"])
 if not LIB.exists():
     raise pytest.UsageError(f"{LIB} does not exist: build the library first (make build)")
 # The suite talks to the servers it starts, never to one named by the caller.
-for var in ("MAILAGENT_REDIS_URL", "MAILAGENT_CHANNEL", "MAILAGENT_STREAM", "REDIS_URL", "REDIS_DB"):
+for var in ("MAILAGENT_REDIS_URL", "MAILAGENT_CHANNEL", "MAILAGENT_STREAM", "REDIS_URL", "REDIS_DB",
+            "MAILAGENT_RELAY_URL", "MAILAGENT_LOCAL_API_TOKEN", "SSE_LOCAL_PORT"):
     os.environ.pop(var, None)
 sys.path.insert(0, str(PKG_SRC))
 
@@ -46,6 +47,103 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# With no Redis URL the process-wide publisher posts to
+# http://127.0.0.1:${SSE_LOCAL_PORT:-9200}: point it at a port nothing of
+# this suite listens on, never at a hub someone runs on 9200.
+os.environ["SSE_LOCAL_PORT"] = str(free_port())
+
+
+class FakeHub:
+    """A stand-in for `mailagent events serve` in hub mode, enough for the
+    publisher's side: POST /api/events/publish of NDJSON, the token checked
+    when one is set, events applied once per (X-MailAgent-Publisher,
+    number) as the hub does, answered {"accepted":N,"skipped":K,"last_id"}.
+    The events it applied are in .events (dicts), in order."""
+
+    def __init__(self, token: Optional[str] = None) -> None:
+        import http.server
+        import threading
+
+        hub = self
+        self.token = token
+        self.events: List[dict] = []
+        self.requests = 0
+        self.refused = 0
+        self._applied: dict = {}
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                with hub._cond:
+                    hub.requests += 1
+                    if self.path != "/api/events/publish":
+                        hub.refused += 1
+                        return self._answer(404, {"error": "not found"})
+                    if hub.token is not None and \
+                            self.headers.get("X-MailAgent-Local-Token") != hub.token:
+                        hub.refused += 1
+                        return self._answer(401, {"error": "unauthorized"})
+                    pub = self.headers.get("X-MailAgent-Publisher") or ""
+                    num = int(self.headers.get("X-MailAgent-Batch-Start") or 1)
+                    accepted = skipped = 0
+                    for line in body.split(b"\n"):
+                        if not line.strip():
+                            continue
+                        if num <= hub._applied.get(pub, 0):
+                            skipped += 1
+                        else:
+                            hub._applied[pub] = num
+                            hub.events.append(json.loads(line))
+                            accepted += 1
+                        num += 1
+                    hub._cond.notify_all()
+                    last = len(hub.events)
+                self._answer(200, {"accepted": accepted, "skipped": skipped,
+                                   "last_id": f"1-{last}"})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def wait(self, n: int, timeout: float = 10.0) -> List[dict]:
+        """The first n events applied, waiting up to timeout for them."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.events) >= n, timeout)
+            return list(self.events[:n])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_hub() -> Iterator[FakeHub]:
+    h = FakeHub()
+    try:
+        yield h
+    finally:
+        h.close()
 
 
 class RedisServer:

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import LIB
-from mailagent_events._env import compose_url, redis_url_from_env
+from mailagent_events._env import compose_url, redis_url_from_env, relay_from_env
 
 TEST_ENV = LIB.parent / "tests" / "test_env"
 
@@ -27,7 +27,7 @@ def table() -> list:
 
 
 def test_python_and_c_read_the_environment_alike() -> None:
-    cases = table()
+    cases = [c for c in table() if c["kind"] == "redis"]
     assert len(cases) >= 20
     for c in cases:
         if c["error"] is None:
@@ -47,3 +47,18 @@ def test_event_publisher_composes_as_mailagent() -> None:
         compose_url("redis://h", -1)
     with pytest.raises(ValueError, match="already names a database"):
         compose_url("redis://h/3", 2)
+
+
+def test_relay_url_and_token_read_alike() -> None:
+    """MAILAGENT_RELAY_URL, SSE_LOCAL_PORT's loopback default (the
+    process-wide publisher only) and MAILAGENT_LOCAL_API_TOKEN."""
+    cases = [c for c in table() if c["kind"] == "relay"]
+    assert len(cases) >= 15
+    for c in cases:
+        if c["error"] is None:
+            assert relay_from_env(c["env"], local_default=c["local_default"]) == (
+                c["url"], c["token"]), c
+        else:
+            with pytest.raises(ValueError) as e:
+                relay_from_env(c["env"], local_default=c["local_default"])
+            assert c["error"] in str(e.value), c

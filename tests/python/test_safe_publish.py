@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 import pytest
 
-from conftest import LIB, PKG_SRC, Subscriber
+from conftest import free_port, LIB, PKG_SRC, Subscriber
 
 
 def run(code: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> Any:
@@ -74,15 +74,21 @@ def test_bad_input_never_raises_and_is_counted(redis_server: Any, channel: str) 
     assert st["calls"] == 7 and st["dropped_invalid"] == 6 and st["published"] == 1
 
 
-def test_no_url_is_a_silent_disabled_publisher() -> None:
+def test_no_url_posts_to_the_local_hub_silently() -> None:
+    """No Redis and no relay URL: the loopback hub of SSE_LOCAL_PORT (here
+    a closed port): the event is queued and dropped, the caller never hears
+    of it, the exit is not held up."""
     r = run("""
         import json
         from mailagent_events import safe_publish, default_publisher
         safe_publish("x.y", 1, {}, "cli")
+        default_publisher().flush(3000)
         print(json.dumps(default_publisher().stats()))
-    """)
+    """, {"SSE_LOCAL_PORT": str(free_port())})
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["dropped_disabled"] == 1 and r.stderr == ""
+    st = json.loads(r.stdout)
+    assert st["calls"] == 1 and st["dropped_disabled"] == 0 and st["published"] == 0
+    assert "Traceback" not in r.stderr
 
 
 def test_bad_url_is_said_once_and_never_raises() -> None:

@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Optional
 
-from ._env import env_get, redis_url_from_env
+from ._env import env_get, redis_url_from_env, relay_from_env
 from ._util import OPEN_DBS, OPEN_PUBLISHERS
 from .errors import MailagentError
 from .publisher import Publisher, has_stream_mode
@@ -36,6 +36,24 @@ def _from_env() -> Publisher:
         return Publisher(None, close_timeout_ms=1000)
     # Taken as set (blank: unset), as the command takes them.
     kw: dict = {"channel": env_get("MAILAGENT_CHANNEL")}
+    if url is None:
+        # No Redis: the hub of a one-machine install, as MailAgent's
+        # processes post to http://127.0.0.1:${SSE_LOCAL_PORT:-9200}. While
+        # nothing listens there the events are dropped and counted
+        # (dropped_send_error); the caller never waits.
+        try:
+            relay, token = relay_from_env(local_default=True)
+        except ValueError as e:
+            _log.error("mailagent_events: cannot publish: %s", e)
+            return Publisher(None, close_timeout_ms=1000)
+        try:
+            p = Publisher(None, relay_url=relay, relay_token=token, close_timeout_ms=1000, **kw)
+        except MailagentError as e:
+            _log.error("mailagent_events: cannot publish: MAILAGENT_RELAY_URL/"
+                       "MAILAGENT_LOCAL_API_TOKEN: %s", e.message)
+            return Publisher(None, close_timeout_ms=1000)
+        p._via_hub = True
+        return p
     stream = env_get("MAILAGENT_STREAM")
     if stream is not None:
         if has_stream_mode():
@@ -55,8 +73,10 @@ def _from_env() -> Publisher:
 
 def default_publisher() -> Publisher:
     """The process-wide Publisher safe_publish uses, opened on first use
-    from MAILAGENT_REDIS_URL, else MailAgent's REDIS_URL + REDIS_DB (none:
-    a disabled publisher that only counts), MAILAGENT_CHANNEL and
+    from MAILAGENT_REDIS_URL, else MailAgent's REDIS_URL + REDIS_DB, else
+    (no Redis) posting to a relay running as the hub at MAILAGENT_RELAY_URL,
+    else at http://127.0.0.1:${SSE_LOCAL_PORT:-9200} as MailAgent's
+    loopback does, with MAILAGENT_LOCAL_API_TOKEN; MAILAGENT_CHANNEL and
     MAILAGENT_STREAM (docs/operations.md#environment), and closed at exit
     (waiting at most 1 s for queued events). A child process after fork()
     gets its own on its first call, as redis-py's connection pools do.

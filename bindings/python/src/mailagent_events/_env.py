@@ -7,10 +7,15 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional, Tuple
 
-__all__ = ["env_get", "redis_url_from_env", "compose_url", "DEFAULT_REDIS_DB"]
+__all__ = ["env_get", "redis_url_from_env", "relay_from_env", "credential", "compose_url",
+           "DEFAULT_REDIS_DB", "DEFAULT_LOCAL_PORT"]
 
 #: The database MailAgent appends to REDIS_URL when REDIS_DB is unset.
 DEFAULT_REDIS_DB = 2
+
+#: The port MailAgent's processes post to when there is no Redis
+#: (SSE_LOCAL_PORT's default).
+DEFAULT_LOCAL_PORT = 9200
 
 _WS = " \t\r\n"
 
@@ -88,3 +93,44 @@ def compose_url(redis_url: str, redis_db: object) -> str:
                              f"MailAgent would append \"/{db}\": give the database in "
                              "REDIS_DB, or the whole URL in MAILAGENT_REDIS_URL")
     return f"{url}/{db}"
+
+
+def credential(name: str, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """A credential variable (WEBHOOK_SECRET, MAILAGENT_LOCAL_API_TOKEN):
+    its value, None when unset or empty. Raises ValueError naming the
+    variable (never the value) for one with leading or trailing whitespace
+    or a control character, which no request header could carry."""
+    v = (os.environ if environ is None else environ).get(name)
+    if not v:
+        return None
+    if v[0] in _WS + "\v\f" or v[-1] in _WS + "\v\f":
+        raise ValueError(f"{name} has leading or trailing whitespace, so no request could "
+                         "ever match it (header values arrive trimmed): remove it")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+        raise ValueError(f"{name} contains a control character, which no request "
+                         "header can carry: remove it")
+    return v
+
+
+def relay_from_env(
+    environ: Optional[Mapping[str, str]] = None, *, local_default: bool = False,
+) -> Tuple[Optional[str], Optional[str]]:
+    """(relay_url, relay_token): where events go when there is no Redis URL.
+
+    MAILAGENT_RELAY_URL (trimmed) when set; else, with local_default (the
+    process-wide publisher of safe_publish, as MailAgent's loopback),
+    "http://127.0.0.1:${SSE_LOCAL_PORT:-9200}"; else None. The token is
+    MAILAGENT_LOCAL_API_TOKEN (see credential). Raises ValueError naming the
+    variable for an SSE_LOCAL_PORT that is not a port from 1 to 65535 or a
+    token no header can carry."""
+    token = credential("MAILAGENT_LOCAL_API_TOKEN", environ)
+    v = env_get("MAILAGENT_RELAY_URL", environ)
+    if v is not None:
+        return v.strip(_WS), token
+    if not local_default:
+        return None, token
+    pv = env_get("SSE_LOCAL_PORT", environ)
+    port = _db(pv) if pv is not None else DEFAULT_LOCAL_PORT
+    if port is None or not 1 <= port <= 65535:
+        raise ValueError(f"SSE_LOCAL_PORT must be a port number from 1 to 65535, not '{pv}'")
+    return f"http://127.0.0.1:{port}", token

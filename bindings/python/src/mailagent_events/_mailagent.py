@@ -160,6 +160,10 @@ class EventPublisher:
         client = self._client
         if client is not None:
             return client
+        if self._env_enabled is False:
+            # No Redis URL: MailAgent's get_publisher().publish() publishes
+            # nothing and says False; only safe_publish reaches the hub.
+            return None
         if self._env_enabled is not None:  # reopened after close()
             with self._lock:
                 if self._client is None:
@@ -251,6 +255,14 @@ def _from_env() -> EventPublisher:
     return ep
 
 
+def _hub_client() -> Optional[_LibraryClient]:
+    """safe_publish's way with no Redis URL: default_publisher(), posting
+    to the hub (None when that could not be configured: then nothing is
+    published, as with no URL at all)."""
+    p = _default.default_publisher()
+    return _LibraryClient(p, enabled=p._via_hub, owned=False)
+
+
 def get_publisher() -> EventPublisher:
     """The process-wide EventPublisher, configured from the environment
     (MAILAGENT_REDIS_URL, else MailAgent's REDIS_URL + REDIS_DB, and
@@ -288,6 +300,11 @@ def safe_publish(
     safe_publish("outbox.failed", internal_id=7, data={...}, source="outbox"),
     or with the arguments in that order by position.
 
+    With no Redis URL it posts to a relay running as the hub:
+    MAILAGENT_RELAY_URL, else http://127.0.0.1:${SSE_LOCAL_PORT:-9200} as
+    MailAgent's loopback (dropped and counted while nothing listens there);
+    get_publisher().publish() then returns False as MailAgent's does.
+
     Queues in microseconds whatever Redis does. What cannot be sent at all
     (an empty or non-str event_type or source, an internal_id that is not an
     int, data that is not a dict or that json.dumps(..., default=str)
@@ -297,7 +314,13 @@ def safe_publish(
     if _default._shut:
         return
     try:
-        get_publisher().publish(event_type, internal_id=internal_id, data=data, source=source)
+        ep = get_publisher()
+        if ep._env_enabled is False:
+            client = _hub_client()
+            if client is not None:
+                client.send(event_type, internal_id, data, source)
+            return
+        ep.publish(event_type, internal_id=internal_id, data=data, source=source)
     except Exception:
         pass
 

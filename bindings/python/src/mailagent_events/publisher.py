@@ -54,8 +54,13 @@ class Publisher:
     default) keeps the library's default:
 
     - redis_url: ``redis://[[user]:password@]host[:port][/db]`` or
-      ``unix:///path``; None or "" gives a disabled publisher whose calls
-      are only counted (dropped_disabled).
+      ``unix:///path``.
+    - relay_url: with no redis_url, hub mode: each batch is POSTed to
+      ``<relay_url>/api/events/publish`` of a relay running as the hub
+      (``http://host[:port]``), with relay_token (if any) sent as
+      ``X-MailAgent-Local-Token``. Setting both URLs is InvalidArgument.
+      With neither, a disabled publisher whose calls are only counted
+      (dropped_disabled).
     - channel (``mailagent:events:v1``), queue_max_events (65536),
       queue_max_bytes (64 MiB), connect_timeout_ms (1000),
       io_timeout_ms (1000), backoff_min_ms (100), backoff_max_ms (5000),
@@ -74,6 +79,9 @@ class Publisher:
     empty channel, ...) or TypeError for arguments of the wrong type.
     """
 
+    #: True for default_publisher() when it posts to a hub (no Redis URL).
+    _via_hub = False
+
     def __init__(
         self,
         redis_url: Optional[str] = None,
@@ -84,6 +92,8 @@ class Publisher:
         connect_timeout_ms: Optional[int] = None,
         io_timeout_ms: Optional[int] = None,
         stream_key: Optional[str] = None,
+        relay_url: Optional[str] = None,
+        relay_token: Optional[str] = None,
         stream_maxlen: Optional[int] = None,
         backoff_min_ms: Optional[int] = None,
         backoff_max_ms: Optional[int] = None,
@@ -96,7 +106,8 @@ class Publisher:
         self.close_timeout_ms = c_int(close_timeout_ms, "close_timeout_ms")
         cfg = L.PublisherConfig()
         lib.mae_publisher_config_init(byref(cfg))
-        strings = {"redis_url": redis_url, "channel": channel, "stream_key": stream_key}
+        strings = {"redis_url": redis_url, "channel": channel, "stream_key": stream_key,
+                   "relay_url": relay_url, "relay_token": relay_token}
         sizes = {
             "queue_max_events": queue_max_events,
             "queue_max_bytes": queue_max_bytes,
