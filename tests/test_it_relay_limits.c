@@ -236,18 +236,7 @@ static void test_position_at_connect(void **state)
     const char *args[] = {"--stream", "ev:pos", NULL};
     assert_int_equal(mtr_command(&g_redis, "XADD ev:pos 7-0 event %s", "{\"n\":7}"), 0);
     start(&r, "position", args);
-    /* The relay learns its position from the stream's bounds once its link
-     * is up; a client that connects before that has none to be given
-     * (relay.md). Wait for a client that is given one before testing. */
-    bool positioned = false;
-    for (int i = 0; i < 100 && !positioned; i++) {
-        rh_conn *probe = rh_get(r.port, "/api/events/stream", NULL);
-        long h = rh_wait_for(probe, 0, "\r\n\r\n", 5000);
-        positioned = h > 0 && rh_wait_for(probe, (size_t)h, "id: 7-0\n", 100) > h;
-        rh_close(probe);
-    }
-    assert_true(positioned);
-    rh_wait_clients(r.port, NULL, 0, 10000);
+    rh_wait_positioned(r.port, "/api/events/stream", "7-0", 20000);
     rh_conn *a = rh_get(r.port, "/api/events/stream", NULL);
     long at = rh_wait_for(a, 0, "\r\n\r\n", 5000);
     assert_true(at > 0);
