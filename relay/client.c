@@ -34,6 +34,58 @@ void mae__relay_maybe_finish(relay *r)
         event_base_loopbreak(r->base);
 }
 
+/* ---- addresses and short answers -------------------------------------------- */
+
+bool mae__addr_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return true;
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            return a->s6_addr[12] == 127;
+    }
+    return false;
+}
+
+void mae__client_answer(client *c, int status, const char *reason, const char *type,
+                        const char *extra_headers, const char *body, size_t body_len, bool keep_alive)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: %s\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n"
+                     "%s"
+                     "Connection: %s\r\n\r\n",
+                     status, reason, type, body_len, extra_headers ? extra_headers : "",
+                     keep_alive ? "keep-alive" : "close");
+    if (n < 0 || (size_t)n >= sizeof head) {
+        mae__client_close(c, "answer head too long");
+        return;
+    }
+    struct evbuffer_iovec v[2];
+    size_t total = (size_t)n + body_len;
+    int k = evbuffer_reserve_space(out, (ev_ssize_t)total, v, 1);
+    if (k == 1 && v[0].iov_len >= total) {
+        memcpy(v[0].iov_base, head, (size_t)n);
+        if (body_len)
+            memcpy((char *)v[0].iov_base + n, body, body_len);
+        v[0].iov_len = total;
+        evbuffer_commit_space(out, v, 1);
+    } else {
+        evbuffer_add(out, head, (size_t)n);
+        evbuffer_add(out, body, body_len);
+    }
+    if (!keep_alive)
+        c->state = C_ANSWERED;
+}
+
+
 /* ---- making and freeing --------------------------------------------------------- */
 
 static void on_client_timer(evutil_socket_t fd, short what, void *arg)
@@ -43,8 +95,8 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
     /* The header deadline passed, a publish body did not come in time
      * (answered 408), or a lingering client never closed. */
     client *c = arg;
-    if (c->state == C_BODY)
-        mae__publish_timeout(c);
+    if (c->state == C_BODY && c->on_deadline)
+        c->on_deadline(c);
     else
         mae__client_close(c, NULL);
 }

@@ -25,45 +25,10 @@ typedef mae__relay_server relay;
 /* Writes a complete short answer, head and body in one piece, so it
  * leaves in one write. After it the connection either waits for the next
  * request (keep-alive) or closes once the answer is out. */
-void mae__http_answer(client *c, int status, const char *reason, const char *type,
-                      const char *extra_headers, const char *body, size_t body_len, bool keep_alive)
-{
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    char head[512];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\n"
-                     "Content-Type: %s\r\n"
-                     "Content-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n"
-                     "%s"
-                     "Connection: %s\r\n\r\n",
-                     status, reason, type, body_len, extra_headers ? extra_headers : "",
-                     keep_alive ? "keep-alive" : "close");
-    if (n < 0 || (size_t)n >= sizeof head) {
-        mae__client_close(c, "answer head too long");
-        return;
-    }
-    struct evbuffer_iovec v[2];
-    size_t total = (size_t)n + body_len;
-    int k = evbuffer_reserve_space(out, (ev_ssize_t)total, v, 1);
-    if (k == 1 && v[0].iov_len >= total) {
-        memcpy(v[0].iov_base, head, (size_t)n);
-        if (body_len)
-            memcpy((char *)v[0].iov_base + n, body, body_len);
-        v[0].iov_len = total;
-        evbuffer_commit_space(out, v, 1);
-    } else {
-        evbuffer_add(out, head, (size_t)n);
-        evbuffer_add(out, body, body_len);
-    }
-    if (!keep_alive)
-        c->state = C_ANSWERED;
-}
-
 static void answer(client *c, int status, const char *reason, const char *type,
                    const char *extra_headers, const char *body, size_t body_len, bool keep_alive)
 {
-    mae__http_answer(c, status, reason, type, extra_headers, body, body_len, keep_alive);
+    mae__client_answer(c, status, reason, type, extra_headers, body, body_len, keep_alive);
 }
 
 static void answer_json(client *c, int status, const char *reason, const char *extra,
@@ -95,6 +60,7 @@ static void serve(client *c, const mae__request *req)
             if (req->expect_continue && req->minor == 1)
                 bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             c->state = C_BODY;
+            c->on_deadline = mae__publish_timeout;
             mae__client_arm_timer(c, MAE__RELAY_BODY_DEADLINE_MS);
         }
         break;

@@ -158,8 +158,8 @@ static void refuse(client *c, int status, const char *reason, const char *error,
     if (b.oom)
         mae__client_close(c, "out of memory");
     else
-        mae__http_answer(c, status, reason, "application/json",
-                         status == 503 ? "Retry-After: 1\r\n" : NULL, b.ptr, b.len, keep);
+        mae__client_answer(c, status, reason, "application/json",
+                           status == 503 ? "Retry-After: 1\r\n" : NULL, b.ptr, b.len, keep);
     mae__buf_free(&b);
 }
 
@@ -414,7 +414,7 @@ void mae__publish_body(client *c, const char *body, size_t len)
         m = snprintf(answer, sizeof answer, "{\"accepted\":%zu,\"skipped\":%zu,\"last_id\":null}",
                      n, skip);
     }
-    mae__http_answer(c, 200, "OK", "application/json", NULL, answer, (size_t)m, keep);
+    mae__client_answer(c, 200, "OK", "application/json", NULL, answer, (size_t)m, keep);
 }
 
 void mae__publish_fill_counters(relay *r)

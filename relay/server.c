@@ -125,20 +125,6 @@ void mae__relay_config_init(mae__relay_config *cfg)
     cfg->history_bytes = MAE__RELAY_DEFAULT_HISTORY_BYTES;
 }
 
-bool mae__addr_is_loopback(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
-    if (sa->sa_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-        if (IN6_IS_ADDR_LOOPBACK(a))
-            return true;
-        if (IN6_IS_ADDR_V4MAPPED(a))
-            return a->s6_addr[12] == 127;
-    }
-    return false;
-}
-
 bool mae__relay_host_is_loopback(const char *host)
 {
     struct addrinfo hints, *res = NULL;

@@ -71,6 +71,9 @@ struct mae__relay_client {
     TAILQ_ENTRY(mae__relay_client) close_link;  /* r->to_close, once close_asap */
     TAILQ_ENTRY(mae__relay_client) over_link;   /* r->over, while in_over */
     struct event *timer;          /* header deadline or linger; NULL while streaming */
+    /* Called when the timer's deadline passes in C_BODY (set by whoever
+     * starts reading a body); NULL, or any other state: closed. */
+    void (*on_deadline)(struct mae__relay_client *c);
     mae__client_state state;
     bool chunked;                 /* HTTP/1.1 stream: frames go out as chunks */
     bool in_streams;
@@ -138,6 +141,14 @@ void mae__relay_say(const char *fmt, ...)
 void mae__relay_maybe_finish(mae__relay_server *r);
 
 /* ---- client.c: one connection ---------------------------------------------- */
+
+/* True when sa is a loopback address (127.0.0.0/8, ::1, v4-mapped 127/8). */
+bool mae__addr_is_loopback(const struct sockaddr *sa);
+/* Writes a complete short answer in one piece (head and body); keep_alive
+ * false closes once it is out (after the linger). */
+void mae__client_answer(mae__relay_client *c, int status, const char *reason, const char *type,
+                        const char *extra_headers, const char *body, size_t body_len,
+                        bool keep_alive);
 
 /* Makes the connection of an accepted socket (taken: closed on failure);
  * NULL on out of memory. Its bufferevent's callbacks are the caller's. */
@@ -210,9 +221,6 @@ void mae__publish_fill_counters(mae__relay_server *r);
 /* "pubsub", "stream" or "hub". */
 const char *mae__relay_mode(const mae__relay_server *r);
 
-/* True when sa is a loopback address (127.0.0.0/8, ::1, v4-mapped 127/8). */
-bool mae__addr_is_loopback(const struct sockaddr *sa);
-
 /* ---- http.c: requests and answers ---------------------------------------------- */
 
 /* Accepts a connection (the listener's callback). */
@@ -220,10 +228,5 @@ void mae__http_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
                       int salen, void *arg);
 /* A stream ended by the shutdown: its last chunk is queued; it closes once out. */
 void mae__http_end_stream(mae__relay_client *c);
-/* Writes a complete short answer in one piece (head and body); keep_alive
- * false closes once it is out (after the linger). */
-void mae__http_answer(mae__relay_client *c, int status, const char *reason, const char *type,
-                      const char *extra_headers, const char *body, size_t body_len,
-                      bool keep_alive);
 
 #endif
