@@ -473,7 +473,8 @@ int mae__stream_source_new(const mae__stream_source_config *cfg, mae__stream_sou
         goto oom;
     memcpy(s->key, cfg->key, s->key_len + 1);
     /* rediss:// too: the links speak TLS (core/tls.h). */
-    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &s->url, uerr, sizeof uerr);
+    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL,
+                                &s->url, uerr, sizeof uerr);
     if (rc != MAE_OK) {
         snprintf(err, errlen, "%s", rc == MAE_ENOMEM ? "out of memory" : uerr);
         free(s->key);

@@ -158,7 +158,8 @@ int mae__source_pubsub_new(const mae__source_config *cfg, const mae__source_cb *
     s->base.ops = &sub_ops;
     s->cb = *cb;
     /* rediss:// too: the link speaks TLS (core/tls.h). */
-    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &s->url, err, errlen);
+    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL,
+                                &s->url, err, errlen);
     if (rc != MAE_OK) {
         free(s);
         return rc;

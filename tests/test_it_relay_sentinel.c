@@ -1,0 +1,200 @@
+/* Integration test of the relay through Redis Sentinel (issue 21): a real
+ * replicated set (tests/support/sentinel_harness: 3 redis-server, 3
+ * Sentinels), a publisher in stream mode writing numbered events through
+ * the redis-sentinel:// URL, a relay in stream mode given the same URL and
+ * an SSE client on it. The master is killed (SIGKILL) while the publisher
+ * writes: the relay must find the new master through the Sentinels and the
+ * client must see every event once, or a reset that says why. The time
+ * from the kill to the client's first event written after it is printed
+ * (a figure, not a limit: bench/ measures it). */
+#include <pthread.h>
+#include <signal.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <mailagent/publisher.h>
+
+#include "harness.h"
+#include "sentinel_harness.h"
+#include "testutil.h"
+
+#define STREAM "t:relayfailover"
+
+typedef struct feeder {
+    mae_publisher *p;
+    atomic_bool stop;
+    atomic_int sent;
+    pthread_t thread;
+} feeder;
+
+/* About 200 events a second, numbered from 1 in data.n. */
+static void *feed(void *arg)
+{
+    feeder *f = arg;
+    char data[32];
+    for (int n = 1; !atomic_load(&f->stop); n++) {
+        snprintf(data, sizeof data, "{\"n\":%d}", n);
+        mae_safe_publish(f->p, "test.event", n, data, "relayfailover");
+        atomic_store(&f->sent, n);
+        rh_sleep_ms(5);
+    }
+    return NULL;
+}
+
+/* The n of every event frame the client received, in order (*count of
+ * them); the caller frees. */
+static int *frames(rh_conn *c, size_t *count)
+{
+    size_t cap = 1024, n = 0;
+    int *v = malloc(cap * sizeof *v);
+    assert_non_null(v);
+    for (const char *p = c->buf; (p = strstr(p, "event: mailagent\ndata: ")) != NULL; p++) {
+        const char *end = strstr(p, "\n\n");
+        const char *q = strstr(p, "\"n\":");
+        if (!end || !q || q > end)
+            continue;
+        if (n == cap) {
+            cap *= 2;
+            v = realloc(v, cap * sizeof *v);
+            assert_non_null(v);
+        }
+        v[n++] = atoi(q + 4);
+    }
+    *count = n;
+    return v;
+}
+
+/* The highest n received so far. */
+static int highest(rh_conn *c)
+{
+    size_t n;
+    rh_pump(c);
+    int *v = frames(c, &n), top = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] > top)
+            top = v[i];
+    free(v);
+    return top;
+}
+
+static void test_relay_follows_a_killed_master(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600];
+    rh_out_dir("test_it_relay_sentinel", out, sizeof out);
+    mts_set s;
+    assert_int_equal(mts_start(&s), 0);
+
+    char url[320];
+    const char *hash = strchr(s.url, '#');
+    snprintf(url, sizeof url, "%.*s?wait_replicas=1&wait_timeout_ms=100%s",
+             (int)(hash - s.url), s.url, hash);
+    mae_publisher_config cfg;
+    char err[200] = "";
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = url;
+    cfg.stream_key = STREAM;
+    cfg.connect_timeout_ms = 500;
+    cfg.io_timeout_ms = 1000;
+    cfg.backoff_min_ms = 50;
+    cfg.backoff_max_ms = 1000;
+    cfg.error_buf = err;
+    cfg.error_buf_size = sizeof err;
+    feeder f = {0};
+    assert_int_equal(mae_publisher_open(&cfg, &f.p), MAE_OK);
+
+    /* The relay, given the Sentinels' URL, and one SSE client on it. */
+    rh_relay r;
+    const char *args[] = {"--stream", STREAM, "--ping-interval", "0.5", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, s.url, args, NULL, log), 0);
+    rh_conn *c = rh_get(r.port, "/api/events/stream", NULL);
+    assert_non_null(c);
+    rh_wait_clients(r.port, NULL, 1, 10000);
+
+    assert_int_equal(pthread_create(&f.thread, NULL, feed, &f), 0);
+    assert_true(rh_wait_for(c, 0, "event: mailagent\n", 10000) >= 0);
+    rh_sleep_ms(1000);
+
+    int old = mts_master(&s);
+    assert_int_equal(old, 0);
+    int at_kill = atomic_load(&f.sent);
+    double t0 = mts_now();
+    mtr_kill(&s.redis[old]);
+
+    /* The relay has followed once the client gets an event the publisher
+     * wrote after the kill. */
+    double t_follow = -1;
+    while (mts_now() < t0 + 30) {
+        if (highest(c) > at_kill) {
+            t_follow = mts_now() - t0;
+            break;
+        }
+        rh_sleep_ms(5);
+    }
+    int nm = mts_wait_new_master(&s, old, 10000);
+    print_message("SIGKILL of the master: the relay's client got the first event written "
+                  "after it %.2f s later (new master: redis[%d])\n", t_follow, nm);
+    assert_true(t_follow >= 0);
+    assert_true(nm >= 0 && nm != old);
+
+    rh_sleep_ms(1000);
+    atomic_store(&f.stop, true);
+    pthread_join(f.thread, NULL);
+    assert_int_equal(mae_publisher_flush(f.p, 30000), MAE_OK);
+    int sent = atomic_load(&f.sent);
+    char last[48];
+    snprintf(last, sizeof last, "\"n\":%d}", sent);
+    assert_true(rh_wait_for(c, 0, last, 10000) >= 0);
+    rh_sleep_ms(300);   /* anything doubled would have come by now */
+    rh_pump(c);
+
+    /* Every event from the first the client saw to the last, once, or a
+     * reset that says why. */
+    size_t n;
+    int *v = frames(c, &n);
+    assert_true(n > 0);
+    int first = v[0];
+    unsigned char *seen = calloc((size_t)sent + 1, 1);
+    int dups = 0, missing = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] >= 1 && v[i] <= sent && seen[v[i]]++)
+            dups++;
+    for (int k = first; k <= sent; k++)
+        if (!seen[k])
+            missing++;
+    bool reset = strstr(c->buf, "event: reset\n") != NULL;
+    print_message("client: %zu events (%d..%d): %d missing, %d twice, reset: %s\n", n, first,
+                  sent, missing, dups, reset ? "yes" : "no");
+    if (!reset) {
+        assert_int_equal(dups, 0);
+        assert_int_equal(missing, 0);
+    }
+    assert_true(rh_log_has(&r, "redis"));
+    free(seen);
+    free(v);
+    rh_close(c);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    mae_publisher_close(f.p, 5000);
+    mts_stop(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_relay_follows_a_killed_master),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
