@@ -131,6 +131,8 @@ static void on_xread(mae__link *l, redisReply *reply, void *priv)
 
     if (!accept_reply(c, r))
         return;
+    if (s->cb.on_progress)
+        s->cb.on_progress(s->cb.ctx);
     /* nil: BLOCK ran out with nothing new. The stream may have gone back
      * meanwhile (deleted and written again with lower ids, restored from
      * an older backup): XREAD after the old position would then wait for

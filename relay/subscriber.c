@@ -62,6 +62,8 @@ static void on_push(void *user, redisReply *reply)
     } else if (strcmp(kind, "subscribe") == 0) {
         mae__link_got(s->link);   /* the subscription's or a probe's answer */
         s->probing = false;
+        if (s->cb.on_progress)
+            s->cb.on_progress(s->cb.ctx);
         if (!s->up) {
             bool after_loss = s->lost, reconnected = s->ever_up;
             s->up = true;

@@ -191,9 +191,62 @@ static void test_relay_follows_a_killed_master(void **state)
     mts_stop(&s);
 }
 
+/* Polls /healthz until its text contains needle or timeout_ms pass;
+ * seconds waited, or -1. */
+static double wait_healthz(int port, const char *needle, int timeout_ms)
+{
+    double t0 = rh_now();
+    while (rh_now() < t0 + timeout_ms / 1000.0) {
+        char *a = rh_request(port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+        bool hit = a && strstr(a, needle);
+        free(a);
+        if (hit)
+            return rh_now() - t0;
+        rh_sleep_ms(100);
+    }
+    return -1;
+}
+
+/* The progress rule: a Redis source that neither delivers an entry nor
+ * gets its probe answered for 2 x --ping-interval + 5 s (6 s here) makes
+ * /healthz say ok:false, even before the link gives up on the server;
+ * ok:true again once Redis answers. A hung server (SIGSTOP) is the case. */
+static void test_healthz_progress_rule(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600];
+    rh_out_dir("test_it_relay_sentinel_healthz", out, sizeof out);
+    mtr_redis redis;
+    assert_int_equal(mtr_start(&redis, NULL), 0);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:health", "--ping-interval", "0.5", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, redis.url, args, NULL, log), 0);
+    assert_true(wait_healthz(r.port, "\"ok\":true}", 10000) >= 0);
+
+    mtr_pause(&redis);
+    double stalled = wait_healthz(r.port, "\"status\":\"stalled\"", 20000);
+    print_message("Redis stopped: /healthz ok:false after %.1f s\n", stalled);
+    assert_true(stalled >= 0);
+    char *a = rh_request(r.port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_non_null(a);
+    assert_non_null(strstr(a, "\"ok\":false}"));
+    free(a);
+
+    mtr_resume(&redis);
+    double back = wait_healthz(r.port, "\"ok\":true}", 30000);
+    print_message("Redis resumed: /healthz ok:true after %.1f s\n", back);
+    assert_true(back >= 0);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    mtr_cleanup(&redis);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_healthz_progress_rule),
         cmocka_unit_test(test_relay_follows_a_killed_master),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
