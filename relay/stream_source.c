@@ -38,6 +38,7 @@ struct mae__stream_req {
     mae__stream_source *src;
     TAILQ_ENTRY(mae__stream_req) link;   /* in the source's reqs */
     bool is_range;
+    bool is_kept;              /* a kept() check: XRANGE id id, XREVRANGE (id */
     bool sent;                 /* on the wire; its reply (or NULL) will come */
     bool cancelled;            /* freed when its reply comes */
     mae__stream_id sent_at;    /* the reader's position when sent */
@@ -45,6 +46,7 @@ struct mae__stream_req {
     unsigned count;
     mae__stream_range_fn range_fn;
     mae__stream_bounds_fn bounds_fn;
+    mae__stream_kept_fn kept_fn;
     void *user;
 };
 
@@ -275,7 +277,28 @@ static void on_history_reply(mae__link *l, redisReply *reply, void *priv)
     }
     if (!ok)
         return;
-    if (q->is_range) {
+    if (q->is_kept) {
+        /* EXEC: [XRANGE id id, XREVRANGE key (id - COUNT 1] */
+        mae__stream_entry *v1 = NULL, *v2 = NULL;
+        size_t n1 = 0, n2 = 0;
+        bool good = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                    mae__stream_parse_entries(r->element[0], &v1, &n1);
+        good = good && mae__stream_parse_entries(r->element[1], &v2, &n2);
+        if (!good) {
+            free(v1);
+            free(v2);
+            fail(c, "unexpected reply to XRANGE id id");
+            return;
+        }
+        mae__stream_id before = {0, 0};
+        if (n2 > 0)
+            before = v2[0].id;
+        req_unlink(q);
+        s->stats.history_reads++;
+        q->kept_fn(q->user, n1 > 0, n2 > 0, &before);
+        free(v1);
+        free(v2);
+    } else if (q->is_range) {
         mae__stream_entry *v;
         size_t n;
         if (!mae__stream_parse_entries(r, &v, &n)) {
@@ -306,7 +329,18 @@ static void req_send(mae__stream_source *s, mae__stream_req *q)
     conn *c = &s->history;
     int rc;
     q->sent_at = s->pos;
-    if (!q->is_range) {
+    if (q->is_kept) {
+        char id[MAE__STREAM_ID_BUFSIZE], excl[MAE__STREAM_ID_BUFSIZE + 1];
+        mae__stream_id_format(&q->after, id);
+        excl[0] = '(';
+        memcpy(excl + 1, id, sizeof id);
+        mae__link_command(c->link, false, NULL, NULL, "MULTI");
+        mae__link_command(c->link, false, NULL, NULL, "XRANGE %b %s %s", s->key, s->key_len, id,
+                          id);
+        mae__link_command(c->link, false, NULL, NULL, "XREVRANGE %b %s - COUNT 1", s->key,
+                          s->key_len, excl);
+        rc = mae__link_command(c->link, true, on_history_reply, q, "EXEC");
+    } else if (!q->is_range) {
         rc = send_bounds(c, on_history_reply, q);
     } else if (q->after.ms == UINT64_MAX && q->after.seq == UINT64_MAX) {
         /* Nothing can follow the largest id, and Redis refuses "(" before
@@ -382,6 +416,22 @@ static mae__stream_req *hist_bounds(void *self, mae__stream_bounds_fn fn, void *
     if (!q)
         return NULL;
     q->bounds_fn = fn;
+    q->user = user;
+    if (s->history.ready && s->positioned)
+        req_send(s, q);
+    return q;
+}
+
+static mae__stream_req *hist_kept(void *self, const mae__stream_id *id, mae__stream_kept_fn fn,
+                                  void *user)
+{
+    mae__stream_source *s = self;
+    mae__stream_req *q = req_new(s);
+    if (!q)
+        return NULL;
+    q->is_kept = true;
+    q->after = *id;
+    q->kept_fn = fn;
     q->user = user;
     if (s->history.ready && s->positioned)
         req_send(s, q);
@@ -574,7 +624,8 @@ static struct event_base *hist_base(void *self)
 }
 
 static const mae__history_ops history_ops = {hist_position, hist_epoch, hist_base,
-                                             hist_bounds,   hist_range, hist_cancel, NULL};
+                                             hist_bounds,   hist_range, hist_cancel, NULL,
+                                             hist_kept};
 
 const mae__history *mae__stream_source_history(mae__stream_source *s)
 {

@@ -243,9 +243,58 @@ static void test_healthz_progress_rule(void **state)
     mtr_cleanup(&redis);
 }
 
+/* Rolled-back ids: a client's Last-Event-ID that the stream no longer
+ * holds although newer entries exist (a failover lost it; simulated with
+ * XDEL on one server) gets reset rolled_back with the newest entry before
+ * it, then what followed; an id that is there replays without a reset. */
+static void test_rolled_back_id(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600];
+    rh_out_dir("test_it_relay_sentinel_rolled_back", out, sizeof out);
+    mtr_redis redis;
+    assert_int_equal(mtr_start(&redis, NULL), 0);
+    for (int i = 1; i <= 5; i++)
+        assert_int_equal(mtr_command(&redis, "XADD t:rb %d-1 event {\"n\":%d}", i, i), 0);
+    assert_int_equal(mtr_command(&redis, "XDEL t:rb 3-1"), 0);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:rb", "--ping-interval", "0.5", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, redis.url, args, NULL, log), 0);
+
+    rh_conn *gone = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 3-1\r\n");
+    assert_true(rh_wait_for(gone, 0, "\"n\":5}", 10000) >= 0);
+    long at = rh_wait_for(gone, 0,
+                          "event: reset\ndata: {\"reason\":\"rolled_back\",\"last_kept\":\"2-1\"}\n",
+                          1000);
+    if (at < 0)
+        fail_msg("no rolled_back reset: %s", gone->buf);
+    assert_true(at < (long)(strstr(gone->buf, "\"n\":4}") - gone->buf));
+    size_t n;
+    int *v = frames(gone, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(v[0], 4);
+    assert_int_equal(v[1], 5);
+    free(v);
+
+    rh_conn *kept = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 2-1\r\n");
+    assert_true(rh_wait_for(kept, 0, "\"n\":5}", 10000) >= 0);
+    assert_null(strstr(kept->buf, "event: reset"));
+    v = frames(kept, &n);
+    assert_int_equal(n, 2);
+    free(v);
+    rh_close(gone);
+    rh_close(kept);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    mtr_cleanup(&redis);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rolled_back_id),
         cmocka_unit_test(test_healthz_progress_rule),
         cmocka_unit_test(test_relay_follows_a_killed_master),
     };
