@@ -291,9 +291,60 @@ static void test_rolled_back_id(void **state)
     mtr_cleanup(&redis);
 }
 
+/* The retry: a stream got last (the one of the final chunk on SIGTERM). */
+static int last_retry(const rh_conn *c)
+{
+    const char *p = c->buf, *last = NULL;
+    while ((p = strstr(p, "retry: ")) != NULL)
+        last = p++;
+    return last ? atoi(last + 7) : -1;
+}
+
+/* SIGTERM: every stream gets a retry: between 1000 and 5000 ms, drawn per
+ * client, before its final chunk, so clients do not all come back in the
+ * same second. */
+static void test_sigterm_retry_jitter(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600];
+    rh_out_dir("test_it_relay_sentinel_sigterm", out, sizeof out);
+    mtr_redis redis;
+    assert_int_equal(mtr_start(&redis, NULL), 0);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:term", "--ping-interval", "0.5", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, redis.url, args, NULL, log), 0);
+    rh_conn *c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = rh_get(r.port, "/api/events/stream", NULL);
+        assert_non_null(c[i]);
+    }
+    rh_wait_clients(r.port, NULL, 4, 10000);
+    for (int i = 0; i < 4; i++)
+        assert_true(rh_wait_for(c[i], 0, "retry: 3000\n", 5000) >= 0);
+    assert_int_equal(rh_relay_stop(&r, SIGTERM, 10000, NULL), 0);
+    int retry[4];
+    bool differ = false;
+    for (int i = 0; i < 4; i++) {
+        assert_true(rh_wait_eof(c[i], 5000));
+        assert_non_null(strstr(c[i]->buf, "0\r\n\r\n"));
+        retry[i] = last_retry(c[i]);
+        print_message("client %d: retry %d ms on SIGTERM\n", i, retry[i]);
+        assert_true(retry[i] >= 1000 && retry[i] <= 5000);
+        differ = differ || retry[i] != retry[0];
+        rh_close(c[i]);
+    }
+    /* Four draws from 4000 values all equal: the jitter is missing. */
+    assert_true(differ);
+    mtr_cleanup(&redis);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sigterm_retry_jitter),
         cmocka_unit_test(test_rolled_back_id),
         cmocka_unit_test(test_healthz_progress_rule),
         cmocka_unit_test(test_relay_follows_a_killed_master),
