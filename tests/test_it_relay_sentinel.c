@@ -24,7 +24,9 @@
 
 #include <mailagent/publisher.h>
 
+#include "core/url.h"
 #include "harness.h"
+#include "stream/sync.h"
 #include "sentinel_harness.h"
 #include "testutil.h"
 
@@ -183,6 +185,23 @@ static void test_relay_follows_a_killed_master(void **state)
         assert_int_equal(missing, 0);
     }
     assert_true(rh_log_has(&r, "redis"));
+
+    /* The command's blocking connection (events tail) finds the new
+     * master the same way. */
+    mae__url u;
+    char uerr[200] = "";
+    assert_int_equal(mae__url_parse_for(s.url, MAE__URL_ALLOW_SENTINEL, &u, uerr, sizeof uerr),
+                     0);
+    mae__sync_conn *sc = mae__redis_connect_sync(&u, 2000, uerr, sizeof uerr);
+    if (!sc)
+        fail_msg("events tail's connection through Sentinel: %s", uerr);
+    redisReply *port = mae__sync_command(sc, 2000, uerr, sizeof uerr, "CONFIG GET port");
+    assert_non_null(port);
+    assert_int_equal(port->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(atoi(port->element[1]->str), s.redis[nm].port);
+    freeReplyObject(port);
+    mae__sync_free(sc);
+    mae__url_free(&u);
     free(seen);
     free(v);
     rh_close(c);
