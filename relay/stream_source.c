@@ -112,7 +112,66 @@ static void history_flush(mae__stream_source *s);
 
 /* ---- the reader ---------------------------------------------------------- */
 
+static void src_log(mae__stream_source *s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 static void on_xread(mae__link *l, redisReply *reply, void *priv);
+
+/* The answer to send_reader_kept: the reader's position is gone although
+ * newer entries exist (a failover rolled it back): every live client gets
+ * reset rolled_back with the newest entry before it, then what follows
+ * (the XREAD after the position). */
+static void on_reader_kept(mae__link *l, redisReply *reply, void *priv)
+{
+    (void)l;
+    conn *c = priv;
+    mae__stream_source *s = c->src;
+    if (!accept_reply(c, reply))
+        return;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_ARRAY ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY) {
+        fail(c, "unexpected reply to XRANGE id id");
+        return;
+    }
+    if (reply->element[0]->elements > 0)
+        return;   /* still there */
+    mae__resume_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.kind = MAE__RESUME_ROLLED_BACK;
+    redisReply *before = reply->element[1];
+    if (before->elements > 0 && before->element[0]->type == REDIS_REPLY_ARRAY &&
+        before->element[0]->elements > 0 &&
+        before->element[0]->element[0]->type == REDIS_REPLY_STRING)
+        plan.has_oldest = mae__stream_id_parse(before->element[0]->element[0]->str,
+                                               before->element[0]->element[0]->len,
+                                               &plan.oldest) == MAE__STREAM_ID_OK;
+    char json[MAE__RESUME_RESET_MAX], text[MAE__STREAM_ID_BUFSIZE];
+    size_t n = mae__resume_reset_json(&plan, json, sizeof json);
+    mae__stream_id_format(&s->pos, text);
+    src_log(s, "redis: the entry %s read last is gone from the stream %s (rolled back by a failover?); reset sent",
+            text, s->key);
+    if (n)
+        s->cb.on_reset(s->cb.ctx, json, n);
+}
+
+static void send_reader_kept(conn *c)
+{
+    mae__stream_source *s = c->src;
+    char id[MAE__STREAM_ID_BUFSIZE], excl[MAE__STREAM_ID_BUFSIZE + 1];
+    mae__stream_id_format(&s->pos, id);
+    excl[0] = '(';
+    memcpy(excl + 1, id, sizeof id);
+    mae__link_command(c->link, false, NULL, NULL, "MULTI");
+    mae__link_command(c->link, false, NULL, NULL, "XRANGE %b %s %s", s->key, s->key_len, id, id);
+    mae__link_command(c->link, false, NULL, NULL, "XREVRANGE %b %s - COUNT 1", s->key,
+                      s->key_len, excl);
+    mae__link_command(c->link, true, on_reader_kept, c, "EXEC");
+}
+
 static void on_reader_recheck(mae__link *l, redisReply *reply, void *priv);
 
 static void send_xread(conn *c)
@@ -208,6 +267,10 @@ static void on_reader_bounds(mae__link *l, redisReply *reply, void *priv)
         s->epoch++;
         s->stats.rewinds++;
         rewound = true;
+    } else if (!mae__stream_id_is_zero(&s->pos) && mae__stream_id_cmp(&s->pos, &b.last) < 0) {
+        /* Reconnected (perhaps to a new master after a failover): is the
+         * entry read last still there? Answered before the XREAD. */
+        send_reader_kept(c);
     }
     send_xread(c);
     if (s->cfg.on_state)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <hiredis/hiredis.h>
 
 #include <mailagent/publisher.h>
 
@@ -304,6 +305,27 @@ static void test_rolled_back_id(void **state)
     v = frames(kept, &n);
     assert_int_equal(n, 2);
     free(v);
+
+    /* The relay's own position (5-1): deleted, a newer entry added and the
+     * relay's connections killed in one transaction, so it reconnects
+     * before reading 6-1 and finds 5-1 gone: its live clients get
+     * rolled_back with last_kept 4-1, then 6. */
+    struct timeval tv = {5, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", redis.port, tv);
+    assert_true(rc && !rc->err);
+    const char *tx[] = {"MULTI", "XDEL t:rb 5-1", "XADD t:rb 6-1 event {\"n\":6}",
+                        "CLIENT KILL TYPE normal SKIPME yes", "EXEC"};
+    for (size_t i = 0; i < 5; i++) {
+        redisReply *x = redisCommand(rc, tx[i]);
+        assert_non_null(x);
+        freeReplyObject(x);
+    }
+    redisFree(rc);
+    const char *want = "event: reset\ndata: {\"reason\":\"rolled_back\",\"last_kept\":\"4-1\"}\n";
+    if (rh_wait_for(kept, 0, want, 10000) < 0)
+        fail_msg("no rolled_back reset for the relay's position: %s", kept->buf);
+    assert_true(rh_wait_for(kept, 0, "\"n\":6}", 10000) >= 0);
+    assert_true(rh_log_has(&r, "read last is gone from the stream"));
     rh_close(gone);
     rh_close(kept);
     rh_relay_stop(&r, SIGTERM, 10000, NULL);
