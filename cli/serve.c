@@ -206,9 +206,11 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         return CLI_USAGE;
     char err[256];
     if (cfg->redis_url) {
-        /* rediss:// too: the relay's link speaks TLS. */
+        /* rediss:// too (the relay's link speaks TLS), and redis-sentinel:// (its
+         * link asks the Sentinels where the master is). */
         mae__url url;
-        if (mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &url, err, sizeof err) !=
+        if (mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL,
+                                &url, err, sizeof err) !=
             MAE_OK) {
             cli_error("invalid Redis URL: %s", err);
             return CLI_USAGE;

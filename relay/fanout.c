@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 #include "core/backoff.h"
+#include "core/tls.h"
 #include "relay/server.h"
 #include "relay/sse.h"
 
@@ -348,6 +349,7 @@ static void on_source_event(void *ctx, const mae__stream_id *id, const char *dat
 {
     relay *r = ctx;
     r->counters.events_total++;
+    r->last_progress = mae__tls_now();
     struct timeval tv;
     gettimeofday(&tv, NULL);
     r->last_event_ts = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
@@ -403,6 +405,12 @@ static void on_source_reset(void *ctx, const char *json, size_t len)
     r->counters.resets_total += broadcast(r, NULL);
 }
 
+static void on_source_progress(void *ctx)
+{
+    relay *r = ctx;
+    r->last_progress = mae__tls_now();
+}
+
 static void on_source_connect_failed(void *ctx, const char *why)
 {
     relay *r = ctx;
@@ -454,7 +462,8 @@ int mae__fanout_start(relay *r, char *err, size_t errlen)
                              r->cfg->history_bytes};
     mae__source_cb cb = {r,             on_source_event, on_source_state,
                          on_source_reset, on_source_log,  on_source_batch,
-                         on_source_connect_failed};
+                         on_source_connect_failed, on_source_progress};
+    r->last_progress = mae__tls_now();   /* the rule counts from the start */
     if (mae__source_new(&sc, &cb, &r->source, serr, sizeof serr) != 0) {
         snprintf(err, errlen, "%s", *serr ? serr : "out of memory");
         return 1;

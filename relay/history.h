@@ -29,6 +29,10 @@ typedef struct mae__stream_req mae__stream_req;
 typedef void (*mae__stream_range_fn)(void *user, const mae__stream_entry *entries, size_t n,
                                      const mae__stream_id *sent_at);
 typedef void (*mae__stream_bounds_fn)(void *user, const mae__stream_bounds *bounds);
+/* Whether the entry id exists, and the newest entry before it (has_before
+ * false: none). */
+typedef void (*mae__stream_kept_fn)(void *user, bool exists, bool has_before,
+                                    const mae__stream_id *before);
 
 typedef struct mae__history_ops {
     /* S, the id of the last entry the source handed to the fan-out (or
@@ -55,6 +59,12 @@ typedef struct mae__history_ops {
      * before it started): such a client gets unknown_id, not
      * history_trimmed. */
     bool (*floor)(void *self, mae__stream_id *out);
+    /* Optional (NULL: not checked): does the entry id exist (XRANGE id id),
+     * and which is the newest entry before it. A client's id that is gone
+     * although newer entries exist was rolled back by a failover
+     * (docs/relay.md, "rolled_back"). Called as the reads above. */
+    mae__stream_req *(*kept)(void *self, const mae__stream_id *id, mae__stream_kept_fn fn,
+                             void *user);
 } mae__history_ops;
 
 typedef struct mae__history {

@@ -346,7 +346,7 @@ static void hist_cancel(void *self, mae__stream_req *req)
 
 static const mae__history_ops history_ops = {hist_position, hist_epoch, hist_base,
                                              hist_bounds,   hist_range, hist_cancel,
-                                             hist_floor};
+                                             hist_floor, NULL};
 
 /* ---- relay/source.h -------------------------------------------------------------- */
 

@@ -34,6 +34,14 @@
 #define KEEPALIVE_INTVL_S 5
 #define KEEPALIVE_CNT 3
 
+/* redis-sentinel://: a Sentinel that has not answered "where is the
+ * master" within this long is skipped for the next one. */
+#define SENTINEL_TIMEOUT_MS 500
+/* ... and the longest wait between attempts: a failed connect through
+ * Sentinel is usually a failover under way, and asking the Sentinels again
+ * soon finds the new master within this long of its promotion. */
+#define SENTINEL_RETRY_MAX_S 0.5
+
 typedef struct pending_cmd {
     mae__link_reply_fn *fn;
     void *priv;
@@ -62,6 +70,17 @@ struct mae__link {
     bool answered;              /* this connection gave a reply: it is established */
     bool large;                 /* a large reply passed: give the reader's buffer back */
     bool closing;
+    /* redis-sentinel:// (url->nsentinels > 0): the Sentinels in the order
+     * they are asked (indexes into url->sentinels; one that answered moves
+     * to the front), the one being asked, its connection and its timer. */
+    size_t *sorder;
+    size_t sask;
+    struct bufferevent *sbev;
+    redisReader *sreader;
+    struct event *stimer;
+    char slast[200];            /* the last Sentinel's failure, for the message */
+    char target_host[256];      /* the address being connected to (a name looked up) */
+    int target_port;
 };
 
 static void tv_of_ms(struct timeval *tv, int ms)
@@ -124,6 +143,21 @@ static bool fifo_pop(mae__link *l, pending_cmd *out)
 
 /* ---- close: the one place a connection ends ---------------------------------------- */
 
+/* Ends the question put to a Sentinel, if one is under way. */
+static void sentinel_end(mae__link *l)
+{
+    if (l->stimer)
+        evtimer_del(l->stimer);
+    if (l->sbev) {
+        bufferevent_free(l->sbev);
+        l->sbev = NULL;
+    }
+    if (l->sreader) {
+        redisReaderFree(l->sreader);
+        l->sreader = NULL;
+    }
+}
+
 /* Frees the connection and answers every waiting command with NULL. The
  * link is down (state IDLE) before the first of those callbacks runs, so
  * one that sends or fails finds nothing to act on. */
@@ -133,6 +167,7 @@ static void close_conn(mae__link *l)
     l->state = LINK_IDLE;
     l->pending = 0;
     evtimer_del(l->watchdog);
+    sentinel_end(l);
     if (l->lookup) {
         struct evdns_getaddrinfo_request *req = l->lookup;
         l->lookup = NULL;
@@ -177,6 +212,8 @@ static void fail(mae__link *l, const char *why)
     l->failures++;
     double delay = mae__backoff_delay(l->cfg.backoff_min_ms, l->cfg.backoff_max_ms, l->failures,
                                       mae__rand_unit(&l->rng));
+    if (l->cfg.url->nsentinels > 0 && delay > SENTINEL_RETRY_MAX_S)
+        delay = SENTINEL_RETRY_MAX_S * (0.5 + 0.5 * mae__rand_unit(&l->rng));
     struct timeval tv = {(time_t)delay, (suseconds_t)((delay - (double)(time_t)delay) * 1e6)};
     evtimer_add(l->retry, &tv);
     if (l->cfg.on_down)
@@ -492,6 +529,36 @@ static void on_select(mae__link *l, redisReply *r, void *priv)
     on_hello(l, r, "SELECT");
 }
 
+/* redis-sentinel://: the server the Sentinel named must say it is the
+ * master; otherwise (a replica, or a demoted master Sentinel has not yet
+ * reconfigured) the link fails, backs off and asks the Sentinels again. */
+static void on_role(mae__link *l, redisReply *r, void *priv)
+{
+    (void)priv;
+    if (!r)
+        return;
+    mae__link_got(l);
+    char why[300];
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, sizeof why, "ROLE refused: %s", r->str);
+        fail(l, why);
+        return;
+    }
+    const char *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                               r->element[0]->type == REDIS_REPLY_STRING
+                           ? r->element[0]->str
+                           : "?";
+    if (strcmp(role, "master") != 0) {
+        snprintf(why, sizeof why,
+                 "%.100s:%d is not the master of \"%.60s\" (ROLE %.20s): asking the Sentinels again",
+                 l->target_host, l->target_port, l->cfg.url->master_name, role);
+        fail(l, why);
+        return;
+    }
+    if (l->state == LINK_UP && l->cfg.on_ready)
+        l->cfg.on_ready(l->cfg.user);
+}
+
 /* ---- connect ---------------------------------------------------------------------- */
 
 static void set_keepalive(evutil_socket_t fd, bool tcp)
@@ -531,6 +598,12 @@ static void on_connected(mae__link *l)
     }
     if (l->cfg.select_db && u->db != 0)
         mae__link_command(l, true, on_select, l, "SELECT %d", u->db);
+    if (u->nsentinels > 0) {
+        /* The owner's commands wait for ROLE: a demoted master, or a
+         * replica Sentinel has not caught up with, is not written to. */
+        mae__link_command(l, true, on_role, l, "ROLE");
+        return;
+    }
     if (l->state == LINK_UP && l->cfg.on_ready)
         l->cfg.on_ready(l->cfg.user);
 }
@@ -597,7 +670,7 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     l->lookup = NULL;
     if (result != 0 || !res) {
         char why[200];
-        snprintf(why, sizeof why, "cannot resolve %s: %s", l->cfg.url->host,
+        snprintf(why, sizeof why, "cannot resolve %.120s: %s", l->target_host,
                  evutil_gai_strerror(result ? result : EVUTIL_EAI_NONAME));
         if (res)
             evutil_freeaddrinfo(res);
@@ -609,15 +682,195 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     memcpy(&ss, res->ai_addr, res->ai_addrlen);
     evutil_freeaddrinfo(res);
     if (ss.ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)l->cfg.url->port);
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)l->target_port);
     else
-        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)l->cfg.url->port);
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)l->target_port);
     connect_to(l, (struct sockaddr *)&ss, len);
 }
 
-/* Where is the server: the URL's socket or address; a name is looked up
- * with evdns, off the loop's back. Sentinel's master lookup goes here: it
- * ends, as the name lookup does, in connect_to() with an address. */
+/* Makes the name lookup's base at its first use. */
+static bool ensure_dns(mae__link *l)
+{
+    if (!l->dns)
+        l->dns = evdns_base_new(l->cfg.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!l->dns) {
+        fail(l, "cannot start the name lookup");
+        return false;
+    }
+    return true;
+}
+
+/* Connects to host:port: an address at once, a name once evdns found it. */
+static void locate_host(mae__link *l, const char *host, int port)
+{
+    snprintf(l->target_host, sizeof l->target_host, "%s", host);
+    l->target_port = port;
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+    memset(&sin, 0, sizeof sin);
+    memset(&sin6, 0, sizeof sin6);
+    if (evutil_inet_pton(AF_INET, host, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)port);
+        connect_to(l, (struct sockaddr *)&sin, (int)sizeof sin);
+        return;
+    }
+    if (evutil_inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)port);
+        connect_to(l, (struct sockaddr *)&sin6, (int)sizeof sin6);
+        return;
+    }
+    if (!ensure_dns(l))
+        return;
+    struct evutil_addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    unsigned gen = l->gen;
+    struct evdns_getaddrinfo_request *req =
+        evdns_getaddrinfo(l->dns, host, NULL, &hints, on_resolved, l);
+    /* The callback may have run already (an answer from the hosts file):
+     * then the state moved on and req must not be kept. */
+    if (l->gen == gen && l->state == LINK_LOOKING)
+        l->lookup = req;
+}
+
+/* ---- locate through Sentinel ------------------------------------------------------- */
+
+/* Redis's Sentinel client guidelines: ask each Sentinel in turn, with a
+ * short timeout, "SENTINEL get-master-addr-by-name NAME"; the first that
+ * names an address moves to the front of the list; then connect there and
+ * confirm with ROLE (on_role). All on the loop: each question is its own
+ * bufferevent (callbacks deferred, so none runs inside the call that
+ * starts it) with a timer over the whole question. */
+static void sentinel_ask(mae__link *l);
+
+static void sentinel_skip(mae__link *l, const char *why)
+{
+    const struct mae__url_addr *s = &l->cfg.url->sentinels[l->sorder[l->sask]];
+    snprintf(l->slast, sizeof l->slast, "Sentinel %.60s:%d: %.100s", s->host, s->port, why);
+    sentinel_end(l);
+    l->sask++;
+    sentinel_ask(l);
+}
+
+static void on_sentinel_answer(mae__link *l, redisReply *r)
+{
+    const mae__url *u = l->cfg.url;
+    char why[200];
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, sizeof why, "%s", r->str);
+        sentinel_skip(l, why);
+        return;
+    }
+    char *end = NULL;
+    long port = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[0]->len > 0)
+        port = strtol(r->element[1]->str, &end, 10);
+    if (port < 1 || port > 65535 || !end || *end) {
+        snprintf(why, sizeof why, "does not know master \"%s\"", u->master_name);
+        sentinel_skip(l, why);
+        return;
+    }
+    char host[256];
+    snprintf(host, sizeof host, "%s", r->element[0]->str);
+    /* This Sentinel answered: it is asked first next time. */
+    size_t found = l->sorder[l->sask];
+    memmove(l->sorder + 1, l->sorder, l->sask * sizeof *l->sorder);
+    l->sorder[0] = found;
+    sentinel_end(l);
+    locate_host(l, host, (int)port);
+}
+
+static void on_sentinel_read(struct bufferevent *bev, void *arg)
+{
+    mae__link *l = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n = evbuffer_get_length(in);
+    unsigned char *data = evbuffer_pullup(in, (ev_ssize_t)n);
+    if (n > 0 && (!data || redisReaderFeed(l->sreader, (const char *)data, n) != REDIS_OK)) {
+        sentinel_skip(l, "protocol error");
+        return;
+    }
+    evbuffer_drain(in, n);
+    void *reply = NULL;
+    if (redisReaderGetReply(l->sreader, &reply) != REDIS_OK) {
+        sentinel_skip(l, "protocol error");
+        return;
+    }
+    if (!reply)
+        return;   /* more to come */
+    on_sentinel_answer(l, reply);
+    freeReplyObject(reply);
+}
+
+static void on_sentinel_event(struct bufferevent *bev, short what, void *arg)
+{
+    mae__link *l = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    char why[200];
+    if (what & BEV_EVENT_ERROR)
+        snprintf(why, sizeof why, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    else
+        snprintf(why, sizeof why, "closed the connection");
+    sentinel_skip(l, why);
+}
+
+static void on_sentinel_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    mae__link *l = arg;
+    char why[80];
+    (void)fd;
+    (void)what;
+    snprintf(why, sizeof why, "no answer within %d ms", SENTINEL_TIMEOUT_MS);
+    sentinel_skip(l, why);
+}
+
+static void sentinel_ask(mae__link *l)
+{
+    const mae__url *u = l->cfg.url;
+    if (l->sask >= u->nsentinels) {
+        char why[400];
+        snprintf(why, sizeof why, "cannot connect: no Sentinel gave master \"%.60s\" (last: %s)",
+                 u->master_name, l->slast);
+        fail(l, why);
+        return;
+    }
+    const struct mae__url_addr *s = &u->sentinels[l->sorder[l->sask]];
+    if (!ensure_dns(l))
+        return;
+    l->sreader = redisReaderCreate();
+    l->sbev = bufferevent_socket_new(l->cfg.base, -1,
+                                     BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    char *cmd = NULL;
+    int len = l->sreader && l->sbev ? redisFormatCommand(&cmd, "SENTINEL get-master-addr-by-name %s",
+                                                         u->master_name)
+                                    : -1;
+    if (len < 0 || bufferevent_write(l->sbev, cmd, (size_t)len) != 0) {
+        free(cmd);
+        sentinel_end(l);
+        fail(l, "cannot connect: out of memory");
+        return;
+    }
+    free(cmd);
+    bufferevent_setcb(l->sbev, on_sentinel_read, NULL, on_sentinel_event, l);
+    bufferevent_enable(l->sbev, EV_READ | EV_WRITE);
+    struct timeval tv;
+    tv_of_ms(&tv, SENTINEL_TIMEOUT_MS);
+    evtimer_add(l->stimer, &tv);
+    /* The question waits in the output buffer until the connection is made. */
+    if (bufferevent_socket_connect_hostname(l->sbev, l->dns, AF_UNSPEC, s->host, s->port) != 0)
+        sentinel_skip(l, "cannot connect");
+}
+
+/* Where is the server: the URL's socket or address (a name is looked up
+ * with evdns, off the loop's back), or, for redis-sentinel://, the master
+ * the Sentinels name. Every path ends in connect_to() with an address. */
 static void locate(mae__link *l)
 {
     const mae__url *u = l->cfg.url;
@@ -634,39 +887,13 @@ static void locate(mae__link *l)
         connect_to(l, (struct sockaddr *)&sun, (int)sizeof sun);
         return;
     }
-    struct sockaddr_in sin;
-    struct sockaddr_in6 sin6;
-    memset(&sin, 0, sizeof sin);
-    memset(&sin6, 0, sizeof sin6);
-    if (evutil_inet_pton(AF_INET, u->host, &sin.sin_addr) == 1) {
-        sin.sin_family = AF_INET;
-        sin.sin_port = htons((uint16_t)u->port);
-        connect_to(l, (struct sockaddr *)&sin, (int)sizeof sin);
+    if (u->nsentinels > 0) {
+        l->sask = 0;
+        snprintf(l->slast, sizeof l->slast, "no Sentinel");
+        sentinel_ask(l);
         return;
     }
-    if (evutil_inet_pton(AF_INET6, u->host, &sin6.sin6_addr) == 1) {
-        sin6.sin6_family = AF_INET6;
-        sin6.sin6_port = htons((uint16_t)u->port);
-        connect_to(l, (struct sockaddr *)&sin6, (int)sizeof sin6);
-        return;
-    }
-    if (!l->dns)
-        l->dns = evdns_base_new(l->cfg.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (!l->dns) {
-        fail(l, "cannot start the name lookup");
-        return;
-    }
-    struct evutil_addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    unsigned gen = l->gen;
-    struct evdns_getaddrinfo_request *req =
-        evdns_getaddrinfo(l->dns, u->host, NULL, &hints, on_resolved, l);
-    /* The callback may have run already (an answer from the hosts file):
-     * then the state moved on and req must not be kept. */
-    if (l->gen == gen && l->state == LINK_LOOKING)
-        l->lookup = req;
+    locate_host(l, u->host, u->port);
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -710,8 +937,16 @@ int mae__link_new(const mae__link_config *cfg, mae__link **out, char *err, size_
     }
     l->retry = evtimer_new(cfg->base, on_retry, l);
     l->watchdog = evtimer_new(cfg->base, on_watchdog, l);
+    bool sentinel_ok = true;
+    if (cfg->url->nsentinels > 0) {
+        l->stimer = evtimer_new(cfg->base, on_sentinel_timeout, l);
+        l->sorder = malloc(cfg->url->nsentinels * sizeof *l->sorder);
+        sentinel_ok = l->stimer && l->sorder;
+        for (size_t i = 0; sentinel_ok && i < cfg->url->nsentinels; i++)
+            l->sorder[i] = i;
+    }
     struct timeval now = {0, 0};
-    if (!l->retry || !l->watchdog || evtimer_add(l->retry, &now) != 0) {
+    if (!l->retry || !l->watchdog || !sentinel_ok || evtimer_add(l->retry, &now) != 0) {
         mae__link_free(l);
         snprintf(err, errlen, "out of memory");
         return MAE_ENOMEM;
@@ -732,6 +967,9 @@ void mae__link_free(mae__link *l)
         event_free(l->retry);
     if (l->watchdog)
         event_free(l->watchdog);
+    if (l->stimer)
+        event_free(l->stimer);
+    free(l->sorder);
     SSL_SESSION_free(l->session);
     if (l->tls)
         SSL_CTX_free(l->tls);

@@ -78,12 +78,14 @@ void mae__metrics_render(mae__buf *b, const mae__relay_counters *c)
            c->hub_history_evicted_total);
 }
 
-void mae__healthz_render(mae__buf *b, const mae__relay_counters *c, const char *mode)
+void mae__healthz_render(mae__buf *b, const mae__relay_counters *c, const char *mode,
+                         bool ok)
 {
-    char line[160];
+    char line[200];
     int n = snprintf(line, sizeof line,
-                     "{\"status\":\"ok\",\"redis\":%s,\"clients\":%" PRIu64
-                     ",\"source\":\"%s\",\"mode\":\"%s\"}",
-                     c->redis_connected ? "true" : "false", c->clients, mode, mode);
+                     "{\"status\":\"%s\",\"redis\":%s,\"clients\":%" PRIu64
+                     ",\"source\":\"%s\",\"mode\":\"%s\",\"ok\":%s}",
+                     ok ? "ok" : "stalled", c->redis_connected ? "true" : "false", c->clients,
+                     mode, mode, ok ? "true" : "false");
     mae__buf_put(b, line, (size_t)n);
 }

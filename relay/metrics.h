@@ -42,6 +42,11 @@ void mae__metrics_render(mae__buf *b, const mae__relay_counters *c);
 
 /* Appends {"status":"ok","redis":true|false,"clients":N,"source":M,"mode":M}
  * with M the mode ("pubsub", "stream" or "hub"). */
-void mae__healthz_render(mae__buf *b, const mae__relay_counters *c, const char *mode);
+void mae__healthz_render(mae__buf *b, const mae__relay_counters *c, const char *mode,
+                         bool ok);
+
+/* /healthz says "ok":false when a Redis source made no progress (no entry,
+ * no probe answered) for this many seconds, given the ping interval. */
+#define MAE__HEALTHZ_STALL_S(ping_interval) (2.0 * (ping_interval) + 5.0)
 
 #endif

@@ -20,6 +20,7 @@
 #include <mailagent/publisher.h>
 
 #include "core/envelope.h"
+#include "core/tls.h"
 #include "publisher/publisher_internal.h"
 #include "relay/hub_source.h"
 #include "relay/server.h"
@@ -439,7 +440,13 @@ void mae__health_render(relay *r, mae__buf *b, bool healthz)
     char line[256];
     int n;
     if (healthz) {
-        mae__healthz_render(b, &r->counters, mode);
+        /* The progress rule (docs/relay.md, "Health"): a Redis source with
+         * no entry and no answered probe for 2 x the ping interval + 5 s is
+         * stuck (a hung or demoted server), whatever its connection says. */
+        bool progressing = !r->cfg->redis_url ||
+                           mae__tls_now() - r->last_progress <=
+                               MAE__HEALTHZ_STALL_S(r->cfg->ping_interval);
+        mae__healthz_render(b, &r->counters, mode, progressing);
         return;
     }
     n = snprintf(line, sizeof line,

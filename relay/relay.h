@@ -20,6 +20,11 @@
 /* The retry: of the "too many clients" answer: this plus up to as much
  * again of jitter, so refused clients come back spread out. */
 #define MAE__RELAY_REFUSED_RETRY_MS 5000
+/* On SIGTERM, each open stream gets a retry: between these (uniform, per
+ * client) before its last chunk, so clients do not all come back (to
+ * another relay behind the proxy) in the same second. */
+#define MAE__RELAY_STOP_RETRY_MIN_MS 1000
+#define MAE__RELAY_STOP_RETRY_MAX_MS 5000
 /* On SIGTERM, open streams get this long to take their last chunk. */
 #define MAE__RELAY_DRAIN_MS 500
 /* After an error answer, the relay reads (and drops) what the client still

@@ -181,11 +181,38 @@ static void send_reset(mae__resume *r)
         r->ev.reset(r->user, json, n);
 }
 
+/* The answer of kept(): the client's id exists (replay after it as
+ * planned) or is gone although newer entries exist: rolled back. */
+static void on_kept(void *user, bool exists, bool has_before, const mae__stream_id *before)
+{
+    mae__resume *r = user;
+    r->req = NULL;
+    if (!exists) {
+        r->plan.kind = MAE__RESUME_ROLLED_BACK;
+        r->plan.has_oldest = has_before;
+        r->plan.oldest = *before;
+        /* Nothing lies between last_kept and the id: the replay after the
+         * id is what followed. */
+    }
+    send_reset(r);
+    after_reset(r);
+}
+
 static void on_bounds(void *user, const mae__stream_bounds *b)
 {
     mae__resume *r = user;
     r->req = NULL;
     r->plan = mae__resume_decide(r->parse_rc, &r->id, b);
+    /* A replay from an id inside the stream: check that the id is there
+     * (issue 21: a failover may have rolled it back; being below the
+     * newest id says nothing about that). */
+    if (r->plan.kind == MAE__RESUME_REPLAY && r->h->ops->kept &&
+        !mae__stream_id_is_zero(&r->id) && mae__stream_id_cmp(&r->id, &b->last) < 0) {
+        r->req = r->h->ops->kept(r->h->self, &r->id, on_kept, r);
+        if (r->req)
+            return;
+        /* Out of memory: replay without the check. */
+    }
     /* An id below the source's floor was never issued by it (a hub's id
      * from before it started): unknown, not trimmed. */
     mae__stream_id floor;

@@ -22,6 +22,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "core/backoff.h"
 #include "relay/server.h"
 
 typedef mae__relay_client client;
@@ -100,8 +101,22 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
             continue;
         if (c->state == C_REQUEST || c->state == C_BODY)
             mae__client_close(c, NULL);   /* a publish not yet read is not taken */
-        else if (c->state == C_STREAM)
-            mae__http_end_stream(c);
+        else if (c->state == C_STREAM) {
+            /* A retry: with jitter first (docs/relay.md, "Stopping"). */
+            char frame[48], chunk[64];
+            int retry = MAE__RELAY_STOP_RETRY_MIN_MS +
+                        (int)(mae__rand_unit(&r->rng) *
+                              (MAE__RELAY_STOP_RETRY_MAX_MS - MAE__RELAY_STOP_RETRY_MIN_MS));
+            int n = snprintf(frame, sizeof frame, "retry: %d\n\n", retry);
+            if (c->chunked) {
+                int m = snprintf(chunk, sizeof chunk, "%x\r\n%s\r\n", n, frame);
+                mae__client_send(c, chunk, (size_t)m);
+            } else {
+                mae__client_send(c, frame, (size_t)n);
+            }
+            if (!c->close_asap)
+                mae__http_end_stream(c);
+        }
     }
     struct timeval tv = {0, MAE__RELAY_DRAIN_MS * 1000};
     evtimer_add(r->drain, &tv);

@@ -109,6 +109,8 @@ struct mae__relay_server {
     struct mae_publisher *publisher; /* Redis modes: where accepted events go */
     mae__pub_table *pubs;         /* the exactly-once table of hub publishers */
     double last_event_ts;         /* epoch s of the last event fanned out; 0 none */
+    double last_progress;         /* monotonic s of the source's last entry or answered
+                                   * probe (the start until then): /healthz's rule */
     char last_error[160];         /* the source's last problem while down; "" none */
     char last_log[160];           /* the source's last log line */
     struct mae__client_list conns;    /* every connection, streams included */

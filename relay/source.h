@@ -57,6 +57,10 @@ typedef struct mae__source_cb {
      * out, a TLS certificate that failed verification: why says which).
      * Counted; the source retries by itself. May be NULL. */
     void (*on_connect_failed)(void *ctx, const char *why);
+    /* Optional: Redis answered the source's read or probe (an XREAD, with
+     * entries or timed out; a SUBSCRIBE probe): the source is making
+     * progress (/healthz's progress rule). May be NULL. */
+    void (*on_progress)(void *ctx);
 } mae__source_cb;
 
 /* Where and what to read. Strings are borrowed for the constructor. */

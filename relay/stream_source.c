@@ -38,6 +38,7 @@ struct mae__stream_req {
     mae__stream_source *src;
     TAILQ_ENTRY(mae__stream_req) link;   /* in the source's reqs */
     bool is_range;
+    bool is_kept;              /* a kept() check: XRANGE id id, XREVRANGE (id */
     bool sent;                 /* on the wire; its reply (or NULL) will come */
     bool cancelled;            /* freed when its reply comes */
     mae__stream_id sent_at;    /* the reader's position when sent */
@@ -45,6 +46,7 @@ struct mae__stream_req {
     unsigned count;
     mae__stream_range_fn range_fn;
     mae__stream_bounds_fn bounds_fn;
+    mae__stream_kept_fn kept_fn;
     void *user;
 };
 
@@ -110,7 +112,66 @@ static void history_flush(mae__stream_source *s);
 
 /* ---- the reader ---------------------------------------------------------- */
 
+static void src_log(mae__stream_source *s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 static void on_xread(mae__link *l, redisReply *reply, void *priv);
+
+/* The answer to send_reader_kept: the reader's position is gone although
+ * newer entries exist (a failover rolled it back): every live client gets
+ * reset rolled_back with the newest entry before it, then what follows
+ * (the XREAD after the position). */
+static void on_reader_kept(mae__link *l, redisReply *reply, void *priv)
+{
+    (void)l;
+    conn *c = priv;
+    mae__stream_source *s = c->src;
+    if (!accept_reply(c, reply))
+        return;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_ARRAY ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY) {
+        fail(c, "unexpected reply to XRANGE id id");
+        return;
+    }
+    if (reply->element[0]->elements > 0)
+        return;   /* still there */
+    mae__resume_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.kind = MAE__RESUME_ROLLED_BACK;
+    redisReply *before = reply->element[1];
+    if (before->elements > 0 && before->element[0]->type == REDIS_REPLY_ARRAY &&
+        before->element[0]->elements > 0 &&
+        before->element[0]->element[0]->type == REDIS_REPLY_STRING)
+        plan.has_oldest = mae__stream_id_parse(before->element[0]->element[0]->str,
+                                               before->element[0]->element[0]->len,
+                                               &plan.oldest) == MAE__STREAM_ID_OK;
+    char json[MAE__RESUME_RESET_MAX], text[MAE__STREAM_ID_BUFSIZE];
+    size_t n = mae__resume_reset_json(&plan, json, sizeof json);
+    mae__stream_id_format(&s->pos, text);
+    src_log(s, "redis: the entry %s read last is gone from the stream %s (rolled back by a failover?); reset sent",
+            text, s->key);
+    if (n)
+        s->cb.on_reset(s->cb.ctx, json, n);
+}
+
+static void send_reader_kept(conn *c)
+{
+    mae__stream_source *s = c->src;
+    char id[MAE__STREAM_ID_BUFSIZE], excl[MAE__STREAM_ID_BUFSIZE + 1];
+    mae__stream_id_format(&s->pos, id);
+    excl[0] = '(';
+    memcpy(excl + 1, id, sizeof id);
+    mae__link_command(c->link, false, NULL, NULL, "MULTI");
+    mae__link_command(c->link, false, NULL, NULL, "XRANGE %b %s %s", s->key, s->key_len, id, id);
+    mae__link_command(c->link, false, NULL, NULL, "XREVRANGE %b %s - COUNT 1", s->key,
+                      s->key_len, excl);
+    mae__link_command(c->link, true, on_reader_kept, c, "EXEC");
+}
+
 static void on_reader_recheck(mae__link *l, redisReply *reply, void *priv);
 
 static void send_xread(conn *c)
@@ -131,6 +192,8 @@ static void on_xread(mae__link *l, redisReply *reply, void *priv)
 
     if (!accept_reply(c, r))
         return;
+    if (s->cb.on_progress)
+        s->cb.on_progress(s->cb.ctx);
     /* nil: BLOCK ran out with nothing new. The stream may have gone back
      * meanwhile (deleted and written again with lower ids, restored from
      * an older backup): XREAD after the old position would then wait for
@@ -204,6 +267,10 @@ static void on_reader_bounds(mae__link *l, redisReply *reply, void *priv)
         s->epoch++;
         s->stats.rewinds++;
         rewound = true;
+    } else if (!mae__stream_id_is_zero(&s->pos) && mae__stream_id_cmp(&s->pos, &b.last) < 0) {
+        /* Reconnected (perhaps to a new master after a failover): is the
+         * entry read last still there? Answered before the XREAD. */
+        send_reader_kept(c);
     }
     send_xread(c);
     if (s->cfg.on_state)
@@ -273,7 +340,28 @@ static void on_history_reply(mae__link *l, redisReply *reply, void *priv)
     }
     if (!ok)
         return;
-    if (q->is_range) {
+    if (q->is_kept) {
+        /* EXEC: [XRANGE id id, XREVRANGE key (id - COUNT 1] */
+        mae__stream_entry *v1 = NULL, *v2 = NULL;
+        size_t n1 = 0, n2 = 0;
+        bool good = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                    mae__stream_parse_entries(r->element[0], &v1, &n1);
+        good = good && mae__stream_parse_entries(r->element[1], &v2, &n2);
+        if (!good) {
+            free(v1);
+            free(v2);
+            fail(c, "unexpected reply to XRANGE id id");
+            return;
+        }
+        mae__stream_id before = {0, 0};
+        if (n2 > 0)
+            before = v2[0].id;
+        req_unlink(q);
+        s->stats.history_reads++;
+        q->kept_fn(q->user, n1 > 0, n2 > 0, &before);
+        free(v1);
+        free(v2);
+    } else if (q->is_range) {
         mae__stream_entry *v;
         size_t n;
         if (!mae__stream_parse_entries(r, &v, &n)) {
@@ -304,7 +392,18 @@ static void req_send(mae__stream_source *s, mae__stream_req *q)
     conn *c = &s->history;
     int rc;
     q->sent_at = s->pos;
-    if (!q->is_range) {
+    if (q->is_kept) {
+        char id[MAE__STREAM_ID_BUFSIZE], excl[MAE__STREAM_ID_BUFSIZE + 1];
+        mae__stream_id_format(&q->after, id);
+        excl[0] = '(';
+        memcpy(excl + 1, id, sizeof id);
+        mae__link_command(c->link, false, NULL, NULL, "MULTI");
+        mae__link_command(c->link, false, NULL, NULL, "XRANGE %b %s %s", s->key, s->key_len, id,
+                          id);
+        mae__link_command(c->link, false, NULL, NULL, "XREVRANGE %b %s - COUNT 1", s->key,
+                          s->key_len, excl);
+        rc = mae__link_command(c->link, true, on_history_reply, q, "EXEC");
+    } else if (!q->is_range) {
         rc = send_bounds(c, on_history_reply, q);
     } else if (q->after.ms == UINT64_MAX && q->after.seq == UINT64_MAX) {
         /* Nothing can follow the largest id, and Redis refuses "(" before
@@ -380,6 +479,22 @@ static mae__stream_req *hist_bounds(void *self, mae__stream_bounds_fn fn, void *
     if (!q)
         return NULL;
     q->bounds_fn = fn;
+    q->user = user;
+    if (s->history.ready && s->positioned)
+        req_send(s, q);
+    return q;
+}
+
+static mae__stream_req *hist_kept(void *self, const mae__stream_id *id, mae__stream_kept_fn fn,
+                                  void *user)
+{
+    mae__stream_source *s = self;
+    mae__stream_req *q = req_new(s);
+    if (!q)
+        return NULL;
+    q->is_kept = true;
+    q->after = *id;
+    q->kept_fn = fn;
     q->user = user;
     if (s->history.ready && s->positioned)
         req_send(s, q);
@@ -473,7 +588,8 @@ int mae__stream_source_new(const mae__stream_source_config *cfg, mae__stream_sou
         goto oom;
     memcpy(s->key, cfg->key, s->key_len + 1);
     /* rediss:// too: the links speak TLS (core/tls.h). */
-    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &s->url, uerr, sizeof uerr);
+    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL,
+                                &s->url, uerr, sizeof uerr);
     if (rc != MAE_OK) {
         snprintf(err, errlen, "%s", rc == MAE_ENOMEM ? "out of memory" : uerr);
         free(s->key);
@@ -571,7 +687,8 @@ static struct event_base *hist_base(void *self)
 }
 
 static const mae__history_ops history_ops = {hist_position, hist_epoch, hist_base,
-                                             hist_bounds,   hist_range, hist_cancel, NULL};
+                                             hist_bounds,   hist_range, hist_cancel, NULL,
+                                             hist_kept};
 
 const mae__history *mae__stream_source_history(mae__stream_source *s)
 {

@@ -62,6 +62,8 @@ static void on_push(void *user, redisReply *reply)
     } else if (strcmp(kind, "subscribe") == 0) {
         mae__link_got(s->link);   /* the subscription's or a probe's answer */
         s->probing = false;
+        if (s->cb.on_progress)
+            s->cb.on_progress(s->cb.ctx);
         if (!s->up) {
             bool after_loss = s->lost, reconnected = s->ever_up;
             s->up = true;
@@ -158,7 +160,8 @@ int mae__source_pubsub_new(const mae__source_config *cfg, const mae__source_cb *
     s->base.ops = &sub_ops;
     s->cb = *cb;
     /* rediss:// too: the link speaks TLS (core/tls.h). */
-    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &s->url, err, errlen);
+    int rc = mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL,
+                                &s->url, err, errlen);
     if (rc != MAE_OK) {
         free(s);
         return rc;

@@ -67,6 +67,14 @@ size_t mae__resume_reset_json(const mae__resume_plan *plan, char *buf, size_t si
             n = snprintf(buf, size, "{\"reason\":\"history_trimmed\",\"oldest_id\":null}");
         }
         break;
+    case MAE__RESUME_ROLLED_BACK:
+        if (plan->has_oldest) {
+            mae__stream_id_format(&plan->oldest, id);
+            n = snprintf(buf, size, "{\"reason\":\"rolled_back\",\"last_kept\":\"%s\"}", id);
+        } else {
+            n = snprintf(buf, size, "{\"reason\":\"rolled_back\",\"last_kept\":null}");
+        }
+        break;
     default:
         if (size)
             buf[0] = '\0';

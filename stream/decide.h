@@ -21,6 +21,10 @@ typedef enum mae__resume_kind {
     MAE__RESUME_TRIMMED,       /* reset history_trimmed with oldest_id, then every
                                 * kept entry, then live */
     MAE__RESUME_UNKNOWN_ID,    /* reset unknown_id, then live from now */
+    MAE__RESUME_ROLLED_BACK,   /* the id is gone although newer entries exist (a
+                                * failover rolled it back): reset rolled_back
+                                * with last_kept (in oldest), then every entry
+                                * after the id, then live */
 } mae__resume_kind;
 
 typedef struct mae__resume_plan {
@@ -28,7 +32,9 @@ typedef struct mae__resume_plan {
     bool replay;               /* REPLAY and TRIMMED: XRANGE after `after` */
     mae__stream_id after;      /* exclusive start of the replay */
     bool has_oldest;           /* TRIMMED: oldest is the oldest kept entry;
-                                * false when nothing is kept at all */
+                                * false when nothing is kept at all.
+                                * ROLLED_BACK: oldest is the newest entry
+                                * before the id (last_kept); false: none */
     mae__stream_id oldest;
 } mae__resume_plan;
 

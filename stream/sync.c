@@ -320,7 +320,85 @@ static bool step(redisReply *r, const char *what, char *err, size_t errlen)
     return ok;
 }
 
+/* A Sentinel that does not answer within this long is skipped. */
+#define SENTINEL_TIMEOUT_MS 500
+
+static mae__sync_conn *connect_direct(const mae__url *u, int timeout_ms, char *err,
+                                      size_t errlen);
+
+/* redis-sentinel://: asks each Sentinel in turn (SENTINEL_TIMEOUT_MS each,
+ * at most timeout_ms) for the master, connects there and confirms it with
+ * ROLE (Redis's Sentinel client guidelines). */
+static mae__sync_conn *connect_sentinel(const mae__url *u, int timeout_ms, char *err,
+                                        size_t errlen)
+{
+    char why[200] = "no Sentinel";
+    int t = timeout_ms < SENTINEL_TIMEOUT_MS ? timeout_ms : SENTINEL_TIMEOUT_MS;
+    for (size_t i = 0; i < u->nsentinels; i++) {
+        const struct mae__url_addr *s = &u->sentinels[i];
+        mae__url a = {.host = s->host, .port = s->port, .wait_replicas = -1,
+                      .wait_timeout_ms = -1};
+        char e[160] = "";
+        mae__sync_conn *q = connect_direct(&a, t, e, sizeof e);
+        redisReply *r = q ? mae__sync_command(q, t, e, sizeof e,
+                                              "SENTINEL get-master-addr-by-name %s",
+                                              u->master_name)
+                          : NULL;
+        mae__sync_free(q);
+        char *end = NULL;
+        long port = 0;
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING)
+            port = strtol(r->element[1]->str, &end, 10);
+        if (!r) {
+            snprintf(why, sizeof why, "Sentinel %.60s:%d: %.100s", s->host, s->port,
+                     e[0] ? e : "no reply");
+            continue;
+        }
+        if (port < 1 || port > 65535 || !end || *end) {
+            snprintf(why, sizeof why, "Sentinel %.60s:%d does not know master \"%.60s\"", s->host,
+                     s->port, u->master_name);
+            freeReplyObject(r);
+            continue;
+        }
+        mae__url m = *u;
+        m.host = r->element[0]->str;
+        m.port = (int)port;
+        m.nsentinels = 0;
+        m.sentinels = NULL;
+        mae__sync_conn *c = connect_direct(&m, timeout_ms, err, errlen);
+        redisReply *role = c ? mae__sync_command(c, timeout_ms, err, errlen, "ROLE") : NULL;
+        bool master = role && role->type == REDIS_REPLY_ARRAY && role->elements > 0 &&
+                      role->element[0]->type == REDIS_REPLY_STRING &&
+                      strcmp(role->element[0]->str, "master") == 0;
+        if (c && role && !master)
+            snprintf(err, errlen, "%.100s:%ld is not the master of \"%.60s\" (ROLE %.20s)",
+                     r->element[0]->str, port, u->master_name,
+                     role->type == REDIS_REPLY_ARRAY && role->elements > 0 &&
+                             role->element[0]->type == REDIS_REPLY_STRING
+                         ? role->element[0]->str
+                         : "?");
+        if (role)
+            freeReplyObject(role);
+        freeReplyObject(r);
+        if (master)
+            return c;
+        mae__sync_free(c);
+        return NULL;
+    }
+    snprintf(err, errlen, "no Sentinel gave master \"%.60s\" (last: %s)", u->master_name, why);
+    return NULL;
+}
+
 mae__sync_conn *mae__redis_connect_sync(const mae__url *u, int timeout_ms, char *err, size_t errlen)
+{
+    if (u->nsentinels > 0)
+        return connect_sentinel(u, timeout_ms, err, errlen);
+    return connect_direct(u, timeout_ms, err, errlen);
+}
+
+static mae__sync_conn *connect_direct(const mae__url *u, int timeout_ms, char *err,
+                                      size_t errlen)
 {
     mae__sync_conn *c = calloc(1, sizeof *c);
     if (!c || !(c->reader = redisReaderCreate())) {

@@ -145,7 +145,7 @@ static void test_curl_credentials(void **state)
     free(a);
     a = rh_request(r.port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_non_null(a);
-    assert_non_null(strstr(a, "\r\n\r\n{\"status\":\"ok\",\"redis\":true,\"clients\":0,\"source\":\"pubsub\",\"mode\":\"pubsub\"}"));
+    assert_non_null(strstr(a, "\r\n\r\n{\"status\":\"ok\",\"redis\":true,\"clients\":0,\"source\":\"pubsub\",\"mode\":\"pubsub\",\"ok\":true}"));
     free(a);
     stop_relay(&r);
 }
@@ -174,7 +174,7 @@ static void test_http_table(void **state)
                   "HTTP/1.1 405 Method Not Allowed\r\n", "\r\nAllow: GET\r\n", NULL);
     expect_answer(r.port, "HEAD /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 405", "Allow: GET", NULL);
     expect_answer(r.port, "GET /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n",
-                  "Content-Type: application/json", "{\"status\":\"ok\",\"redis\":true,\"clients\":0,\"source\":\"pubsub\",\"mode\":\"pubsub\"}");
+                  "Content-Type: application/json", "{\"status\":\"ok\",\"redis\":true,\"clients\":0,\"source\":\"pubsub\",\"mode\":\"pubsub\",\"ok\":true}");
     expect_answer(r.port, "GET /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n",
                   "text/plain; version=0.0.4", "\nmailagent_relay_events_total ");
     expect_answer(r.port, "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n",

@@ -96,7 +96,7 @@ static void test_health_modes(void **state)
     assert_non_null(strstr(a, "\"source\":\"stream\",\"mode\":\"stream\""));
     free(a);
     a = rh_request(r.port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
-    assert_non_null(strstr(a, "\"source\":\"stream\",\"mode\":\"stream\"}"));
+    assert_non_null(strstr(a, "\"source\":\"stream\",\"mode\":\"stream\",\"ok\":true}"));
     free(a);
     assert_int_equal(rh_relay_stop(&r, SIGTERM, 10000, NULL), 0);
 

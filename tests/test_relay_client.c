@@ -71,7 +71,7 @@ static struct event_base *fake_evbase(void *self)
 }
 
 static const mae__history_ops fake_history_ops = {fake_position, fake_epoch, fake_evbase,
-                                                  fake_bounds,   fake_range, fake_cancel, NULL};
+                                                  fake_bounds,   fake_range, fake_cancel, NULL, NULL};
 static const mae__history fake_history = {&fake_history_ops, NULL};
 
 static bool fake_up(const mae__source *s)

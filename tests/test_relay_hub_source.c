@@ -72,7 +72,7 @@ static mae__source *hub(struct event_base *base, seen *s, size_t events, size_t 
     cfg.hub = true;
     cfg.history_events = events;
     cfg.history_bytes = bytes;
-    mae__source_cb cb = {s, on_event, on_state, on_reset, on_log, on_batch, NULL};
+    mae__source_cb cb = {s, on_event, on_state, on_reset, on_log, on_batch, NULL, NULL};
     mae__source *src = NULL;
     char err[128];
     assert_int_equal(mae__source_new(&cfg, &cb, &src, err, sizeof err), MAE_OK);

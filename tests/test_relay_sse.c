@@ -145,16 +145,23 @@ static void test_metrics_text(void **state)
     mae__buf_free(&b);
 
     mae__buf_init(&b);
-    mae__healthz_render(&b, &c, "stream");
+    mae__healthz_render(&b, &c, "stream", true);
     assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":true,\"clients\":3,"
-                               "\"source\":\"stream\",\"mode\":\"stream\"}");
+                               "\"source\":\"stream\",\"mode\":\"stream\",\"ok\":true}");
     mae__buf_free(&b);
+    /* No progress for 2 x ping interval + 5 s: connected, yet not ok. */
+    mae__buf_init(&b);
+    mae__healthz_render(&b, &c, "stream", false);
+    assert_string_equal(b.ptr, "{\"status\":\"stalled\",\"redis\":true,\"clients\":3,"
+                               "\"source\":\"stream\",\"mode\":\"stream\",\"ok\":false}");
+    mae__buf_free(&b);
+    assert_true(MAE__HEALTHZ_STALL_S(0.5) == 6.0);
     c.redis_connected = false;
     c.clients = 0;
     mae__buf_init(&b);
-    mae__healthz_render(&b, &c, "hub");
+    mae__healthz_render(&b, &c, "hub", true);
     assert_string_equal(b.ptr, "{\"status\":\"ok\",\"redis\":false,\"clients\":0,"
-                               "\"source\":\"hub\",\"mode\":\"hub\"}");
+                               "\"source\":\"hub\",\"mode\":\"hub\",\"ok\":true}");
     mae__buf_free(&b);
 }
 

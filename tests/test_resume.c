@@ -147,6 +147,22 @@ static void test_reset_text_bounds(void **state)
     assert_string_equal(mae__resume_rewound_json, "{\"reason\":\"unknown_id\"}");
 }
 
+static void test_rolled_back_text(void **state)
+{
+    (void)state;
+    /* The longest rolled_back reset fits too; none before: null. */
+    mae__resume_plan p = {MAE__RESUME_ROLLED_BACK, true, {0, 0}, true,
+                          {UINT64_MAX, UINT64_MAX}};
+    char json[MAE__RESUME_RESET_MAX];
+    size_t n = mae__resume_reset_json(&p, json, sizeof json);
+    assert_string_equal(json, "{\"reason\":\"rolled_back\",\"last_kept\":"
+                              "\"18446744073709551615-18446744073709551615\"}");
+    assert_int_equal(n, strlen(json));
+    p.has_oldest = false;
+    mae__resume_reset_json(&p, json, sizeof json);
+    assert_string_equal(json, "{\"reason\":\"rolled_back\",\"last_kept\":null}");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +172,7 @@ int main(void)
         cmocka_unit_test(test_empty_and_missing),
         cmocka_unit_test(test_server_without_removal_info),
         cmocka_unit_test(test_reset_text_bounds),
+        cmocka_unit_test(test_rolled_back_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

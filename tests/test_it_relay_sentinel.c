@@ -1,0 +1,394 @@
+/* Integration test of the relay through Redis Sentinel (issue 21): a real
+ * replicated set (tests/support/sentinel_harness: 3 redis-server, 3
+ * Sentinels), a publisher in stream mode writing numbered events through
+ * the redis-sentinel:// URL, a relay in stream mode given the same URL and
+ * an SSE client on it. The master is killed (SIGKILL) while the publisher
+ * writes: the relay must find the new master through the Sentinels and the
+ * client must see every event once, or a reset that says why. The time
+ * from the kill to the client's first event written after it is printed
+ * (a figure, not a limit: bench/ measures it). */
+#include <pthread.h>
+#include <signal.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <hiredis/hiredis.h>
+
+#include <mailagent/publisher.h>
+
+#include "core/url.h"
+#include "harness.h"
+#include "stream/sync.h"
+#include "sentinel_harness.h"
+#include "testutil.h"
+
+#define STREAM "t:relayfailover"
+
+typedef struct feeder {
+    mae_publisher *p;
+    atomic_bool stop;
+    atomic_int sent;
+    pthread_t thread;
+} feeder;
+
+/* About 200 events a second, numbered from 1 in data.n. */
+static void *feed(void *arg)
+{
+    feeder *f = arg;
+    char data[32];
+    for (int n = 1; !atomic_load(&f->stop); n++) {
+        snprintf(data, sizeof data, "{\"n\":%d}", n);
+        mae_safe_publish(f->p, "test.event", n, data, "relayfailover");
+        atomic_store(&f->sent, n);
+        rh_sleep_ms(5);
+    }
+    return NULL;
+}
+
+/* The n of every event frame the client received, in order (*count of
+ * them); the caller frees. */
+static int *frames(rh_conn *c, size_t *count)
+{
+    size_t cap = 1024, n = 0;
+    int *v = malloc(cap * sizeof *v);
+    assert_non_null(v);
+    for (const char *p = c->buf; (p = strstr(p, "event: mailagent\ndata: ")) != NULL; p++) {
+        const char *end = strstr(p, "\n\n");
+        const char *q = strstr(p, "\"n\":");
+        if (!end || !q || q > end)
+            continue;
+        if (n == cap) {
+            cap *= 2;
+            v = realloc(v, cap * sizeof *v);
+            assert_non_null(v);
+        }
+        v[n++] = atoi(q + 4);
+    }
+    *count = n;
+    return v;
+}
+
+/* The highest n received so far. */
+static int highest(rh_conn *c)
+{
+    size_t n;
+    rh_pump(c);
+    int *v = frames(c, &n), top = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] > top)
+            top = v[i];
+    free(v);
+    return top;
+}
+
+static void test_relay_follows_a_killed_master(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600];
+    rh_out_dir("test_it_relay_sentinel", out, sizeof out);
+    mts_set s;
+    assert_int_equal(mts_start(&s), 0);
+
+    char url[320];
+    const char *hash = strchr(s.url, '#');
+    snprintf(url, sizeof url, "%.*s?wait_replicas=1&wait_timeout_ms=100%s",
+             (int)(hash - s.url), s.url, hash);
+    mae_publisher_config cfg;
+    char err[200] = "";
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = url;
+    cfg.stream_key = STREAM;
+    cfg.connect_timeout_ms = 500;
+    cfg.io_timeout_ms = 1000;
+    cfg.backoff_min_ms = 50;
+    cfg.backoff_max_ms = 1000;
+    cfg.error_buf = err;
+    cfg.error_buf_size = sizeof err;
+    feeder f = {0};
+    assert_int_equal(mae_publisher_open(&cfg, &f.p), MAE_OK);
+
+    /* The relay, given the Sentinels' URL, and one SSE client on it. */
+    rh_relay r;
+    const char *args[] = {"--stream", STREAM, "--ping-interval", "0.5", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, s.url, args, NULL, log), 0);
+    rh_conn *c = rh_get(r.port, "/api/events/stream", NULL);
+    assert_non_null(c);
+    rh_wait_clients(r.port, NULL, 1, 10000);
+
+    assert_int_equal(pthread_create(&f.thread, NULL, feed, &f), 0);
+    assert_true(rh_wait_for(c, 0, "event: mailagent\n", 10000) >= 0);
+    rh_sleep_ms(1000);
+
+    int old = mts_master(&s);
+    assert_int_equal(old, 0);
+    int at_kill = atomic_load(&f.sent);
+    double t0 = mts_now();
+    mtr_kill(&s.redis[old]);
+
+    /* The relay has followed once the client gets an event the publisher
+     * wrote after the kill. */
+    double t_follow = -1;
+    while (mts_now() < t0 + 30) {
+        if (highest(c) > at_kill) {
+            t_follow = mts_now() - t0;
+            break;
+        }
+        rh_sleep_ms(5);
+    }
+    int nm = mts_wait_new_master(&s, old, 10000);
+    print_message("SIGKILL of the master: the relay's client got the first event written "
+                  "after it %.2f s later (new master: redis[%d])\n", t_follow, nm);
+    assert_true(t_follow >= 0);
+    assert_true(nm >= 0 && nm != old);
+
+    rh_sleep_ms(1000);
+    atomic_store(&f.stop, true);
+    pthread_join(f.thread, NULL);
+    assert_int_equal(mae_publisher_flush(f.p, 30000), MAE_OK);
+    int sent = atomic_load(&f.sent);
+    char last[48];
+    snprintf(last, sizeof last, "\"n\":%d}", sent);
+    assert_true(rh_wait_for(c, 0, last, 10000) >= 0);
+    rh_sleep_ms(300);   /* anything doubled would have come by now */
+    rh_pump(c);
+
+    /* Every event from the first the client saw to the last, once, or a
+     * reset that says why. */
+    size_t n;
+    int *v = frames(c, &n);
+    assert_true(n > 0);
+    int first = v[0];
+    unsigned char *seen = calloc((size_t)sent + 1, 1);
+    int dups = 0, missing = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] >= 1 && v[i] <= sent && seen[v[i]]++)
+            dups++;
+    for (int k = first; k <= sent; k++)
+        if (!seen[k])
+            missing++;
+    bool reset = strstr(c->buf, "event: reset\n") != NULL;
+    print_message("client: %zu events (%d..%d): %d missing, %d twice, reset: %s\n", n, first,
+                  sent, missing, dups, reset ? "yes" : "no");
+    if (!reset) {
+        assert_int_equal(dups, 0);
+        assert_int_equal(missing, 0);
+    }
+    assert_true(rh_log_has(&r, "redis"));
+
+    /* The command's blocking connection (events tail) finds the new
+     * master the same way. */
+    mae__url u;
+    char uerr[200] = "";
+    assert_int_equal(mae__url_parse_for(s.url, MAE__URL_ALLOW_SENTINEL, &u, uerr, sizeof uerr),
+                     0);
+    mae__sync_conn *sc = mae__redis_connect_sync(&u, 2000, uerr, sizeof uerr);
+    if (!sc)
+        fail_msg("events tail's connection through Sentinel: %s", uerr);
+    redisReply *port = mae__sync_command(sc, 2000, uerr, sizeof uerr, "CONFIG GET port");
+    assert_non_null(port);
+    assert_int_equal(port->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(atoi(port->element[1]->str), s.redis[nm].port);
+    freeReplyObject(port);
+    mae__sync_free(sc);
+    mae__url_free(&u);
+    free(seen);
+    free(v);
+    rh_close(c);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    mae_publisher_close(f.p, 5000);
+    mts_stop(&s);
+}
+
+/* Polls /healthz until its text contains needle or timeout_ms pass;
+ * seconds waited, or -1. */
+static double wait_healthz(int port, const char *needle, int timeout_ms)
+{
+    double t0 = rh_now();
+    while (rh_now() < t0 + timeout_ms / 1000.0) {
+        char *a = rh_request(port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+        bool hit = a && strstr(a, needle);
+        free(a);
+        if (hit)
+            return rh_now() - t0;
+        rh_sleep_ms(100);
+    }
+    return -1;
+}
+
+/* The progress rule: a Redis source that neither delivers an entry nor
+ * gets its probe answered for 2 x --ping-interval + 5 s (6 s here) makes
+ * /healthz say ok:false, even before the link gives up on the server;
+ * ok:true again once Redis answers. A hung server (SIGSTOP) is the case. */
+static void test_healthz_progress_rule(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600];
+    rh_out_dir("test_it_relay_sentinel_healthz", out, sizeof out);
+    mtr_redis redis;
+    assert_int_equal(mtr_start(&redis, NULL), 0);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:health", "--ping-interval", "0.5", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, redis.url, args, NULL, log), 0);
+    assert_true(wait_healthz(r.port, "\"ok\":true}", 10000) >= 0);
+
+    mtr_pause(&redis);
+    double stalled = wait_healthz(r.port, "\"status\":\"stalled\"", 20000);
+    print_message("Redis stopped: /healthz ok:false after %.1f s\n", stalled);
+    assert_true(stalled >= 0);
+    char *a = rh_request(r.port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_non_null(a);
+    assert_non_null(strstr(a, "\"ok\":false}"));
+    free(a);
+
+    mtr_resume(&redis);
+    double back = wait_healthz(r.port, "\"ok\":true}", 30000);
+    print_message("Redis resumed: /healthz ok:true after %.1f s\n", back);
+    assert_true(back >= 0);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    mtr_cleanup(&redis);
+}
+
+/* Rolled-back ids: a client's Last-Event-ID that the stream no longer
+ * holds although newer entries exist (a failover lost it; simulated with
+ * XDEL on one server) gets reset rolled_back with the newest entry before
+ * it, then what followed; an id that is there replays without a reset. */
+static void test_rolled_back_id(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600];
+    rh_out_dir("test_it_relay_sentinel_rolled_back", out, sizeof out);
+    mtr_redis redis;
+    assert_int_equal(mtr_start(&redis, NULL), 0);
+    for (int i = 1; i <= 5; i++)
+        assert_int_equal(mtr_command(&redis, "XADD t:rb %d-1 event {\"n\":%d}", i, i), 0);
+    assert_int_equal(mtr_command(&redis, "XDEL t:rb 3-1"), 0);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:rb", "--ping-interval", "0.5", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, redis.url, args, NULL, log), 0);
+
+    rh_conn *gone = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 3-1\r\n");
+    assert_true(rh_wait_for(gone, 0, "\"n\":5}", 10000) >= 0);
+    long at = rh_wait_for(gone, 0,
+                          "event: reset\ndata: {\"reason\":\"rolled_back\",\"last_kept\":\"2-1\"}\n",
+                          1000);
+    if (at < 0)
+        fail_msg("no rolled_back reset: %s", gone->buf);
+    assert_true(at < (long)(strstr(gone->buf, "\"n\":4}") - gone->buf));
+    size_t n;
+    int *v = frames(gone, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(v[0], 4);
+    assert_int_equal(v[1], 5);
+    free(v);
+
+    rh_conn *kept = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 2-1\r\n");
+    assert_true(rh_wait_for(kept, 0, "\"n\":5}", 10000) >= 0);
+    assert_null(strstr(kept->buf, "event: reset"));
+    v = frames(kept, &n);
+    assert_int_equal(n, 2);
+    free(v);
+
+    /* The relay's own position (5-1): deleted, a newer entry added and the
+     * relay's connections killed in one transaction, so it reconnects
+     * before reading 6-1 and finds 5-1 gone: its live clients get
+     * rolled_back with last_kept 4-1, then 6. */
+    struct timeval tv = {5, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", redis.port, tv);
+    assert_true(rc && !rc->err);
+    const char *tx[] = {"MULTI", "XDEL t:rb 5-1", "XADD t:rb 6-1 event {\"n\":6}",
+                        "CLIENT KILL TYPE normal SKIPME yes", "EXEC"};
+    for (size_t i = 0; i < 5; i++) {
+        redisReply *x = redisCommand(rc, tx[i]);
+        assert_non_null(x);
+        freeReplyObject(x);
+    }
+    redisFree(rc);
+    const char *want = "event: reset\ndata: {\"reason\":\"rolled_back\",\"last_kept\":\"4-1\"}\n";
+    if (rh_wait_for(kept, 0, want, 10000) < 0)
+        fail_msg("no rolled_back reset for the relay's position: %s", kept->buf);
+    assert_true(rh_wait_for(kept, 0, "\"n\":6}", 10000) >= 0);
+    assert_true(rh_log_has(&r, "read last is gone from the stream"));
+    rh_close(gone);
+    rh_close(kept);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    mtr_cleanup(&redis);
+}
+
+/* The retry: a stream got last (the one of the final chunk on SIGTERM). */
+static int last_retry(const rh_conn *c)
+{
+    const char *p = c->buf, *last = NULL;
+    while ((p = strstr(p, "retry: ")) != NULL)
+        last = p++;
+    return last ? atoi(last + 7) : -1;
+}
+
+/* SIGTERM: every stream gets a retry: between 1000 and 5000 ms, drawn per
+ * client, before its final chunk, so clients do not all come back in the
+ * same second. */
+static void test_sigterm_retry_jitter(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600];
+    rh_out_dir("test_it_relay_sentinel_sigterm", out, sizeof out);
+    mtr_redis redis;
+    assert_int_equal(mtr_start(&redis, NULL), 0);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:term", "--ping-interval", "0.5", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, redis.url, args, NULL, log), 0);
+    rh_conn *c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = rh_get(r.port, "/api/events/stream", NULL);
+        assert_non_null(c[i]);
+    }
+    rh_wait_clients(r.port, NULL, 4, 10000);
+    for (int i = 0; i < 4; i++)
+        assert_true(rh_wait_for(c[i], 0, "retry: 3000\n", 5000) >= 0);
+    assert_int_equal(rh_relay_stop(&r, SIGTERM, 10000, NULL), 0);
+    int retry[4];
+    bool differ = false;
+    for (int i = 0; i < 4; i++) {
+        assert_true(rh_wait_eof(c[i], 5000));
+        assert_non_null(strstr(c[i]->buf, "0\r\n\r\n"));
+        retry[i] = last_retry(c[i]);
+        print_message("client %d: retry %d ms on SIGTERM\n", i, retry[i]);
+        assert_true(retry[i] >= 1000 && retry[i] <= 5000);
+        differ = differ || retry[i] != retry[0];
+        rh_close(c[i]);
+    }
+    /* Four draws from 4000 values all equal: the jitter is missing. */
+    assert_true(differ);
+    mtr_cleanup(&redis);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sigterm_retry_jitter),
+        cmocka_unit_test(test_rolled_back_id),
+        cmocka_unit_test(test_healthz_progress_rule),
+        cmocka_unit_test(test_relay_follows_a_killed_master),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
