@@ -919,13 +919,15 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     }
     if (!cfg->redis_url)
         return cli_usage_error(cmd, "no Redis URL: set MAILAGENT_REDIS_URL or pass --redis URL");
-    if (mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS, &t.addr, err, sizeof err) !=
-        MAE_OK) {
+    if (mae__url_parse_for(cfg->redis_url, MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL, &t.addr,
+                           err, sizeof err) != MAE_OK) {
         cli_error("invalid Redis URL: %s", err);
         return CLI_USAGE;
     }
     if (t.addr.path)
         snprintf(t.where, sizeof t.where, "%s", t.addr.path);
+    else if (t.addr.nsentinels > 0)   /* the master Sentinel names, found per connect */
+        snprintf(t.where, sizeof t.where, "master %s", t.addr.master_name);
     else
         snprintf(t.where, sizeof t.where, strchr(t.addr.host, ':') ? "[%s]:%d" : "%s:%d",
                  t.addr.host, t.addr.port);
