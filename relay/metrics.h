@@ -5,6 +5,7 @@
 #define MAE_RELAY_METRICS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/text.h"
@@ -36,8 +37,26 @@ typedef struct mae__relay_counters {
     uint64_t hub_history_events, hub_history_bytes, hub_history_evicted_total;
 } mae__relay_counters;
 
-/* Appends the counters in the Prometheus text format, each with its HELP
- * and TYPE lines. */
+/* One metric of /metrics: its name, Prometheus type ("counter" or
+ * "gauge"), HELP text, and where its value is in mae__relay_counters (a
+ * uint64_t at offset, or with flag a bool read as 0 or 1). */
+typedef struct mae__relay_metric {
+    const char *name;
+    const char *type;
+    const char *help;
+    size_t offset;
+    bool flag;
+} mae__relay_metric;
+
+/* Every metric, in the order /metrics lists them. */
+extern const mae__relay_metric mae__relay_metrics[];
+extern const size_t mae__relay_metric_count;
+
+/* The value of metric m in c. */
+uint64_t mae__relay_metric_value(const mae__relay_metric *m, const mae__relay_counters *c);
+
+/* Appends every metric of mae__relay_metrics in the Prometheus text
+ * format, each with its HELP and TYPE lines (three lines a metric). */
 void mae__metrics_render(mae__buf *b, const mae__relay_counters *c);
 
 /* Appends {"status":"ok","redis":true|false,"clients":N,"source":M,"mode":M}
