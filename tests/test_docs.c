@@ -18,75 +18,10 @@
 
 #include "capture.h"
 #include "db/db_internal.h"
+#include "doc_table.h"
 #include "testutil.h"
 
-#ifndef MAE_SOURCE_DIR
-#error "MAE_SOURCE_DIR must name the source tree"
-#endif
-
-/* ---- reading a page ------------------------------------------------------------ */
-
-static char *read_page(const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/docs/%s", MAE_SOURCE_DIR, name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
-/* The table row whose first cell is `key` (with the backticks), as a
- * malloc'd copy of the line; fails the test when there is none. */
-static char *row(const char *page, const char *name, const char *key)
-{
-    char want[128];
-    snprintf(want, sizeof want, "| `%s` |", key);
-    for (const char *p = page; p && *p;) {
-        const char *end = strchr(p, '\n');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len >= strlen(want) && strncmp(p, want, strlen(want)) == 0) {
-            char *line = malloc(len + 1);
-            assert_non_null(line);
-            memcpy(line, p, len);
-            line[len] = '\0';
-            return line;
-        }
-        p = end ? end + 1 : NULL;
-    }
-    fail_msg("docs/%s has no table row for `%s`", name, key);
-    return NULL;
-}
-
-/* The i-th cell (0-based) of a table row, trimmed, malloc'd. */
-static char *cell(const char *line, int i)
-{
-    const char *p = line;
-    for (int k = 0; k <= i; k++) {
-        p = strchr(p, '|');
-        assert_non_null(p);
-        p++;
-    }
-    const char *end = strchr(p, '|');
-    assert_non_null(end);
-    while (*p == ' ')
-        p++;
-    while (end > p && end[-1] == ' ')
-        end--;
-    char *out = malloc((size_t)(end - p) + 1);
-    assert_non_null(out);
-    memcpy(out, p, (size_t)(end - p));
-    out[end - p] = '\0';
-    return out;
-}
+/* ---- reading a cell ------------------------------------------------------------ */
 
 /* The number a cell starts with, with "65 536" (thin groups) and a unit
  * ("64 MiB") understood; fails when the cell does not start with one. */
@@ -115,13 +50,12 @@ static double number_in(const char *c)
 
 static void expect_default(const char *page, const char *name, const char *field, double want)
 {
-    char *r = row(page, name, field);
-    char *c = cell(r, 1);
+    const char *r = doc_row(page, name, field);
+    char *c = doc_cell(r, 1);
     double got = number_in(c);
     if (got != want)
-        fail_msg("docs/%s says %s defaults to %s; the code has %.0f", name, field, c, want);
+        fail_msg("%s says %s defaults to %s; the code has %.0f", name, field, c, want);
     free(c);
-    free(r);
 }
 
 /* ---- events.md: each type's data keys and types ----------------------------- */
@@ -164,8 +98,8 @@ static void check_event(const char *page, const char *line)
     json_object *v, *data;
     assert_true(json_object_object_get_ex(root, "event_type", &v));
     const char *type = json_object_get_string(v);
-    char *r = row(page, "events.md", type);
-    char *keys_cell = cell(r, 2), *source_cell = cell(r, 3);
+    const char *r = doc_row(page, "docs/events.md", type);
+    char *keys_cell = doc_cell(r, 2), *source_cell = doc_cell(r, 3);
     char keys[8][32], types[8][16];
     size_t n;
     doc_keys(keys_cell, keys, types, &n);
@@ -195,14 +129,13 @@ static void check_event(const char *page, const char *line)
         fail_msg("%s: the envelope source %s is not in docs/events.md's row", type, quoted);
     free(keys_cell);
     free(source_cell);
-    free(r);
     json_object_put(root);
 }
 
 static void test_events_page_lists_each_types_exact_data_keys(void **state)
 {
     (void)state;
-    char *page = read_page("events.md");
+    char *page = doc_read("docs/events.md");
     mae_publisher *p = cap_open();
     mae_publish_email_synced(p, 1, "page", NULL);
     mae_publish_email_failed(p, 1, "failed", 1, 1716096060.0, "e");
@@ -230,9 +163,9 @@ static void test_events_page_lists_every_source_constant(void **state)
         MAE_SOURCE_REVERSE_SYNC_POLL, MAE_SOURCE_OUTBOX, MAE_SOURCE_SYNC_STORE,
         MAE_SOURCE_NEW_WATCHER, MAE_SOURCE_LLM_AGENT,
     };
-    char *page = read_page("events.md");
+    char *page = doc_read("docs/events.md");
     for (size_t i = 0; i < sizeof sources / sizeof sources[0]; i++)
-        free(row(page, "events.md", sources[i]));
+        doc_row(page, "docs/events.md", sources[i]);
     free(page);
 }
 
@@ -243,25 +176,24 @@ static void test_publisher_page_gives_the_real_defaults(void **state)
     (void)state;
     mae_publisher_config c;
     mae_publisher_config_init(&c);
-    char *page = read_page("publisher.md");
-    char *r = row(page, "publisher.md", "channel");
-    char *cl = cell(r, 1);
+    char *page = doc_read("docs/publisher.md");
+    const char *r = doc_row(page, "docs/publisher.md", "channel");
+    char *cl = doc_cell(r, 1);
     char want[96];
     snprintf(want, sizeof want, "`%s`", c.channel);
     if (strcmp(cl, want) != 0)
         fail_msg("docs/publisher.md says the channel defaults to %s; the code has %s", cl, want);
     free(cl);
-    free(r);
-    expect_default(page, "publisher.md", "queue_max_events", (double)c.queue_max_events);
-    expect_default(page, "publisher.md", "queue_max_bytes", (double)c.queue_max_bytes);
-    expect_default(page, "publisher.md", "connect_timeout_ms", c.connect_timeout_ms);
-    expect_default(page, "publisher.md", "io_timeout_ms", c.io_timeout_ms);
-    expect_default(page, "publisher.md", "backoff_min_ms", c.backoff_min_ms);
-    expect_default(page, "publisher.md", "backoff_max_ms", c.backoff_max_ms);
-    expect_default(page, "publisher.md", "batch_max_events", (double)c.batch_max_events);
-    expect_default(page, "publisher.md", "stream_maxlen", (double)c.stream_maxlen);
-    expect_default(page, "publisher.md", "max_event_bytes", (double)c.max_event_bytes);
-    free(row(page, "publisher.md", "stream_key"));
+    expect_default(page, "docs/publisher.md", "queue_max_events", (double)c.queue_max_events);
+    expect_default(page, "docs/publisher.md", "queue_max_bytes", (double)c.queue_max_bytes);
+    expect_default(page, "docs/publisher.md", "connect_timeout_ms", c.connect_timeout_ms);
+    expect_default(page, "docs/publisher.md", "io_timeout_ms", c.io_timeout_ms);
+    expect_default(page, "docs/publisher.md", "backoff_min_ms", c.backoff_min_ms);
+    expect_default(page, "docs/publisher.md", "backoff_max_ms", c.backoff_max_ms);
+    expect_default(page, "docs/publisher.md", "batch_max_events", (double)c.batch_max_events);
+    expect_default(page, "docs/publisher.md", "stream_maxlen", (double)c.stream_maxlen);
+    expect_default(page, "docs/publisher.md", "max_event_bytes", (double)c.max_event_bytes);
+    doc_row(page, "docs/publisher.md", "stream_key");
     assert_null(c.stream_key);
     assert_null(c.redis_url);
     assert_null(c.log);
@@ -273,11 +205,11 @@ static void test_stores_page_gives_the_real_defaults(void **state)
     (void)state;
     mae_db_config c;
     mae_db_config_init(&c);
-    char *page = read_page("stores.md");
-    expect_default(page, "stores.md", "busy_timeout_ms", c.busy_timeout_ms);
-    expect_default(page, "stores.md", "email_max_retries", c.email_max_retries);
-    expect_default(page, "stores.md", "outbox_max_attempts", c.outbox_max_attempts);
-    expect_default(page, "stores.md", "llm_max_retries", c.llm_max_retries);
+    char *page = doc_read("docs/stores.md");
+    expect_default(page, "docs/stores.md", "busy_timeout_ms", c.busy_timeout_ms);
+    expect_default(page, "docs/stores.md", "email_max_retries", c.email_max_retries);
+    expect_default(page, "docs/stores.md", "outbox_max_attempts", c.outbox_max_attempts);
+    expect_default(page, "docs/stores.md", "llm_max_retries", c.llm_max_retries);
     free(page);
 }
 
@@ -287,7 +219,7 @@ static void test_stores_page_gives_the_real_defaults(void **state)
 static void test_stores_page_gives_the_real_retry_schedule(void **state)
 {
     (void)state;
-    char *page = read_page("stores.md");
+    char *page = doc_read("docs/stores.md");
     const char *p = strstr(page, "| due again after |");
     assert_non_null(p);
     const char *end = strchr(p, '\n');
@@ -301,7 +233,7 @@ static void test_stores_page_gives_the_real_retry_schedule(void **state)
     cells -= 2; /* the label's cell and the closing bar */
     assert_true(cells >= 2);
     for (int i = 1; i <= cells; i++) {
-        char *c = cell(line, i);
+        char *c = doc_cell(line, i);
         double doc = number_in(c);
         if (doc != mae__retry_delay(i))
             fail_msg("docs/stores.md: failure %d waits %s; the code waits %.0f s", i, c,
@@ -309,7 +241,7 @@ static void test_stores_page_gives_the_real_retry_schedule(void **state)
         free(c);
     }
     /* The last column holds for every later failure. */
-    char *c = cell(line, cells);
+    char *c = doc_cell(line, cells);
     for (int i = cells + 1; i < cells + 10; i++)
         assert_true(mae__retry_delay(i) == number_in(c));
     free(c);
@@ -320,15 +252,13 @@ static void test_stores_page_gives_the_real_retry_schedule(void **state)
 static void test_stores_page_lists_every_result_code(void **state)
 {
     (void)state;
-    char *page = read_page("stores.md");
+    char *page = doc_read("docs/stores.md");
 #define CHECK_CODE(name, value, text)                                                        \
     do {                                                                                     \
-        char *r_ = row(page, "stores.md", "MAE_" #name);                                     \
-        char *c_ = cell(r_, 1);                                                              \
+        char *c_ = doc_cell(doc_row(page, "docs/stores.md", "MAE_" #name), 1);               \
         if (atoi(c_) != (value))                                                             \
             fail_msg("docs/stores.md gives MAE_" #name " the value %s; it is %d", c_, value); \
         free(c_);                                                                            \
-        free(r_);                                                                            \
     } while (0);
     MAE_ERRNO_MAP(CHECK_CODE)
 #undef CHECK_CODE

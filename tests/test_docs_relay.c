@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "doc_table.h"
 #include "relay/metrics.h"
 #include "relay/relay.h"
 
@@ -22,67 +23,19 @@
 #error "MAE_SOURCE_DIR must name the source tree"
 #endif
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
 static char *page(void)
 {
-    return slurp(MAE_SOURCE_DIR "/docs/relay.md");
-}
-
-/* The row of a table whose first cell is `key`, or NULL. */
-static const char *find_row(const char *doc, const char *key)
-{
-    char want[300];
-    int n = snprintf(want, sizeof want, "\n| `%s` |", key);
-    if (n < 0 || (size_t)n >= sizeof want)
-        fail_msg("key too long: %s", key);
-    const char *p = strstr(doc, want);
-    return p ? p + 1 : NULL;
-}
-
-/* The i-th cell of the row at line, trimmed, into out. */
-static void cell(const char *line, int i, char *out, size_t size)
-{
-    const char *p = line;
-    for (int k = 0; k <= i; k++) {
-        p = strchr(p, '|');
-        assert_non_null(p);
-        p++;
-    }
-    const char *end = strchr(p, '|');
-    assert_non_null(end);
-    while (*p == ' ')
-        p++;
-    while (end > p && end[-1] == ' ')
-        end--;
-    snprintf(out, size, "%.*s", (int)(end - p), p);
+    return doc_read("docs/relay.md");
 }
 
 /* ---- options ------------------------------------------------------------------ */
 
 static void expect_default(const char *doc, const char *key, double want)
 {
-    const char *r = find_row(doc, key);
-    if (!r)
-        fail_msg("docs/relay.md has no option row for `%s`", key);
-    char c[128];
-    cell(r, 1, c, sizeof c);
+    char *c = doc_cell(doc_row(doc, "docs/relay.md's options", key), 1);
     if (strtod(c, NULL) != want)
         fail_msg("docs/relay.md: `%s` defaults to %s; the relay has %g", key, c, want);
+    free(c);
 }
 
 static void test_options_table(void **state)
@@ -109,7 +62,7 @@ static void test_options_table(void **state)
         const char *close = strchr(q, ']');
         char key[128];
         snprintf(key, sizeof key, "%.*s", (int)(close - q - 1), q + 1);
-        if (!find_row(doc, key))
+        if (!doc_find_row(doc, key))
             fail_msg("docs/relay.md has no option row for `%s` (the usage line has it)", key);
         options++;
     }
@@ -120,10 +73,11 @@ static void test_options_table(void **state)
     expect_default(doc, "--max-clients N", (double)c.max_clients);
     expect_default(doc, "--client-buffer BYTES", (double)c.client_buffer);
     expect_default(doc, "--max-event-bytes BYTES", (double)c.max_event_bytes);
-    char want[128], got[128];
+    char want[128];
     snprintf(want, sizeof want, "`%s`", c.path);
-    cell(find_row(doc, "--path PATH"), 1, got, sizeof got);
+    char *got = doc_cell(doc_row(doc, "docs/relay.md's options", "--path PATH"), 1);
     assert_string_equal(got, want);
+    free(got);
     free(doc);
 #endif
 }
@@ -137,14 +91,11 @@ static void test_counters_table(void **state)
     /* Each metric of the relay's table has its row, with its type. */
     for (size_t i = 0; i < mae__relay_metric_count; i++) {
         const mae__relay_metric *m = &mae__relay_metrics[i];
-        const char *r = find_row(doc, m->name);
-        if (!r)
-            fail_msg("docs/relay.md has no counter row for `%s`", m->name);
-        char c[64];
-        cell(r, 1, c, sizeof c);
+        char *c = doc_cell(doc_row(doc, "docs/relay.md's counters", m->name), 1);
         if (strcmp(c, m->type) != 0)
             fail_msg("docs/relay.md gives `%s` the type %s; /metrics says %s", m->name, c,
                      m->type);
+        free(c);
     }
     /* And every row names a metric of the table. */
     size_t rows = 0;
@@ -210,8 +161,8 @@ static void scan_sources(void)
         if (len < 3 || strcmp(e->d_name + len - 2, ".c") != 0)
             continue;
         char path[600];
-        snprintf(path, sizeof path, "%s/relay/%s", MAE_SOURCE_DIR, e->d_name);
-        char *src = slurp(path);
+        snprintf(path, sizeof path, "relay/%s", e->d_name);
+        char *src = doc_read(path);
         for (size_t k = 0; k < sizeof calls / sizeof calls[0]; k++)
             for (const char *q = src; (q = strstr(q, calls[k])); q++)
                 add_format(q + strlen(calls[k]));
@@ -227,7 +178,7 @@ static void test_log_lines_table(void **state)
     scan_sources();
     assert_true(g_nlines >= 10);
     for (int i = 0; i < g_nlines; i++)
-        if (!find_row(doc, g_lines[i]))
+        if (!doc_find_row(doc, g_lines[i]))
             fail_msg("docs/relay.md's log lines have no row for `%s`", g_lines[i]);
     /* Every row of the table is a line the relay writes. */
     const char *t = strstr(doc, "### Log lines");
