@@ -163,18 +163,32 @@ bool rh_running(pid_t pid)
 
 /* ---- the relay ---- */
 
-int rh_relay_start(rh_relay *r, const char *redis_url, const char *const *args,
-                   const char *const *env, const char *log_path)
+/* Appends the NULL-terminated list more (may be NULL) to v, which holds n
+ * entries and room for RH_ARGV_MAX; returns the new count, v NULL-ended. */
+#define RH_ARGV_MAX 40
+static int append(const char **v, int n, const char *const *more)
 {
-    /* MAE_RELAY_TEST_CLI runs the tests against another build of the
-     * command (an older relay, to see a new test fail before its fix). */
+    for (const char *const *m = more; m && *m && n < RH_ARGV_MAX - 2; m++)
+        v[n++] = *m;
+    v[n] = NULL;
+    return n;
+}
+
+/* The command under test: MAE_RELAY_TEST_CLI runs the tests against another
+ * build of it (an older relay, to see a new test fail before its fix). */
+static const char *relay_cli(void)
+{
     const char *cli = getenv("MAE_RELAY_TEST_CLI");
-    const char *argv[40] = {cli && *cli ? cli : MAE_CLI_PATH, "--redis", redis_url, "events",
-                            "serve", "--listen", "127.0.0.1:0"};
-    int n = 7;
-    for (const char *const *a = args; a && *a && n < 38; a++)
-        argv[n++] = *a;
-    argv[n] = NULL;
+    return cli && *cli ? cli : MAE_CLI_PATH;
+}
+
+/* Starts the relay as argv with env, stderr into log_path, and waits up to
+ * 10 s for its "listening on" line, reading r->port from it. 0, or -1 when
+ * it exited first, gave no port or said nothing in time. */
+static int relay_spawn(rh_relay *r, const char *const *argv, const char *const *env,
+                       const char *log_path)
+{
+    static const char listening[] = "listening on http://127.0.0.1:";
     memset(r, 0, sizeof *r);
     snprintf(r->log, sizeof r->log, "%s", log_path);
     /* An earlier run's log would give an earlier run's port. */
@@ -185,9 +199,9 @@ int rh_relay_start(rh_relay *r, const char *redis_url, const char *const *args,
     double until = rh_now() + 10;
     while (rh_now() < until) {
         char *log = rh_slurp(log_path);
-        const char *p = log ? strstr(log, "listening on http://127.0.0.1:") : NULL;
+        const char *p = log ? strstr(log, listening) : NULL;
         if (p) {
-            r->port = atoi(p + strlen("listening on http://127.0.0.1:"));
+            r->port = atoi(p + strlen(listening));
             free(log);
             return r->port > 0 ? 0 : -1;
         }
@@ -202,45 +216,24 @@ int rh_relay_start(rh_relay *r, const char *redis_url, const char *const *args,
     return -1;
 }
 
+int rh_relay_start(rh_relay *r, const char *redis_url, const char *const *args,
+                   const char *const *env, const char *log_path)
+{
+    const char *argv[RH_ARGV_MAX] = {relay_cli(), "--redis", redis_url, "events", "serve",
+                                     "--listen", "127.0.0.1:0"};
+    append(argv, 7, args);
+    return relay_spawn(r, argv, env, log_path);
+}
+
 int rh_hub_start(rh_relay *r, const char *const *args, const char *const *env,
                  const char *log_path)
 {
-    const char *cli = getenv("MAE_RELAY_TEST_CLI");
-    const char *argv[40] = {cli && *cli ? cli : MAE_CLI_PATH, "events", "serve", "--listen",
-                            "127.0.0.1:0"};
-    int n = 5;
-    for (const char *const *a = args; a && *a && n < 38; a++)
-        argv[n++] = *a;
-    argv[n] = NULL;
-    const char *envv[40] = {"MAILAGENT_REDIS_URL=", "REDIS_URL=", "MAILAGENT_STREAM="};
-    int k = 3;
-    for (const char *const *e = env; e && *e && k < 38; e++)
-        envv[k++] = *e;
-    envv[k] = NULL;
-    memset(r, 0, sizeof *r);
-    snprintf(r->log, sizeof r->log, "%s", log_path);
-    unlink(log_path);
-    r->pid = rh_spawn(argv, envv, NULL, log_path);
-    if (r->pid < 0)
-        return -1;
-    double until = rh_now() + 10;
-    while (rh_now() < until) {
-        char *log = rh_slurp(log_path);
-        const char *p = log ? strstr(log, "listening on http://127.0.0.1:") : NULL;
-        if (p) {
-            r->port = atoi(p + strlen("listening on http://127.0.0.1:"));
-            free(log);
-            return r->port > 0 ? 0 : -1;
-        }
-        free(log);
-        int status;
-        if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
-            r->pid = 0;
-            return -1;
-        }
-        rh_sleep_ms(10);
-    }
-    return -1;
+    const char *argv[RH_ARGV_MAX] = {relay_cli(), "events", "serve", "--listen", "127.0.0.1:0"};
+    append(argv, 5, args);
+    /* No Redis from the environment either: blank, the variables name none. */
+    const char *envv[RH_ARGV_MAX] = {"MAILAGENT_REDIS_URL=", "REDIS_URL=", "MAILAGENT_STREAM="};
+    append(envv, 3, env);
+    return relay_spawn(r, argv, envv, log_path);
 }
 
 char *rh_post(int port, const char *headers, const char *body, size_t len)
