@@ -23,6 +23,11 @@ Scenarios (each its own CTest test, label `dashboard`):
   first_frame_id  needs the relay's id on a client's first frame in stream
                   mode: a page that has seen no event resumes from where it
                   joined
+  health          the source's health follows /healthz's `ok`: `ok` in hub
+                  mode (no Redis at all); `stalled` for a relay connected
+                  but stalled (its /healthz answer served by nginx) and
+                  while Redis is stopped (SIGSTOP); `ok` again after, and
+                  `source down` once Redis is gone
 
 Exit 0 pass, 1 fail, 77 skip (a prerequisite missing outside CI).
 """
@@ -38,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chromium_driver import Browser  # noqa: E402
@@ -110,9 +116,9 @@ class Env:
         import redis
         need(REDIS)
         self.redis_port = free_port()
-        self.spawn([REDIS, "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no", "--dir", self.tmp],
-                   os.path.join(self.out, "redis.log"))
+        self.redis_proc = self.spawn(
+            [REDIS, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.tmp], os.path.join(self.out, "redis.log"))
         self.r = redis.Redis(host="127.0.0.1", port=self.redis_port)
         check(wait_until(lambda: self._ping(), 10), "redis-server did not start")
         return self.r
@@ -123,17 +129,22 @@ class Env:
         except Exception:
             return False
 
-    def start_relay(self, args=(), env=None, port=None):
+    def start_relay(self, args=(), env=None, port=None, hub=False):
+        """The relay on the scenario's Redis, or with hub=True as the hub:
+        no Redis URL, and the variables that could name one blank."""
         self.relay_port = port or self.relay_port or free_port()
         self.relay_args, self.relay_env = list(args), env
         log = os.path.join(self.out, "relay.log")
         with open(log, "a") as f:
             f.write("--- start\n")
         e = dict(os.environ)
+        if hub:
+            e.update({"MAILAGENT_REDIS_URL": "", "REDIS_URL": "", "MAILAGENT_STREAM": ""})
         e.update(env or {})
+        source = [] if hub else ["--redis", f"redis://127.0.0.1:{self.redis_port}"]
         self.relay = subprocess.Popen(
-            [self.cli, "--redis", f"redis://127.0.0.1:{self.redis_port}", "events", "serve",
-             "--listen", f"127.0.0.1:{self.relay_port}", "--ping-interval", "0.5"] + list(args),
+            [self.cli] + source + ["events", "serve", "--listen", f"127.0.0.1:{self.relay_port}",
+                                   "--ping-interval", "0.5"] + list(args),
             stdout=subprocess.DEVNULL, stderr=open(log, "a"), env=e, stdin=subprocess.DEVNULL)
         self.procs.append(self.relay)
         check(wait_until(lambda: self._listening(), 10), "the relay did not start")
@@ -149,9 +160,10 @@ class Env:
         self.relay.send_signal(signal.SIGTERM)
         self.relay.wait(timeout=10)
 
-    def nginx(self, prefix="/mailagent/"):
+    def nginx(self, prefix="/mailagent/", extra=""):
         """nginx on a free port, passing PREFIX (and only it) to the relay's
-        root: the page, the stream and healthz under one path."""
+        root: the page, the stream and healthz under one path. EXTRA: more
+        location blocks, ahead of it."""
         need(NGINX)
         port = free_port()
         with open(os.path.join(HERE, "nginx.conf.in")) as f:
@@ -161,7 +173,7 @@ class Env:
         loc = (f"location {prefix} {{\n proxy_pass http://mailagent_relay/;\n"
                " proxy_http_version 1.1;\n proxy_set_header Connection \"\";\n"
                " proxy_buffering off;\n proxy_cache off;\n gzip off;\n"
-               " proxy_read_timeout 5s;\n proxy_send_timeout 1h;\n}\n")
+               " proxy_read_timeout 5s;\n proxy_send_timeout 1h;\n}\n") + extra
         for k, v in (("@DIR@", self.tmp), ("@PORT@", str(port)),
                      ("@UPSTREAM@", str(self.relay_port)), ("@LOCATIONS@", loc)):
             conf = conf.replace(k, v)
@@ -668,8 +680,71 @@ def first_frame_id(env, args):
         env.stop_relay()
 
 
+HEALTH = ("[document.getElementById('health').textContent, "
+          "document.getElementById('health').className]")
+
+
+def healthz(env):
+    with urllib.request.urlopen(f"http://127.0.0.1:{env.relay_port}/healthz", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def health(env, args):
+    """The header's source health reads /healthz's `ok` (issue 21), not
+    whether Redis is connected: the hub has no Redis and is healthy; a
+    relay connected to a Redis that makes no progress is not."""
+    env.browser()
+    shown = lambda: env.js(HEALTH)  # noqa: E731
+    # Hub mode: "redis": false always, "ok": true while it listens.
+    env.start_relay(hub=True)
+    h = healthz(env)
+    check(h["mode"] == "hub" and h["ok"] is True and h["redis"] is False, f"hub /healthz: {h}")
+    env.open(f"http://127.0.0.1:{env.relay_port}/")
+    check(env.live(), "hub: the page did not go live")
+    check(wait_until(lambda: shown() == ["ok", ""], 12),
+          f"hub: the page shows the source's health as {shown()} for {h}")
+    env.stop_relay()
+    # Connected yet stalled (a relay left on a demoted master): the relay's
+    # own answer for that case, served by nginx in front of a live relay.
+    r = env.redis()
+    env.start_relay(["--stream", STREAM])
+    stalled = ('{"status":"stalled","redis":true,"clients":1,"source":"stream",'
+               '"mode":"stream","ok":false}')
+    port = env.nginx("/", extra=("location = /healthz {\n default_type application/json;\n"
+                                 f" return 200 '{stalled}';\n}}\n"))
+    env.open(f"http://127.0.0.1:{port}/")
+    check(env.live(), "behind nginx: the page did not go live")
+    check(wait_until(lambda: shown() == ["stalled", "bad"], 12),
+          f"the page shows {shown()} for {stalled}")
+    env.screenshot("health_stalled.png")
+    # The real thing: Redis stopped (SIGSTOP), so no progress; after
+    # 2 x 0.5 s + 5 s "ok": false, "status": "stalled" (the link's own
+    # watchdog may also have dropped the connection by then).
+    env.open(f"http://127.0.0.1:{env.relay_port}/")
+    check(env.live(), "stream: the page did not go live")
+    check(wait_until(lambda: shown() == ["ok", ""], 12), f"stream: health shown as {shown()}")
+    env.redis_proc.send_signal(signal.SIGSTOP)
+    try:
+        check(wait_until(lambda: healthz(env)["ok"] is False, 30, 0.2),
+              f"the relay's /healthz never said ok:false with Redis stopped: {healthz(env)}")
+        check(wait_until(lambda: shown()[0].startswith("stalled") and shown()[1] == "bad", 12),
+              f"the page shows {shown()} while /healthz says {healthz(env)}")
+    finally:
+        env.redis_proc.send_signal(signal.SIGCONT)
+    check(wait_until(lambda: healthz(env)["ok"] is True, 30, 0.2),
+          f"/healthz not ok again after SIGCONT: {healthz(env)}")
+    check(wait_until(lambda: shown() == ["ok", ""], 12),
+          f"the page still shows {shown()} after Redis came back")
+    # Redis gone: "redis": false at once, before the progress rule says so.
+    r.connection_pool.disconnect()
+    env.redis_proc.kill()
+    env.redis_proc.wait()
+    check(wait_until(lambda: "source down" in shown()[0] and shown()[1] == "bad", 12),
+          f"the page shows {shown()} with Redis gone: {healthz(env)}")
+
+
 SCENARIOS = {f.__name__: f for f in (nginx_outage, stall, prefix, odd_events, token, many_types, ui, lag,
-                                     first_frame_id)}
+                                     first_frame_id, health)}
 
 
 def main():
