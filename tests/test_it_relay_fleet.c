@@ -167,7 +167,7 @@ static void setup_fleet(fleet *f, const char *name)
     }
     start_nginx(f);
     for (int i = 0; i < NCLIENTS; i++) {
-        f->c[i] = fc_open(f->port, PATH, sources);
+        f->c[i] = fc_open(f->port, PATH, NULL, sources);
         assert_non_null(f->c[i]);
     }
     assert_true(fc_run_until(f->c, NCLIENTS, all_positioned, f, 20000));
@@ -337,52 +337,6 @@ static void fail_over(fleet *f, enum redis_fault fault)
     assert_true(followed);
 }
 
-/* What one client saw of one publisher. */
-typedef struct tally {
-    int events, twice, twice_explained, gaps, gaps_explained, missing;
-} tally;
-
-/* Walks the client's events in order: an N seen before is doubled, an N
- * beyond the last one + 1 leaves a gap; either is explained when a reset
- * came in between (the earlier sighting, or the publisher's previous
- * event, is before a reset that the client got). */
-static tally count_client(const fc_client *c, int pub, int sent)
-{
-    tally t = {0};
-    int *epoch_seen = malloc(((size_t)sent + 1) * sizeof *epoch_seen);
-    assert_non_null(epoch_seen);
-    for (int n = 0; n <= sent; n++)
-        epoch_seen[n] = -1;
-    int last = 0, last_epoch = 0;
-    size_t r = 0;
-    for (size_t i = 0; i < c->nev; i++) {
-        while (r < c->nresets && c->resets[r].at <= i)
-            r++;
-        const fc_event *e = &c->ev[i];
-        if (e->pub != pub)
-            continue;
-        int epoch = (int)r;
-        t.events++;
-        assert_true(e->n >= 1 && e->n <= sent);
-        if (epoch_seen[e->n] >= 0) {
-            t.twice++;
-            t.twice_explained += epoch_seen[e->n] < epoch;
-        } else {
-            epoch_seen[e->n] = epoch;
-            if (e->n > last + 1) {
-                t.gaps++;
-                t.gaps_explained += last_epoch < epoch;
-            }
-        }
-        last = e->n;
-        last_epoch = epoch;
-    }
-    for (int n = 1; n <= sent; n++)
-        t.missing += epoch_seen[n] < 0;
-    free(epoch_seen);
-    return t;
-}
-
 typedef struct caught_up {
     fleet *f;
     int sent[NPUB];
@@ -447,7 +401,8 @@ static void check_everything(fleet *f)
             print_message("client %d: reset after %zu events: %s\n", i, c->resets[r].at,
                           c->resets[r].data);
         for (int p = 0; p < NPUB; p++) {
-            tally t = count_client(c, p, u.sent[p]);
+            fc_tally t;
+            assert_int_equal(fc_tally_of(c, p, u.sent[p], &t), 0);
             print_message("client %d, %s: %d events over %d connections: %d missing, %d twice "
                           "(%d after a reset), %d gaps (%d after a reset)\n",
                           i, sources[p], t.events, c->connects, t.missing, t.twice,

@@ -33,7 +33,9 @@ static bool grow(char **buf, size_t *cap, size_t need)
 
 static void connect_now(fc_client *c)
 {
-    char headers[160] = "Accept: text/event-stream\r\nCache-Control: no-cache\r\n";
+    char headers[480];
+    snprintf(headers, sizeof headers, "Accept: text/event-stream\r\nCache-Control: no-cache\r\n%s",
+             c->headers);
     if (c->last_id[0]) {
         size_t k = strlen(headers);
         snprintf(headers + k, sizeof headers - k, "Last-Event-ID: %s\r\n", c->last_id);
@@ -52,13 +54,14 @@ static void connect_now(fc_client *c)
     snprintf(c->id_buf, sizeof c->id_buf, "%s", c->last_id);
 }
 
-fc_client *fc_open(int port, const char *path, const char *const *sources)
+fc_client *fc_open(int port, const char *path, const char *headers, const char *const *sources)
 {
     fc_client *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->port = port;
     snprintf(c->path, sizeof c->path, "%s", path);
+    snprintf(c->headers, sizeof c->headers, "%s", headers ? headers : "");
     c->sources = sources;
     c->retry_ms = FC_DEFAULT_RETRY_MS;
     c->t_back = -1;
@@ -325,4 +328,46 @@ int fc_highest(const fc_client *c, int pub)
         if (c->ev[i].pub == pub && c->ev[i].n > top)
             top = c->ev[i].n;
     return top;
+}
+
+int fc_tally_of(const fc_client *c, int pub, int sent, fc_tally *out)
+{
+    memset(out, 0, sizeof *out);
+    /* The reset epoch (resets before it) each N was first seen in. */
+    int *epoch_seen = malloc(((size_t)sent + 1) * sizeof *epoch_seen);
+    if (!epoch_seen)
+        abort();
+    for (int n = 0; n <= sent; n++)
+        epoch_seen[n] = -1;
+    int last = 0, last_epoch = 0, rc = 0;
+    size_t r = 0;
+    for (size_t i = 0; i < c->nev; i++) {
+        while (r < c->nresets && c->resets[r].at <= i)
+            r++;
+        const fc_event *e = &c->ev[i];
+        if (e->pub != pub)
+            continue;
+        int epoch = (int)r;
+        out->events++;
+        if (e->n < 1 || e->n > sent) {
+            rc = -1;
+            continue;
+        }
+        if (epoch_seen[e->n] >= 0) {
+            out->twice++;
+            out->twice_explained += epoch_seen[e->n] < epoch;
+        } else {
+            epoch_seen[e->n] = epoch;
+            if (e->n > last + 1) {
+                out->gaps++;
+                out->gaps_explained += last_epoch < epoch;
+            }
+        }
+        last = e->n;
+        last_epoch = epoch;
+    }
+    for (int n = 1; n <= sent; n++)
+        out->missing += epoch_seen[n] < 0;
+    free(epoch_seen);
+    return rc;
 }

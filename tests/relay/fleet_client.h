@@ -33,6 +33,7 @@ typedef struct fc_reset {
 typedef struct fc_client {
     int port;               /* where it connects (the proxy) */
     char path[128];
+    char headers[256];      /* extra header lines, each ending in CR LF */
     const char *const *sources;     /* borrowed, NULL-terminated */
 
     rh_conn *c;             /* the open connection, NULL while waiting */
@@ -66,9 +67,10 @@ typedef struct fc_client {
 } fc_client;
 
 /* A client of path on 127.0.0.1:port, connected at once (no
- * Last-Event-ID); sources name the events' "source" values it tells
- * apart. NULL on failure. */
-fc_client *fc_open(int port, const char *path, const char *const *sources);
+ * Last-Event-ID), sending the header lines given on every connection
+ * (each ending in CR LF; NULL for none, e.g. a credential); sources name
+ * the events' "source" values it tells apart. NULL on failure. */
+fc_client *fc_open(int port, const char *path, const char *headers, const char *const *sources);
 /* Reads what has arrived, dispatches it, and reconnects when the wait
  * after an end is over. Never blocks. */
 void fc_step(fc_client *c);
@@ -78,5 +80,15 @@ bool fc_run_until(fc_client **cs, int n, bool (*cond)(void *), void *arg, int ti
 /* The highest N of source index pub received so far (0: none). */
 int fc_highest(const fc_client *c, int pub);
 void fc_free(fc_client *c);
+
+/* What a client saw of one source's events 1..sent. Walking its events in
+ * order, an N seen before is doubled, an N beyond the previous one + 1
+ * leaves a gap; either is explained when a reset came in between (after
+ * the earlier sighting, or after the source's previous event). */
+typedef struct fc_tally {
+    int events, twice, twice_explained, gaps, gaps_explained, missing;
+} fc_tally;
+/* -1 when an event of that source has no N in 1..sent; 0 otherwise. */
+int fc_tally_of(const fc_client *c, int pub, int sent, fc_tally *out);
 
 #endif

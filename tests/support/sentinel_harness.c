@@ -312,10 +312,15 @@ void mts_wait_url(const mts_set *s, char *buf, size_t size)
 
 int mts_feeder_open(mts_feeder *f, const mts_set *s, const char *stream, const char *source)
 {
-    memset(f, 0, sizeof *f);
-    snprintf(f->source, sizeof f->source, "%s", source);
     char url[320];
     mts_wait_url(s, url, sizeof url);
+    return mts_feeder_open_url(f, url, stream, source);
+}
+
+int mts_feeder_open_url(mts_feeder *f, const char *url, const char *stream, const char *source)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->source, sizeof f->source, "%s", source);
     mae_publisher_config cfg;
     mae_publisher_config_init(&cfg);
     cfg.redis_url = url;
@@ -393,15 +398,31 @@ static int number_of(const char *line, const char *source)
 int mts_count_stream(const mts_set *s, int m, const char *stream, const char *source, int sent,
                      mts_stream_count *out)
 {
+    return mts_count_stream_at(s->redis[m].port, NULL, stream, source, sent, out);
+}
+
+int mts_count_stream_at(int port, const char *password, const char *stream, const char *source,
+                        int sent, mts_stream_count *out)
+{
     memset(out, 0, sizeof *out);
     struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->redis[m].port, tv);
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
     if (!c || c->err) {
         if (c)
             redisFree(c);
         return -1;
     }
     redisSetTimeout(c, tv);
+    if (password) {
+        redisReply *a = redisCommand(c, "AUTH %s", password);
+        bool ok = a && a->type != REDIS_REPLY_ERROR;
+        if (a)
+            freeReplyObject(a);
+        if (!ok) {
+            redisFree(c);
+            return -1;
+        }
+    }
     redisReply *r = redisCommand(c, "XRANGE %s - +", stream);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r)

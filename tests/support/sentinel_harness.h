@@ -70,6 +70,8 @@ typedef struct mts_feeder {
 
 /* Opens the publisher (not the thread); MAE_OK or the open's error. */
 int mts_feeder_open(mts_feeder *f, const mts_set *s, const char *stream, const char *source);
+/* The same with any URL (a deployment the test did not start). */
+int mts_feeder_open_url(mts_feeder *f, const char *url, const char *stream, const char *source);
 /* Starts the thread; 0 or -1. */
 int mts_feeder_start(mts_feeder *f, int interval_ms);
 /* Stops the thread and flushes (up to flush_ms); returns the number of
@@ -94,5 +96,9 @@ typedef struct mts_stream_count {
  * redis[m] does not answer XRANGE. */
 int mts_count_stream(const mts_set *s, int m, const char *stream, const char *source, int sent,
                      mts_stream_count *out);
+/* The same on the server at 127.0.0.1:port, after AUTH password when
+ * password is not NULL. */
+int mts_count_stream_at(int port, const char *password, const char *stream, const char *source,
+                        int sent, mts_stream_count *out);
 
 #endif
