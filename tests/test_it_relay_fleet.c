@@ -271,11 +271,14 @@ static int kill_a_relay(fleet *f, int sig)
     assert_int_equal(status, 0);
     double t_exit = rh_now() - t0;
     f->relay[0].pid = 0;
-    run_for(f, 200);
     int n = 0;
-    for (int i = 0; i < NCLIENTS; i++) {
-        m.was_on[i] = f->c[i]->ends > m.ends_before[i];
-        n += m.was_on[i];
+    for (double until = rh_now() + 10; n != (int)held && rh_now() < until;) {
+        run_for(f, 50);
+        n = 0;
+        for (int i = 0; i < NCLIENTS; i++) {
+            m.was_on[i] = f->c[i]->ends > m.ends_before[i];
+            n += m.was_on[i];
+        }
     }
     assert_int_equal(n, (int)held);
     bool back = fc_run_until(f->c, NCLIENTS, all_back, &m, 20000);
@@ -445,11 +448,67 @@ static void test_sigkill_a_relay_then_planned_failover(void **state)
     teardown_fleet(&f);
 }
 
-int main(void)
+/* The last retry: a client got (the one of the final chunk on SIGTERM). */
+static int last_retry(const rh_conn *c)
+{
+    const char *p = c->buf, *last = NULL;
+    while ((p = strstr(p, "retry: ")) != NULL)
+        last = p++;
+    return last ? atoi(last + 7) : -1;
+}
+
+/* KNOWN DEFECT (relay/server.c, reported, not fixed here): relays started
+ * in the same few seconds give the first client they stop nearly the same
+ * retry:, because the jitter's xorshift generator is seeded with
+ * (time(NULL) << 20) ^ getpid() and its first draw barely depends on
+ * either. Four relays (hub mode: no Redis needed), one client each,
+ * SIGTERM: with independent draws from 1000..5000 ms, all four within
+ * 100 ms of each other has a probability of about 1e-4; here they are
+ * within a few ms every time. Registered with WILL_FAIL in
+ * tests/CMakeLists.txt until the seed is mixed. */
+static void test_first_retry_differs_across_relays(void **state)
+{
+    (void)state;
+    char dir[512];
+    rh_out_dir("fleet_jitter", dir, sizeof dir);
+    rh_relay r[4];
+    rh_conn *c[4];
+    for (int i = 0; i < 4; i++) {
+        char log[600];
+        snprintf(log, sizeof log, "%s/relay-%d.log", dir, i + 1);
+        assert_int_equal(rh_hub_start(&r[i], NULL, NULL, log), 0);
+        c[i] = rh_get(r[i].port, PATH, NULL);
+        assert_non_null(c[i]);
+        assert_true(rh_wait_for(c[i], 0, "retry: 3000\n", 5000) >= 0);
+    }
+    int lo = 1 << 30, hi = -1;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(rh_relay_stop(&r[i], SIGTERM, 10000, NULL), 0);
+        assert_true(rh_wait_eof(c[i], 5000));
+        int retry = last_retry(c[i]);
+        print_message("relay %d (pid-seeded): its one client got retry %d ms on SIGTERM\n", i + 1,
+                      retry);
+        assert_true(retry >= 1000 && retry <= 5000);
+        lo = retry < lo ? retry : lo;
+        hi = retry > hi ? retry : hi;
+        rh_close(c[i]);
+    }
+    print_message("the four first draws span %d ms\n", hi - lo);
+    assert_true(hi - lo > 100);
+}
+
+/* The default group runs the fleet; "jitter" is the known defect above
+ * (its own CTest entry, expected to fail until relay/server.c is fixed). */
+int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigterm_a_relay_then_kill_the_master),
         cmocka_unit_test(test_sigkill_a_relay_then_planned_failover),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest jitter[] = {
+        cmocka_unit_test(test_first_retry_differs_across_relays),
+    };
+    if (argc > 1 && strcmp(argv[1], "jitter") == 0)
+        return cmocka_run_group_tests_name("jitter", jitter, NULL, NULL);
+    return cmocka_run_group_tests_name("fleet", tests, NULL, NULL);
 }
