@@ -8,10 +8,8 @@
  * lost_failover is 0. The time from the fault to the publisher's first
  * acknowledged write on the new master is printed (a figure, not a limit:
  * bench/ measures it). */
-#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,31 +32,10 @@ enum fault { KILL, STOP, FAILOVER, DETACH };
 static const char *const fault_name[] = {"SIGKILL", "SIGSTOP 3 s", "SENTINEL FAILOVER",
                                          "replica detached"};
 
-typedef struct feeder {
-    mae_publisher *p;
-    atomic_bool stop;
-    atomic_int sent;
-    pthread_t thread;
-} feeder;
-
 static void nap_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-/* About 500 events a second, numbered from 1 in data.n. */
-static void *feed(void *arg)
-{
-    feeder *f = arg;
-    char data[32];
-    for (int n = 1; !atomic_load(&f->stop); n++) {
-        snprintf(data, sizeof data, "{\"n\":%d}", n);
-        mae_safe_publish(f->p, "test.event", n, data, "failover");
-        atomic_store(&f->sent, n);
-        nap_ms(2);
-    }
-    return NULL;
 }
 
 static uint64_t published(mae_publisher *p)
@@ -68,48 +45,18 @@ static uint64_t published(mae_publisher *p)
     return st.published;
 }
 
-/* Reads the whole stream on redis[m] and checks it holds 1..sent, each
- * once, in order. */
+/* The stream on redis[m] holds 1..sent, each once, in order. */
 static void expect_every_event_once(mts_set *s, int m, int sent)
 {
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->redis[m].port, tv);
-    assert_non_null(c);
-    assert_int_equal(c->err, 0);
-    redisReply *r = redisCommand(c, "XRANGE %s - +", STREAM);
-    assert_non_null(r);
-    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    unsigned char *seen = calloc((size_t)sent + 1, 1);
-    int dups = 0, strays = 0, out_of_order = 0, prev = 0;
-    for (size_t i = 0; i < r->elements; i++) {
-        redisReply *fields = r->element[i]->element[1];
-        const char *line = fields->element[1]->str;
-        const char *q = strstr(line, "\"n\":");
-        int n = q ? atoi(q + 4) : -1;
-        if (n < 1 || n > sent) {
-            strays++;
-            continue;
-        }
-        if (seen[n]++)
-            dups++;
-        if (n < prev)
-            out_of_order++;
-        prev = n;
-    }
-    int missing = 0, first_missing = 0;
-    for (int n = 1; n <= sent; n++)
-        if (!seen[n] && !missing++)
-            first_missing = n;
+    mts_stream_count k;
+    assert_int_equal(mts_count_stream(s, m, STREAM, NULL, sent, &k), 0);
     print_message("stream: %zu entries for %d events: %d missing (first %d), %d twice, "
                   "%d out of order, %d strays\n",
-                  r->elements, sent, missing, first_missing, dups, out_of_order, strays);
-    free(seen);
-    freeReplyObject(r);
-    redisFree(c);
-    assert_int_equal(dups, 0);
-    assert_int_equal(missing, 0);
-    assert_int_equal(strays, 0);
-    assert_int_equal(out_of_order, 0);
+                  k.entries, sent, k.missing, k.first_missing, k.twice, k.out_of_order, k.strays);
+    assert_int_equal(k.twice, 0);
+    assert_int_equal(k.missing, 0);
+    assert_int_equal(k.strays, 0);
+    assert_int_equal(k.out_of_order, 0);
 }
 
 static void run(enum fault fault)
@@ -120,24 +67,9 @@ static void run(enum fault fault)
     assert_int_equal(mts_start(&s), 0);
 
     /* The wait options through the URL's query, before the '#'. */
-    char url[320];
-    const char *hash = strchr(s.url, '#');
-    snprintf(url, sizeof url, "%.*s?wait_replicas=1&wait_timeout_ms=100%s",
-             (int)(hash - s.url), s.url, hash);
-    mae_publisher_config cfg;
-    char err[200] = "";
-    mae_publisher_config_init(&cfg);
-    cfg.redis_url = url;
-    cfg.stream_key = STREAM;
-    cfg.connect_timeout_ms = 500;
-    cfg.io_timeout_ms = 1000;
-    cfg.backoff_min_ms = 50;
-    cfg.backoff_max_ms = 1000;
-    cfg.error_buf = err;
-    cfg.error_buf_size = sizeof err;
-    feeder f = {0};
-    assert_int_equal(mae_publisher_open(&cfg, &f.p), MAE_OK);
-    assert_int_equal(pthread_create(&f.thread, NULL, feed, &f), 0);
+    mts_feeder f;
+    assert_int_equal(mts_feeder_open(&f, &s, STREAM, "failover"), MAE_OK);
+    assert_int_equal(mts_feeder_start(&f, 2), 0);   /* about 500 events a second */
     nap_ms(1000);
 
     int old = mts_master(&s);
@@ -193,13 +125,11 @@ static void run(enum fault fault)
                       fault_name[fault], t_agree, t_first);
     }
     nap_ms(1500);
-    atomic_store(&f.stop, true);
-    pthread_join(f.thread, NULL);
-    assert_int_equal(mae_publisher_flush(f.p, 30000), MAE_OK);
+    int sent = mts_feeder_stop(&f, 30000);
+    assert_true(sent > 0);
 
     mae_publisher_stats st;
     mae_publisher_stats_get(f.p, &st);
-    int sent = atomic_load(&f.sent);
     print_message("%s: %d events, published %llu, resent %llu, skipped %llu, connects %llu, "
                   "connect failures %llu, lost_failover %llu; last error: %s\n",
                   fault_name[fault], sent, (unsigned long long)st.published,
@@ -221,7 +151,7 @@ static void run(enum fault fault)
         print_message("%s: the Sentinels first agreed on redis[%d], now on redis[%d]\n",
                       fault_name[fault], nm, m);
     expect_every_event_once(&s, m, sent);
-    assert_int_equal(mae_publisher_close(f.p, 5000), MAE_OK);
+    assert_int_equal(mts_feeder_close(&f), MAE_OK);
     mts_stop(&s);
 }
 

@@ -300,3 +300,160 @@ int mts_sentinel_failover(mts_set *s, int i)
     redisFree(c);
     return rc;
 }
+
+/* ---- a publisher writing numbered events ---- */
+
+void mts_wait_url(const mts_set *s, char *buf, size_t size)
+{
+    const char *hash = strchr(s->url, '#');
+    snprintf(buf, size, "%.*s?wait_replicas=1&wait_timeout_ms=100%s", (int)(hash - s->url),
+             s->url, hash);
+}
+
+int mts_feeder_open(mts_feeder *f, const mts_set *s, const char *stream, const char *source)
+{
+    char url[320];
+    mts_wait_url(s, url, sizeof url);
+    return mts_feeder_open_url(f, url, stream, source);
+}
+
+int mts_feeder_open_url(mts_feeder *f, const char *url, const char *stream, const char *source)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->source, sizeof f->source, "%s", source);
+    mae_publisher_config cfg;
+    mae_publisher_config_init(&cfg);
+    cfg.redis_url = url;
+    cfg.stream_key = stream;
+    cfg.connect_timeout_ms = 500;
+    cfg.io_timeout_ms = 1000;
+    cfg.backoff_min_ms = 50;
+    cfg.backoff_max_ms = 1000;
+    cfg.error_buf = f->err;
+    cfg.error_buf_size = sizeof f->err;
+    return mae_publisher_open(&cfg, &f->p);
+}
+
+static void *feed(void *arg)
+{
+    mts_feeder *f = arg;
+    char data[32];
+    for (int n = 1; !atomic_load(&f->stop); n++) {
+        snprintf(data, sizeof data, "{\"n\":%d}", n);
+        mae_safe_publish(f->p, "test.event", n, data, f->source);
+        atomic_store(&f->sent, n);
+        nap_ms(f->interval_ms);
+    }
+    return NULL;
+}
+
+int mts_feeder_start(mts_feeder *f, int interval_ms)
+{
+    f->interval_ms = interval_ms;
+    atomic_store(&f->stop, false);
+    if (pthread_create(&f->thread, NULL, feed, f) != 0)
+        return -1;
+    f->running = true;
+    return 0;
+}
+
+int mts_feeder_stop(mts_feeder *f, int flush_ms)
+{
+    if (f->running) {
+        atomic_store(&f->stop, true);
+        pthread_join(f->thread, NULL);
+        f->running = false;
+    }
+    if (mae_publisher_flush(f->p, flush_ms) != MAE_OK)
+        return -1;
+    return atomic_load(&f->sent);
+}
+
+int mts_feeder_close(mts_feeder *f)
+{
+    if (f->running) {
+        atomic_store(&f->stop, true);
+        pthread_join(f->thread, NULL);
+        f->running = false;
+    }
+    int rc = mae_publisher_close(f->p, 5000);
+    f->p = NULL;
+    return rc;
+}
+
+/* The N of an event line's data ({"n":N}) when its source is source (any
+ * when NULL); 0 for another source, -1 for none. */
+static int number_of(const char *line, const char *source)
+{
+    if (source) {
+        char want[64];
+        snprintf(want, sizeof want, "\"source\":\"%s\"", source);
+        if (!strstr(line, want))
+            return 0;
+    }
+    const char *q = strstr(line, "\"n\":");
+    return q ? atoi(q + 4) : -1;
+}
+
+int mts_count_stream(const mts_set *s, int m, const char *stream, const char *source, int sent,
+                     mts_stream_count *out)
+{
+    return mts_count_stream_at(s->redis[m].port, NULL, stream, source, sent, out);
+}
+
+int mts_count_stream_at(int port, const char *password, const char *stream, const char *source,
+                        int sent, mts_stream_count *out)
+{
+    memset(out, 0, sizeof *out);
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    redisSetTimeout(c, tv);
+    if (password) {
+        redisReply *a = redisCommand(c, "AUTH %s", password);
+        bool ok = a && a->type != REDIS_REPLY_ERROR;
+        if (a)
+            freeReplyObject(a);
+        if (!ok) {
+            redisFree(c);
+            return -1;
+        }
+    }
+    redisReply *r = redisCommand(c, "XRANGE %s - +", stream);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        redisFree(c);
+        return -1;
+    }
+    unsigned char *seen = calloc((size_t)sent + 1, 1);
+    int prev = 0;
+    for (size_t i = 0; seen && i < r->elements; i++) {
+        redisReply *fields = r->element[i]->element[1];
+        const char *line = fields->elements >= 2 ? fields->element[1]->str : "";
+        int n = number_of(line, source);
+        if (n == 0 && source)
+            continue;
+        out->entries++;
+        if (n < 1 || n > sent) {
+            out->strays++;
+            continue;
+        }
+        if (seen[n]++)
+            out->twice++;
+        if (n < prev)
+            out->out_of_order++;
+        prev = n;
+    }
+    for (int n = 1; seen && n <= sent; n++)
+        if (!seen[n] && !out->missing++)
+            out->first_missing = n;
+    free(seen);
+    freeReplyObject(r);
+    redisFree(c);
+    return 0;
+}

@@ -8,7 +8,12 @@
 #ifndef MAE_TEST_SENTINEL_HARNESS_H
 #define MAE_TEST_SENTINEL_HARNESS_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
+
+#include <mailagent/publisher.h>
 
 #include "redis_harness.h"
 
@@ -41,5 +46,59 @@ bool mts_is_master(mts_set *s, int i);
 int mts_sentinel_failover(mts_set *s, int i);
 /* Seconds on the monotonic clock. */
 double mts_now(void);
+
+/* ---- a publisher writing numbered events through the set ---- */
+
+/* The set's URL with "?wait_replicas=1&wait_timeout_ms=100" before the
+ * '#' (what the failover tests publish with). */
+void mts_wait_url(const mts_set *s, char *buf, size_t size);
+
+/* A publisher in stream mode through mts_wait_url (connect 500 ms, I/O
+ * 1000 ms, backoff 50..1000 ms) and a thread calling mae_safe_publish with
+ * event_type "test.event", data {"n":N} (N from 1, also the internal_id)
+ * and the source given, every interval_ms. */
+typedef struct mts_feeder {
+    mae_publisher *p;
+    char source[32];
+    int interval_ms;
+    atomic_bool stop;
+    atomic_int sent;        /* the last N published */
+    bool running;
+    pthread_t thread;
+    char err[200];          /* the publisher's error_buf */
+} mts_feeder;
+
+/* Opens the publisher (not the thread); MAE_OK or the open's error. */
+int mts_feeder_open(mts_feeder *f, const mts_set *s, const char *stream, const char *source);
+/* The same with any URL (a deployment the test did not start). */
+int mts_feeder_open_url(mts_feeder *f, const char *url, const char *stream, const char *source);
+/* Starts the thread; 0 or -1. */
+int mts_feeder_start(mts_feeder *f, int interval_ms);
+/* Stops the thread and flushes (up to flush_ms); returns the number of
+ * events published (the last N), or -1 when the flush timed out. */
+int mts_feeder_stop(mts_feeder *f, int flush_ms);
+/* Closes the publisher (stopping the thread first if it runs); what
+ * mae_publisher_close returned. */
+int mts_feeder_close(mts_feeder *f);
+
+/* What the stream holds of one source's events 1..sent, read with XRANGE
+ * on redis[m]. */
+typedef struct mts_stream_count {
+    size_t entries;         /* entries of that source */
+    int missing;            /* N in 1..sent absent */
+    int first_missing;      /* the first of them, 0 for none */
+    int twice;              /* entries whose N came before */
+    int out_of_order;       /* entries whose N is below the one before */
+    int strays;             /* entries with no N in 1..sent */
+} mts_stream_count;
+
+/* Counts into *out; source NULL counts every entry. 0, or -1 when
+ * redis[m] does not answer XRANGE. */
+int mts_count_stream(const mts_set *s, int m, const char *stream, const char *source, int sent,
+                     mts_stream_count *out);
+/* The same on the server at 127.0.0.1:port, after AUTH password when
+ * password is not NULL. */
+int mts_count_stream_at(int port, const char *password, const char *stream, const char *source,
+                        int sent, mts_stream_count *out);
 
 #endif
