@@ -308,14 +308,13 @@ redisReply *mae__sync_command(mae__sync_conn *c, int timeout_ms, char *err, size
 
 /* ---- the handshake -------------------------------------------------------------- */
 
-/* Runs one handshake command; false with err on an error or no reply. */
-static bool step(redisReply *r, const char *what, char *err, size_t errlen)
+/* Judges the reply r to the hello's command k (freed here); false with
+ * err on an error reply or none (err then already says why). */
+static bool step(const mae__hello_cmd *k, redisReply *r, char *err, size_t errlen)
 {
     if (!r)
         return false;
-    bool ok = r->type != REDIS_REPLY_ERROR;
-    if (!ok)
-        snprintf(err, errlen, "%s refused: %s", what, r->str);
+    bool ok = mae__hello_accepts(k, r->type == REDIS_REPLY_ERROR, r->str, err, errlen);
     freeReplyObject(r);
     return ok;
 }
@@ -422,16 +421,17 @@ static mae__sync_conn *connect_direct(const mae__url *u, int timeout_ms, char *e
             mae__tls_handshake(c->ssl, c->fd, deadline, err, errlen) != 0)
             goto fail;
     }
-    if (u->password &&
-        !step(u->user ? mae__sync_command(c, timeout_ms, err, errlen, "AUTH %s %s", u->user,
-                                          u->password)
-                      : mae__sync_command(c, timeout_ms, err, errlen, "AUTH %s", u->password),
-              "AUTH", err, errlen))
-        goto fail;
-    if (u->db != 0 &&
-        !step(mae__sync_command(c, timeout_ms, err, errlen, "SELECT %d", u->db), "SELECT", err,
-              errlen))
-        goto fail;
+    /* The hello (core/url.h): AUTH and SELECT as the URL asks. */
+    mae__hello h;
+    mae__hello_init(&h, u, true);
+    for (size_t i = 0; i < h.n; i++) {
+        const mae__hello_cmd *k = &h.cmd[i];
+        if (!step(k, mae__sync_command(c, timeout_ms, err, errlen, mae__hello_format(k),
+                                       k->argv[0], k->argvlen[0], k->argv[1], k->argvlen[1],
+                                       k->argv[2], k->argvlen[2]),
+                  err, errlen))
+            goto fail;
+    }
     return c;
 fail:
     mae__sync_free(c);
