@@ -405,6 +405,48 @@ static void test_tail_password_and_hung_server(void **state)
     cli_free(&p);
 }
 
+/* The hello with an ACL user (AUTH user password, three words) and a
+ * database: the tail reads the stream of the URL's database, and a wrong
+ * password is refused by name without being printed. */
+static void test_tail_acl_user_and_database(void **state)
+{
+    if (!*state)
+        skip();
+    mtr_redis acl = {0};
+    cli_proc p;
+    char url[160];
+    /* The default user has no password, so a two-word AUTH would be
+     * refused: only AUTH alice pw gets in. */
+    assert_int_equal(mtr_start(&acl, "--user alice on >pw ~* &* +@all"), 0);
+    /* The same key in databases 0 and 2, different entries. */
+    assert_int_equal(mtr_command(&acl, "XADD ev 5-1 event {\"event_type\":\"in.db2\"}"), 0);
+    assert_int_equal(mtr_command(&acl, "MOVE ev 2"), 0);
+    assert_int_equal(mtr_command(&acl, "XADD ev 7-1 event {\"event_type\":\"in.db0\"}"), 0);
+
+    snprintf(url, sizeof url, "redis://alice:pw@127.0.0.1:%d/2", acl.port);
+    cli_run(&p, NULL, ARGS("events", "tail", "--redis", url, "--stream", "ev", "--since",
+                           "start", "--count", "1", "--json", "--timeout", "10"));
+    assert_int_equal(p.status, 0);
+    assert_string_equal(p.err, "");
+    assert_string_equal(p.out, "{\"id\":\"5-1\",\"event\":{\"event_type\":\"in.db2\"}}\n");
+    cli_free(&p);
+
+    snprintf(url, sizeof url, "redis://alice:nope@127.0.0.1:%d/2", acl.port);
+    cli_run(&p, NULL, ARGS("events", "tail", "--redis", url, "--count", "1"));
+    assert_int_equal(p.status, 1);
+    assert_int_equal(cli_lines(p.err), 1);
+    assert_non_null(strstr(p.err, "AUTH refused: WRONGPASS"));
+    assert_null(strstr(p.err, "nope"));
+    cli_free(&p);
+
+    snprintf(url, sizeof url, "redis://alice:pw@127.0.0.1:%d/99", acl.port);
+    cli_run(&p, NULL, ARGS("events", "tail", "--redis", url, "--count", "1"));
+    assert_int_equal(p.status, 1);
+    assert_non_null(strstr(p.err, "SELECT refused: ERR DB index is out of range"));
+    cli_free(&p);
+    mtr_cleanup(&acl);
+}
+
 /* ---- email flag -------------------------------------------------------------- */
 
 static void test_flag_publishes(void **state)
@@ -488,6 +530,7 @@ int main(void)
         T(test_tail_stops_on_signals),
         T(test_tail_timeout_and_unreachable),
         T(test_tail_password_and_hung_server),
+        T(test_tail_acl_user_and_database),
         T(test_flag_publishes),
         T(test_flag_with_redis_down),
 #undef T
