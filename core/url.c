@@ -697,11 +697,11 @@ const char *mae__hello_format(const mae__hello_cmd *c)
     return c->argc == 3 ? "%b %b %b" : "%b %b";
 }
 
-bool mae__hello_accepts(const mae__hello_cmd *c, bool is_error, const char *text, char *err,
+bool mae__hello_accepts(const char *name, bool is_error, const char *text, char *err,
                         size_t errlen)
 {
     if (!is_error)
         return true;
-    snprintf(err, errlen, "%s refused: %s", c->name, text ? text : "");
+    snprintf(err, errlen, "%s refused: %s", name, text ? text : "");
     return false;
 }

@@ -91,7 +91,9 @@ void mae__url_free(mae__url *u);
 enum { MAE__HELLO_MAX = 2, MAE__HELLO_MAX_ARGS = 3 };
 
 typedef struct mae__hello_cmd {
-    const char *name;                       /* "AUTH" or "SELECT", as argv[0] */
+    const char *name;                       /* "AUTH" or "SELECT", as argv[0]; static
+                                               storage: an asynchronous caller may
+                                               keep it until the reply comes */
     int argc;                               /* 2 or 3 */
     const char *argv[MAE__HELLO_MAX_ARGS];  /* unused ones NULL */
     size_t argvlen[MAE__HELLO_MAX_ARGS];    /* unused ones 0 */
@@ -113,11 +115,12 @@ void mae__hello_init(mae__hello *h, const mae__url *u, bool with_select);
  * whose only way to send takes one: given argv[i], argvlen[i] in turn. */
 const char *mae__hello_format(const mae__hello_cmd *c);
 
-/* Judges the reply to c: is_error and text (its message) as read. True
- * when it accepts the connection; false with "<name> refused: <text>" in
- * err (the publisher's I/O thread says "server refused: <text>" instead,
- * as its last_error always has). */
-bool mae__hello_accepts(const mae__hello_cmd *c, bool is_error, const char *text, char *err,
+/* Judges the reply to the hello's command called name (a cmd's name):
+ * is_error and text (its message) as read. True when it accepts the
+ * connection; false with "<name> refused: <text>" in err (the publisher's
+ * I/O thread says "server refused: <text>" instead, as its last_error
+ * always has). */
+bool mae__hello_accepts(const char *name, bool is_error, const char *text, char *err,
                         size_t errlen);
 
 #endif

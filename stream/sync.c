@@ -314,7 +314,7 @@ static bool step(const mae__hello_cmd *k, redisReply *r, char *err, size_t errle
 {
     if (!r)
         return false;
-    bool ok = mae__hello_accepts(k, r->type == REDIS_REPLY_ERROR, r->str, err, errlen);
+    bool ok = mae__hello_accepts(k->name, r->type == REDIS_REPLY_ERROR, r->str, err, errlen);
     freeReplyObject(r);
     return ok;
 }

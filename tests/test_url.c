@@ -478,19 +478,19 @@ static void test_hello_replies_judged(void **state)
     mae__hello_init(&h, &u, true);
     assert_int_equal(h.n, 2);
     strcpy(err, "untouched");
-    assert_true(mae__hello_accepts(&h.cmd[0], false, "OK", err, sizeof err));
-    assert_true(mae__hello_accepts(&h.cmd[1], false, NULL, err, sizeof err));
+    assert_true(mae__hello_accepts(h.cmd[0].name, false, "OK", err, sizeof err));
+    assert_true(mae__hello_accepts(h.cmd[1].name, false, NULL, err, sizeof err));
     assert_string_equal(err, "untouched");
-    assert_false(mae__hello_accepts(&h.cmd[0], true,
+    assert_false(mae__hello_accepts(h.cmd[0].name, true,
                                     "WRONGPASS invalid username-password pair or user is "
                                     "disabled.", err, sizeof err));
     assert_string_equal(err, "AUTH refused: WRONGPASS invalid username-password pair or user "
                              "is disabled.");
-    assert_false(mae__hello_accepts(&h.cmd[1], true, "ERR DB index is out of range", err,
+    assert_false(mae__hello_accepts(h.cmd[1].name, true, "ERR DB index is out of range", err,
                                     sizeof err));
     assert_string_equal(err, "SELECT refused: ERR DB index is out of range");
     char small[16];
-    assert_false(mae__hello_accepts(&h.cmd[1], true, "ERR DB index is out of range", small,
+    assert_false(mae__hello_accepts(h.cmd[1].name, true, "ERR DB index is out of range", small,
                                     sizeof small));
     assert_string_equal(small, "SELECT refused:");
     mae__url_free(&u);
