@@ -287,8 +287,9 @@ static bool connect_once(tail *t, char *err, size_t errlen)
         snprintf(err, errlen, "timed out");
         return false;
     }
-    /* Connect, AUTH and SELECT: the database in the URL counts. */
-    c = mae__redis_connect_sync(&t->addr, ms, err, errlen);
+    /* Connect, AUTH and SELECT: the database in the URL counts. A signal
+     * ends every wait in it, and in the connection's later commands. */
+    c = mae__redis_connect_sync_until(&t->addr, ms, &stop_requested, err, errlen);
     if (!c)
         return false;
     t->c = c;
@@ -519,12 +520,17 @@ static int stream_loop(tail *t, char *err, size_t errlen)
 }
 
 /* Sleeps the schedule's delay before attempt `failures`, cut short by a
- * signal or the deadline. */
+ * signal or the deadline: in slices, so that a signal landing between the
+ * check and the sleep waits one slice, not the whole delay (up to 5 s). */
 static void backoff_sleep(tail *t, int failures)
 {
     double s = mae__backoff_delay(BACKOFF_MIN_MS, BACKOFF_MAX_MS, failures,
                                   mae__rand_unit(&t->rng));
-    poll(NULL, 0, ms_left(t, (int)(s * 1000)));
+    double until = mono_now() + s;
+    while (!finished(t) && mono_now() < until) {
+        int left = (int)((until - mono_now()) * 1000) + 1;
+        poll(NULL, 0, ms_left(t, left < POLL_SLICE_MS ? left : POLL_SLICE_MS));
+    }
 }
 
 /* Reconnects until it works or the tail is finished. */
@@ -553,6 +559,10 @@ static int run_tail(const tail *proto)
     int rc = CLI_OK;
 
     if (!connect_once(&t, err, sizeof err)) {
+        /* Stopped while connecting (a hung server, a slow Sentinel): the
+         * stop asked for, not a failure to report. */
+        if (stop_requested)
+            return CLI_OK;
         cli_error("cannot connect to Redis at %s: %s", t.where, err);
         return CLI_FAIL;
     }

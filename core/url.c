@@ -661,3 +661,47 @@ void mae__url_free(mae__url *u)
     u->sentinels = NULL;
     u->nsentinels = 0;
 }
+
+/* ---- the hello ------------------------------------------------------------------ */
+
+static void hello_add(mae__hello *h, const char *name, int argc, const char *a1, const char *a2)
+{
+    mae__hello_cmd *c = &h->cmd[h->n++];
+    memset(c, 0, sizeof *c);
+    c->name = name;
+    c->argc = argc;
+    c->argv[0] = name;
+    c->argv[1] = a1;
+    c->argv[2] = a2;
+    for (int i = 0; i < argc; i++)
+        c->argvlen[i] = strlen(c->argv[i]);
+}
+
+void mae__hello_init(mae__hello *h, const mae__url *u, bool with_select)
+{
+    memset(h, 0, sizeof *h);
+    if (u->password) {
+        if (u->user)
+            hello_add(h, "AUTH", 3, u->user, u->password);
+        else
+            hello_add(h, "AUTH", 2, u->password, NULL);
+    }
+    if (with_select && u->db != 0) {
+        snprintf(h->db_text, sizeof h->db_text, "%d", u->db);
+        hello_add(h, "SELECT", 2, h->db_text, NULL);
+    }
+}
+
+const char *mae__hello_format(const mae__hello_cmd *c)
+{
+    return c->argc == 3 ? "%b %b %b" : "%b %b";
+}
+
+bool mae__hello_accepts(const char *name, bool is_error, const char *text, char *err,
+                        size_t errlen)
+{
+    if (!is_error)
+        return true;
+    snprintf(err, errlen, "%s refused: %s", name, text ? text : "");
+    return false;
+}

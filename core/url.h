@@ -75,4 +75,52 @@ bool mae__url_is_tls(const char *url);
 /* Frees the strings of u and resets them; NULL or freed twice is harmless. */
 void mae__url_free(mae__url *u);
 
+/* ---- the hello ----------------------------------------------------------------
+ * What a client sends on a fresh connection to the Redis server a URL names
+ * (the master, through Sentinel), before anything else, and how it judges
+ * each reply: one description for the publisher's I/O thread, the relay's
+ * link and the command's blocking connection. In order:
+ *   AUTH [user] password   when the URL has a password ("" is one), with
+ *                          the user when it has one (Redis 6 ACL);
+ *   SELECT db              when db is not 0 and the caller reads or writes
+ *                          keys (a link used for pub/sub only leaves it out:
+ *                          channels are not per database).
+ * Each reply is awaited before the caller's own commands count: an error
+ * reply refuses the connection, anything else accepts it. What a caller
+ * sends after the hello (PING, SCRIPT LOAD, ROLE, SUBSCRIBE) is its own. */
+enum { MAE__HELLO_MAX = 2, MAE__HELLO_MAX_ARGS = 3 };
+
+typedef struct mae__hello_cmd {
+    const char *name;                       /* "AUTH" or "SELECT", as argv[0]; static
+                                               storage: an asynchronous caller may
+                                               keep it until the reply comes */
+    int argc;                               /* 2 or 3 */
+    const char *argv[MAE__HELLO_MAX_ARGS];  /* unused ones NULL */
+    size_t argvlen[MAE__HELLO_MAX_ARGS];    /* unused ones 0 */
+} mae__hello_cmd;
+
+typedef struct mae__hello {
+    size_t n;                               /* 0 to MAE__HELLO_MAX */
+    mae__hello_cmd cmd[MAE__HELLO_MAX];
+    char db_text[12];                       /* SELECT's argument */
+} mae__hello;
+
+/* Fills *h with the commands for u, in the order they are sent; with_select
+ * false leaves SELECT out. The argv point into u (user, password) and into
+ * *h itself: valid while both are, and *h is used where it was filled,
+ * never copied. */
+void mae__hello_init(mae__hello *h, const mae__url *u, bool with_select);
+
+/* The command as a hiredis format ("%b %b" or "%b %b %b"), for a caller
+ * whose only way to send takes one: given argv[i], argvlen[i] in turn. */
+const char *mae__hello_format(const mae__hello_cmd *c);
+
+/* Judges the reply to the hello's command called name (a cmd's name):
+ * is_error and text (its message) as read. True when it accepts the
+ * connection; false with "<name> refused: <text>" in err (the publisher's
+ * I/O thread says "server refused: <text>" instead, as its last_error
+ * always has). */
+bool mae__hello_accepts(const char *name, bool is_error, const char *text, char *err,
+                        size_t errlen);
+
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/backoff.h"
+#include "core/url.h"
 #include "publisher/publisher_impl.h"
 
 /* Under a steady trickle of events a batch is gathered for this long after
@@ -104,8 +105,6 @@ static int roundtrip(mae_publisher *p, void *conn, int argc, const char **argv, 
  * a batch that would be lost. */
 static int handshake(mae_publisher *p, void *conn, char *err, size_t errlen)
 {
-    const mae__url *u = &p->url;
-    char dbtext[16];
     int rc;
 
     /* A hub needs no handshake: a batch it never answers stays in flight
@@ -113,16 +112,12 @@ static int handshake(mae_publisher *p, void *conn, char *err, size_t errlen)
     if (p->hub)
         return MAE__REPLY_OK;
 
-    if (u->password) {
-        const char *argv[3] = {"AUTH", u->user ? u->user : u->password, u->password};
-        rc = roundtrip(p, conn, u->user ? 3 : 2, argv, err, errlen);
-        if (rc != MAE__REPLY_OK)
-            return rc;
-    }
-    if (u->db != 0) {
-        snprintf(dbtext, sizeof dbtext, "%d", u->db);
-        const char *argv[2] = {"SELECT", dbtext};
-        rc = roundtrip(p, conn, 2, argv, err, errlen);
+    /* The hello (core/url.h): AUTH and SELECT as the URL asks; an error
+     * reply (MAE__REPLY_ERROR) refuses the connection. */
+    mae__hello h;
+    mae__hello_init(&h, &p->url, true);
+    for (size_t i = 0; i < h.n; i++) {
+        rc = roundtrip(p, conn, h.cmd[i].argc, h.cmd[i].argv, err, errlen);
         if (rc != MAE__REPLY_OK)
             return rc;
     }

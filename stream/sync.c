@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -31,6 +32,7 @@ struct mae__sync_conn {
     char *out;                  /* appended, not yet written */
     size_t out_len, out_cap;
     int timeout_ms;             /* each reply's */
+    volatile sig_atomic_t *stop;   /* set by a signal handler: give up; NULL = never */
 };
 
 int mae__sync_fd(const mae__sync_conn *c)
@@ -56,6 +58,32 @@ void mae__sync_free(mae__sync_conn *c)
 
 /* ---- the socket ---------------------------------------------------------------- */
 
+/* The longest one poll() sleeps before looking at the stop flag again: a
+ * signal that lands just before poll() is still seen this soon. */
+#define STOP_SLICE_MS 250
+
+/* Waits for the socket as an SSL_ERROR_WANT_* asks, until the deadline or
+ * *stop: 1 ready, 0 timed out, WAIT_STOPPED, -1 error (errno). poll() is
+ * interrupted by the signal that sets *stop (the command installs its
+ * handlers without SA_RESTART); EINTR is not taken for a failure. */
+enum { WAIT_STOPPED = -2 };
+static int wait_io(int fd, int ssl_error, double deadline, volatile sig_atomic_t *stop)
+{
+    struct pollfd pfd = {.fd = fd, .events = ssl_error == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN};
+    for (;;) {
+        if (stop && *stop)
+            return WAIT_STOPPED;
+        double left = (deadline - mae__tls_now()) * 1000.0;
+        if (left <= 0)
+            return 0;
+        int n = poll(&pfd, 1, left < STOP_SLICE_MS ? (int)left + 1 : STOP_SLICE_MS);
+        if (n > 0)
+            return 1;
+        if (n < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
 static void keepalive(int fd, bool tcp)
 {
     int one = 1;
@@ -73,8 +101,8 @@ static void keepalive(int fd, bool tcp)
 
 /* A non-blocking connect to one address by deadline: the fd, or -1 with
  * the reason in err. */
-static int connect_addr(const struct sockaddr *sa, socklen_t len, double deadline, char *err,
-                        size_t errlen)
+static int connect_addr(const struct sockaddr *sa, socklen_t len, double deadline,
+                        volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -88,17 +116,20 @@ static int connect_addr(const struct sockaddr *sa, socklen_t len, double deadlin
         close(fd);
         return -1;
     }
-    int w = mae__tls_wait(fd, SSL_ERROR_WANT_WRITE, deadline);
+    int w = wait_io(fd, SSL_ERROR_WANT_WRITE, deadline, stop);
     int soerr = 0;
     socklen_t sl = sizeof soerr;
     if (w == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
         return fd;
-    snprintf(err, errlen, "%s", w == 0 ? "Connection timed out" : strerror(soerr ? soerr : errno));
+    snprintf(err, errlen, "%s", w == 0              ? "Connection timed out"
+                                : w == WAIT_STOPPED ? "stopped"
+                                                    : strerror(soerr ? soerr : errno));
     close(fd);
     return -1;
 }
 
-static int open_socket(const mae__url *u, double deadline, char *err, size_t errlen)
+static int open_socket(const mae__url *u, double deadline, volatile sig_atomic_t *stop, char *err,
+                       size_t errlen)
 {
     if (u->is_unix) {
         struct sockaddr_un sun;
@@ -109,7 +140,7 @@ static int open_socket(const mae__url *u, double deadline, char *err, size_t err
             return -1;
         }
         memcpy(sun.sun_path, u->path, strlen(u->path) + 1);
-        return connect_addr((struct sockaddr *)&sun, sizeof sun, deadline, err, errlen);
+        return connect_addr((struct sockaddr *)&sun, sizeof sun, deadline, stop, err, errlen);
     }
     struct addrinfo hints, *res = NULL;
     char port[16];
@@ -123,8 +154,8 @@ static int open_socket(const mae__url *u, double deadline, char *err, size_t err
         return -1;
     }
     int fd = -1;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next)
-        fd = connect_addr(ai->ai_addr, ai->ai_addrlen, deadline, err, errlen);
+    for (struct addrinfo *ai = res; ai && fd < 0 && !(stop && *stop); ai = ai->ai_next)
+        fd = connect_addr(ai->ai_addr, ai->ai_addrlen, deadline, stop, err, errlen);
     freeaddrinfo(res);
     return fd;
 }
@@ -202,8 +233,12 @@ int mae__sync_flush(mae__sync_conn *c, int timeout_ms, char *err, size_t errlen)
         if (w < 0)
             return -1;
         off += (size_t)w;
-        if (w == 0 && mae__tls_wait(c->fd, want, deadline) != 1) {
-            snprintf(err, errlen, "could not send within %d ms", timeout_ms);
+        int ready = w == 0 ? wait_io(c->fd, want, deadline, c->stop) : 1;
+        if (ready != 1) {
+            if (ready == WAIT_STOPPED)
+                snprintf(err, errlen, "stopped");
+            else
+                snprintf(err, errlen, "could not send within %d ms", timeout_ms);
             return -1;
         }
     }
@@ -275,7 +310,11 @@ static redisReply *await_reply(mae__sync_conn *c, int timeout_ms, char *err, siz
             return NULL;
         if (r)
             return r;
-        int w = mae__tls_wait(c->fd, SSL_ERROR_WANT_READ, deadline);
+        int w = wait_io(c->fd, SSL_ERROR_WANT_READ, deadline, c->stop);
+        if (w == WAIT_STOPPED) {
+            snprintf(err, errlen, "stopped");
+            return NULL;
+        }
         if (w == 0) {
             snprintf(err, errlen, "no answer within %d ms", timeout_ms);
             return NULL;
@@ -308,14 +347,13 @@ redisReply *mae__sync_command(mae__sync_conn *c, int timeout_ms, char *err, size
 
 /* ---- the handshake -------------------------------------------------------------- */
 
-/* Runs one handshake command; false with err on an error or no reply. */
-static bool step(redisReply *r, const char *what, char *err, size_t errlen)
+/* Judges the reply r to the hello's command k (freed here); false with
+ * err on an error reply or none (err then already says why). */
+static bool step(const mae__hello_cmd *k, redisReply *r, char *err, size_t errlen)
 {
     if (!r)
         return false;
-    bool ok = r->type != REDIS_REPLY_ERROR;
-    if (!ok)
-        snprintf(err, errlen, "%s refused: %s", what, r->str);
+    bool ok = mae__hello_accepts(k->name, r->type == REDIS_REPLY_ERROR, r->str, err, errlen);
     freeReplyObject(r);
     return ok;
 }
@@ -323,23 +361,27 @@ static bool step(redisReply *r, const char *what, char *err, size_t errlen)
 /* A Sentinel that does not answer within this long is skipped. */
 #define SENTINEL_TIMEOUT_MS 500
 
-static mae__sync_conn *connect_direct(const mae__url *u, int timeout_ms, char *err,
-                                      size_t errlen);
+static mae__sync_conn *connect_direct(const mae__url *u, int timeout_ms,
+                                      volatile sig_atomic_t *stop, char *err, size_t errlen);
 
 /* redis-sentinel://: asks each Sentinel in turn (SENTINEL_TIMEOUT_MS each,
  * at most timeout_ms) for the master, connects there and confirms it with
  * ROLE (Redis's Sentinel client guidelines). */
-static mae__sync_conn *connect_sentinel(const mae__url *u, int timeout_ms, char *err,
-                                        size_t errlen)
+static mae__sync_conn *connect_sentinel(const mae__url *u, int timeout_ms,
+                                        volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
     char why[200] = "no Sentinel";
     int t = timeout_ms < SENTINEL_TIMEOUT_MS ? timeout_ms : SENTINEL_TIMEOUT_MS;
     for (size_t i = 0; i < u->nsentinels; i++) {
         const struct mae__url_addr *s = &u->sentinels[i];
+        if (stop && *stop) {
+            snprintf(err, errlen, "stopped");
+            return NULL;
+        }
         mae__url a = {.host = s->host, .port = s->port, .wait_replicas = -1,
                       .wait_timeout_ms = -1};
         char e[160] = "";
-        mae__sync_conn *q = connect_direct(&a, t, e, sizeof e);
+        mae__sync_conn *q = connect_direct(&a, t, stop, e, sizeof e);
         redisReply *r = q ? mae__sync_command(q, t, e, sizeof e,
                                               "SENTINEL get-master-addr-by-name %s",
                                               u->master_name)
@@ -366,7 +408,7 @@ static mae__sync_conn *connect_sentinel(const mae__url *u, int timeout_ms, char 
         m.port = (int)port;
         m.nsentinels = 0;
         m.sentinels = NULL;
-        mae__sync_conn *c = connect_direct(&m, timeout_ms, err, errlen);
+        mae__sync_conn *c = connect_direct(&m, timeout_ms, stop, err, errlen);
         redisReply *role = c ? mae__sync_command(c, timeout_ms, err, errlen, "ROLE") : NULL;
         bool master = role && role->type == REDIS_REPLY_ARRAY && role->elements > 0 &&
                       role->element[0]->type == REDIS_REPLY_STRING &&
@@ -390,15 +432,22 @@ static mae__sync_conn *connect_sentinel(const mae__url *u, int timeout_ms, char 
     return NULL;
 }
 
-mae__sync_conn *mae__redis_connect_sync(const mae__url *u, int timeout_ms, char *err, size_t errlen)
+mae__sync_conn *mae__redis_connect_sync_until(const mae__url *u, int timeout_ms,
+                                              volatile sig_atomic_t *stop, char *err,
+                                              size_t errlen)
 {
     if (u->nsentinels > 0)
-        return connect_sentinel(u, timeout_ms, err, errlen);
-    return connect_direct(u, timeout_ms, err, errlen);
+        return connect_sentinel(u, timeout_ms, stop, err, errlen);
+    return connect_direct(u, timeout_ms, stop, err, errlen);
 }
 
-static mae__sync_conn *connect_direct(const mae__url *u, int timeout_ms, char *err,
-                                      size_t errlen)
+mae__sync_conn *mae__redis_connect_sync(const mae__url *u, int timeout_ms, char *err, size_t errlen)
+{
+    return mae__redis_connect_sync_until(u, timeout_ms, NULL, err, errlen);
+}
+
+static mae__sync_conn *connect_direct(const mae__url *u, int timeout_ms,
+                                      volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
     mae__sync_conn *c = calloc(1, sizeof *c);
     if (!c || !(c->reader = redisReaderCreate())) {
@@ -408,11 +457,12 @@ static mae__sync_conn *connect_direct(const mae__url *u, int timeout_ms, char *e
     }
     c->fd = -1;
     c->timeout_ms = timeout_ms;
+    c->stop = stop;
     /* The CA files are read before the clock starts (core/tls.h). */
     if (u->tls.enabled && mae__tls_ctx_new(&u->tls, &c->ctx, err, errlen) != 0)
         goto fail;
     double deadline = mae__tls_now() + timeout_ms / 1000.0;
-    c->fd = open_socket(u, deadline, err, errlen);
+    c->fd = open_socket(u, deadline, stop, err, errlen);
     if (c->fd < 0)
         goto fail;
     keepalive(c->fd, !u->is_unix);
@@ -422,16 +472,17 @@ static mae__sync_conn *connect_direct(const mae__url *u, int timeout_ms, char *e
             mae__tls_handshake(c->ssl, c->fd, deadline, err, errlen) != 0)
             goto fail;
     }
-    if (u->password &&
-        !step(u->user ? mae__sync_command(c, timeout_ms, err, errlen, "AUTH %s %s", u->user,
-                                          u->password)
-                      : mae__sync_command(c, timeout_ms, err, errlen, "AUTH %s", u->password),
-              "AUTH", err, errlen))
-        goto fail;
-    if (u->db != 0 &&
-        !step(mae__sync_command(c, timeout_ms, err, errlen, "SELECT %d", u->db), "SELECT", err,
-              errlen))
-        goto fail;
+    /* The hello (core/url.h): AUTH and SELECT as the URL asks. */
+    mae__hello h;
+    mae__hello_init(&h, u, true);
+    for (size_t i = 0; i < h.n; i++) {
+        const mae__hello_cmd *k = &h.cmd[i];
+        if (!step(k, mae__sync_command(c, timeout_ms, err, errlen, mae__hello_format(k),
+                                       k->argv[0], k->argvlen[0], k->argv[1], k->argvlen[1],
+                                       k->argv[2], k->argvlen[2]),
+                  err, errlen))
+            goto fail;
+    }
     return c;
 fail:
     mae__sync_free(c);

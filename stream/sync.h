@@ -13,6 +13,7 @@
 #ifndef MAE_STREAM_SYNC_H
 #define MAE_STREAM_SYNC_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include <hiredis/hiredis.h>
@@ -32,6 +33,17 @@ typedef struct mae__sync_conn mae__sync_conn;
  * ..." or "out of memory". */
 mae__sync_conn *mae__redis_connect_sync(const mae__url *u, int timeout_ms, char *err,
                                         size_t errlen);
+
+/* The same, given up as soon as *stop is set (by a signal handler; NULL =
+ * never), with "stopped" in err; the connection keeps stop, and its waits
+ * (mae__sync_flush, mae__sync_command, mae__stream_bounds_sync) end the
+ * same way. Each wait looks at *stop at least every 250 ms, so a signal
+ * that lands just before poll() is seen; one that lands during it ends it
+ * at once. (The TLS handshake's wait, in core/tls, is bounded by the
+ * timeout only.) */
+mae__sync_conn *mae__redis_connect_sync_until(const mae__url *u, int timeout_ms,
+                                              volatile sig_atomic_t *stop, char *err,
+                                              size_t errlen);
 
 /* Closes and frees. NULL: no-op. */
 void mae__sync_free(mae__sync_conn *c);

@@ -2,12 +2,15 @@
  * a free loopback port: `events tail` prints exactly what was published,
  * filters by type, survives a Redis restart and stops on a signal; `email
  * flag` publishes outbox.enqueued, and succeeds when Redis is down. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -339,6 +342,71 @@ static void test_tail_stops_on_signals(void **state)
     }
 }
 
+/* A server on a loopback port that accepts and never answers (a hung
+ * Redis, or a hung Sentinel): the listening socket, its port in *port. */
+static int silent_server(int *port)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* SIGTERM or SIGINT while the tail waits for a hung server's first answer
+ * (SUBSCRIBE, the stream's bounds, a Sentinel's master): it stops there,
+ * exit 0 and nothing on stderr, as at any other time; it used to wait out
+ * the connect timeout and then exit 1 with "cannot connect". The signal
+ * is sent once the server has accepted the tail's connection, so the tail
+ * is past installing its handlers and inside the connect. */
+static void test_tail_stops_while_connecting(void **state)
+{
+    if (!*state)
+        skip();
+    static const struct {
+        const char *scheme, *tail;
+        const char *args[4];
+    } cases[] = {
+        {"redis", "", {NULL}},
+        {"redis", "", {"--stream", "ev", "--since", "start"}},
+        {"redis-sentinel", "#mymaster", {NULL}},
+    };
+    const int sigs[] = {SIGTERM, SIGINT};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (size_t k = 0; k < 2; k++) {
+            int port, lfd = silent_server(&port);
+            char url[128];
+            snprintf(url, sizeof url, "%s://127.0.0.1:%d%s", cases[i].scheme, port,
+                     cases[i].tail);
+            const char *args[12] = {"events", "tail", "--redis", url};
+            size_t n = 4;
+            for (size_t j = 0; j < 4 && cases[i].args[j]; j++)
+                args[n++] = cases[i].args[j];
+            args[n] = NULL;
+            cli_proc p;
+            cli_start(&p, NULL, args);
+            struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+            assert_int_equal(poll(&pfd, 1, 20000), 1);
+            int conn = accept(lfd, NULL, NULL);
+            assert_true(conn >= 0);
+            kill(p.pid, sigs[k]);
+            int rc = cli_wait(&p, 20000);
+            if (rc != 0 || p.err[0])
+                fail_msg("%s (signal %d): exit %d, stderr \"%s\"", url, sigs[k], rc, p.err);
+            cli_free(&p);
+            close(conn);
+            close(lfd);
+        }
+    }
+}
+
 static void test_tail_timeout_and_unreachable(void **state)
 {
     if (!*state)
@@ -403,6 +471,48 @@ static void test_tail_password_and_hung_server(void **state)
     assert_int_equal(cli_lines(p.err), 1);
     assert_non_null(strstr(p.err, "no answer"));
     cli_free(&p);
+}
+
+/* The hello with an ACL user (AUTH user password, three words) and a
+ * database: the tail reads the stream of the URL's database, and a wrong
+ * password is refused by name without being printed. */
+static void test_tail_acl_user_and_database(void **state)
+{
+    if (!*state)
+        skip();
+    mtr_redis acl = {0};
+    cli_proc p;
+    char url[160];
+    /* The default user has no password, so a two-word AUTH would be
+     * refused: only AUTH alice pw gets in. */
+    assert_int_equal(mtr_start(&acl, "--user alice on >pw ~* &* +@all"), 0);
+    /* The same key in databases 0 and 2, different entries. */
+    assert_int_equal(mtr_command(&acl, "XADD ev 5-1 event {\"event_type\":\"in.db2\"}"), 0);
+    assert_int_equal(mtr_command(&acl, "MOVE ev 2"), 0);
+    assert_int_equal(mtr_command(&acl, "XADD ev 7-1 event {\"event_type\":\"in.db0\"}"), 0);
+
+    snprintf(url, sizeof url, "redis://alice:pw@127.0.0.1:%d/2", acl.port);
+    cli_run(&p, NULL, ARGS("events", "tail", "--redis", url, "--stream", "ev", "--since",
+                           "start", "--count", "1", "--json", "--timeout", "10"));
+    assert_int_equal(p.status, 0);
+    assert_string_equal(p.err, "");
+    assert_string_equal(p.out, "{\"id\":\"5-1\",\"event\":{\"event_type\":\"in.db2\"}}\n");
+    cli_free(&p);
+
+    snprintf(url, sizeof url, "redis://alice:nope@127.0.0.1:%d/2", acl.port);
+    cli_run(&p, NULL, ARGS("events", "tail", "--redis", url, "--count", "1"));
+    assert_int_equal(p.status, 1);
+    assert_int_equal(cli_lines(p.err), 1);
+    assert_non_null(strstr(p.err, "AUTH refused: WRONGPASS"));
+    assert_null(strstr(p.err, "nope"));
+    cli_free(&p);
+
+    snprintf(url, sizeof url, "redis://alice:pw@127.0.0.1:%d/99", acl.port);
+    cli_run(&p, NULL, ARGS("events", "tail", "--redis", url, "--count", "1"));
+    assert_int_equal(p.status, 1);
+    assert_non_null(strstr(p.err, "SELECT refused: ERR DB index is out of range"));
+    cli_free(&p);
+    mtr_cleanup(&acl);
 }
 
 /* ---- email flag -------------------------------------------------------------- */
@@ -486,8 +596,10 @@ int main(void)
         T(test_tail_other_channel),
         T(test_tail_survives_restart),
         T(test_tail_stops_on_signals),
+        T(test_tail_stops_while_connecting),
         T(test_tail_timeout_and_unreachable),
         T(test_tail_password_and_hung_server),
+        T(test_tail_acl_user_and_database),
         T(test_flag_publishes),
         T(test_flag_with_redis_down),
 #undef T

@@ -376,6 +376,52 @@ static void test_password(void **state)
     mtr_cleanup(&r);
 }
 
+/* The hello with an ACL user (AUTH user password) and a database: it
+ * gets in, and a wrong password or a database out of range is refused
+ * with the server's words. */
+static void test_acl_user_and_database(void **state)
+{
+    (void)state;
+    mtr_redis r;
+    /* The default user has no password: a two-word AUTH would be refused. */
+    assert_int_equal(mtr_start(&r, "--user alice on >pw ~* &* +@all"), 0);
+    char url[128];
+    mae_publisher_stats st;
+    snprintf(url, sizeof url, "redis://alice:pw@127.0.0.1:%d/2", r.port);
+    mae_publisher *good = open_url(url, 0);
+    publish_n(good, 0, 10);
+    assert_int_equal(mae_publisher_flush(good, 5000), MAE_OK);
+    mae_publisher_stats_get(good, &st);
+    assert_int_equal(st.published, 10);
+    assert_int_equal(st.connect_failures, 0);
+    assert_int_equal(mae_publisher_close(good, 2000), MAE_OK);
+
+    static const struct {
+        const char *auth, *db, *want;
+    } bad[] = {
+        {"alice:nope", "2", "connect failed: server refused: WRONGPASS"},
+        {"alice:pw", "99", "connect failed: server refused: ERR DB index is out of range"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(url, sizeof url, "redis://%s@127.0.0.1:%d/%s", bad[i].auth, r.port, bad[i].db);
+        mae_publisher *p = open_url(url, 0);
+        publish_n(p, 0, 3);
+        for (int k = 0; k < 100; k++) {
+            mae_publisher_stats_get(p, &st);
+            if (st.connect_failures >= 1)
+                break;
+            tu_sleep_ms(50);
+        }
+        assert_int_equal(st.published, 0);
+        assert_true(st.connect_failures >= 1);
+        if (strncmp(st.last_error, bad[i].want, strlen(bad[i].want)) != 0)
+            fail_msg("case %zu: last_error \"%s\", want \"%s...\"", i, st.last_error,
+                     bad[i].want);
+        assert_int_equal(mae_publisher_close(p, 100), MAE_ETIMEDOUT);
+    }
+    mtr_cleanup(&r);
+}
+
 static void test_client_kill_reconnects(void **state)
 {
     (void)state;
@@ -435,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_hung_redis_never_holds_the_caller),
         cmocka_unit_test(test_close_returns_within_timeout_when_hung),
         cmocka_unit_test(test_password),
+        cmocka_unit_test(test_acl_user_and_database),
         cmocka_unit_test(test_client_kill_reconnects),
         cmocka_unit_test(test_unreachable_targets),
     };

@@ -411,6 +411,91 @@ static void test_error_quotes_are_clipped(void **state)
     assert_non_null(strstr(err, "out of range 1-65535"));
 }
 
+/* The hello (core/url.h): the commands a client sends after connecting,
+ * from the parsed URL, in order, as argv arrays. */
+static void test_hello_commands_from_the_url(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url;
+        bool with_select;
+        const char *want;   /* the commands' argv, '|' between words, ';' after each */
+    } cases[] = {
+        {"redis://h", true, ""},
+        {"redis://h/0", true, ""},
+        {"redis://:secret@h", true, "AUTH|secret;"},
+        {"redis://:@h", true, "AUTH|;"},                       /* "" is a password */
+        {"redis://alice:s3@h:6380/2", true, "AUTH|alice|s3;SELECT|2;"},
+        {"redis://alice:s3@h:6380/2", false, "AUTH|alice|s3;"},
+        {"redis://alice:@h/3", true, "AUTH|alice|;SELECT|3;"},
+        {"redis://h?db=15", true, "SELECT|15;"},
+        {"redis://:p%20w%3Ax@h", true, "AUTH|p w:x;"},          /* decoded, one word */
+        {"unix:///tmp/r.sock?db=4", true, "SELECT|4;"},
+        {"rediss://:pw@h:6380/1?ssl_cert_reqs=none", true, "AUTH|pw;SELECT|1;"},
+        /* Through Sentinel the hello goes to the master: the URL's
+         * credential and database, never to a Sentinel. */
+        {"redis-sentinel://u:pw@s1,s2:26380/5#mymaster", true, "AUTH|u|pw;SELECT|5;"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mae__url u;
+        char err[200] = "", got[200] = "";
+        if (mae__url_parse_for(cases[i].url, MAE__URL_ALLOW_TLS | MAE__URL_ALLOW_SENTINEL, &u,
+                               err, sizeof err) != MAE_OK)
+            fail_msg("case %zu: %s: %s", i, cases[i].url, err);
+        mae__hello h;
+        mae__hello_init(&h, &u, cases[i].with_select);
+        assert_true(h.n <= MAE__HELLO_MAX);
+        for (size_t k = 0; k < h.n; k++) {
+            const mae__hello_cmd *c = &h.cmd[k];
+            assert_true(c->argc == 2 || c->argc == 3);
+            assert_string_equal(c->argv[0], c->name);
+            assert_string_equal(mae__hello_format(c), c->argc == 3 ? "%b %b %b" : "%b %b");
+            for (int a = 0; a < MAE__HELLO_MAX_ARGS; a++) {
+                if (a >= c->argc) {
+                    assert_null(c->argv[a]);
+                    assert_int_equal(c->argvlen[a], 0);
+                    continue;
+                }
+                assert_int_equal(c->argvlen[a], strlen(c->argv[a]));
+                strcat(got, c->argv[a]);
+                strcat(got, a + 1 < c->argc ? "|" : ";");
+            }
+        }
+        expect_str(i, "hello", got, cases[i].want);
+        mae__url_free(&u);
+    }
+}
+
+/* An error reply refuses the connection, naming the command; any other
+ * reply accepts it. */
+static void test_hello_replies_judged(void **state)
+{
+    (void)state;
+    mae__url u;
+    char err[200] = "";
+    assert_int_equal(mae__url_parse("redis://alice:pw@h/2", &u, err, sizeof err), MAE_OK);
+    mae__hello h;
+    mae__hello_init(&h, &u, true);
+    assert_int_equal(h.n, 2);
+    strcpy(err, "untouched");
+    assert_true(mae__hello_accepts(h.cmd[0].name, false, "OK", err, sizeof err));
+    assert_true(mae__hello_accepts(h.cmd[1].name, false, NULL, err, sizeof err));
+    assert_string_equal(err, "untouched");
+    assert_false(mae__hello_accepts(h.cmd[0].name, true,
+                                    "WRONGPASS invalid username-password pair or user is "
+                                    "disabled.", err, sizeof err));
+    assert_string_equal(err, "AUTH refused: WRONGPASS invalid username-password pair or user "
+                             "is disabled.");
+    assert_false(mae__hello_accepts(h.cmd[1].name, true, "ERR DB index is out of range", err,
+                                    sizeof err));
+    assert_string_equal(err, "SELECT refused: ERR DB index is out of range");
+    char small[16];
+    assert_false(mae__hello_accepts(h.cmd[1].name, true, "ERR DB index is out of range", small,
+                                    sizeof small));
+    assert_string_equal(small, "SELECT refused:");
+    mae__url_free(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -419,6 +504,8 @@ int main(void)
         cmocka_unit_test(test_malformed_urls_refused_with_the_reason),
         cmocka_unit_test(test_error_quotes_are_clipped),
         cmocka_unit_test(test_tls_url_options),
+        cmocka_unit_test(test_hello_commands_from_the_url),
+        cmocka_unit_test(test_hello_replies_judged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,10 +4,12 @@ The blocks are read from the markdown by their fence language, so the block
 edited in the doc is the block tested.
 
 Usage: snippets_test.py --cli MAILAGENT --demo DEMO_WATCHER --out DIR [--list] [--only LANG]
+       snippets_test.py --check-wrapper --out DIR   (the sh wrapper's signals only)
 
 What each fence language gets:
   sh       run by bash in a sandbox, each command line wrapped as
-           `timeout 3 LINE` (export lines and comments as they are): it must
+           `timeout --foreground 3 LINE` (export lines and comments as they
+           are; why --foreground: at PRELUDE): it must
            exit 0, or still be running after 3 s (a server, a follower,
            `curl -N`), and write something; a curl line must get the
            relay's `retry:` line, a relay must say it is listening.
@@ -165,11 +167,20 @@ class Publisher(threading.Thread):
 
 # ---- sh --------------------------------------------------------------------------------
 
+# Each command gets SIGTERM after 3 s, and nothing else. A bare `timeout`
+# also sends SIGCONT right after the SIGTERM (to wake a stopped job). A
+# sanitizer build that exits at once on SIGTERM then runs LeakSanitizer's
+# exit check, which stops the process with PTRACE_ATTACH (a queued SIGSTOP)
+# and waits for it to stop; a SIGCONT arriving in that window discards the
+# SIGSTOP and the wait never ends: `events tail` under ASan outlived the
+# block's 120 s (reproduced: 2 hangs in 80 SIGTERM+SIGCONT pairs sent 0-1 ms
+# apart). --foreground sends no SIGCONT; the commands here start no children
+# of their own for it to miss. --check-wrapper tests exactly this.
 PRELUDE = r'''
 __n=0
 __run() {
     __n=$((__n + 1))
-    timeout 3 "$@" >"$__OUT/cmd$__n.out" 2>"$__OUT/cmd$__n.err" </dev/null
+    timeout --foreground 3 "$@" >"$__OUT/cmd$__n.out" 2>"$__OUT/cmd$__n.err" </dev/null
     printf '%s\t%s\t%s\n' "$__n" "$?" "$*" >>"$__OUT/rcs"
 }
 '''
@@ -212,6 +223,43 @@ def run_sh(sb, block, out):
         if cmd.startswith("curl"):
             check("retry: 3000" in o, f"{block.where()}: `{cmd}` got no stream: {o[:300]}")
         print(f"  ran `{cmd[:90]}`: exit {rc}, {len(o)} bytes out")
+
+
+# What a command run by __run receives: written by PROBE to its stdout, one
+# signal name a line, ended by "end" once SIGTERM came (or after 20 s).
+PROBE = r'''
+import signal, sys, time
+got = []
+for s in (signal.SIGTERM, signal.SIGCONT, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, lambda n, f: got.append(signal.Signals(n).name))
+t = time.monotonic()
+while "SIGTERM" not in got and time.monotonic() - t < 20:
+    time.sleep(0.05)
+time.sleep(0.3)   # whatever is sent right after the SIGTERM
+print("\n".join(got + ["end"]))
+'''
+
+
+def check_wrapper(out):
+    """The sh wrapper ends a command with SIGTERM alone: no SIGCONT (see
+    PRELUDE)."""
+    os.makedirs(out, exist_ok=True)
+    probe = os.path.join(out, "probe.py")
+    with open(probe, "w") as f:
+        f.write(PROBE)
+    script = os.path.join(out, "block.sh")
+    with open(script, "w") as f:
+        f.write(PRELUDE + f"__run {PYTHON} {probe}\n")
+    p = subprocess.run(["bash", script], cwd=out, env=dict(os.environ, __OUT=out), timeout=60,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    check(p.returncode == 0, f"the wrapper failed: {p.stdout.decode()[-300:]}")
+    with open(os.path.join(out, "rcs")) as f:
+        rcs = f.read().split("\t")
+    with open(os.path.join(out, "cmd1.out")) as f:
+        got = f.read().split()
+    check(rcs[1] == "124", f"the wrapper's timeout did not fire: exit {rcs[1]}")
+    check(got == ["SIGTERM", "end"], f"the command got {got[:-1]}, not SIGTERM alone")
+    print(f"ok: the wrapper sends {got[0]} alone")
 
 
 # ---- python ----------------------------------------------------------------------------
@@ -317,12 +365,23 @@ def restart_redis(env):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--demo", required=True)
+    ap.add_argument("--cli")
+    ap.add_argument("--demo")
     ap.add_argument("--out", required=True)
     ap.add_argument("--list", action="store_true", help="list the blocks and what they get")
     ap.add_argument("--only", help="run only the blocks of this language")
+    ap.add_argument("--check-wrapper", action="store_true",
+                    help="only check the signals the sh wrapper sends")
     args = ap.parse_args()
+    if args.check_wrapper:
+        try:
+            check_wrapper(os.path.join(os.path.abspath(args.out), "docs_snippets_wrapper"))
+        except AssertionError as e:
+            print(f"FAIL: {e}")
+            return 1
+        return 0
+    if not args.cli or not args.demo:
+        ap.error("--cli and --demo are required")
     bs = blocks()
     missing = [b for b in bs if b.lang and b.lang not in RUN and not b.marker]
     for b in bs:
