@@ -170,11 +170,16 @@ static int nginx_start(fleet *f, const char *nginx, int clients, const char *bal
         f->nginx_two = rb_free_port();
     snprintf(loc1, sizeof loc1, location_fmt, "single");
     snprintf(loc2, sizeof loc2, location_fmt, "fleet");
-    int conns = 2 * clients + 1024;   /* a client's connection and its upstream one */
+    /* A client's connection and its upstream one, per worker (reuseport
+     * spreads the clients evenly over the workers), with a margin for an
+     * uneven hash; never above the file limit nginx gets. */
+    long conns = 2L * clients * 11 / 10 / workers + 512;
+    if (conns > nofile - 64)
+        conns = nofile - 64;
     int n = snprintf(conf, sizeof conf,
                      "worker_processes %d;\n"
                      "worker_rlimit_nofile %ld;\n"
-                     "events { worker_connections %d; }\n"
+                     "events { worker_connections %ld; }\n"
                      "http {\n"
                      "    access_log off;\n"
                      "    client_body_temp_path %s/body;\n"
@@ -191,13 +196,13 @@ static int nginx_start(fleet *f, const char *nginx, int clients, const char *bal
                      "    }\n"
                      "    upstream single { server 127.0.0.1:%d; keepalive 16; }\n"
                      "    server {\n"
-                     "        listen 127.0.0.1:%d backlog=4096;\n%s"
+                     "        listen 127.0.0.1:%d reuseport backlog=4096;\n%s"
                      "    }\n"
                      "    server {\n"
-                     "        listen 127.0.0.1:%d backlog=4096;\n%s"
+                     "        listen 127.0.0.1:%d reuseport backlog=4096;\n%s"
                      "    }\n"
                      "}\n",
-                     workers, nofile > conns + 1024 ? nofile : (long)conns + 1024, conns, f->dir,
+                     workers, nofile, conns, f->dir,
                      f->dir, f->dir, f->dir, f->dir,
                      strcmp(balance, "least_conn") == 0 ? "least_conn;" : "# round-robin",
                      f->relay_port[0], f->relay_port[1], f->relay_port[0], f->nginx_one, loc1,
@@ -426,13 +431,14 @@ done:
 
 /* ---- main ---- */
 
-static double median_p99(const result *res, int nres, int config)
+/* The median over the rounds of a configuration's p50 (q 50) or p99. */
+static double median_of(const result *res, int nres, int config, int q)
 {
     double v[64];
     int m = 0;
     for (int i = 0; i < nres && m < 64; i++)
         if (res[i].config == config)
-            v[m++] = res[i].p99_ms;
+            v[m++] = q == 50 ? res[i].p50_ms : res[i].p99_ms;
     if (m == 0)
         return 0;
     qsort(v, (size_t)m, sizeof *v, rb_cmp_double);
@@ -460,15 +466,17 @@ static void write_json(const char *path, const result *res, int nres, int client
     FILE *fp = fopen(path, "w");
     if (!fp)
         return;
-    double d = median_p99(res, nres, DIRECT), one = median_p99(res, nres, NGINX_ONE),
-           two = median_p99(res, nres, NGINX_TWO);
     fprintf(fp, "{\n  \"clients\": %d,\n  \"events\": %d,\n  \"interval_ms\": %d,\n", clients,
             events, interval_ms);
     fprintf(fp, "  \"balance\": \"%s\",\n  \"nginx_workers\": %d,\n  \"nofile\": %ld,\n",
             balance, workers, nofile);
-    fprintf(fp, "  \"p99_ratio\": {\"nginx1_over_direct\": %.3f, \"nginx2_over_nginx1\": %.3f, "
-                "\"nginx2_over_direct\": %.3f},\n",
-            d > 0 ? one / d : 0, one > 0 ? two / one : 0, d > 0 ? two / d : 0);
+    for (int q = 50; q <= 99; q += 49) {
+        double d = median_of(res, nres, DIRECT, q), one = median_of(res, nres, NGINX_ONE, q),
+               two = median_of(res, nres, NGINX_TWO, q);
+        fprintf(fp, "  \"p%d_ratio\": {\"nginx1_over_direct\": %.3f, \"nginx2_over_nginx1\": "
+                    "%.3f, \"nginx2_over_direct\": %.3f},\n",
+                q, d > 0 ? one / d : 0, one > 0 ? two / one : 0, d > 0 ? two / d : 0);
+    }
     fprintf(fp, "  \"runs\": [\n");
     for (int i = 0; i < nres; i++) {
         const result *x = &res[i];
@@ -502,7 +510,7 @@ int main(int argc, char **argv)
                         "[--nginx-workers N] [--rounds N] [--json PATH]\n", argv[0]);
         return 2;
     }
-    int clients = 10000, events = 200, interval_ms = 200, workers = 1, rounds = 1;
+    int clients = 10000, events = 200, interval_ms = 200, workers = 0, rounds = 1;
     const char *balance = "least_conn", *json = NULL;
     for (int i = 4; i + 1 < argc; i += 2) {
         const char *o = argv[i], *v = argv[i + 1];
@@ -525,18 +533,29 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (clients < 2 || events < 1 || interval_ms < 1 || workers < 1 || rounds < 1 ||
+    if (clients < 2 || events < 1 || interval_ms < 1 || workers < 0 || rounds < 1 ||
         rounds > 16 || (strcmp(balance, "least_conn") != 0 && strcmp(balance, "round_robin") != 0)) {
         fprintf(stderr, "fleet bench: bad option value\n");
         return 2;
     }
-    /* The clients here, and nginx's two connections per client (it raises
-     * its own with worker_rlimit_nofile, as root). */
-    long want = 2L * clients + 4096;
-    long nofile = rb_raise_nofile(want);
+    /* The clients here need one descriptor each; nginx two per client
+     * (the client's and its upstream connection), which one worker cannot
+     * have where the hard limit is below that (20 000 on this machine, and
+     * not CAP_SYS_RESOURCE to raise it): then as many workers as it takes,
+     * each its own limit. The relays inherit the raised limit. */
+    long nofile = rb_raise_nofile(2L * clients + 4096);
     if (nofile < clients + 256) {
         fprintf(stderr, "fleet bench: RLIMIT_NOFILE is %ld, %d clients need %d\n", nofile,
                 clients, clients + 256);
+        return 1;
+    }
+    long need = 2L * clients * 11 / 10 + 512;
+    if (workers == 0)
+        workers = (int)((need + nofile - 257) / (nofile - 256));
+    if (need / workers > nofile - 64) {
+        fprintf(stderr, "fleet bench: %d nginx worker(s) with RLIMIT_NOFILE %ld cannot hold %d "
+                        "clients (2 connections each); use --nginx-workers %ld\n",
+                workers, nofile, clients, (need + nofile - 257) / (nofile - 256));
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -559,7 +578,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "fleet bench: a relay did not start (logs in %s)\n", dir);
         goto out;
     }
-    if (nginx_start(&f, argv[3], clients, balance, workers, want) != 0)
+    if (nginx_start(&f, argv[3], clients, balance, workers, nofile) != 0)
         goto out;
     rb_sleep_ms(300);   /* the relays' read positions established */
 
@@ -580,11 +599,14 @@ int main(int argc, char **argv)
             print_result(x);
         }
     }
-    double d = median_p99(res, nres, DIRECT), one = median_p99(res, nres, NGINX_ONE),
-           two = median_p99(res, nres, NGINX_TWO);
-    printf("fleet: p99 ratios (median over %d round(s)): nginx-1 / direct %.2f, "
-           "nginx-2 / nginx-1 %.2f, nginx-2 / direct %.2f\n",
-           rounds, d > 0 ? one / d : 0, one > 0 ? two / one : 0, d > 0 ? two / d : 0);
+    for (int q = 50; q <= 99; q += 49) {
+        double d = median_of(res, nres, DIRECT, q), one = median_of(res, nres, NGINX_ONE, q),
+               two = median_of(res, nres, NGINX_TWO, q);
+        printf("fleet: p%d (median over %d round(s)): direct %.1f ms, nginx-1 %.1f ms, nginx-2 "
+               "%.1f ms; nginx-1 / direct %.2f, nginx-2 / nginx-1 %.2f, nginx-2 / direct %.2f\n",
+               q, rounds, d, one, two, d > 0 ? one / d : 0, one > 0 ? two / one : 0,
+               d > 0 ? two / d : 0);
+    }
     if (json)
         write_json(json, res, nres, clients, events, interval_ms, balance, workers, nofile);
 out:
