@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -431,6 +432,21 @@ done:
 
 /* ---- main ---- */
 
+/* nginx's workers do not die with their master (only the master has
+ * PR_SET_PDEATHSIG): on Ctrl-C the master is stopped first, and it waits
+ * for its workers, so none is left holding the ports. */
+static volatile pid_t nginx_master = -1;
+
+static void on_stop_signal(int sig)
+{
+    if (nginx_master > 0) {
+        kill(nginx_master, SIGTERM);
+        waitpid(nginx_master, NULL, 0);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 /* The median over the rounds of a configuration's p50 (q 50) or p99. */
 static double median_of(const result *res, int nres, int config, int q)
 {
@@ -559,6 +575,8 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
 
     char dir[] = "/tmp/mae-fleet-bench-XXXXXX";
     if (!mkdtemp(dir))
@@ -578,7 +596,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "fleet bench: a relay did not start (logs in %s)\n", dir);
         goto out;
     }
-    if (nginx_start(&f, argv[3], clients, balance, workers, nofile) != 0)
+    int started = nginx_start(&f, argv[3], clients, balance, workers, nofile);
+    nginx_master = f.nginx;
+    if (started != 0)
         goto out;
     rb_sleep_ms(300);   /* the relays' read positions established */
 
@@ -610,6 +630,7 @@ int main(int argc, char **argv)
     if (json)
         write_json(json, res, nres, clients, events, interval_ms, balance, workers, nofile);
 out:
+    nginx_master = -1;
     rb_stop(f.nginx);
     rb_stop(f.relay[0]);
     rb_stop(f.relay[1]);
