@@ -12,8 +12,6 @@
  *
  * Usage: mae_hub_bench MAILAGENT REDIS_SERVER [--events N] [--json PATH]
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -21,93 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <mailagent/publisher.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static pid_t spawn(const char *const *argv, const char *err_path, bool no_redis_env)
-{
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (no_redis_env) {
-        unsetenv("MAILAGENT_REDIS_URL");
-        unsetenv("REDIS_URL");
-        unsetenv("MAILAGENT_STREAM");
-    }
-    FILE *f = freopen(err_path ? err_path : "/dev/null", "w", stderr);
-    (void)f;
-    if (!freopen("/dev/null", "w", stdout))
-        _exit(127);
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
-}
-
-/* The relay's port from its "listening on" line. */
-static int wait_listening(const char *log)
-{
-    for (int i = 0; i < 500; i++) {
-        FILE *f = fopen(log, "r");
-        char line[512];
-        while (f && fgets(line, sizeof line, f)) {
-            const char *p = strstr(line, "listening on http://127.0.0.1:");
-            if (p) {
-                fclose(f);
-                return atoi(p + strlen("listening on http://127.0.0.1:"));
-            }
-        }
-        if (f)
-            fclose(f);
-        sleep_ms(10);
-    }
-    return -1;
-}
-
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kib = strtol(line + 6, NULL, 10);
-    if (f)
-        fclose(f);
-    return kib;
-}
+#include "clients.h"
 
 /* ---- the reader: one SSE stream on its own thread ------------------------------ */
 
@@ -130,7 +47,7 @@ static void *reader_main(void *arg)
         ssize_t k = recv(r->fd, buf + have, sizeof buf - have - 1, 0);
         if (k <= 0)
             break;
-        double at = now_s();
+        double at = rb_now();
         have += (size_t)k;
         buf[have] = '\0';
         char *p = buf, *nl;
@@ -157,15 +74,10 @@ static int reader_start(reader *r, int port, size_t cap)
     memset(r, 0, sizeof *r);
     r->lat = calloc(cap, sizeof *r->lat);
     r->cap = cap;
-    r->fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(r->fd, (struct sockaddr *)&a, sizeof a) != 0)
+    r->fd = rb_connect(port, false);
+    if (r->fd < 0 || rb_sse_request(r->fd, NULL) != 0)
         return -1;
-    const char req[] = "GET /api/events/stream HTTP/1.1\r\nHost: x\r\n\r\n";
-    if (send(r->fd, req, sizeof req - 1, 0) != (ssize_t)(sizeof req - 1))
-        return -1;
-    sleep_ms(200);   /* the stream is open and the relay subscribed */
+    rb_sleep_ms(200);   /* the stream is open and the relay subscribed */
     return pthread_create(&r->thread, NULL, reader_main, r);
 }
 
@@ -176,12 +88,6 @@ static void reader_stop(reader *r)
     pthread_join(r->thread, NULL);
     close(r->fd);
     free(r->lat);
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* ---- one path ------------------------------------------------------------------- */
@@ -195,7 +101,7 @@ typedef struct path_result {
 static void publish_one(mae_publisher *p, int i)
 {
     char data[64];
-    snprintf(data, sizeof data, "{\"t\":%.9f}", now_s());
+    snprintf(data, sizeof data, "{\"t\":%.9f}", rb_now());
     mae_safe_publish(p, "bench.hub", i, data, "bench");
 }
 
@@ -217,34 +123,34 @@ static void run_path(path_result *res, int relay_port, const mae_publisher_confi
     /* Warm up the connection. */
     publish_one(p, 0);
     mae_publisher_flush(p, 5000);
-    sleep_ms(100);
+    rb_sleep_ms(100);
     rd.n = 0;
-    double t0 = now_s();
+    double t0 = rb_now();
     for (size_t i = 0; i < paced; i++) {
         publish_one(p, (int)i);
         double due = t0 + (double)(i + 1) / 2000.0;
-        while (now_s() < due)
+        while (rb_now() < due)
             ;
     }
     mae_publisher_flush(p, 10000);
     for (int i = 0; i < 200 && rd.n < paced; i++)
-        sleep_ms(10);
+        rb_sleep_ms(10);
     res->paced = paced;
     res->got_paced = rd.n;
     size_t m = rd.n < paced ? rd.n : paced;
-    qsort(rd.lat, m, sizeof *rd.lat, cmp_d);
+    qsort(rd.lat, m, sizeof *rd.lat, rb_cmp_double);
     if (m) {
         res->p50_ms = rd.lat[m / 2] * 1e3;
         res->p99_ms = rd.lat[(m * 99) / 100] * 1e3;
     }
     /* The burst: as fast as the publisher takes them. */
     size_t base = rd.n;
-    double b0 = now_s();
+    double b0 = rb_now();
     for (size_t i = 0; i < burst; i++)
         publish_one(p, (int)i);
     mae_publisher_flush(p, 60000);
     for (int i = 0; i < 3000 && rd.n < base + burst; i++)
-        sleep_ms(10);
+        rb_sleep_ms(10);
     res->burst = burst;
     res->got_burst = rd.n - base;
     if (rd.n > base)
@@ -273,17 +179,9 @@ static pid_t start_relay(const char *cli, const char *redis_url, const char *con
         argv[n++] = *m;
     argv[n] = NULL;
     unlink(log);
-    pid_t pid = spawn(argv, log, redis_url == NULL);
-    *port = wait_listening(log);
+    pid_t pid = rb_spawn(argv, log, redis_url == NULL);
+    *port = rb_wait_listening(log);
     return pid;
-}
-
-static void stop(pid_t pid)
-{
-    if (pid > 0) {
-        kill(pid, SIGTERM);
-        waitpid(pid, NULL, 0);
-    }
 }
 
 int main(int argc, char **argv)
@@ -304,7 +202,7 @@ int main(int argc, char **argv)
     char tmp[] = "/tmp/mae_hub_bench.XXXXXX";
     if (!mkdtemp(tmp))
         return 1;
-    char log[128], url[64], rport[16];
+    char log[128], url[64];
     path_result res[3] = {{.name = "hub"}, {.name = "pubsub"}, {.name = "stream"}};
 
     /* Hub. */
@@ -319,16 +217,11 @@ int main(int argc, char **argv)
     pc.queue_max_events = burst + 10000;
     fprintf(stderr, "hubpath: hub\n");
     run_path(&res[0], port, &pc, burst);
-    stop(relay);
+    rb_stop(relay);
 
     /* Redis. */
-    int rp = free_port();
-    snprintf(rport, sizeof rport, "%d", rp);
-    const char *rargv[] = {redis_server, "--port", rport, "--bind", "127.0.0.1", "--save", "",
-                           "--appendonly", "no", NULL};
-    snprintf(log, sizeof log, "%s/redis.log", tmp);
-    pid_t redis = spawn(rargv, log, false);
-    sleep_ms(300);
+    int rp;
+    pid_t redis = rb_redis_start(redis_server, tmp, &rp);
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", rp);
     snprintf(log, sizeof log, "%s/pubsub.log", tmp);
     relay = start_relay(cli, url, NULL, log, &port);
@@ -337,7 +230,7 @@ int main(int argc, char **argv)
     pc.queue_max_events = burst + 10000;
     fprintf(stderr, "hubpath: pubsub\n");
     run_path(&res[1], port, &pc, burst);
-    stop(relay);
+    rb_stop(relay);
     const char *sargs[] = {"--stream", "bench:hub", NULL};
     snprintf(log, sizeof log, "%s/stream.log", tmp);
     relay = start_relay(cli, url, sargs, log, &port);
@@ -345,8 +238,8 @@ int main(int argc, char **argv)
     pc.stream_maxlen = burst * 2;
     fprintf(stderr, "hubpath: stream\n");
     run_path(&res[2], port, &pc, burst);
-    stop(relay);
-    stop(redis);
+    rb_stop(relay);
+    rb_stop(redis);
 
     /* The hub's memory per 10 000 kept events of ~200 bytes. */
     const char *hargs[] = {"--history", "10000", NULL};
@@ -356,7 +249,7 @@ int main(int argc, char **argv)
     mae_publisher_config_init(&pc);
     pc.relay_url = hub_url;
     mae_publisher *p = NULL;
-    long before = rss_kib(relay), after = -1;
+    long before = rb_rss_kib(relay), after = -1;
     if (mae_publisher_open(&pc, &p) == MAE_OK) {
         char data[160];
         memset(data, 0, sizeof data);
@@ -364,11 +257,11 @@ int main(int argc, char **argv)
         for (int i = 0; i < 10000; i++)
             mae_safe_publish(p, "email.synced", i, data, "bench");
         mae_publisher_flush(p, 20000);
-        sleep_ms(200);
-        after = rss_kib(relay);
+        rb_sleep_ms(200);
+        after = rb_rss_kib(relay);
         mae_publisher_close(p, 5000);
     }
-    stop(relay);
+    rb_stop(relay);
 
     printf("hubpath: publish -> SSE client, paced 2 000 events/s, then %zu as fast as possible\n",
            burst);
