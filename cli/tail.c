@@ -911,7 +911,7 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
         return CLI_USAGE;
     if (timeout > 0)
         t.deadline = mono_now() + timeout;
-    t.rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
+    t.rng = mae__rand_seed(&t);
     if (relay)
         return run_relay_mode(cmd, &t, relay, since, secret, local_token);
     if (secret || local_token)

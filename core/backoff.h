@@ -12,8 +12,15 @@
 double mae__backoff_delay(int min_ms, int max_ms, int failures, double r);
 
 /* A uniform number in [0, 1) from the xorshift64 state *state, which must
- * start non-zero (seed it from the clock and the pid). Jitter only needs to
- * spread reconnects apart, so no stronger generator is used. */
+ * start non-zero: take it from mae__rand_seed. Jitter only needs to spread
+ * reconnects apart, so no stronger generator is used. */
 double mae__rand_unit(uint64_t *state);
+
+/* A non-zero starting state for mae__rand_unit: bytes from getrandom(2),
+ * or, if that fails, the clock, the pid and salt (any address that differs
+ * between users) mixed through splitmix64. Processes started in the same
+ * second must draw differently from their first number on: xorshift's
+ * first outputs of two nearby unmixed seeds are nearly equal. */
+uint64_t mae__rand_seed(const void *salt);
 
 #endif

@@ -261,9 +261,7 @@ static int copy_settings(mae_publisher *p, const mae_publisher_config *cfg, char
     p->backoff_max_ms = cfg->backoff_max_ms;
     p->log = cfg->log;
     p->log_user = cfg->log_user;
-    p->rng = (uint64_t)(uintptr_t)p ^ (uint64_t)(wall_now() * 1e6) ^ ((uint64_t)getpid() << 32);
-    if (p->rng == 0)
-        p->rng = 0x9e3779b97f4a7c15ull;
+    p->rng = mae__rand_seed(p);
     if (p->hub) {
         make_id(p, p->pub_id);
         p->next_seq = 1;

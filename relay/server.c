@@ -218,9 +218,7 @@ int mae__relay_run(const mae__relay_config *cfg, char *err, size_t errlen)
     TAILQ_INIT(&r.streams);
     TAILQ_INIT(&r.to_close);
     TAILQ_INIT(&r.over);
-    r.rng = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
-    if (r.rng == 0)
-        r.rng = 1;
+    r.rng = mae__rand_seed(&r);
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stderr, NULL, _IOLBF, 0);

@@ -457,15 +457,13 @@ static int last_retry(const rh_conn *c)
     return last ? atoi(last + 7) : -1;
 }
 
-/* KNOWN DEFECT (relay/server.c, reported, not fixed here): relays started
- * in the same few seconds give the first client they stop nearly the same
- * retry:, because the jitter's xorshift generator is seeded with
- * (time(NULL) << 20) ^ getpid() and its first draw barely depends on
- * either. Four relays (hub mode: no Redis needed), one client each,
+/* Relays started in the same second draw their SIGTERM retry: jitter
+ * independently. Four relays (hub mode: no Redis needed), one client each,
  * SIGTERM: with independent draws from 1000..5000 ms, all four within
- * 100 ms of each other has a probability of about 1e-4; here they are
- * within a few ms every time. Registered with WILL_FAIL in
- * tests/CMakeLists.txt until the seed is mixed. */
+ * 100 ms of each other has a probability of about 1e-4. Before
+ * mae__rand_seed the generator was seeded with (time(NULL) << 20) ^
+ * getpid(), whose first xorshift draw barely depends on either: the four
+ * were within a few ms every time. */
 static void test_first_retry_differs_across_relays(void **state)
 {
     (void)state;
@@ -486,7 +484,7 @@ static void test_first_retry_differs_across_relays(void **state)
         assert_int_equal(rh_relay_stop(&r[i], SIGTERM, 10000, NULL), 0);
         assert_true(rh_wait_eof(c[i], 5000));
         int retry = last_retry(c[i]);
-        print_message("relay %d (pid-seeded): its one client got retry %d ms on SIGTERM\n", i + 1,
+        print_message("relay %d: its one client got retry %d ms on SIGTERM\n", i + 1,
                       retry);
         assert_true(retry >= 1000 && retry <= 5000);
         lo = retry < lo ? retry : lo;
@@ -497,8 +495,8 @@ static void test_first_retry_differs_across_relays(void **state)
     assert_true(hi - lo > 100);
 }
 
-/* The default group runs the fleet; "jitter" is the known defect above
- * (its own CTest entry, expected to fail until relay/server.c is fixed). */
+/* The default group runs the fleet; "jitter" is the retry spread above
+ * (its own CTest entry). */
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
