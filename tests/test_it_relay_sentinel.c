@@ -8,6 +8,7 @@
  * from the kill to the client's first event written after it is printed
  * (a figure, not a limit: bench/ measures it). */
 #include <pthread.h>
+#include <sys/time.h>
 #include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -39,6 +40,14 @@ typedef struct feeder {
     atomic_int sent;
     pthread_t thread;
 } feeder;
+
+/* The publisher's problems, as they come (a failure is then explained). */
+static void pub_log(void *user, int level, const char *msg, uint64_t repeats)
+{
+    (void)user;
+    fprintf(stderr, "[%.3f] publisher (%d, %llu): %s\n", mts_now(), level,
+            (unsigned long long)repeats, msg);
+}
 
 /* About 200 events a second, numbered from 1 in data.n. */
 static void *feed(void *arg)
@@ -75,6 +84,68 @@ static int *frames(rh_conn *c, size_t *count)
     }
     *count = n;
     return v;
+}
+
+/* The id of the frame whose data starts at data (the "id: " line just
+ * before its "event:" line), copied into out; "-" when it has none. */
+static void frame_id(const char *buf, const char *data, char *out, size_t size)
+{
+    const char *ev = data;
+    snprintf(out, size, "-");
+    if (ev - buf < 5)
+        return;
+    const char *line = ev - 1;   /* the '\n' ending the id line, if any */
+    const char *start = line;
+    while (start > buf && start[-1] != '\n' && start[-1] != '\r')
+        start--;
+    if (strncmp(start, "id: ", 4) == 0)
+        snprintf(out, size, "%.*s", (int)(line - start - 4), start + 4);
+}
+
+/* Where an event the client got twice came from: the ids of its frames,
+ * and how often the stream itself (on the master now) holds that n, with
+ * the ids. A doubled n at one id is the relay's; at two ids, the
+ * stream's (the publisher wrote it twice). */
+static void explain_double(rh_conn *c, mts_set *s, int nm, int twice)
+{
+    char id[64];
+    print_message("event n=%d reached the client at:", twice);
+    for (const char *p = c->buf; (p = strstr(p, "event: mailagent\ndata: ")) != NULL; p++) {
+        const char *end = strstr(p, "\n\n");
+        const char *q = strstr(p, "\"n\":");
+        if (!end || !q || q > end || atoi(q + 4) != twice)
+            continue;
+        frame_id(c->buf, p, id, sizeof id);
+        print_message(" %s (byte %ld)", id, (long)(p - c->buf));
+    }
+    print_message("\n");
+    if (nm < 0)
+        return;
+    struct timeval tv = {5, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", s->redis[nm].port, tv);
+    if (!rc || rc->err) {
+        print_message("cannot read the stream on redis[%d]\n", nm);
+        redisFree(rc);
+        return;
+    }
+    redisReply *x = redisCommand(rc, "XRANGE %s - +", STREAM);
+    char want[32];
+    snprintf(want, sizeof want, "\"n\":%d}", twice);
+    size_t held = 0;
+    print_message("the stream on redis[%d] holds it at:", nm);
+    for (size_t i = 0; x && x->type == REDIS_REPLY_ARRAY && i < x->elements; i++) {
+        redisReply *e = x->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[1]->elements < 2)
+            continue;
+        if (strstr(e->element[1]->element[1]->str, want)) {
+            held++;
+            print_message(" %s", e->element[0]->str);
+        }
+    }
+    print_message(" (%zu times, %zu entries in all)\n", held,
+                  x && x->type == REDIS_REPLY_ARRAY ? x->elements : 0);
+    freeReplyObject(x);
+    redisFree(rc);
 }
 
 /* The highest n received so far. */
@@ -115,6 +186,7 @@ static void test_relay_follows_a_killed_master(void **state)
     cfg.backoff_max_ms = 1000;
     cfg.error_buf = err;
     cfg.error_buf_size = sizeof err;
+    cfg.log = pub_log;
     feeder f = {0};
     assert_int_equal(mae_publisher_open(&cfg, &f.p), MAE_OK);
 
@@ -136,6 +208,7 @@ static void test_relay_follows_a_killed_master(void **state)
     int at_kill = atomic_load(&f.sent);
     double t0 = mts_now();
     mtr_kill(&s.redis[old]);
+    fprintf(stderr, "[%.3f] redis[%d] killed at n=%d\n", t0, old, at_kill);
 
     /* The relay has followed once the client gets an event the publisher
      * wrote after the kill. */
@@ -181,6 +254,21 @@ static void test_relay_follows_a_killed_master(void **state)
     bool reset = strstr(c->buf, "event: reset\n") != NULL;
     print_message("client: %zu events (%d..%d): %d missing, %d twice, reset: %s\n", n, first,
                   sent, missing, dups, reset ? "yes" : "no");
+    mae_publisher_stats ps;
+    mae_publisher_stats_get(f.p, &ps);
+    print_message("publisher: published %llu, resent %llu, skipped %llu, lost_failover %llu\n",
+                  (unsigned long long)ps.published, (unsigned long long)ps.resent,
+                  (unsigned long long)ps.skipped, (unsigned long long)ps.lost_failover);
+    for (int k = 1, shown = 0; k <= sent && shown < 3; k++)
+        if (seen[k] > 1) {
+            explain_double(c, &s, nm, k);
+            shown++;
+        }
+    if (dups || missing) {
+        char *relay_log = rh_slurp(log);
+        print_message("relay log:\n%s\n", relay_log ? relay_log : "(none)");
+        free(relay_log);
+    }
     if (!reset) {
         assert_int_equal(dups, 0);
         assert_int_equal(missing, 0);
