@@ -559,6 +559,34 @@ static void on_role(mae__link *l, redisReply *r, void *priv)
         l->cfg.on_ready(l->cfg.user);
 }
 
+/* ROLE again on a link that is up (mae__link_confirm_master): a server that
+ * stopped being the master fails the link, which asks the Sentinels again. */
+static void on_role_again(mae__link *l, redisReply *r, void *priv)
+{
+    (void)priv;
+    if (!mae__link_accept(l, r, true))
+        return;
+    const char *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                               r->element[0]->type == REDIS_REPLY_STRING
+                           ? r->element[0]->str
+                           : "?";
+    if (strcmp(role, "master") != 0) {
+        char why[300];
+        snprintf(why, sizeof why,
+                 "%.100s:%d is no longer the master of \"%.60s\" (ROLE %.20s): asking the "
+                 "Sentinels again",
+                 l->target_host, l->target_port, l->cfg.url->master_name, role);
+        fail(l, why);
+    }
+}
+
+int mae__link_confirm_master(mae__link *l)
+{
+    if (l->cfg.url->nsentinels == 0)
+        return REDIS_OK;
+    return mae__link_command(l, true, on_role_again, NULL, "ROLE");
+}
+
 /* ---- connect ---------------------------------------------------------------------- */
 
 static void set_keepalive(evutil_socket_t fd, bool tcp)

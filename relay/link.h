@@ -91,6 +91,15 @@ void mae__link_free(mae__link *l);
 int mae__link_command(mae__link *l, bool expect, mae__link_reply_fn *fn, void *priv,
                       const char *fmt, ...);
 
+/* redis-sentinel://: sends ROLE, and fails the link (which then asks the
+ * Sentinels again) unless the server still answers master. A reader sends
+ * it before each read: a master demoted while no read of ours was blocked
+ * on it (a blocked one gets an UNBLOCKED error) goes on answering reads as
+ * a replica of the new master, and its entries would reach us without the
+ * check of our position a reconnect makes. Other URLs: nothing is sent.
+ * REDIS_OK or REDIS_ERR as mae__link_command. */
+int mae__link_confirm_master(mae__link *l);
+
 /* Sends a command answered only by push messages (SUBSCRIBE): no callback
  * waits for it. REDIS_OK or REDIS_ERR as above. */
 int mae__link_command_push(mae__link *l, const char *fmt, ...);
