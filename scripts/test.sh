@@ -6,8 +6,6 @@
 # The docs' snippets (label docs_snippets) check the reference, not memory or
 # threads: they run in the plain stage only (once, under ASan, a sandboxed
 # `events tail` outlived timeout's SIGTERM and the block hit its 120 s limit).
-# Tests labelled `unstable` (known to fail now and then for a reason not yet
-# found; tests/CMakeLists.txt names them) are left out: `ctest -L unstable`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || exit 1
@@ -60,20 +58,20 @@ configure_build() {
 
 plain() {
   configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || return 1
-  (cd build && ctest --output-on-failure -j"$jobs" -LE unstable)
+  (cd build && ctest --output-on-failure -j"$jobs")
 }
 
 asan() {
   configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DMAE_SANITIZE=address,undefined || return 1
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     ctest --output-on-failure -j"$jobs" -LE 'package|unstable|docs_snippets')
+     ctest --output-on-failure -j"$jobs" -LE 'package|docs_snippets')
 }
 
 tsan() {
   CC=clang configure_build build-tsan -DCMAKE_BUILD_TYPE=Debug -DMAE_SANITIZE=thread || return 1
   (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-     ctest --output-on-failure -j"$jobs" -LE 'package|oom|unstable|docs_snippets')
+     ctest --output-on-failure -j"$jobs" -LE 'package|oom|docs_snippets')
 }
 
 memcheck() {
