@@ -666,6 +666,53 @@ static void test_relay_leaves_a_demoted_master(void **state)
     mtr_cleanup(&b);
 }
 
+/* A planned failover (SENTINEL FAILOVER): the old master stays up and is
+ * demoted only some 11 s later, so a relay reading it sees no error until
+ * then. The relay listens for +switch-master on the Sentinel that named the
+ * master and follows at once. The time from the command to the client's
+ * first entry written on the new master is printed (bench/ owns timing). */
+static void test_relay_follows_a_planned_failover(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600];
+    rh_out_dir("test_it_relay_sentinel_planned", out, sizeof out);
+    mts_set s;
+    assert_int_equal(mts_start(&s), 0);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:planned", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, s.url, args, NULL, log), 0);
+    rh_conn *c = rh_get(r.port, "/api/events/stream", NULL);
+    assert_true(rh_wait_for(c, 0, "id: ", 10000) > 0);
+    int old = mts_master(&s);
+    assert_true(old >= 0);
+    assert_int_equal(mtr_command(&s.redis[old], "XADD t:planned * event {\"n\":1}"), 0);
+    assert_true(rh_wait_for(c, 0, "data: {\"n\":1}\n", 10000) > 0);
+
+    double t0 = mts_now();
+    assert_int_equal(mts_sentinel_failover(&s, 0), 0);
+    int nm = mts_wait_new_master(&s, old, 20000);
+    double t_agreed = mts_now() - t0;
+    assert_true(nm >= 0 && nm != old);
+    /* Until the other replica follows it, the new master answers
+     * NOREPLICAS (min-replicas-to-write 1). */
+    double until = mts_now() + 15;
+    while (mtr_command(&s.redis[nm], "XADD t:planned * event {\"n\":2}") != 0 &&
+           mts_now() < until)
+        rh_sleep_ms(20);
+    assert_true(rh_wait_for(c, 0, "data: {\"n\":2}\n", 30000) > 0);
+    double t_follow = mts_now() - t0;
+    print_message("SENTINEL FAILOVER: the Sentinels named the new master after %.2f s, the "
+                  "relay's client got its first entry %.2f s after the command\n",
+                  t_agreed, t_follow);
+    assert_true(rh_log_has(&r, "the Sentinels switched master"));
+    rh_close(c);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    mts_stop(&s);
+}
+
 /* The retry: a stream got last (the one of the final chunk on SIGTERM). */
 static int last_retry(const rh_conn *c)
 {
@@ -725,6 +772,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_relay_follows_a_killed_master),
         cmocka_unit_test(test_relay_follows_a_master_that_lost_entries),
         cmocka_unit_test(test_relay_leaves_a_demoted_master),
+        cmocka_unit_test(test_relay_follows_a_planned_failover),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);   /* one test, to run it in a loop */
