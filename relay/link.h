@@ -21,7 +21,11 @@
  *           each command; pub/sub messages to on_push;
  *   watch   a watchdog over the replies the owner awaits: none within the
  *           deadline and the link is declared dead;
- *   retry   a lost or failed link is made again on core/backoff's schedule.
+ *   retry   a lost or failed link is made again on core/backoff's schedule;
+ *   follow  redis-sentinel://: while up, a second connection to the
+ *           Sentinel that named the master, subscribed to +switch-master;
+ *           our master moved elsewhere drops the link (best effort: a
+ *           failed watch is not retried until the next connection).
  *
  * The close rule, written once: the link frees its connection only in
  * fail() and mae__link_free(). Every command still waiting for its reply
