@@ -312,10 +312,16 @@ void mae__fanout_open(client *c, const mae__request *req)
      * nothing yet still resumes from where it joined. */
     int n = snprintf(first, sizeof first, "retry: %d\n", MAE__RELAY_RETRY_MS);
     mae__stream_id at;
-    if (h && !last_id && h->ops->position(h->self, &at)) {
-        char text[MAE__STREAM_ID_BUFSIZE];
-        mae__stream_id_format(&at, text);
-        n += snprintf(first + n, sizeof first - (size_t)n, "id: %s\n", text);
+    if (h && !last_id) {
+        if (h->ops->position(h->self, &at)) {
+            char text[MAE__STREAM_ID_BUFSIZE];
+            mae__stream_id_format(&at, text);
+            n += snprintf(first + n, sizeof first - (size_t)n, "id: %s\n", text);
+        } else {
+            /* Redis not read yet (starting, or unreachable since the
+             * relay started): the id follows once it is (give_positions). */
+            c->awaits_position = true;
+        }
     }
     n += snprintf(first + n, sizeof first - (size_t)n, "\n");
     evbuffer_add_printf(out, "%s%s\r\n", stream_head,
@@ -344,6 +350,34 @@ void mae__fanout_drained(client *c)
 }
 
 /* ---- the source's callbacks ------------------------------------------------------------ */
+
+/* The source knows its position: every stream opened before it did gets
+ * the frame a later one has in its first, its position as an id with no
+ * data, before any event (relay.md, "Stream mode"). Only a source that
+ * came up calls this, and it comes up before its first event. */
+static void give_positions(relay *r)
+{
+    const mae__history *h = mae__source_history(r->source);
+    mae__stream_id at;
+    if (!h || !h->ops->position(h->self, &at))
+        return;
+    char text[MAE__STREAM_ID_BUFSIZE], frame[MAE__STREAM_ID_BUFSIZE + 16];
+    char chunk[sizeof frame + 16];
+    mae__stream_id_format(&at, text);
+    int n = snprintf(frame, sizeof frame, "id: %s\n\n", text);
+    int cn = snprintf(chunk, sizeof chunk, "%x\r\n%s\r\n", n, frame);
+    client *c, *next;
+    for (c = TAILQ_FIRST(&r->streams); c; c = next) {
+        next = TAILQ_NEXT(c, stream_link);
+        if (!c->awaits_position)
+            continue;
+        c->awaits_position = false;
+        if (c->chunked)
+            mae__client_send(c, chunk, (size_t)cn);
+        else
+            mae__client_send(c, frame, (size_t)n);
+    }
+}
 
 static void on_source_event(void *ctx, const mae__stream_id *id, const char *data, size_t len)
 {
@@ -396,6 +430,8 @@ static void on_source_state(void *ctx, bool up, bool reconnected)
                  r->last_log[0] ? r->last_log : "the source is down");
     if (up && reconnected)
         r->counters.redis_reconnects_total++;
+    if (up)
+        give_positions(r);
 }
 
 static void on_source_reset(void *ctx, const char *json, size_t len)

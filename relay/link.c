@@ -79,6 +79,11 @@ struct mae__link {
     redisReader *sreader;
     struct event *stimer;
     char slast[200];            /* the last Sentinel's failure, for the message */
+    /* ... and, while the link is up, a connection to the Sentinel that
+     * named the master, subscribed to +switch-master (NULL: none). */
+    struct bufferevent *wbev;
+    redisReader *wreader;
+    unsigned wgen;              /* bumped when the watch ends: a read loop stops */
     char target_host[256];      /* the address being connected to (a name looked up) */
     int target_port;
 };
@@ -158,6 +163,20 @@ static void sentinel_end(mae__link *l)
     }
 }
 
+/* Ends the watch for +switch-master, if one is on. */
+static void watch_end(mae__link *l)
+{
+    l->wgen++;
+    if (l->wbev) {
+        bufferevent_free(l->wbev);
+        l->wbev = NULL;
+    }
+    if (l->wreader) {
+        redisReaderFree(l->wreader);
+        l->wreader = NULL;
+    }
+}
+
 /* Frees the connection and answers every waiting command with NULL. The
  * link is down (state IDLE) before the first of those callbacks runs, so
  * one that sends or fails finds nothing to act on. */
@@ -168,6 +187,7 @@ static void close_conn(mae__link *l)
     l->pending = 0;
     evtimer_del(l->watchdog);
     sentinel_end(l);
+    watch_end(l);
     if (l->lookup) {
         struct evdns_getaddrinfo_request *req = l->lookup;
         l->lookup = NULL;
@@ -507,9 +527,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
 static void on_hello(mae__link *l, redisReply *r, const char *what)
 {
-    if (r && r->type == REDIS_REPLY_ERROR) {
-        char why[200];
-        snprintf(why, sizeof why, "%s refused: %s", what, r->str);
+    char why[200];
+    if (r && !mae__hello_accepts(what, r->type == REDIS_REPLY_ERROR, r->str, why, sizeof why)) {
         mae__link_got(l);
         fail(l, why);
         return;
@@ -517,16 +536,98 @@ static void on_hello(mae__link *l, redisReply *r, const char *what)
     mae__link_accept(l, r, true);
 }
 
-static void on_auth(mae__link *l, redisReply *r, void *priv)
+/* priv: the name of the hello's command (core/url.h; static storage). */
+static void on_hello_reply(mae__link *l, redisReply *r, void *priv)
 {
-    (void)priv;
-    on_hello(l, r, "AUTH");
+    on_hello(l, r, priv);
 }
 
-static void on_select(mae__link *l, redisReply *r, void *priv)
+/* ---- +switch-master ---------------------------------------------------------------- */
+
+/* A message on the Sentinel's +switch-master channel: "NAME OLDIP OLDPORT
+ * NEWIP NEWPORT". For our master, moved somewhere else than where the link
+ * is: the link is dropped and asks the Sentinels again, at once rather
+ * than when the old master is demoted (about 11 s after a planned
+ * failover) or when a read or reconnect fails. */
+static void on_switch(mae__link *l, const redisReply *r)
 {
-    (void)priv;
-    on_hello(l, r, "SELECT");
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0 ||
+        r->element[2]->type != REDIS_REPLY_STRING)
+        return;   /* the subscription's confirmation */
+    char name[128], oldip[64], newip[64];
+    int oldport, newport;
+    if (sscanf(r->element[2]->str, "%127s %63s %d %63s %d", name, oldip, &oldport, newip,
+               &newport) != 5 ||
+        strcmp(name, l->cfg.url->master_name) != 0)
+        return;
+    if (strcmp(newip, l->target_host) == 0 && newport == l->target_port)
+        return;
+    char why[300];
+    snprintf(why, sizeof why,
+             "the Sentinels switched master \"%.60s\" to %.60s:%d: asking the Sentinels again",
+             name, newip, newport);
+    fail(l, why);
+}
+
+static void on_watch_read(struct bufferevent *bev, void *arg)
+{
+    mae__link *l = arg;
+    unsigned gen = l->wgen;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n = evbuffer_get_length(in);
+    unsigned char *data = evbuffer_pullup(in, (ev_ssize_t)n);
+    if (n > 0 && (!data || redisReaderFeed(l->wreader, (const char *)data, n) != REDIS_OK)) {
+        watch_end(l);
+        return;
+    }
+    evbuffer_drain(in, n);
+    for (;;) {
+        void *reply = NULL;
+        if (redisReaderGetReply(l->wreader, &reply) != REDIS_OK) {
+            watch_end(l);
+            return;
+        }
+        if (!reply)
+            return;
+        on_switch(l, reply);
+        freeReplyObject(reply);
+        if (l->wgen != gen)
+            return;   /* the link was dropped (and the watch ended with it) */
+    }
+}
+
+/* The Sentinel closed or failed: no watch until the next connection (the
+ * link still learns of a failover as before: a drop, an error, ROLE). */
+static void on_watch_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    watch_end(arg);
+}
+
+/* Subscribes to +switch-master on the Sentinel that named the master (the
+ * first in the order: it answered). Best effort: out of memory or no
+ * connection means no watch. */
+static void watch_start(mae__link *l)
+{
+    const mae__url *u = l->cfg.url;
+    if (u->nsentinels == 0 || l->wbev || !l->dns)
+        return;
+    const struct mae__url_addr *sa = &u->sentinels[l->sorder[0]];
+    l->wreader = redisReaderCreate();
+    l->wbev = bufferevent_socket_new(l->cfg.base, -1,
+                                     BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    static const char sub[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$14\r\n+switch-master\r\n";
+    if (!l->wreader || !l->wbev || bufferevent_write(l->wbev, sub, sizeof sub - 1) != 0) {
+        watch_end(l);
+        return;
+    }
+    bufferevent_setcb(l->wbev, on_watch_read, NULL, on_watch_event, l);
+    bufferevent_enable(l->wbev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect_hostname(l->wbev, l->dns, AF_UNSPEC, sa->host, sa->port) != 0)
+        watch_end(l);
 }
 
 /* redis-sentinel://: the server the Sentinel named must say it is the
@@ -555,8 +656,37 @@ static void on_role(mae__link *l, redisReply *r, void *priv)
         fail(l, why);
         return;
     }
+    watch_start(l);
     if (l->state == LINK_UP && l->cfg.on_ready)
         l->cfg.on_ready(l->cfg.user);
+}
+
+/* ROLE again on a link that is up (mae__link_confirm_master): a server that
+ * stopped being the master fails the link, which asks the Sentinels again. */
+static void on_role_again(mae__link *l, redisReply *r, void *priv)
+{
+    (void)priv;
+    if (!mae__link_accept(l, r, true))
+        return;
+    const char *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                               r->element[0]->type == REDIS_REPLY_STRING
+                           ? r->element[0]->str
+                           : "?";
+    if (strcmp(role, "master") != 0) {
+        char why[300];
+        snprintf(why, sizeof why,
+                 "%.100s:%d is no longer the master of \"%.60s\" (ROLE %.20s): asking the "
+                 "Sentinels again",
+                 l->target_host, l->target_port, l->cfg.url->master_name, role);
+        fail(l, why);
+    }
+}
+
+int mae__link_confirm_master(mae__link *l)
+{
+    if (l->cfg.url->nsentinels == 0)
+        return REDIS_OK;
+    return mae__link_command(l, true, on_role_again, NULL, "ROLE");
 }
 
 /* ---- connect ---------------------------------------------------------------------- */
@@ -590,14 +720,14 @@ static void on_connected(mae__link *l)
     set_keepalive(bufferevent_getfd(l->bev), !u->is_unix);
     l->state = LINK_UP;
     l->answered = false;
-    if (u->password) {
-        if (u->user)
-            mae__link_command(l, true, on_auth, l, "AUTH %s %s", u->user, u->password);
-        else
-            mae__link_command(l, true, on_auth, l, "AUTH %s", u->password);
+    mae__hello h;   /* AUTH, SELECT: core/url.h */
+    mae__hello_init(&h, u, l->cfg.select_db);
+    for (size_t i = 0; i < h.n; i++) {
+        const mae__hello_cmd *c = &h.cmd[i];
+        mae__link_command(l, true, on_hello_reply, (void *)c->name, mae__hello_format(c),
+                          c->argv[0], c->argvlen[0], c->argv[1], c->argvlen[1], c->argv[2],
+                          c->argvlen[2]);
     }
-    if (l->cfg.select_db && u->db != 0)
-        mae__link_command(l, true, on_select, l, "SELECT %d", u->db);
     if (u->nsentinels > 0) {
         /* The owner's commands wait for ROLE: a demoted master, or a
          * replica Sentinel has not caught up with, is not written to. */
@@ -925,9 +1055,7 @@ int mae__link_new(const mae__link_config *cfg, mae__link **out, char *err, size_
         return MAE_ENOMEM;
     }
     l->cfg = *cfg;
-    l->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)l;
-    if (!l->rng)
-        l->rng = 0x9e3779b97f4a7c15ull;
+    l->rng = mae__rand_seed(l);
     if (cfg->url->tls.enabled) {
         int rc = mae__tls_ctx_new(&cfg->url->tls, &l->tls, err, errlen);
         if (rc != MAE_OK) {

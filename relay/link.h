@@ -21,7 +21,11 @@
  *           each command; pub/sub messages to on_push;
  *   watch   a watchdog over the replies the owner awaits: none within the
  *           deadline and the link is declared dead;
- *   retry   a lost or failed link is made again on core/backoff's schedule.
+ *   retry   a lost or failed link is made again on core/backoff's schedule;
+ *   follow  redis-sentinel://: while up, a second connection to the
+ *           Sentinel that named the master, subscribed to +switch-master;
+ *           our master moved elsewhere drops the link (best effort: a
+ *           failed watch is not retried until the next connection).
  *
  * The close rule, written once: the link frees its connection only in
  * fail() and mae__link_free(). Every command still waiting for its reply
@@ -90,6 +94,15 @@ void mae__link_free(mae__link *l);
  * link is not up (fn is then never called). */
 int mae__link_command(mae__link *l, bool expect, mae__link_reply_fn *fn, void *priv,
                       const char *fmt, ...);
+
+/* redis-sentinel://: sends ROLE, and fails the link (which then asks the
+ * Sentinels again) unless the server still answers master. A reader sends
+ * it before each read: a master demoted while no read of ours was blocked
+ * on it (a blocked one gets an UNBLOCKED error) goes on answering reads as
+ * a replica of the new master, and its entries would reach us without the
+ * check of our position a reconnect makes. Other URLs: nothing is sent.
+ * REDIS_OK or REDIS_ERR as mae__link_command. */
+int mae__link_confirm_master(mae__link *l);
 
 /* Sends a command answered only by push messages (SUBSCRIBE): no callback
  * waits for it. REDIS_OK or REDIS_ERR as above. */

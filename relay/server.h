@@ -81,6 +81,8 @@ struct mae__relay_client {
     bool in_over;                 /* unread output over --client-buffer since over_since */
     uint64_t over_since_ms;
     mae__resume *resume;          /* its position in a source with ids; NULL otherwise */
+    bool awaits_position;         /* opened with no id before the source knew its
+                                   * position: given it (id:) once the source does */
     bool loopback;                /* the peer is a loopback address */
     mae__publish_req pub;         /* C_BODY: the publish request whose body is read */
     char addr[56];                /* "[v6]:port" or "v4:port", for the log */

@@ -179,6 +179,10 @@ static void send_xread(conn *c)
     mae__stream_source *s = c->src;
     char id[MAE__STREAM_ID_BUFSIZE];
     mae__stream_id_format(&s->pos, id);
+    /* Through Sentinel each read follows a ROLE (relay/link.h): entries
+     * come only from a server that still says it is the master (one
+     * demoted while the XREAD blocks answers it UNBLOCKED). */
+    mae__link_confirm_master(c->link);
     mae__link_command(c->link, true, on_xread, c, "XREAD COUNT %u BLOCK %d STREAMS %b %s",
                       s->cfg.read_count, s->cfg.block_ms, s->key, s->key_len, id);
 }

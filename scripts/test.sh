@@ -3,8 +3,6 @@
 # build tree: plain (gcc, warnings as errors), ASan+UBSan, TSan (clang), and
 # valgrind memcheck over the unit tests; then replays each fuzz target over
 # its seed corpus. Ends with one line "N passed, N failed".
-# Tests labelled `unstable` (known to fail now and then for a reason not yet
-# found; tests/CMakeLists.txt names them) are left out: `ctest -L unstable`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || exit 1
@@ -57,20 +55,20 @@ configure_build() {
 
 plain() {
   configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || return 1
-  (cd build && ctest --output-on-failure -j"$jobs" -LE unstable)
+  (cd build && ctest --output-on-failure -j"$jobs")
 }
 
 asan() {
   configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DMAE_SANITIZE=address,undefined || return 1
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     ctest --output-on-failure -j"$jobs" -LE 'package|unstable')
+     ctest --output-on-failure -j"$jobs" -LE 'package')
 }
 
 tsan() {
   CC=clang configure_build build-tsan -DCMAKE_BUILD_TYPE=Debug -DMAE_SANITIZE=thread || return 1
   (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-     ctest --output-on-failure -j"$jobs" -LE 'package|oom|unstable')
+     ctest --output-on-failure -j"$jobs" -LE 'package|oom')
 }
 
 memcheck() {

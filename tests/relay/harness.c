@@ -466,22 +466,3 @@ void rh_wait_clients(int port, const char *auth, long long n, int timeout_ms)
         rh_sleep_ms(20);
     assert_int_equal(got, n);
 }
-
-void rh_wait_positioned(int port, const char *path, const char *want, int timeout_ms)
-{
-    char needle[128];
-    snprintf(needle, sizeof needle, "id: %s\n", want);
-    double until = rh_now() + timeout_ms / 1000.0;
-    bool positioned = false;
-    while (!positioned && rh_now() < until) {
-        rh_conn *probe = rh_get(port, path, NULL);
-        long head = probe ? rh_wait_for(probe, 0, "\r\n\r\n", 5000) : -1;
-        positioned = head > 0 && rh_wait_for(probe, (size_t)head, needle, 200) > head;
-        if (probe)
-            rh_close(probe);
-        if (!positioned)
-            rh_sleep_ms(50);
-    }
-    assert_true(positioned);
-    rh_wait_clients(port, NULL, 0, timeout_ms);
-}

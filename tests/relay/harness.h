@@ -90,12 +90,6 @@ long long rh_metric(int port, const char *extra, const char *name);
  * (mailagent_relay_clients, read with the extra header auth, NULL ok), and
  * asserts that it did. */
 void rh_wait_clients(int port, const char *auth, long long n, int timeout_ms);
-/* Waits up to timeout_ms until a client of path (a source with ids) is
- * given a position on its first frame, "id: <want>", and asserts that it
- * was. A relay learns its position once its link is up; a client that
- * connects before then is given none (relay.md, "Stream mode"). The probe
- * clients are closed before this returns. */
-void rh_wait_positioned(int port, const char *path, const char *want, int timeout_ms);
 
 /* ---- other programs ---- */
 

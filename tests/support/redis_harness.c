@@ -65,7 +65,11 @@ int mtr_reserve_port(mtr_redis *r)
     return 0;
 }
 
-static bool answers_ping(mtr_redis *r)
+/* True when the server on r->port answers and is the process pid: the
+ * port is free when it is reserved, but on a busy machine another test's
+ * server may take it before this one binds it (this one then exits), and
+ * that server must not be taken for ours (its SIGSTOP would stop nothing). */
+static bool answers_ping(mtr_redis *r, pid_t pid)
 {
     struct timeval tv = {0, 200000};
     redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
@@ -75,9 +79,13 @@ static bool answers_ping(mtr_redis *r)
         return false;
     }
     redisSetTimeout(c, tv);
-    redisReply *rep = redisCommand(c, "PING");
-    /* With requirepass, PING answers NOAUTH: still up. */
+    redisReply *rep = redisCommand(c, "INFO server");
+    /* With requirepass, INFO answers NOAUTH: up, though not told whose. */
     bool ok = rep != NULL;
+    if (rep && rep->type == REDIS_REPLY_STRING) {
+        const char *p = strstr(rep->str, "process_id:");
+        ok = p && atol(p + 11) == (long)pid;
+    }
     if (rep)
         freeReplyObject(rep);
     redisFree(c);
@@ -160,7 +168,7 @@ static int spawn(mtr_redis *r)
     r->pid = pid;
     track(pid, true);
     for (int i = 0; i < 250; i++) {
-        if (answers_ping(r))
+        if (answers_ping(r, pid))
             return 0;
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
