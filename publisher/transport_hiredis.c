@@ -159,6 +159,19 @@ void mae__reply_fill(const struct redisReply *r, mae__reply *out)
     }
 }
 
+int mae__reply_take(struct redisReply *r, mae__reply *out, char *err, size_t errlen)
+{
+    int rc = MAE__REPLY_OK;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%.*s", (int)r->len, r->str);
+        rc = MAE__REPLY_ERROR;
+    } else if (out) {
+        mae__reply_fill(r, out);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 static int hr_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
 {
     redisContext *c = ((hr_conn *)conn)->c;
@@ -169,16 +182,7 @@ static int hr_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
             freeReplyObject(r);
         return MAE__REPLY_IO;
     }
-    redisReply *reply = r;
-    int rc = MAE__REPLY_OK;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "%.*s", (int)reply->len, reply->str);
-        rc = MAE__REPLY_ERROR;
-    } else if (out) {
-        mae__reply_fill(reply, out);
-    }
-    freeReplyObject(reply);
-    return rc;
+    return mae__reply_take(r, out, err, errlen);
 }
 
 static bool hr_peer_closed(void *conn)

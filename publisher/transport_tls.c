@@ -278,16 +278,7 @@ static int tls_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
     }
     if (!c->session_kept)
         keep_session(c);
-    redisReply *reply = r;
-    int rc = MAE__REPLY_OK;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "%.*s", (int)reply->len, reply->str);
-        rc = MAE__REPLY_ERROR;
-    } else if (out) {
-        mae__reply_fill(reply, out);
-    }
-    freeReplyObject(reply);
-    return rc;
+    return mae__reply_take(r, out, err, errlen);
 }
 
 /* An idle connection that is readable holds either the server's goodbye
