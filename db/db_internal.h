@@ -179,10 +179,14 @@ int64_t mae__col_int(sqlite3_stmt *st, int col);     /* 0 for NULL */
  * NULL stays NULL. MAE_OK, or MAE_ENOMEM with the message set. */
 int mae__db_clean(mae_db *db, const char *s, size_t max_cp, char **out);
 
-/* The prelude of a read: MAE_EINVAL for a NULL db (there is nowhere to put
- * a message); otherwise clears the last error and returns MAE_OK, or
- * MAE_EINVAL with "fn: out is NULL". */
-int mae__db_read_args(mae_db *db, const char *fn, const void *out);
+/* The prelude of every public read, checked as fn: MAE_EINVAL for a NULL db
+ * (there is nowhere to put a message); otherwise clears the last error, then
+ * MAE_EINVAL with "fn: out is NULL", or with "fn: <invalid>" when invalid
+ * (the caller's verdict on its other arguments, NULL when they are fine) is
+ * set; otherwise the cached statement for sql in *st, for the caller to bind.
+ * MAE_OK or the error. */
+int mae__db_read_start(mae_db *db, const char *fn, const void *out, const char *invalid,
+                       const char *sql, sqlite3_stmt **st);
 
 /* How a store reads its rows, for the shared readers below. Every public
  * list type is laid out {T *rows; size_t count;}. */

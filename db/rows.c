@@ -55,12 +55,15 @@ int mae__db_clean(mae_db *db, const char *s, size_t max_cp, char **out)
     return MAE_OK;
 }
 
-int mae__db_read_args(mae_db *db, const char *fn, const void *out)
+int mae__db_read_start(mae_db *db, const char *fn, const void *out, const char *invalid,
+                       const char *sql, sqlite3_stmt **st)
 {
     MAE__DB_ENTER(db);
     if (!out)
         return mae__db_error_in(db, MAE_EINVAL, fn, "out is NULL");
-    return MAE_OK;
+    if (invalid)
+        return mae__db_error_in(db, MAE_EINVAL, fn, "%s", invalid);
+    return mae__db_stmt(db, sql, st);
 }
 
 int mae__db_read_row(mae_db *db, sqlite3_stmt *st, const mae__row_type *type, const char *what,
@@ -176,9 +179,7 @@ int mae__db_count_by(mae_db *db, const char *fn, const char *sql, const char *wh
                      mae_counts **out)
 {
     sqlite3_stmt *st;
-    int rc = mae__db_read_args(db, fn, out);
-    if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql, &st);
+    int rc = mae__db_read_start(db, fn, out, NULL, sql, &st);
     if (rc != MAE_OK)
         return rc;
     return collect_counts(db, st, what, out);

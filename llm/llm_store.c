@@ -363,12 +363,8 @@ int mae_llm_store_get(mae_db *db, int64_t internal_id, mae_llm_row **out)
 {
     sqlite3_stmt *st;
     void *row;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (internal_id <= 0)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
-    rc = mae__db_stmt(db, sql_get, &st);
+    int rc = mae__db_read_start(db, __func__, out,
+                                internal_id > 0 ? NULL : "internal_id must be > 0", sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
@@ -388,9 +384,7 @@ int mae_llm_store_due_for_retry(mae_db *db, double now, int limit, mae_llm_list 
 {
     sqlite3_stmt *st;
     mae__rows got;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_due, &st);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_due, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_double(st, 1, now > 0 ? now : mae__db_now(db));
@@ -431,13 +425,10 @@ int mae_llm_store_totals(mae_db *db, mae_llm_totals *out)
     int64_t with_latency = 0;
     int s;
 
-    int rc = mae__db_read_args(db, __func__, out);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_totals, &st);
     if (rc != MAE_OK)
         return rc;
     memset(&t, 0, sizeof t);
-    rc = mae__db_stmt(db, sql_totals, &st);
-    if (rc != MAE_OK)
-        return rc;
     s = sqlite3_step(st);
     if (s == SQLITE_ROW) {
         t.successes = sqlite3_column_int64(st, 0);

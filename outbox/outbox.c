@@ -598,12 +598,8 @@ int mae_outbox_get(mae_db *db, int64_t outbox_id, mae_outbox_row **out)
     sqlite3_stmt *st;
     void *row;
 
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (outbox_id <= 0)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "outbox_id must be > 0");
-    rc = mae__db_stmt(db, sql_get, &st);
+    int rc = mae__db_read_start(db, __func__, out, outbox_id > 0 ? NULL : "outbox_id must be > 0",
+                                sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, outbox_id);
@@ -628,12 +624,9 @@ int mae_outbox_poll_ready(mae_db *db, const char *target, int limit, mae_outbox_
 {
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (target && !known_target(target))
-        return MAE__DB_FAIL(db, MAE_EINVAL, "target must be NULL, \"mailapp\" or \"notion\"");
-    rc = mae__db_stmt(db, sql_poll, &st);
+    const char *invalid =
+        target && !known_target(target) ? "target must be NULL, \"mailapp\" or \"notion\"" : NULL;
+    int rc = mae__db_read_start(db, __func__, out, invalid, sql_poll, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_double(st, 1, mae__db_now(db));
@@ -650,12 +643,9 @@ int mae_outbox_list_for_email(mae_db *db, int64_t internal_id, mae_outbox_list *
 {
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (internal_id <= 0)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
-    rc = mae__db_stmt(db, sql_for_email, &st);
+    int rc = mae__db_read_start(db, __func__, out,
+                                internal_id > 0 ? NULL : "internal_id must be > 0", sql_for_email,
+                                &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
@@ -670,10 +660,7 @@ int mae_outbox_list_dead_letters(mae_db *db, int limit, mae_outbox_list **out)
 {
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    rc = mae__db_stmt(db, sql_dead_letters, &st);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_dead_letters, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int(st, 1, limit > 0 ? limit : DEAD_LETTER_DEFAULT_LIMIT);
@@ -699,10 +686,7 @@ int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
     bool any_pending = false;
     double oldest = 0;
 
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    rc = mae__db_stmt(db, sql_depth, &st);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_depth, &st);
     if (rc != MAE_OK)
         return rc;
     double now = mae__db_now(db);

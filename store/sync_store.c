@@ -328,12 +328,8 @@ int mae_sync_store_get(mae_db *db, int64_t internal_id, mae_email_row **out)
 {
     sqlite3_stmt *st;
     void *row;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (internal_id <= 0)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
-    rc = mae__db_stmt(db, sql_get, &st);
+    int rc = mae__db_read_start(db, __func__, out,
+                                internal_id > 0 ? NULL : "internal_id must be > 0", sql_get, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
@@ -367,14 +363,11 @@ static const char sql_list[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata"
 int mae_sync_store_list(mae_db *db, const char *status, int limit, mae_email_list **out)
 {
     sqlite3_stmt *st;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (status && !known_status(status))
-        return MAE__DB_FAIL(
-            db, MAE_EINVAL,
-            "unknown status (expected pending, synced, fetch_failed, failed or dead_letter)");
-    rc = mae__db_stmt(db, sql_list, &st);
+    const char *invalid =
+        status && !known_status(status)
+            ? "unknown status (expected pending, synced, fetch_failed, failed or dead_letter)"
+            : NULL;
+    int rc = mae__db_read_start(db, __func__, out, invalid, sql_list, &st);
     if (rc != MAE_OK)
         return rc;
     mae__bind_text(st, 1, status);
@@ -390,9 +383,7 @@ static const char sql_due[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata"
 int mae_sync_store_due_for_retry(mae_db *db, double now, int limit, mae_email_list **out)
 {
     sqlite3_stmt *st;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_due, &st);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_due, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_double(st, 1, now > 0 ? now : mae__db_now(db));
