@@ -95,6 +95,29 @@ void mae__db_free_rows(const mae__row_type *type, void *rows, size_t count)
     free(rows);
 }
 
+void mae__db_free_row(const mae__row_type *type, void *row)
+{
+    if (!row)
+        return;
+    type->clear(row);
+    free(row);
+}
+
+int mae__db_get_by_id(mae_db *db, const char *fn, const void *out, const mae__by_id *q,
+                      int64_t id, void **row)
+{
+    sqlite3_stmt *st;
+    *row = NULL;
+    int rc = mae__db_read_start(db, fn, out, id > 0 ? NULL : q->bad_id, q->sql, &st);
+    if (rc != MAE_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    rc = mae__db_read_row(db, st, q->type, q->what, q->oom_what, row);
+    if (rc == MAE_OK && !*row)
+        rc = mae__db_error_in(db, MAE_ENOTFOUND, fn, "%s %lld", q->missing, (long long)id);
+    return rc;
+}
+
 int mae__db_collect_rows(mae_db *db, sqlite3_stmt *st, const mae__row_type *type,
                          const char *what, const char *oom_what, mae__rows *out)
 {

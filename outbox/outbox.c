@@ -562,10 +562,7 @@ static const mae__row_type outbox_rows = {sizeof(mae_outbox_row), sizeof(mae_out
 
 void mae_outbox_row_free(mae_outbox_row *row)
 {
-    if (!row)
-        return;
-    row_clear(row);
-    free(row);
+    mae__db_free_row(&outbox_rows, row);
 }
 
 void mae_outbox_list_free(mae_outbox_list *list)
@@ -592,20 +589,15 @@ static int collect(mae_db *db, sqlite3_stmt *st, mae_outbox_list **out)
 }
 
 static const char sql_get[] = "SELECT " OUTBOX_COLUMNS " FROM email_outbox WHERE outbox_id = ?1";
+/* Out of memory reads "mae_outbox_get: out of memory", as it always has. */
+static const mae__by_id outbox_by_id = {&outbox_rows, sql_get, "outbox_id must be > 0",
+                                        "no outbox intent with id", "reading the outbox intent",
+                                        "mae_outbox_get"};
 
 int mae_outbox_get(mae_db *db, int64_t outbox_id, mae_outbox_row **out)
 {
-    sqlite3_stmt *st;
     void *row;
-
-    int rc = mae__db_read_start(db, __func__, out, outbox_id > 0 ? NULL : "outbox_id must be > 0",
-                                sql_get, &st);
-    if (rc != MAE_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, outbox_id);
-    rc = mae__db_read_row(db, st, &outbox_rows, "reading the outbox intent", __func__, &row);
-    if (rc == MAE_OK && !row)
-        rc = MAE__DB_FAIL(db, MAE_ENOTFOUND, "no outbox intent with id %lld", (long long)outbox_id);
+    int rc = mae__db_get_by_id(db, __func__, out, &outbox_by_id, outbox_id, &row);
     if (rc == MAE_OK)
         *out = row;
     return rc;
