@@ -1,6 +1,7 @@
 /* This module implements the reading side shared by the three stores:
- * column readers, argument copies, the one-row and list readers driven by a
- * store's row type, and the count-by-status reads. */
+ * column readers, argument copies, the prelude of every public read, the
+ * one-row (by id) and list readers driven by a store's row type, and the
+ * count-by-status reads. */
 #include <stdlib.h>
 #include <string.h>
 
