@@ -103,17 +103,11 @@ char *mae__resp_encode(char *out, int argc, const char **argv, const size_t *len
     return out;
 }
 
-/* A command buffer grown past this (a long event, a stream batch of long
- * lines) is freed once its command is in hiredis' output, so one large
- * event does not pin its size for the connection's life; below it, the
- * buffer is kept and reused. hiredis itself frees its output buffer once
- * written and its reader's buffer once idle and over 16 KiB. */
-#define CMD_KEEP ((size_t)256 << 10)
-
 /* Encodes the command in RESP into the connection's buffer (grown only for
- * a longer command than any before, up to CMD_KEEP) and appends it to
+ * a longer command than any before, up to MAE__CMD_KEEP) and appends it to
  * hiredis' output: hiredis' own encoder allocates and frees a buffer per
- * command. */
+ * command. hiredis itself frees its output buffer once written and its
+ * reader's buffer once idle and over 16 KiB. */
 static int hr_append(void *conn, int argc, const char **argv, const size_t *lens)
 {
     hr_conn *hc = conn;
@@ -127,7 +121,7 @@ static int hr_append(void *conn, int argc, const char **argv, const size_t *lens
     }
     char *out = mae__resp_encode(hc->cmd, argc, argv, lens);
     int rc = redisAppendFormattedCommand(hc->c, hc->cmd, (size_t)(out - hc->cmd));
-    if (hc->cap > CMD_KEEP) {
+    if (hc->cap > MAE__CMD_KEEP) {
         free(hc->cmd);
         hc->cmd = NULL;
         hc->cap = 0;
