@@ -107,6 +107,22 @@ static int port_from_env(int *port)
     return CLI_OK;
 }
 
+/* Reads optarg, the value of the size option name, from lo to hi into *out.
+ * False after the usage error "name wants what from lo to hi, not '...'",
+ * whose range is the one checked. */
+static bool size_arg(const cli_command *cmd, const char *name, const char *what, int64_t lo,
+                     int64_t hi, size_t *out)
+{
+    int64_t n;
+    if (!cli_parse_int64(optarg, lo, hi, &n)) {
+        cli_usage_error(cmd, "%s wants %s from %lld to %lld, not '%s'", name, what, (long long)lo,
+                        (long long)hi, optarg);
+        return false;
+    }
+    *out = (size_t)n;
+    return true;
+}
+
 static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -127,7 +143,6 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
     mae__relay_config rc;
     char host[256];
     bool allow_open = false, listen_given = false;
-    int64_t n;
     int c;
 
     mae__relay_config_init(&rc);
@@ -153,40 +168,32 @@ static int run(const cli_command *cmd, cli_config *cfg, int argc, char **argv)
                                        "not '%s'", optarg);
             break;
         case 'm':
-            if (!cli_parse_int64(optarg, 1, 1000000, &n))
-                return cli_usage_error(cmd, "--max-clients wants a number from 1 to 1000000, "
-                                       "not '%s'", optarg);
-            rc.max_clients = (size_t)n;
+            if (!size_arg(cmd, "--max-clients", "a number", 1, 1000000, &rc.max_clients))
+                return CLI_USAGE;
             break;
         case 'b':
-            if (!cli_parse_int64(optarg, 1024, (int64_t)1 << 30, &n))
-                return cli_usage_error(cmd, "--client-buffer wants bytes from 1024 to "
-                                       "1073741824, not '%s'", optarg);
-            rc.client_buffer = (size_t)n;
+            if (!size_arg(cmd, "--client-buffer", "bytes", 1024, (int64_t)1 << 30,
+                          &rc.client_buffer))
+                return CLI_USAGE;
             break;
         case 'e':
-            if (!cli_parse_int64(optarg, 1024, (int64_t)1 << 30, &n))
-                return cli_usage_error(cmd, "--max-event-bytes wants bytes from 1024 to "
-                                       "1073741824, not '%s'", optarg);
-            rc.max_event_bytes = (size_t)n;
+            if (!size_arg(cmd, "--max-event-bytes", "bytes", 1024, (int64_t)1 << 30,
+                          &rc.max_event_bytes))
+                return CLI_USAGE;
             break;
         case 'B':
-            if (!cli_parse_int64(optarg, 1024, (int64_t)1 << 32, &n))
-                return cli_usage_error(cmd, "--max-body-bytes wants bytes from 1024 to "
-                                       "4294967296, not '%s'", optarg);
-            rc.max_body_bytes = (size_t)n;
+            if (!size_arg(cmd, "--max-body-bytes", "bytes", 1024, (int64_t)1 << 32,
+                          &rc.max_body_bytes))
+                return CLI_USAGE;
             break;
         case 'H':
-            if (!cli_parse_int64(optarg, 0, 100000000, &n))
-                return cli_usage_error(cmd, "--history wants a number of events from 0 to "
-                                       "100000000, not '%s'", optarg);
-            rc.history_events = (size_t)n;
+            if (!size_arg(cmd, "--history", "a number of events", 0, 100000000,
+                          &rc.history_events))
+                return CLI_USAGE;
             break;
         case 'Y':
-            if (!cli_parse_int64(optarg, 0, (int64_t)1 << 40, &n))
-                return cli_usage_error(cmd, "--history-bytes wants bytes from 0 to "
-                                       "1099511627776, not '%s'", optarg);
-            rc.history_bytes = (size_t)n;
+            if (!size_arg(cmd, "--history-bytes", "bytes", 0, (int64_t)1 << 40, &rc.history_bytes))
+                return CLI_USAGE;
             break;
         case 'o':
             allow_open = true;

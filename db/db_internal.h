@@ -179,10 +179,14 @@ int64_t mae__col_int(sqlite3_stmt *st, int col);     /* 0 for NULL */
  * NULL stays NULL. MAE_OK, or MAE_ENOMEM with the message set. */
 int mae__db_clean(mae_db *db, const char *s, size_t max_cp, char **out);
 
-/* The prelude of a read: MAE_EINVAL for a NULL db (there is nowhere to put
- * a message); otherwise clears the last error and returns MAE_OK, or
- * MAE_EINVAL with "fn: out is NULL". */
-int mae__db_read_args(mae_db *db, const char *fn, const void *out);
+/* The prelude of every public read, checked as fn: MAE_EINVAL for a NULL db
+ * (there is nowhere to put a message); otherwise clears the last error, then
+ * MAE_EINVAL with "fn: out is NULL", or with "fn: <invalid>" when invalid
+ * (the caller's verdict on its other arguments, NULL when they are fine) is
+ * set; otherwise the cached statement for sql in *st, for the caller to bind.
+ * MAE_OK or the error. */
+int mae__db_read_start(mae_db *db, const char *fn, const void *out, const char *invalid,
+                       const char *sql, sqlite3_stmt **st);
 
 /* How a store reads its rows, for the shared readers below. Every public
  * list type is laid out {T *rows; size_t count;}. */
@@ -218,6 +222,26 @@ int mae__db_collect_rows(mae_db *db, sqlite3_stmt *st, const mae__row_type *type
                          const char *what, const char *oom_what, mae__rows *out);
 /* Clears count rows of the given type and frees the array (NULL is fine). */
 void mae__db_free_rows(const mae__row_type *type, void *rows, size_t count);
+/* Clears one row of the given type read by mae__db_read_row and frees it
+ * (NULL is fine): the body of a store's public row_free. */
+void mae__db_free_row(const mae__row_type *type, void *row);
+
+/* A store's read of one row by its id, for mae__db_get_by_id. */
+typedef struct mae__by_id {
+    const mae__row_type *type;
+    const char *sql;      /* static text selecting the row whose id is ?1 */
+    const char *bad_id;   /* the message for an id <= 0 */
+    const char *missing;  /* the message, before " <id>", when there is no row */
+    const char *what;     /* name the read in errors, as for mae__db_read_row */
+    const char *oom_what;
+} mae__by_id;
+
+/* A whole read of one row by its id, checked as fn: the checks of
+ * mae__db_read_start (an id <= 0 is invalid, with q->bad_id), then the row
+ * as mae__db_read_row reads it, or MAE_ENOTFOUND "fn: <missing> <id>" when
+ * there is none. MAE_OK and *row (the caller's to free), or the error. */
+int mae__db_get_by_id(mae_db *db, const char *fn, const void *out, const mae__by_id *q,
+                      int64_t id, void **row);
 
 /* A whole count-by-status read, checked as fn: runs sql, which selects
  * (key TEXT, count INTEGER) rows sorted by key, into a new mae_counts (what

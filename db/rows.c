@@ -1,6 +1,7 @@
 /* This module implements the reading side shared by the three stores:
- * column readers, argument copies, the one-row and list readers driven by a
- * store's row type, and the count-by-status reads. */
+ * column readers, argument copies, the prelude of every public read, the
+ * one-row (by id) and list readers driven by a store's row type, and the
+ * count-by-status reads. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,12 +56,15 @@ int mae__db_clean(mae_db *db, const char *s, size_t max_cp, char **out)
     return MAE_OK;
 }
 
-int mae__db_read_args(mae_db *db, const char *fn, const void *out)
+int mae__db_read_start(mae_db *db, const char *fn, const void *out, const char *invalid,
+                       const char *sql, sqlite3_stmt **st)
 {
     MAE__DB_ENTER(db);
     if (!out)
         return mae__db_error_in(db, MAE_EINVAL, fn, "out is NULL");
-    return MAE_OK;
+    if (invalid)
+        return mae__db_error_in(db, MAE_EINVAL, fn, "%s", invalid);
+    return mae__db_stmt(db, sql, st);
 }
 
 int mae__db_read_row(mae_db *db, sqlite3_stmt *st, const mae__row_type *type, const char *what,
@@ -90,6 +94,29 @@ void mae__db_free_rows(const mae__row_type *type, void *rows, size_t count)
     for (size_t i = 0; i < count; i++)
         type->clear((char *)rows + i * type->size);
     free(rows);
+}
+
+void mae__db_free_row(const mae__row_type *type, void *row)
+{
+    if (!row)
+        return;
+    type->clear(row);
+    free(row);
+}
+
+int mae__db_get_by_id(mae_db *db, const char *fn, const void *out, const mae__by_id *q,
+                      int64_t id, void **row)
+{
+    sqlite3_stmt *st;
+    *row = NULL;
+    int rc = mae__db_read_start(db, fn, out, id > 0 ? NULL : q->bad_id, q->sql, &st);
+    if (rc != MAE_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    rc = mae__db_read_row(db, st, q->type, q->what, q->oom_what, row);
+    if (rc == MAE_OK && !*row)
+        rc = mae__db_error_in(db, MAE_ENOTFOUND, fn, "%s %lld", q->missing, (long long)id);
+    return rc;
 }
 
 int mae__db_collect_rows(mae_db *db, sqlite3_stmt *st, const mae__row_type *type,
@@ -176,9 +203,7 @@ int mae__db_count_by(mae_db *db, const char *fn, const char *sql, const char *wh
                      mae_counts **out)
 {
     sqlite3_stmt *st;
-    int rc = mae__db_read_args(db, fn, out);
-    if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql, &st);
+    int rc = mae__db_read_start(db, fn, out, NULL, sql, &st);
     if (rc != MAE_OK)
         return rc;
     return collect_counts(db, st, what, out);

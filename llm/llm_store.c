@@ -343,10 +343,7 @@ static const mae__row_type llm_rows = {sizeof(mae_llm_row), sizeof(mae_llm_list)
 
 void mae_llm_row_free(mae_llm_row *row)
 {
-    if (!row)
-        return;
-    row_clear(row);
-    free(row);
+    mae__db_free_row(&llm_rows, row);
 }
 
 void mae_llm_list_free(mae_llm_list *list)
@@ -358,23 +355,14 @@ void mae_llm_list_free(mae_llm_list *list)
 }
 
 static const char sql_get[] = "SELECT " LLM_COLUMNS " FROM llm_processing WHERE internal_id = ?1";
+static const mae__by_id llm_by_id = {&llm_rows, sql_get, "internal_id must be > 0",
+                                     "no LLM row for mail", "reading an LLM row",
+                                     "reading an LLM row"};
 
 int mae_llm_store_get(mae_db *db, int64_t internal_id, mae_llm_row **out)
 {
-    sqlite3_stmt *st;
     void *row;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (internal_id <= 0)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
-    rc = mae__db_stmt(db, sql_get, &st);
-    if (rc != MAE_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, internal_id);
-    rc = mae__db_read_row(db, st, &llm_rows, "reading an LLM row", "reading an LLM row", &row);
-    if (rc == MAE_OK && !row)
-        rc = MAE__DB_FAIL(db, MAE_ENOTFOUND, "no LLM row for mail %lld", (long long)internal_id);
+    int rc = mae__db_get_by_id(db, __func__, out, &llm_by_id, internal_id, &row);
     if (rc == MAE_OK)
         *out = row;
     return rc;
@@ -388,9 +376,7 @@ int mae_llm_store_due_for_retry(mae_db *db, double now, int limit, mae_llm_list 
 {
     sqlite3_stmt *st;
     mae__rows got;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_due, &st);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_due, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_double(st, 1, now > 0 ? now : mae__db_now(db));
@@ -431,13 +417,10 @@ int mae_llm_store_totals(mae_db *db, mae_llm_totals *out)
     int64_t with_latency = 0;
     int s;
 
-    int rc = mae__db_read_args(db, __func__, out);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_totals, &st);
     if (rc != MAE_OK)
         return rc;
     memset(&t, 0, sizeof t);
-    rc = mae__db_stmt(db, sql_totals, &st);
-    if (rc != MAE_OK)
-        return rc;
     s = sqlite3_step(st);
     if (s == SQLITE_ROW) {
         t.successes = sqlite3_column_int64(st, 0);

@@ -144,6 +144,31 @@ static int intent_args(mae_db *db, const char *fn, int64_t outbox_id)
     return MAE_OK;
 }
 
+/* Starts the write of transition t on intent outbox_id (its arguments
+ * already checked by intent_args) and reads its state into s, with op_type
+ * and target when want_intent (then the caller frees them). Returns MAE_OK
+ * with the write in progress and t allowed; otherwise the write is already
+ * ended and its result returned: MAE_SKIPPED when the intent is already
+ * where t leads (nothing written), or the error (fn names the caller). */
+static int begin_transition(mae_db *db, const char *fn, transition t, int64_t outbox_id,
+                            bool want_intent, state *s)
+{
+    memset(s, 0, sizeof *s);
+    int rc = mae__db_write_begin(db);
+    if (rc != MAE_OK)
+        return rc;
+    rc = read_state(db, fn, outbox_id, want_intent, s);
+    if (rc == MAE_OK)
+        rc = check_transition(db, fn, t, outbox_id, s);
+    if (rc != MAE_OK) {
+        free(s->op_type);
+        free(s->target);
+        s->op_type = s->target = NULL;
+        return mae__db_write_end(db, rc);
+    }
+    return MAE_OK;
+}
+
 /* Runs one of the state updates whose only parameters are the intent's id
  * (?1) and the time (?2); what names it in errors. */
 static int update_intent(mae_db *db, const char *sql, int64_t outbox_id, const char *what)
@@ -367,16 +392,11 @@ int mae_outbox_mark_processing(mae_db *db, int64_t outbox_id)
     state s;
 
     int rc = intent_args(db, __func__, outbox_id);
+    if (rc == MAE_OK)
+        rc = begin_transition(db, __func__, TO_PROCESSING, outbox_id, false, &s);
     if (rc != MAE_OK)
         return rc;
-    rc = mae__db_write_begin(db);
-    if (rc != MAE_OK)
-        return rc;
-    rc = read_state(db, __func__, outbox_id, false, &s);
-    if (rc == MAE_OK)
-        rc = check_transition(db, __func__, TO_PROCESSING, outbox_id, &s);
-    if (rc == MAE_OK)
-        rc = update_intent(db, sql_processing, outbox_id, "marking the intent processing");
+    rc = update_intent(db, sql_processing, outbox_id, "marking the intent processing");
     return mae__db_write_end(db, rc);
 }
 
@@ -390,17 +410,12 @@ int mae_outbox_mark_done(mae_db *db, int64_t outbox_id)
     state s;
 
     int rc = intent_args(db, __func__, outbox_id);
-    if (rc != MAE_OK)
-        return rc;
-    rc = mae__db_write_begin(db);
+    if (rc == MAE_OK)
+        rc = begin_transition(db, __func__, TO_DONE, outbox_id, false, &s);
     if (rc != MAE_OK)
         return rc;
     mae__buf_init(&ev);
-    rc = read_state(db, __func__, outbox_id, false, &s);
-    if (rc == MAE_OK)
-        rc = check_transition(db, __func__, TO_DONE, outbox_id, &s);
-    if (rc == MAE_OK)
-        rc = update_intent(db, sql_done, outbox_id, "marking the intent done");
+    rc = update_intent(db, sql_done, outbox_id, "marking the intent done");
     if (rc == MAE_OK) {
         if (mae__db_wants_events(db))
             mae__ev_outbox_done(&ev, s.internal_id, outbox_id);
@@ -435,18 +450,14 @@ int mae_outbox_mark_failed(mae_db *db, int64_t outbox_id, const char *error,
         return rc;
 
     mae__buf_init(&ev);
-    rc = mae__db_write_begin(db);
-    if (rc != MAE_OK)
-        goto out;
     /* The attempt count is read and written under the write lock taken by
      * BEGIN IMMEDIATE: N processes failing the same row count N. */
-    rc = read_state(db, __func__, outbox_id, false, &s);
-    if (rc == MAE_OK)
-        rc = check_transition(db, __func__, TO_FAILED, outbox_id, &s);
+    rc = begin_transition(db, __func__, TO_FAILED, outbox_id, false, &s);
+    if (rc != MAE_OK)
+        goto out;
     mae__failure f;
     mae__failure_count(db, s.attempts, db->outbox_max_attempts, &f);
-    if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_failed, &st);
+    rc = mae__db_stmt(db, sql_failed, &st);
     if (rc == MAE_OK) {
         sqlite3_bind_int64(st, 1, outbox_id);
         sqlite3_bind_text(st, 2, status_names[f.terminal ? DEAD_LETTER : FAILED], -1,
@@ -488,18 +499,13 @@ int mae_outbox_retry_dead_letter(mae_db *db, int64_t outbox_id)
     state s;
 
     int rc = intent_args(db, __func__, outbox_id);
-    if (rc != MAE_OK)
-        return rc;
-    rc = mae__db_write_begin(db);
-    if (rc != MAE_OK)
-        return rc;
-    rc = read_state(db, __func__, outbox_id, true, &s);
     if (rc == MAE_OK)
-        rc = check_transition(db, __func__, RETRY_DEAD_LETTER, outbox_id, &s);
+        rc = begin_transition(db, __func__, RETRY_DEAD_LETTER, outbox_id, true, &s);
+    if (rc != MAE_OK)
+        return rc;
     /* Only one pending intent per (mail, op_type, target) may exist: the
      * unique index would refuse the update, so say why instead. */
-    if (rc == MAE_OK)
-        rc = find_pending(db, s.internal_id, s.op_type, s.target, &twin, &old);
+    rc = find_pending(db, s.internal_id, s.op_type, s.target, &twin, &old);
     if (rc == MAE_OK && twin != 0)
         rc = MAE__DB_FAIL(db, MAE_ESTATE, "intent %lld cannot go back to pending: pending intent"
                                           " %lld has the same mail, op_type and target",
@@ -562,10 +568,7 @@ static const mae__row_type outbox_rows = {sizeof(mae_outbox_row), sizeof(mae_out
 
 void mae_outbox_row_free(mae_outbox_row *row)
 {
-    if (!row)
-        return;
-    row_clear(row);
-    free(row);
+    mae__db_free_row(&outbox_rows, row);
 }
 
 void mae_outbox_list_free(mae_outbox_list *list)
@@ -592,24 +595,15 @@ static int collect(mae_db *db, sqlite3_stmt *st, mae_outbox_list **out)
 }
 
 static const char sql_get[] = "SELECT " OUTBOX_COLUMNS " FROM email_outbox WHERE outbox_id = ?1";
+/* Out of memory reads "mae_outbox_get: out of memory", as it always has. */
+static const mae__by_id outbox_by_id = {&outbox_rows, sql_get, "outbox_id must be > 0",
+                                        "no outbox intent with id", "reading the outbox intent",
+                                        "mae_outbox_get"};
 
 int mae_outbox_get(mae_db *db, int64_t outbox_id, mae_outbox_row **out)
 {
-    sqlite3_stmt *st;
     void *row;
-
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (outbox_id <= 0)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "outbox_id must be > 0");
-    rc = mae__db_stmt(db, sql_get, &st);
-    if (rc != MAE_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, outbox_id);
-    rc = mae__db_read_row(db, st, &outbox_rows, "reading the outbox intent", __func__, &row);
-    if (rc == MAE_OK && !row)
-        rc = MAE__DB_FAIL(db, MAE_ENOTFOUND, "no outbox intent with id %lld", (long long)outbox_id);
+    int rc = mae__db_get_by_id(db, __func__, out, &outbox_by_id, outbox_id, &row);
     if (rc == MAE_OK)
         *out = row;
     return rc;
@@ -628,12 +622,9 @@ int mae_outbox_poll_ready(mae_db *db, const char *target, int limit, mae_outbox_
 {
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (target && !known_target(target))
-        return MAE__DB_FAIL(db, MAE_EINVAL, "target must be NULL, \"mailapp\" or \"notion\"");
-    rc = mae__db_stmt(db, sql_poll, &st);
+    const char *invalid =
+        target && !known_target(target) ? "target must be NULL, \"mailapp\" or \"notion\"" : NULL;
+    int rc = mae__db_read_start(db, __func__, out, invalid, sql_poll, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_double(st, 1, mae__db_now(db));
@@ -650,12 +641,9 @@ int mae_outbox_list_for_email(mae_db *db, int64_t internal_id, mae_outbox_list *
 {
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (internal_id <= 0)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
-    rc = mae__db_stmt(db, sql_for_email, &st);
+    int rc = mae__db_read_start(db, __func__, out,
+                                internal_id > 0 ? NULL : "internal_id must be > 0", sql_for_email,
+                                &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int64(st, 1, internal_id);
@@ -670,10 +658,7 @@ int mae_outbox_list_dead_letters(mae_db *db, int limit, mae_outbox_list **out)
 {
     sqlite3_stmt *st;
 
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    rc = mae__db_stmt(db, sql_dead_letters, &st);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_dead_letters, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_int(st, 1, limit > 0 ? limit : DEAD_LETTER_DEFAULT_LIMIT);
@@ -699,10 +684,7 @@ int mae_outbox_queue_depth(mae_db *db, mae_outbox_depth *out)
     bool any_pending = false;
     double oldest = 0;
 
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    rc = mae__db_stmt(db, sql_depth, &st);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_depth, &st);
     if (rc != MAE_OK)
         return rc;
     double now = mae__db_now(db);

@@ -116,9 +116,18 @@ int mae__hub_url_parse(const char *url, const char *token, mae__url *out, char *
  * the bytes a command may take at most, its encoding at out (returns the
  * end), and what stream mode needs of a hiredis reply. */
 struct redisReply;
+/* A command buffer grown past this (a long event, a stream batch of long
+ * lines) is freed once its command is written or handed on, so one large
+ * event does not pin its size for the connection's life; below it, the
+ * buffer is kept and reused. */
+#define MAE__CMD_KEEP ((size_t)256 << 10)
 size_t mae__resp_size(int argc, const size_t *lens);
 char *mae__resp_encode(char *out, int argc, const char **argv, const size_t *lens);
 void mae__reply_fill(const struct redisReply *r, mae__reply *out);
+/* Turns one whole reply into get_reply's result and frees it (takes r): an
+ * error reply is MAE__REPLY_ERROR with its text in err; anything else is
+ * MAE__REPLY_OK, filled into out when out is not NULL. */
+int mae__reply_take(struct redisReply *r, mae__reply *out, char *err, size_t errlen);
 
 /* Opens a publisher on the TLS transport (transport_tls.c): rediss:// URLs. */
 int mae__publisher_open_tls(const mae_publisher_config *cfg, mae_publisher **out);

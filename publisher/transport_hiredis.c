@@ -103,17 +103,11 @@ char *mae__resp_encode(char *out, int argc, const char **argv, const size_t *len
     return out;
 }
 
-/* A command buffer grown past this (a long event, a stream batch of long
- * lines) is freed once its command is in hiredis' output, so one large
- * event does not pin its size for the connection's life; below it, the
- * buffer is kept and reused. hiredis itself frees its output buffer once
- * written and its reader's buffer once idle and over 16 KiB. */
-#define CMD_KEEP ((size_t)256 << 10)
-
 /* Encodes the command in RESP into the connection's buffer (grown only for
- * a longer command than any before, up to CMD_KEEP) and appends it to
+ * a longer command than any before, up to MAE__CMD_KEEP) and appends it to
  * hiredis' output: hiredis' own encoder allocates and frees a buffer per
- * command. */
+ * command. hiredis itself frees its output buffer once written and its
+ * reader's buffer once idle and over 16 KiB. */
 static int hr_append(void *conn, int argc, const char **argv, const size_t *lens)
 {
     hr_conn *hc = conn;
@@ -127,7 +121,7 @@ static int hr_append(void *conn, int argc, const char **argv, const size_t *lens
     }
     char *out = mae__resp_encode(hc->cmd, argc, argv, lens);
     int rc = redisAppendFormattedCommand(hc->c, hc->cmd, (size_t)(out - hc->cmd));
-    if (hc->cap > CMD_KEEP) {
+    if (hc->cap > MAE__CMD_KEEP) {
         free(hc->cmd);
         hc->cmd = NULL;
         hc->cap = 0;
@@ -159,6 +153,19 @@ void mae__reply_fill(const struct redisReply *r, mae__reply *out)
     }
 }
 
+int mae__reply_take(struct redisReply *r, mae__reply *out, char *err, size_t errlen)
+{
+    int rc = MAE__REPLY_OK;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%.*s", (int)r->len, r->str);
+        rc = MAE__REPLY_ERROR;
+    } else if (out) {
+        mae__reply_fill(r, out);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 static int hr_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
 {
     redisContext *c = ((hr_conn *)conn)->c;
@@ -169,16 +176,7 @@ static int hr_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
             freeReplyObject(r);
         return MAE__REPLY_IO;
     }
-    redisReply *reply = r;
-    int rc = MAE__REPLY_OK;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "%.*s", (int)reply->len, reply->str);
-        rc = MAE__REPLY_ERROR;
-    } else if (out) {
-        mae__reply_fill(reply, out);
-    }
-    freeReplyObject(reply);
-    return rc;
+    return mae__reply_take(r, out, err, errlen);
 }
 
 static bool hr_peer_closed(void *conn)

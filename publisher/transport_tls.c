@@ -22,10 +22,6 @@
 #include "core/tls.h"
 #include "publisher/publisher_internal.h"
 
-/* A command buffer grown past this (a long event, a large stream batch) is
- * freed once written, so one large event does not pin its size for the
- * connection's life (the plain transport does the same). */
-#define CMD_KEEP ((size_t)256 << 10)
 /* How much one read asks OpenSSL for: a TLS record holds at most 16 KiB. */
 #define READ_CHUNK 16384
 
@@ -223,7 +219,7 @@ static int flush_out(tls_conn *c, char *err, size_t errlen)
         }
     }
     c->out_off = c->out_len = 0;
-    if (c->out_cap > CMD_KEEP) {
+    if (c->out_cap > MAE__CMD_KEEP) {
         free(c->out);
         c->out = NULL;
         c->out_cap = 0;
@@ -278,16 +274,7 @@ static int tls_get_reply(void *conn, mae__reply *out, char *err, size_t errlen)
     }
     if (!c->session_kept)
         keep_session(c);
-    redisReply *reply = r;
-    int rc = MAE__REPLY_OK;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "%.*s", (int)reply->len, reply->str);
-        rc = MAE__REPLY_ERROR;
-    } else if (out) {
-        mae__reply_fill(reply, out);
-    }
-    freeReplyObject(reply);
-    return rc;
+    return mae__reply_take(r, out, err, errlen);
 }
 
 /* An idle connection that is readable holds either the server's goodbye

@@ -308,10 +308,7 @@ static const mae__row_type email_rows = {sizeof(mae_email_row), sizeof(mae_email
 
 void mae_email_row_free(mae_email_row *row)
 {
-    if (!row)
-        return;
-    row_clear(row);
-    free(row);
+    mae__db_free_row(&email_rows, row);
 }
 
 void mae_email_list_free(mae_email_list *list)
@@ -323,23 +320,13 @@ void mae_email_list_free(mae_email_list *list)
 }
 
 static const char sql_get[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata WHERE internal_id = ?1";
+static const mae__by_id email_by_id = {&email_rows, sql_get, "internal_id must be > 0",
+                                       "no mail with id", "reading a mail", "reading a mail"};
 
 int mae_sync_store_get(mae_db *db, int64_t internal_id, mae_email_row **out)
 {
-    sqlite3_stmt *st;
     void *row;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (internal_id <= 0)
-        return MAE__DB_FAIL(db, MAE_EINVAL, "internal_id must be > 0");
-    rc = mae__db_stmt(db, sql_get, &st);
-    if (rc != MAE_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, internal_id);
-    rc = mae__db_read_row(db, st, &email_rows, "reading a mail", "reading a mail", &row);
-    if (rc == MAE_OK && !row)
-        rc = MAE__DB_FAIL(db, MAE_ENOTFOUND, "no mail with id %lld", (long long)internal_id);
+    int rc = mae__db_get_by_id(db, __func__, out, &email_by_id, internal_id, &row);
     if (rc == MAE_OK)
         *out = row;
     return rc;
@@ -367,14 +354,11 @@ static const char sql_list[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata"
 int mae_sync_store_list(mae_db *db, const char *status, int limit, mae_email_list **out)
 {
     sqlite3_stmt *st;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc != MAE_OK)
-        return rc;
-    if (status && !known_status(status))
-        return MAE__DB_FAIL(
-            db, MAE_EINVAL,
-            "unknown status (expected pending, synced, fetch_failed, failed or dead_letter)");
-    rc = mae__db_stmt(db, sql_list, &st);
+    const char *invalid =
+        status && !known_status(status)
+            ? "unknown status (expected pending, synced, fetch_failed, failed or dead_letter)"
+            : NULL;
+    int rc = mae__db_read_start(db, __func__, out, invalid, sql_list, &st);
     if (rc != MAE_OK)
         return rc;
     mae__bind_text(st, 1, status);
@@ -390,9 +374,7 @@ static const char sql_due[] = "SELECT " EMAIL_COLUMNS " FROM email_metadata"
 int mae_sync_store_due_for_retry(mae_db *db, double now, int limit, mae_email_list **out)
 {
     sqlite3_stmt *st;
-    int rc = mae__db_read_args(db, __func__, out);
-    if (rc == MAE_OK)
-        rc = mae__db_stmt(db, sql_due, &st);
+    int rc = mae__db_read_start(db, __func__, out, NULL, sql_due, &st);
     if (rc != MAE_OK)
         return rc;
     sqlite3_bind_double(st, 1, now > 0 ? now : mae__db_now(db));

@@ -537,6 +537,41 @@ static void test_bad_arguments_write_and_publish_nothing(void **state)
     free(big);
 }
 
+/* Each read names itself and says what is wrong, and leaves *out alone. */
+static void test_read_errors_name_the_call(void **state)
+{
+    fx *f = *state;
+    mae_llm_row *row = (mae_llm_row *)&row;
+    mae_llm_list *list = (mae_llm_list *)&list;
+    mae_llm_usage u = {.model = "m"};
+
+    add_mail(f, 7);
+    assert_int_equal(mae_llm_store_get(f->db, -1, &row), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db),
+                        "invalid argument: mae_llm_store_get: internal_id must be > 0");
+    assert_int_equal(mae_llm_store_get(f->db, 7, &row), MAE_ENOTFOUND);
+    assert_string_equal(mae_db_errmsg(f->db), "no such row: mae_llm_store_get: no LLM row for mail 7");
+    assert_int_equal(mae_llm_store_get(f->db, 7, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db), "invalid argument: mae_llm_store_get: out is NULL");
+    assert_ptr_equal(row, (mae_llm_row *)&row);
+    assert_int_equal(mae_llm_store_due_for_retry(f->db, 0, 0, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db),
+                        "invalid argument: mae_llm_store_due_for_retry: out is NULL");
+    assert_ptr_equal(list, (mae_llm_list *)&list);
+    assert_int_equal(mae_llm_store_count_by_status(f->db, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db),
+                        "invalid argument: mae_llm_store_count_by_status: out is NULL");
+    assert_int_equal(mae_llm_store_totals(f->db, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db), "invalid argument: mae_llm_store_totals: out is NULL");
+
+    assert_int_equal(mae_llm_store_mark_success(f->db, 7, NULL, &u), MAE_OK);
+    row = NULL;
+    assert_int_equal(mae_llm_store_get(f->db, 7, &row), MAE_OK);
+    assert_string_equal(mae_db_errmsg(f->db), "");
+    assert_string_equal(row->model, "m");
+    mae_llm_row_free(row);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -550,6 +585,7 @@ int main(void)
         T(test_reads_and_totals),
         T(test_p95_of_a_single_success),
         T(test_bad_arguments_write_and_publish_nothing),
+        T(test_read_errors_name_the_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

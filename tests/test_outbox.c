@@ -928,6 +928,45 @@ static void test_list_for_email_and_dead_letters(void **state)
     mae_outbox_list_free(l);
 }
 
+/* Each read names itself and says what is wrong, and leaves *out alone. */
+static void test_read_errors_name_the_call(void **state)
+{
+    fx *f = *state;
+    mae_outbox_row *row = (mae_outbox_row *)&row;
+    mae_outbox_list *list = (mae_outbox_list *)&list;
+
+    int64_t id = enqueue_ok(f, 7, "flag", "notion", "{\"a\":1}", "cli", true);
+    assert_int_equal(mae_outbox_get(f->db, 0, &row), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db), "invalid argument: mae_outbox_get: outbox_id must be > 0");
+    assert_int_equal(mae_outbox_get(f->db, id + 1, &row), MAE_ENOTFOUND);
+    char want[128];
+    snprintf(want, sizeof want, "no such row: mae_outbox_get: no outbox intent with id %lld",
+             (long long)(id + 1));
+    assert_string_equal(mae_db_errmsg(f->db), want);
+    assert_int_equal(mae_outbox_get(f->db, id, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db), "invalid argument: mae_outbox_get: out is NULL");
+    assert_ptr_equal(row, (mae_outbox_row *)&row);
+
+    assert_int_equal(mae_outbox_poll_ready(f->db, "mail", 0, &list), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db), "invalid argument: mae_outbox_poll_ready: target "
+                                              "must be NULL, \"mailapp\" or \"notion\"");
+    assert_int_equal(mae_outbox_list_for_email(f->db, 0, &list), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db),
+                        "invalid argument: mae_outbox_list_for_email: internal_id must be > 0");
+    assert_int_equal(mae_outbox_list_dead_letters(f->db, 0, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db),
+                        "invalid argument: mae_outbox_list_dead_letters: out is NULL");
+    assert_ptr_equal(list, (mae_outbox_list *)&list);
+    assert_int_equal(mae_outbox_queue_depth(f->db, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db), "invalid argument: mae_outbox_queue_depth: out is NULL");
+
+    row = NULL;
+    assert_int_equal(mae_outbox_get(f->db, id, &row), MAE_OK);
+    assert_string_equal(mae_db_errmsg(f->db), "");
+    assert_string_equal(row->payload_json, "{\"a\":1}");
+    mae_outbox_row_free(row);
+}
+
 static void test_queue_depth(void **state)
 {
     fx *f = *state;
@@ -1012,6 +1051,7 @@ int main(void)
         T(test_poll_ready_returns_due_intents_oldest_first),
         T(test_list_for_email_and_dead_letters),
         T(test_queue_depth),
+        T(test_read_errors_name_the_call),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

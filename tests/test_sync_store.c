@@ -629,6 +629,49 @@ static void test_reads_see_other_writers(void **state)
     assert_int_equal(mae_sync_store_mark_failed(f->db, 1, "failed", "e", NULL), MAE_OK);
 }
 
+/* Each read names itself and says what is wrong, and leaves *out alone. */
+static void test_read_errors_name_the_call(void **state)
+{
+    fx *f = *state;
+    mae_email_row *row = (mae_email_row *)&row;
+    mae_email_list *list = (mae_email_list *)&list;
+    mae_counts *counts = NULL;
+
+    add_mail(f, 7, "d");
+    assert_int_equal(mae_sync_store_get(f->db, 0, &row), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db),
+                        "invalid argument: mae_sync_store_get: internal_id must be > 0");
+    assert_int_equal(mae_sync_store_get(f->db, 999, &row), MAE_ENOTFOUND);
+    assert_string_equal(mae_db_errmsg(f->db), "no such row: mae_sync_store_get: no mail with id 999");
+    assert_int_equal(mae_sync_store_get(f->db, 7, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db), "invalid argument: mae_sync_store_get: out is NULL");
+    assert_ptr_equal(row, (mae_email_row *)&row);
+
+    assert_int_equal(mae_sync_store_list(f->db, "nope", 0, &list), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db),
+                        "invalid argument: mae_sync_store_list: unknown status (expected pending, "
+                        "synced, fetch_failed, failed or dead_letter)");
+    assert_int_equal(mae_sync_store_list(f->db, NULL, 0, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db), "invalid argument: mae_sync_store_list: out is NULL");
+    assert_int_equal(mae_sync_store_due_for_retry(f->db, 0, 0, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db),
+                        "invalid argument: mae_sync_store_due_for_retry: out is NULL");
+    assert_ptr_equal(list, (mae_email_list *)&list);
+    assert_int_equal(mae_sync_store_count_by_status(f->db, NULL), MAE_EINVAL);
+    assert_string_equal(mae_db_errmsg(f->db),
+                        "invalid argument: mae_sync_store_count_by_status: out is NULL");
+
+    /* A read that succeeds clears the last error. */
+    assert_int_equal(mae_sync_store_count_by_status(f->db, &counts), MAE_OK);
+    assert_string_equal(mae_db_errmsg(f->db), "");
+    mae_counts_free(counts);
+    row = NULL;
+    assert_int_equal(mae_sync_store_get(f->db, 7, &row), MAE_OK);
+    assert_string_equal(mae_db_errmsg(f->db), "");
+    assert_int_equal(row->internal_id, 7);
+    mae_email_row_free(row);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -645,6 +688,7 @@ int main(void)
         T(test_without_publisher_writes_state_only),
         T(test_reads_for_reconciliation),
         T(test_reads_see_other_writers),
+        T(test_read_errors_name_the_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
