@@ -444,6 +444,11 @@ static void on_read(struct bufferevent *bev, void *arg)
             fail(l, l->reader->errstr[0] ? l->reader->errstr : "out of memory");
             return;
         }
+        /* Bytes arriving are progress: a large reply coming in slowly (a
+         * loaded machine, a slow link) is not a hung server. The deadline
+         * runs from the last byte read while a reply is awaited. */
+        if (l->pending > 0)
+            arm_watchdog(l);
     }
     for (;;) {
         void *reply = NULL;

@@ -58,7 +58,7 @@ typedef struct mae__link_config {
     struct event_base *base;
     const mae__url *url;        /* borrowed; outlives the link */
     bool select_db;             /* send SELECT when url->db is not 0 */
-    int deadline_ms;            /* an awaited reply or a write later than this: dead */
+    int deadline_ms;            /* no byte of an awaited reply, or a write, for this long: dead */
     int connect_timeout_ms;     /* TCP, TLS handshake and hello; 0: deadline_ms */
     int backoff_min_ms;         /* the reconnect schedule (core/backoff.h) */
     int backoff_max_ms;

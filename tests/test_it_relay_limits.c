@@ -6,6 +6,10 @@
  * resuming from 0-0 are never cut; SIGHUP leaves the relay serving; in
  * stream mode a client gets its position on its first frame and resumes
  * from where it joined even when it received no event. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
@@ -356,6 +362,140 @@ static void test_burst_in_one_reply(void **state)
     stop(&r);
 }
 
+/* A stand-in Redis for one pub/sub connection that delivers a message
+ * slowly: it confirms the first SUBSCRIBE, and when the relay's probe (its
+ * next SUBSCRIBE) comes, it sends a message of TRICKLE_BYTES in slices over
+ * TRICKLE_MS, longer than the relay's 5 s reply deadline, then answers the
+ * probe. A slow server that keeps sending is not a hung one. */
+#define TRICKLE_BYTES 70000
+#define TRICKLE_MS 7000
+#define TRICKLE_SLICES 70
+
+typedef struct trickler {
+    int fd, port;
+    pthread_t thread;
+    int accepted;   /* connections taken: 1 unless the relay gave up on it */
+} trickler;
+
+static bool read_command(int c, char *buf, size_t size, int timeout_ms)
+{
+    size_t len = 0;
+    double until = rh_now() + timeout_ms / 1000.0;
+    while (len < size - 1 && rh_now() < until) {
+        struct pollfd q = {c, POLLIN, 0};
+        if (poll(&q, 1, 50) <= 0)
+            continue;
+        ssize_t n = read(c, buf + len, size - 1 - len);
+        if (n <= 0)
+            return false;
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (strstr(buf, CHANNEL "\r\n"))
+            return true;
+    }
+    return false;
+}
+
+static bool write_all(int c, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(c, p, n);
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+static void *trickler_main(void *arg)
+{
+    trickler *t = arg;
+    static const char confirm[] = "*3\r\n$9\r\nsubscribe\r\n$19\r\n" CHANNEL "\r\n:1\r\n";
+    int c = accept(t->fd, NULL, NULL);
+    if (c < 0)
+        return NULL;
+    t->accepted = 1;
+    char buf[1024];
+    if (!read_command(c, buf, sizeof buf, 10000) || !write_all(c, confirm, sizeof confirm - 1) ||
+        !read_command(c, buf, sizeof buf, 10000)) {
+        close(c);
+        return NULL;
+    }
+    /* The payload: {"event_type":"slow","data":"aaaa..."} */
+    char *msg = malloc(TRICKLE_BYTES + 200);
+    int head = snprintf(msg, 200, "*3\r\n$7\r\nmessage\r\n$19\r\n" CHANNEL "\r\n$%d\r\n",
+                        TRICKLE_BYTES);
+    int body = snprintf(msg + head, 64, "{\"event_type\":\"slow\",\"data\":\"");
+    memset(msg + head + body, 'a', (size_t)(TRICKLE_BYTES - body - 2));
+    memcpy(msg + head + TRICKLE_BYTES - 2, "\"}\r\n", 4);
+    size_t total = (size_t)head + TRICKLE_BYTES + 2, slice = total / TRICKLE_SLICES + 1;
+    bool ok = true;
+    for (size_t off = 0; ok && off < total; off += slice) {
+        ok = write_all(c, msg + off, off + slice < total ? slice : total - off);
+        rh_sleep_ms(TRICKLE_MS / TRICKLE_SLICES);
+    }
+    free(msg);
+    if (ok)
+        ok = write_all(c, confirm, sizeof confirm - 1);
+    /* Stay for the test's end: a second accept would mean the relay gave up. */
+    struct pollfd q = {t->fd, POLLIN, 0};
+    if (ok && poll(&q, 1, 3000) > 0) {
+        int again = accept(t->fd, NULL, NULL);
+        if (again >= 0) {
+            t->accepted = 2;
+            close(again);
+        }
+    }
+    close(c);
+    return NULL;
+}
+
+/* A defect once: the relay's reply deadline counted only whole replies, so
+ * a large message arriving slowly (a loaded machine, a slow link) ahead of
+ * the probe's answer made the relay drop a working connection as "no reply
+ * within 5000 ms" and lose the message. Now every byte that arrives is
+ * progress: the message is delivered and the connection kept. */
+static void test_slow_reply_is_not_a_hung_server(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);   /* the stand-in writes to a relay that may have hung up */
+    trickler t = {0};
+    t.fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(t.fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(t.fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(t.fd, 4), 0);
+    assert_int_equal(getsockname(t.fd, (struct sockaddr *)&a, &alen), 0);
+    t.port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&t.thread, NULL, trickler_main, &t), 0);
+
+    char url[64], log[600];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", t.port);
+    snprintf(log, sizeof log, "%s/trickle.log", g_out);
+    rh_relay r;
+    assert_int_equal(rh_relay_start(&r, url, NULL, NULL, log), 0);
+    rh_conn *c = rh_get(r.port, "/api/events/stream", NULL);
+    assert_non_null(c);
+    long at = rh_wait_for(c, 0, "aaaa\"}\n\n", TRICKLE_MS + 8000);
+    pthread_join(t.thread, NULL);
+    close(t.fd);
+    char *text = rh_slurp(r.log);
+    print_message("the slow message %s; connections to the stand-in: %d\n",
+                  at >= 0 ? "arrived" : "did not arrive", t.accepted);
+    bool gave_up = text && strstr(text, "no reply within");
+    if (gave_up)
+        print_message("relay log:\n%s\n", text);
+    free(text);
+    assert_false(gave_up);
+    assert_true(at >= 0);
+    assert_int_equal(t.accepted, 1);
+    rh_close(c);
+    assert_int_equal(rh_relay_stop(&r, SIGTERM, 10000, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -367,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_position_at_connect),
         cmocka_unit_test(test_position_once_positioned),
         cmocka_unit_test(test_burst_in_one_reply),
+        cmocka_unit_test(test_slow_reply_is_not_a_hung_server),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
