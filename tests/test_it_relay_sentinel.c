@@ -38,35 +38,6 @@
 
 #define STREAM "t:relayfailover"
 
-typedef struct feeder {
-    mae_publisher *p;
-    atomic_bool stop;
-    atomic_int sent;
-    pthread_t thread;
-} feeder;
-
-/* The publisher's problems, as they come (a failure is then explained). */
-static void pub_log(void *user, int level, const char *msg, uint64_t repeats)
-{
-    (void)user;
-    fprintf(stderr, "[%.3f] publisher (%d, %llu): %s\n", mts_now(), level,
-            (unsigned long long)repeats, msg);
-}
-
-/* About 200 events a second, numbered from 1 in data.n. */
-static void *feed(void *arg)
-{
-    feeder *f = arg;
-    char data[32];
-    for (int n = 1; !atomic_load(&f->stop); n++) {
-        snprintf(data, sizeof data, "{\"n\":%d}", n);
-        mae_safe_publish(f->p, "test.event", n, data, "relayfailover");
-        atomic_store(&f->sent, n);
-        rh_sleep_ms(5);
-    }
-    return NULL;
-}
-
 /* The n of every event frame the client received, in order (*count of
  * them); the caller frees. */
 static int *frames(rh_conn *c, size_t *count)
@@ -198,24 +169,11 @@ static void follow_killed_master(bool diverge)
     mts_set s;
     assert_int_equal(mts_start(&s), 0);
 
-    char url[320];
-    const char *hash = strchr(s.url, '#');
-    snprintf(url, sizeof url, "%.*s?wait_replicas=1&wait_timeout_ms=100%s",
-             (int)(hash - s.url), s.url, hash);
-    mae_publisher_config cfg;
-    char err[200] = "";
-    mae_publisher_config_init(&cfg);
-    cfg.redis_url = url;
-    cfg.stream_key = STREAM;
-    cfg.connect_timeout_ms = 500;
-    cfg.io_timeout_ms = 1000;
-    cfg.backoff_min_ms = 50;
-    cfg.backoff_max_ms = 1000;
-    cfg.error_buf = err;
-    cfg.error_buf_size = sizeof err;
-    cfg.log = pub_log;
-    feeder f = {0};
-    assert_int_equal(mae_publisher_open(&cfg, &f.p), MAE_OK);
+    /* A publisher writing about 200 numbered events a second through the
+     * Sentinels (with WAIT, tests/support/sentinel_harness.h). */
+    mts_feeder f;
+    if (mts_feeder_open(&f, &s, STREAM, "relayfailover") != MAE_OK)
+        fail_msg("cannot open the publisher: %s", f.err);
 
     /* The relay, given the Sentinels' URL, and one SSE client on it. */
     rh_relay r;
@@ -226,7 +184,7 @@ static void follow_killed_master(bool diverge)
     assert_non_null(c);
     rh_wait_clients(r.port, NULL, 1, 10000);
 
-    assert_int_equal(pthread_create(&f.thread, NULL, feed, &f), 0);
+    assert_int_equal(mts_feeder_start(&f, 5), 0);
     assert_true(rh_wait_for(c, 0, "event: mailagent\n", 10000) >= 0);
     rh_sleep_ms(1000);
 
@@ -275,10 +233,9 @@ static void follow_killed_master(bool diverge)
     assert_true(nm >= 0 && nm != old);
 
     rh_sleep_ms(1000);
-    atomic_store(&f.stop, true);
-    pthread_join(f.thread, NULL);
-    assert_int_equal(mae_publisher_flush(f.p, 30000), MAE_OK);
-    int sent = atomic_load(&f.sent);
+    int sent = mts_feeder_stop(&f, 30000);
+    if (sent < 0)
+        fail_msg("the publisher did not flush within 30 s: %s", f.err);
     char last[48];
     snprintf(last, sizeof last, "\"n\":%d}", sent);
     assert_true(rh_wait_for(c, 0, last, 10000) >= 0);
@@ -368,7 +325,7 @@ static void follow_killed_master(bool diverge)
     free(at);
     rh_close(c);
     rh_relay_stop(&r, SIGTERM, 10000, NULL);
-    mae_publisher_close(f.p, 5000);
+    assert_int_equal(mts_feeder_close(&f), MAE_OK);
     mts_stop(&s);
 }
 
