@@ -396,6 +396,13 @@ static void req_send(mae__stream_source *s, mae__stream_req *q)
     conn *c = &s->history;
     int rc;
     q->sent_at = s->pos;
+    /* Through Sentinel each history read follows a ROLE too, as each XREAD
+     * does (relay/link.h): a demoted master not yet resynced with the new
+     * one still holds entries the new master lost, and a replay or a kept
+     * check answered from it would hand them to a resuming client. A ROLE
+     * that is not master fails the link; the request, answered NULL,
+     * stays queued and goes out again on the master the Sentinels name. */
+    mae__link_confirm_master(c->link);
     if (q->is_kept) {
         char id[MAE__STREAM_ID_BUFSIZE], excl[MAE__STREAM_ID_BUFSIZE + 1];
         mae__stream_id_format(&q->after, id);

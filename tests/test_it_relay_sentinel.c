@@ -474,12 +474,18 @@ static void test_rolled_back_id(void **state)
 
 /* A stand-in Sentinel on a free loopback port: it answers every
  * "SENTINEL get-master-addr-by-name" with 127.0.0.1 and master_port, which
- * the test changes when it wants (a real failover's timing is Sentinel's). */
+ * the test changes when it wants (a real failover's timing is Sentinel's),
+ * and confirms a SUBSCRIBE to +switch-master, keeping that connection open
+ * (and silent) until it stops, as a Sentinel that sees no failover does. */
+#define FAKE_WATCHERS 16
+
 typedef struct fake_sentinel {
     int fd, port;
     atomic_int master_port;
     atomic_bool stop;
     pthread_t thread;
+    int watchers[FAKE_WATCHERS];   /* subscribed connections (the thread's) */
+    int nwatchers;
 } fake_sentinel;
 
 static void *fake_sentinel_main(void *arg)
@@ -504,8 +510,15 @@ static void *fake_sentinel_main(void *arg)
                 break;
             len += (size_t)n;
             buf[len] = '\0';
-            if (strstr(buf, MTS_MASTER_NAME "\r\n"))
+            if (strstr(buf, MTS_MASTER_NAME "\r\n") || strstr(buf, "+switch-master\r\n"))
                 break;
+        }
+        if (len > 0 && strstr(buf, "SUBSCRIBE") && fs->nwatchers < FAKE_WATCHERS) {
+            static const char ok[] = "*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n";
+            if (write(c, ok, sizeof ok - 1) != (ssize_t)(sizeof ok - 1))
+                print_message("fake Sentinel: short write\n");
+            fs->watchers[fs->nwatchers++] = c;
+            continue;
         }
         char port[16], reply[64];
         int pl = snprintf(port, sizeof port, "%d", atomic_load(&fs->master_port));
@@ -514,6 +527,8 @@ static void *fake_sentinel_main(void *arg)
             print_message("fake Sentinel: short write\n");
         close(c);
     }
+    for (int i = 0; i < fs->nwatchers; i++)
+        close(fs->watchers[i]);
     return NULL;
 }
 
@@ -670,6 +685,88 @@ static void test_relay_follows_a_planned_failover(void **state)
     mts_stop(&s);
 }
 
+/* A listening socket on a free loopback port that never answers (a master
+ * a replica cannot sync from); its port. */
+static int silent_listener(int *fd)
+{
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(*fd, 4), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &alen), 0);
+    return ntohs(a.sin_port);
+}
+
+/* The history link (a resuming client's replay) follows the same rule as
+ * the reader: ROLE before each read. Here the old master A is demoted but
+ * cannot sync from anyone yet, so it still holds 5-0, which the new master
+ * B lost (B has the publisher's resend at 6-0, then 7-0). The reader moves
+ * to B (its client gets rolled_back); the history link, idle on A, keeps
+ * its connection. A client resuming from 4-0 must get 6-0 and 7-0 from B,
+ * never A's 5-0. Failed before (no ROLE on the history link): the replay
+ * came from A: 5-0, and nothing of 6-0 or 7-0. */
+static void test_replay_leaves_a_demoted_master(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600], url[160];
+    rh_out_dir("test_it_relay_sentinel_replay_demoted", out, sizeof out);
+    mtr_redis a, b;
+    assert_int_equal(mtr_start(&a, NULL), 0);
+    assert_int_equal(mtr_start(&b, NULL), 0);
+    for (int i = 1; i <= 4; i++) {
+        assert_int_equal(mtr_command(&a, "XADD t:replay %d-0 event {\"n\":%d}", i, i), 0);
+        assert_int_equal(mtr_command(&b, "XADD t:replay %d-0 event {\"n\":%d}", i, i), 0);
+    }
+    assert_int_equal(mtr_command(&a, "XADD t:replay 5-0 event {\"n\":5}"), 0);
+    assert_int_equal(mtr_command(&b, "XADD t:replay 6-0 event {\"n\":5}"), 0);
+    assert_int_equal(mtr_command(&b, "XADD t:replay 7-0 event {\"n\":6}"), 0);
+    fake_sentinel fs;
+    fake_sentinel_start(&fs, a.port);
+    snprintf(url, sizeof url, "redis-sentinel://127.0.0.1:%d#%s", fs.port, MTS_MASTER_NAME);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:replay", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, url, args, NULL, log), 0);
+    rh_conn *live = rh_get(r.port, "/api/events/stream", NULL);
+    assert_true(rh_wait_for(live, 0, "id: 5-0\n\n", 10000) > 0);
+    /* The history link is up (on A) once a replay has been answered. */
+    rh_conn *early = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 4-0\r\n");
+    assert_true(rh_wait_for(early, 0, "id: 5-0\nevent: mailagent\n", 10000) > 0);
+    rh_close(early);
+
+    /* A is demoted; B is the master the Sentinel names. The reader follows
+     * (a blocked XREAD is answered UNBLOCKED, or the next ROLE says slave). */
+    int lfd;
+    int nowhere = silent_listener(&lfd);
+    atomic_store(&fs.master_port, b.port);
+    assert_int_equal(mtr_command(&a, "REPLICAOF 127.0.0.1 %d", nowhere), 0);
+    const char *reset = "event: reset\ndata: {\"reason\":\"rolled_back\",\"last_kept\":\"4-0\"}\n";
+    if (rh_wait_for(live, 0, reset, 10000) < 0 || rh_wait_for(live, 0, "id: 7-0\n", 10000) < 0)
+        fail_msg("the reader did not follow to the new master: %s", live->buf);
+
+    rh_conn *c = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 4-0\r\n");
+    rh_wait_for(c, 0, "id: 7-0\n", 10000);
+    rh_pump(c);
+    if (strstr(c->buf, "id: 5-0\n") || !strstr(c->buf, "id: 6-0\nevent: mailagent\n") ||
+        !strstr(c->buf, "id: 7-0\nevent: mailagent\n")) {
+        char *relay_log = rh_slurp(log);
+        fail_msg("the replay was read from the demoted master: %s\nrelay log:\n%s", c->buf,
+                 relay_log ? relay_log : "(none)");
+    }
+    rh_close(c);
+    rh_close(live);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    fake_sentinel_stop(&fs);
+    close(lfd);
+    mtr_cleanup(&a);
+    mtr_cleanup(&b);
+}
+
 /* The retry: a stream got last (the one of the final chunk on SIGTERM). */
 static int last_retry(const rh_conn *c)
 {
@@ -730,6 +827,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_relay_follows_a_master_that_lost_entries),
         cmocka_unit_test(test_relay_leaves_a_demoted_master),
         cmocka_unit_test(test_relay_follows_a_planned_failover),
+        cmocka_unit_test(test_replay_leaves_a_demoted_master),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);   /* one test, to run it in a loop */
