@@ -685,6 +685,118 @@ static void test_relay_follows_a_planned_failover(void **state)
     mts_stop(&s);
 }
 
+/* The connections subscribed to a channel on the Sentinel at port (CLIENT
+ * LIST's "sub=1": the relay's watches; Sentinels subscribe on the Redis
+ * servers, never on each other); -1 when it does not answer. */
+static int watchers_on(int port)
+{
+    struct timeval tv = {2, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", port, tv);
+    redisReply *x = rc && !rc->err ? redisCommand(rc, "CLIENT LIST") : NULL;
+    int n = -1;
+    if (x && x->type == REDIS_REPLY_STRING) {
+        n = 0;
+        for (const char *p = x->str; (p = strstr(p, " sub=1 ")) != NULL; p++)
+            n++;
+    }
+    if (x)
+        freeReplyObject(x);
+    redisFree(rc);
+    return n;
+}
+
+/* True once the relay's log holds needle (up to timeout_ms). */
+static bool wait_log(const rh_relay *r, const char *needle, int timeout_ms)
+{
+    double until = rh_now() + timeout_ms / 1000.0;
+    while (!rh_log_has(r, needle)) {
+        if (rh_now() > until)
+            return false;
+        rh_sleep_ms(50);
+    }
+    return true;
+}
+
+/* The Sentinel the relay watches for +switch-master dies (SIGKILL): the
+ * relay subscribes again, on its own, to the next Sentinel (logged), so a
+ * planned failover after that is still followed through the watch ("the
+ * Sentinels switched master" is the watch's line alone; without it the
+ * relay would learn of the failover only when the old master is demoted,
+ * some 11 s later, from ROLE or an UNBLOCKED error). Failed before (the
+ * watch was not retried until the link's next reconnect): no "watching
+ * +switch-master again" line. */
+static void test_relay_watches_again_when_its_sentinel_dies(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600], want[160];
+    rh_out_dir("test_it_relay_sentinel_rewatch", out, sizeof out);
+    mts_set s;
+    assert_int_equal(mts_start(&s), 0);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:rewatch", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, s.url, args, NULL, log), 0);
+    rh_conn *c = rh_get(r.port, "/api/events/stream", NULL);
+    assert_true(rh_wait_for(c, 0, "id: ", 10000) > 0);
+    int old = mts_master(&s);
+    assert_true(old >= 0);
+    assert_int_equal(mtr_command(&s.redis[old], "XADD t:rewatch * event {\"n\":1}"), 0);
+    assert_true(rh_wait_for(c, 0, "data: {\"n\":1}\n", 10000) > 0);
+
+    /* Both links of the relay (the reader and the history link) watch the
+     * Sentinel that named the master. */
+    int watched = -1;
+    for (double until = mts_now() + 10; watched < 0 && mts_now() < until; rh_sleep_ms(50))
+        for (int i = 0; i < 3 && watched < 0; i++)
+            if (watchers_on(s.sentinel[i].port) == 2)
+                watched = i;
+    if (watched < 0)
+        fail_msg("no Sentinel holds the relay's two watches (%d %d %d)",
+                 watchers_on(s.sentinel[0].port), watchers_on(s.sentinel[1].port),
+                 watchers_on(s.sentinel[2].port));
+    /* Killed, not reaped: mts_stop reaps it (its pid stays ours till then). */
+    assert_int_equal(kill(s.sentinel[watched].pid, SIGKILL), 0);
+    snprintf(want, sizeof want, "redis: the watch for +switch-master failed (Sentinel 127.0.0.1:%d",
+             s.sentinel[watched].port);
+    if (!wait_log(&r, want, 10000) ||
+        !wait_log(&r, "redis: watching +switch-master again on Sentinel 127.0.0.1:", 20000)) {
+        char *relay_log = rh_slurp(log);
+        fail_msg("the relay did not watch again after its Sentinel died:\n%s",
+                 relay_log ? relay_log : "(none)");
+    }
+    int live = -1, rewatched = 0;
+    for (int i = 0; i < 3; i++)
+        if (i != watched) {
+            int w = watchers_on(s.sentinel[i].port);
+            rewatched += w > 0 ? w : 0;
+            live = live < 0 || w > 0 ? i : live;
+        }
+    assert_int_equal(rewatched, 2);   /* both links, on the Sentinels alive */
+
+    double t0 = mts_now();
+    assert_int_equal(mts_sentinel_failover(&s, live), 0);
+    int nm = mts_wait_new_master(&s, old, 20000);
+    assert_true(nm >= 0 && nm != old);
+    double until = mts_now() + 15;
+    while (mtr_command(&s.redis[nm], "XADD t:rewatch * event {\"n\":2}") != 0 &&
+           mts_now() < until)
+        rh_sleep_ms(20);
+    assert_true(rh_wait_for(c, 0, "data: {\"n\":2}\n", 30000) > 0);
+    print_message("SENTINEL FAILOVER with the first watched Sentinel dead: the relay's client "
+                  "got the new master's first entry %.2f s after the command\n",
+                  mts_now() - t0);
+    if (!rh_log_has(&r, "the Sentinels switched master")) {
+        char *relay_log = rh_slurp(log);
+        fail_msg("the relay followed, but not through the watch:\n%s",
+                 relay_log ? relay_log : "(none)");
+    }
+    rh_close(c);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    mts_stop(&s);
+}
+
 /* A listening socket on a free loopback port that never answers (a master
  * a replica cannot sync from); its port. */
 static int silent_listener(int *fd)
@@ -827,6 +939,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_relay_follows_a_master_that_lost_entries),
         cmocka_unit_test(test_relay_leaves_a_demoted_master),
         cmocka_unit_test(test_relay_follows_a_planned_failover),
+        cmocka_unit_test(test_relay_watches_again_when_its_sentinel_dies),
         cmocka_unit_test(test_replay_leaves_a_demoted_master),
     };
     if (argc > 1)
