@@ -669,13 +669,18 @@ static void on_watch_read(struct bufferevent *bev, void *arg)
     }
 }
 
-/* The Sentinel closed or failed (or could not be reached): watch_lost. */
+static void set_keepalive(evutil_socket_t fd, bool tcp);
+
+/* Connected: keepalive as on the Redis connection (a Sentinel's machine
+ * gone without a word is noticed). The Sentinel closed or failed (or
+ * could not be reached): watch_lost. */
 static void on_watch_event(struct bufferevent *bev, short what, void *arg)
 {
     mae__link *l = arg;
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED)
+    if (what & BEV_EVENT_CONNECTED) {
+        set_keepalive(bufferevent_getfd(bev), true);
         return;
+    }
     char why[200];
     if (what & BEV_EVENT_ERROR)
         snprintf(why, sizeof why, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
