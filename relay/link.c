@@ -41,6 +41,11 @@
  * Sentinel is usually a failover under way, and asking the Sentinels again
  * soon finds the new master within this long of its promotion. */
 #define SENTINEL_RETRY_MAX_S 0.5
+/* The +switch-master watch PINGs its Sentinel this often (a PING is
+ * allowed while subscribed); no answer within the link's deadline and the
+ * Sentinel is hung (stopped, or its machine unreachable): the watch moves
+ * on as when the connection fails. */
+#define WATCH_PROBE_MS 1000
 
 typedef struct pending_cmd {
     mae__link_reply_fn *fn;
@@ -83,13 +88,15 @@ struct mae__link {
      * to +switch-master (NULL: none, or between two attempts): first the
      * one that named the master, then, each time it fails, the next in
      * sorder after wtimer's backoff. wtimer also bounds the wait for the
-     * subscription's confirmation. */
+     * subscription's confirmation, then paces the PING probes and bounds
+     * the wait for each answer. */
     struct bufferevent *wbev;
     redisReader *wreader;
     struct event *wtimer;
     size_t wpos;                /* the Sentinel watched: sorder[wpos] */
     int wfailures;              /* watch attempts failed in a row */
     bool wsubscribed;           /* the Sentinel confirmed the subscription */
+    bool wprobing;              /* a PING awaits its answer */
     unsigned wgen;              /* bumped when a watch connection ends: a read loop stops */
     char target_host[256];      /* the address being connected to (a name looked up) */
     int target_port;
@@ -175,6 +182,7 @@ static void watch_close(mae__link *l)
 {
     l->wgen++;
     l->wsubscribed = false;
+    l->wprobing = false;
     if (l->wbev) {
         bufferevent_free(l->wbev);
         l->wbev = NULL;
@@ -618,7 +626,9 @@ static void watch_lost(mae__link *l, const char *why)
 static void watch_confirmed(mae__link *l)
 {
     l->wsubscribed = true;
-    evtimer_del(l->wtimer);
+    struct timeval tv;
+    tv_of_ms(&tv, WATCH_PROBE_MS);
+    evtimer_add(l->wtimer, &tv);   /* the first probe */
     if (l->wfailures == 0)
         return;
     l->wfailures = 0;
@@ -651,14 +661,24 @@ static void on_watch_read(struct bufferevent *bev, void *arg)
             return;
         const redisReply *r = reply;
         char why[200] = "";
-        if (r->type == REDIS_REPLY_ERROR)
-            snprintf(why, sizeof why, "SUBSCRIBE refused: %.150s", r->str);
-        else if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-                 r->element[0]->type == REDIS_REPLY_STRING &&
-                 strcmp(r->element[0]->str, "subscribe") == 0)
+        const char *kind = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+                                   r->element[0]->type == REDIS_REPLY_STRING
+                               ? r->element[0]->str
+                               : "";
+        if (r->type == REDIS_REPLY_ERROR) {
+            snprintf(why, sizeof why, "%s refused: %.150s", l->wsubscribed ? "PING" : "SUBSCRIBE",
+                     r->str);
+        } else if (strcmp(kind, "subscribe") == 0 && r->elements == 3) {
             watch_confirmed(l);
-        else
+        } else if (strcmp(kind, "pong") == 0) {
+            /* The probe's answer: the next one in WATCH_PROBE_MS. */
+            struct timeval tv;
+            tv_of_ms(&tv, WATCH_PROBE_MS);
+            l->wprobing = false;
+            evtimer_add(l->wtimer, &tv);
+        } else {
             on_switch(l, r);
+        }
         freeReplyObject(reply);
         if (why[0]) {
             watch_lost(l, why);
@@ -689,8 +709,10 @@ static void on_watch_event(struct bufferevent *bev, short what, void *arg)
     watch_lost(l, why);
 }
 
-/* wtimer: the next attempt is due, or the Sentinel being subscribed to
- * did not confirm within SENTINEL_TIMEOUT_MS. */
+/* wtimer, by the watch's state: no connection: the next attempt is due;
+ * not subscribed yet: no confirmation within SENTINEL_TIMEOUT_MS;
+ * subscribed: a PING probe is due, or the last one had no answer within
+ * the link's deadline. */
 static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
 {
     mae__link *l = arg;
@@ -698,13 +720,24 @@ static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (l->state != LINK_UP)
         return;
-    if (l->wbev) {
-        char why[80];
+    char why[80];
+    if (!l->wbev) {
+        watch_connect(l);
+    } else if (!l->wsubscribed) {
         snprintf(why, sizeof why, "no answer to SUBSCRIBE within %d ms", SENTINEL_TIMEOUT_MS);
         watch_lost(l, why);
-        return;
+    } else if (l->wprobing) {
+        snprintf(why, sizeof why, "no answer to PING within %d ms", l->cfg.deadline_ms);
+        watch_lost(l, why);
+    } else {
+        static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+        struct timeval tv;
+        tv_of_ms(&tv, l->cfg.deadline_ms);
+        l->wprobing = true;
+        evtimer_add(l->wtimer, &tv);
+        if (bufferevent_write(l->wbev, ping, sizeof ping - 1) != 0)
+            watch_lost(l, "out of memory");
     }
-    watch_connect(l);
 }
 
 /* Subscribes to +switch-master on sorder[wpos], on the loop (the connect

@@ -25,7 +25,8 @@
  *   follow  redis-sentinel://: while up, a second connection to the
  *           Sentinel that named the master, subscribed to +switch-master;
  *           our master moved elsewhere drops the link. A watch that fails
- *           (the Sentinel killed, restarted, reset, silent) moves to the
+ *           (the Sentinel killed, restarted, reset, or silent: PINGed
+ *           every second, answered within deadline_ms) moves to the
  *           next Sentinel after core/backoff's delay, on the loop, while
  *           the link itself stays up.
  *

@@ -717,21 +717,22 @@ static bool wait_log(const rh_relay *r, const char *needle, int timeout_ms)
     return true;
 }
 
-/* The Sentinel the relay watches for +switch-master dies (SIGKILL): the
- * relay subscribes again, on its own, to the next Sentinel (logged), so a
- * planned failover after that is still followed through the watch ("the
- * Sentinels switched master" is the watch's line alone; without it the
- * relay would learn of the failover only when the old master is demoted,
- * some 11 s later, from ROLE or an UNBLOCKED error). Failed before (the
- * watch was not retried until the link's next reconnect): no "watching
- * +switch-master again" line. */
-static void test_relay_watches_again_when_its_sentinel_dies(void **state)
+/* The Sentinel the relay watches for +switch-master dies (SIGKILL) or
+ * hangs (SIGSTOP: its PING probe goes unanswered): the relay subscribes
+ * again, on its own, to the next Sentinel (logged), so a planned failover
+ * after that is still followed through the watch ("the Sentinels switched
+ * master" is the watch's line alone; without it the relay would learn of
+ * the failover only when the old master is demoted, some 11 s later, from
+ * ROLE or an UNBLOCKED error). Failed before (the watch was not retried
+ * until the link's next reconnect): no "watching +switch-master again"
+ * line. */
+static void watch_again_after(int sig)
 {
-    (void)state;
     if (!mtr_available())
         tu_missing_prerequisite("redis-server");
     char out[512], log[600], want[160];
-    rh_out_dir("test_it_relay_sentinel_rewatch", out, sizeof out);
+    rh_out_dir(sig == SIGKILL ? "test_it_relay_sentinel_rewatch" : "test_it_relay_sentinel_rewatch_hung",
+               out, sizeof out);
     mts_set s;
     assert_int_equal(mts_start(&s), 0);
     rh_relay r;
@@ -756,14 +757,16 @@ static void test_relay_watches_again_when_its_sentinel_dies(void **state)
         fail_msg("no Sentinel holds the relay's two watches (%d %d %d)",
                  watchers_on(s.sentinel[0].port), watchers_on(s.sentinel[1].port),
                  watchers_on(s.sentinel[2].port));
-    /* Killed, not reaped: mts_stop reaps it (its pid stays ours till then). */
-    assert_int_equal(kill(s.sentinel[watched].pid, SIGKILL), 0);
-    snprintf(want, sizeof want, "redis: the watch for +switch-master failed (Sentinel 127.0.0.1:%d",
-             s.sentinel[watched].port);
+    /* Killed, not reaped (or stopped): mts_stop reaps it (its pid stays
+     * ours till then). */
+    assert_int_equal(kill(s.sentinel[watched].pid, sig), 0);
+    snprintf(want, sizeof want, "redis: the watch for +switch-master failed (Sentinel 127.0.0.1:%d: %s",
+             s.sentinel[watched].port, sig == SIGKILL ? "" : "no answer to PING within");
     if (!wait_log(&r, want, 10000) ||
         !wait_log(&r, "redis: watching +switch-master again on Sentinel 127.0.0.1:", 20000)) {
         char *relay_log = rh_slurp(log);
-        fail_msg("the relay did not watch again after its Sentinel died:\n%s",
+        fail_msg("the relay did not watch again after its Sentinel %s:\n%s",
+                 sig == SIGKILL ? "died" : "hung",
                  relay_log ? relay_log : "(none)");
     }
     /* Both links watch again (the history link's watch, not logged, has
@@ -789,9 +792,9 @@ static void test_relay_watches_again_when_its_sentinel_dies(void **state)
            mts_now() < until)
         rh_sleep_ms(20);
     assert_true(rh_wait_for(c, 0, "data: {\"n\":2}\n", 30000) > 0);
-    print_message("SENTINEL FAILOVER with the first watched Sentinel dead: the relay's client "
+    print_message("SENTINEL FAILOVER with the first watched Sentinel %s: the relay's client "
                   "got the new master's first entry %.2f s after the command\n",
-                  mts_now() - t0);
+                  sig == SIGKILL ? "killed" : "stopped", mts_now() - t0);
     if (!rh_log_has(&r, "the Sentinels switched master")) {
         char *relay_log = rh_slurp(log);
         fail_msg("the relay followed, but not through the watch:\n%s",
@@ -799,7 +802,19 @@ static void test_relay_watches_again_when_its_sentinel_dies(void **state)
     }
     rh_close(c);
     rh_relay_stop(&r, SIGTERM, 10000, NULL);
-    mts_stop(&s);
+    mts_stop(&s);   /* (SIGCONT before its SIGKILL) */
+}
+
+static void test_relay_watches_again_when_its_sentinel_dies(void **state)
+{
+    (void)state;
+    watch_again_after(SIGKILL);
+}
+
+static void test_relay_watches_again_when_its_sentinel_hangs(void **state)
+{
+    (void)state;
+    watch_again_after(SIGSTOP);
 }
 
 /* A listening socket on a free loopback port that never answers (a master
@@ -945,6 +960,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_relay_leaves_a_demoted_master),
         cmocka_unit_test(test_relay_follows_a_planned_failover),
         cmocka_unit_test(test_relay_watches_again_when_its_sentinel_dies),
+        cmocka_unit_test(test_relay_watches_again_when_its_sentinel_hangs),
         cmocka_unit_test(test_replay_leaves_a_demoted_master),
     };
     if (argc > 1)
