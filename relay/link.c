@@ -41,6 +41,11 @@
  * Sentinel is usually a failover under way, and asking the Sentinels again
  * soon finds the new master within this long of its promotion. */
 #define SENTINEL_RETRY_MAX_S 0.5
+/* The +switch-master watch PINGs its Sentinel this often (a PING is
+ * allowed while subscribed); no answer within the link's deadline and the
+ * Sentinel is hung (stopped, or its machine unreachable): the watch moves
+ * on as when the connection fails. */
+#define WATCH_PROBE_MS 1000
 
 typedef struct pending_cmd {
     mae__link_reply_fn *fn;
@@ -79,11 +84,20 @@ struct mae__link {
     redisReader *sreader;
     struct event *stimer;
     char slast[200];            /* the last Sentinel's failure, for the message */
-    /* ... and, while the link is up, a connection to the Sentinel that
-     * named the master, subscribed to +switch-master (NULL: none). */
+    /* ... and, while the link is up, a connection to a Sentinel subscribed
+     * to +switch-master (NULL: none, or between two attempts): first the
+     * one that named the master, then, each time it fails, the next in
+     * sorder after wtimer's backoff. wtimer also bounds the wait for the
+     * subscription's confirmation, then paces the PING probes and bounds
+     * the wait for each answer. */
     struct bufferevent *wbev;
     redisReader *wreader;
-    unsigned wgen;              /* bumped when the watch ends: a read loop stops */
+    struct event *wtimer;
+    size_t wpos;                /* the Sentinel watched: sorder[wpos] */
+    int wfailures;              /* watch attempts failed in a row */
+    bool wsubscribed;           /* the Sentinel confirmed the subscription */
+    bool wprobing;              /* a PING awaits its answer */
+    unsigned wgen;              /* bumped when a watch connection ends: a read loop stops */
     char target_host[256];      /* the address being connected to (a name looked up) */
     int target_port;
 };
@@ -163,10 +177,12 @@ static void sentinel_end(mae__link *l)
     }
 }
 
-/* Ends the watch for +switch-master, if one is on. */
-static void watch_end(mae__link *l)
+/* Closes the watch's Sentinel connection, if one is open. */
+static void watch_close(mae__link *l)
 {
     l->wgen++;
+    l->wsubscribed = false;
+    l->wprobing = false;
     if (l->wbev) {
         bufferevent_free(l->wbev);
         l->wbev = NULL;
@@ -175,6 +191,16 @@ static void watch_end(mae__link *l)
         redisReaderFree(l->wreader);
         l->wreader = NULL;
     }
+}
+
+/* Ends the watch for +switch-master (the link is going down): its
+ * connection and its next attempt. */
+static void watch_end(mae__link *l)
+{
+    watch_close(l);
+    if (l->wtimer)
+        evtimer_del(l->wtimer);
+    l->wfailures = 0;
 }
 
 /* Frees the connection and answers every waiting command with NULL. The
@@ -575,6 +601,49 @@ static void on_switch(mae__link *l, const redisReply *r)
     fail(l, why);
 }
 
+static void watch_connect(mae__link *l);
+
+/* The Sentinel watched failed, closed, refused the subscription or did not
+ * confirm it in time: the watch goes on with the next Sentinel in the
+ * order, after core/backoff's delay for the failures in a row (with
+ * jitter, so relays that lost the same Sentinel do not all come back at
+ * once). The owner hears of the first failure of a run (on_watch) and of
+ * the subscription that ends it; the link itself stays up throughout. */
+static void watch_lost(mae__link *l, const char *why)
+{
+    const mae__url *u = l->cfg.url;
+    const struct mae__url_addr *sa = &u->sentinels[l->sorder[l->wpos]];
+    char what[300];
+    snprintf(what, sizeof what, "Sentinel %.60s:%d: %.160s", sa->host, sa->port, why);
+    watch_close(l);
+    l->wfailures++;
+    l->wpos = (l->wpos + 1) % u->nsentinels;
+    double delay = mae__backoff_delay(l->cfg.backoff_min_ms, l->cfg.backoff_max_ms,
+                                      l->wfailures, mae__rand_unit(&l->rng));
+    struct timeval tv = {(time_t)delay, (suseconds_t)((delay - (double)(time_t)delay) * 1e6)};
+    evtimer_add(l->wtimer, &tv);
+    if (l->wfailures == 1 && l->cfg.on_watch)
+        l->cfg.on_watch(l->cfg.user, false, what);
+}
+
+/* The subscription is confirmed: after a run of failures the owner is
+ * told that the watch is back, and on which Sentinel. */
+static void watch_confirmed(mae__link *l)
+{
+    l->wsubscribed = true;
+    struct timeval tv;
+    tv_of_ms(&tv, WATCH_PROBE_MS);
+    evtimer_add(l->wtimer, &tv);   /* the first probe */
+    if (l->wfailures == 0)
+        return;
+    l->wfailures = 0;
+    const struct mae__url_addr *sa = &l->cfg.url->sentinels[l->sorder[l->wpos]];
+    char what[100];
+    snprintf(what, sizeof what, "%.60s:%d", sa->host, sa->port);
+    if (l->cfg.on_watch)
+        l->cfg.on_watch(l->cfg.user, true, what);
+}
+
 static void on_watch_read(struct bufferevent *bev, void *arg)
 {
     mae__link *l = arg;
@@ -583,56 +652,133 @@ static void on_watch_read(struct bufferevent *bev, void *arg)
     size_t n = evbuffer_get_length(in);
     unsigned char *data = evbuffer_pullup(in, (ev_ssize_t)n);
     if (n > 0 && (!data || redisReaderFeed(l->wreader, (const char *)data, n) != REDIS_OK)) {
-        watch_end(l);
+        watch_lost(l, "protocol error");
         return;
     }
     evbuffer_drain(in, n);
     for (;;) {
         void *reply = NULL;
         if (redisReaderGetReply(l->wreader, &reply) != REDIS_OK) {
-            watch_end(l);
+            watch_lost(l, "protocol error");
             return;
         }
         if (!reply)
             return;
-        on_switch(l, reply);
+        const redisReply *r = reply;
+        char why[200] = "";
+        const char *kind = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+                                   r->element[0]->type == REDIS_REPLY_STRING
+                               ? r->element[0]->str
+                               : "";
+        if (r->type == REDIS_REPLY_ERROR) {
+            snprintf(why, sizeof why, "%s refused: %.150s", l->wsubscribed ? "PING" : "SUBSCRIBE",
+                     r->str);
+        } else if (strcmp(kind, "subscribe") == 0 && r->elements == 3) {
+            watch_confirmed(l);
+        } else if (strcmp(kind, "pong") == 0) {
+            /* The probe's answer: the next one in WATCH_PROBE_MS. */
+            struct timeval tv;
+            tv_of_ms(&tv, WATCH_PROBE_MS);
+            l->wprobing = false;
+            evtimer_add(l->wtimer, &tv);
+        } else {
+            on_switch(l, r);
+        }
         freeReplyObject(reply);
+        if (why[0]) {
+            watch_lost(l, why);
+            return;
+        }
         if (l->wgen != gen)
             return;   /* the link was dropped (and the watch ended with it) */
     }
 }
 
-/* The Sentinel closed or failed: no watch until the next connection (the
- * link still learns of a failover as before: a drop, an error, ROLE). */
+static void set_keepalive(evutil_socket_t fd, bool tcp);
+
+/* Connected: keepalive as on the Redis connection (a Sentinel's machine
+ * gone without a word is noticed). The Sentinel closed or failed (or
+ * could not be reached): watch_lost. */
 static void on_watch_event(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED)
+    mae__link *l = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        set_keepalive(bufferevent_getfd(bev), true);
         return;
-    watch_end(arg);
+    }
+    char why[200];
+    if (what & BEV_EVENT_ERROR)
+        snprintf(why, sizeof why, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    else
+        snprintf(why, sizeof why, "closed the connection");
+    watch_lost(l, why);
 }
 
-/* Subscribes to +switch-master on the Sentinel that named the master (the
- * first in the order: it answered). Best effort: out of memory or no
- * connection means no watch. */
-static void watch_start(mae__link *l)
+/* wtimer, by the watch's state: no connection: the next attempt is due;
+ * not subscribed yet: no confirmation within SENTINEL_TIMEOUT_MS;
+ * subscribed: a PING probe is due, or the last one had no answer within
+ * the link's deadline. */
+static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
+{
+    mae__link *l = arg;
+    (void)fd;
+    (void)what;
+    if (l->state != LINK_UP)
+        return;
+    char why[80];
+    if (!l->wbev) {
+        watch_connect(l);
+    } else if (!l->wsubscribed) {
+        snprintf(why, sizeof why, "no answer to SUBSCRIBE within %d ms", SENTINEL_TIMEOUT_MS);
+        watch_lost(l, why);
+    } else if (l->wprobing) {
+        snprintf(why, sizeof why, "no answer to PING within %d ms", l->cfg.deadline_ms);
+        watch_lost(l, why);
+    } else {
+        static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+        struct timeval tv;
+        tv_of_ms(&tv, l->cfg.deadline_ms);
+        l->wprobing = true;
+        evtimer_add(l->wtimer, &tv);
+        if (bufferevent_write(l->wbev, ping, sizeof ping - 1) != 0)
+            watch_lost(l, "out of memory");
+    }
+}
+
+/* Subscribes to +switch-master on sorder[wpos], on the loop (the connect
+ * and the name lookup are libevent's; callbacks deferred, so none runs
+ * inside this call). Out of memory or a failed start counts as a failed
+ * attempt and is retried like one. */
+static void watch_connect(mae__link *l)
 {
     const mae__url *u = l->cfg.url;
-    if (u->nsentinels == 0 || l->wbev || !l->dns)
-        return;
-    const struct mae__url_addr *sa = &u->sentinels[l->sorder[0]];
+    const struct mae__url_addr *sa = &u->sentinels[l->sorder[l->wpos]];
     l->wreader = redisReaderCreate();
     l->wbev = bufferevent_socket_new(l->cfg.base, -1,
                                      BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     static const char sub[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$14\r\n+switch-master\r\n";
     if (!l->wreader || !l->wbev || bufferevent_write(l->wbev, sub, sizeof sub - 1) != 0) {
-        watch_end(l);
+        watch_lost(l, "out of memory");
         return;
     }
     bufferevent_setcb(l->wbev, on_watch_read, NULL, on_watch_event, l);
     bufferevent_enable(l->wbev, EV_READ | EV_WRITE);
+    struct timeval tv;
+    tv_of_ms(&tv, SENTINEL_TIMEOUT_MS);
+    evtimer_add(l->wtimer, &tv);
     if (bufferevent_socket_connect_hostname(l->wbev, l->dns, AF_UNSPEC, sa->host, sa->port) != 0)
-        watch_end(l);
+        watch_lost(l, "cannot connect");
+}
+
+/* Starts the watch on the Sentinel that named the master (the first in
+ * the order: it answered). */
+static void watch_start(mae__link *l)
+{
+    if (l->cfg.url->nsentinels == 0 || l->wbev || !l->dns || !l->wtimer)
+        return;
+    l->wpos = 0;
+    l->wfailures = 0;
+    watch_connect(l);
 }
 
 /* redis-sentinel://: the server the Sentinel named must say it is the
@@ -1073,8 +1219,9 @@ int mae__link_new(const mae__link_config *cfg, mae__link **out, char *err, size_
     bool sentinel_ok = true;
     if (cfg->url->nsentinels > 0) {
         l->stimer = evtimer_new(cfg->base, on_sentinel_timeout, l);
+        l->wtimer = evtimer_new(cfg->base, on_watch_timer, l);
         l->sorder = malloc(cfg->url->nsentinels * sizeof *l->sorder);
-        sentinel_ok = l->stimer && l->sorder;
+        sentinel_ok = l->stimer && l->wtimer && l->sorder;
         for (size_t i = 0; sentinel_ok && i < cfg->url->nsentinels; i++)
             l->sorder[i] = i;
     }
@@ -1102,6 +1249,8 @@ void mae__link_free(mae__link *l)
         event_free(l->watchdog);
     if (l->stimer)
         event_free(l->stimer);
+    if (l->wtimer)
+        event_free(l->wtimer);
     free(l->sorder);
     SSL_SESSION_free(l->session);
     if (l->tls)

@@ -24,8 +24,11 @@
  *   retry   a lost or failed link is made again on core/backoff's schedule;
  *   follow  redis-sentinel://: while up, a second connection to the
  *           Sentinel that named the master, subscribed to +switch-master;
- *           our master moved elsewhere drops the link (best effort: a
- *           failed watch is not retried until the next connection).
+ *           our master moved elsewhere drops the link. A watch that fails
+ *           (the Sentinel killed, restarted, reset, or silent: PINGed
+ *           every second, answered within deadline_ms) moves to the
+ *           next Sentinel after core/backoff's delay, on the loop, while
+ *           the link itself stays up.
  *
  * The close rule, written once: the link frees its connection only in
  * fail() and mae__link_free(). Every command still waiting for its reply
@@ -74,6 +77,11 @@ typedef struct mae__link_config {
     /* Pub/sub: a push message ("message", "subscribe", ... arrays), which
      * answers no command of its own. NULL: every reply answers a command. */
     void (*on_push)(void *user, redisReply *r);
+    /* redis-sentinel:// (NULL: not told): the watch for +switch-master
+     * failed (watching false; what: "Sentinel HOST:PORT: why"), once per
+     * run of failed attempts, or is back after such a run (watching true;
+     * what: the Sentinel's HOST:PORT). */
+    void (*on_watch)(void *user, bool watching, const char *what);
     void *user;
 } mae__link_config;
 

@@ -396,6 +396,13 @@ static void req_send(mae__stream_source *s, mae__stream_req *q)
     conn *c = &s->history;
     int rc;
     q->sent_at = s->pos;
+    /* Through Sentinel each history read follows a ROLE too, as each XREAD
+     * does (relay/link.h): a demoted master not yet resynced with the new
+     * one still holds entries the new master lost, and a replay or a kept
+     * check answered from it would hand them to a resuming client. A ROLE
+     * that is not master fails the link; the request, answered NULL,
+     * stays queued and goes out again on the master the Sentinels name. */
+    mae__link_confirm_master(c->link);
     if (q->is_kept) {
         char id[MAE__STREAM_ID_BUFSIZE], excl[MAE__STREAM_ID_BUFSIZE + 1];
         mae__stream_id_format(&q->after, id);
@@ -531,6 +538,21 @@ static void on_link_ready(void *user)
         mae__link_command(c->link, true, on_history_ready, c, "PING");
 }
 
+/* The reader's watch for +switch-master (relay/link.h); the history
+ * link's own watch follows the same Sentinels, so one of them is told. */
+static void on_link_watch(void *user, bool watching, const char *what)
+{
+    conn *c = user;
+    mae__stream_source *s = c->src;
+    if (!c->is_reader)
+        return;
+    if (watching)
+        src_log(s, "redis: watching +switch-master again on Sentinel %s", what);
+    else
+        src_log(s, "redis: the watch for +switch-master failed (%s); trying the next Sentinel with backoff",
+              what);
+}
+
 static void on_link_down(void *user, const char *why, int failures, bool connecting)
 {
     conn *c = user;
@@ -556,6 +578,7 @@ static int conn_init(mae__stream_source *s, conn *c, bool is_reader, char *err, 
                            .backoff_max_ms = s->cfg.backoff_max_ms,
                            .on_ready = on_link_ready,
                            .on_down = on_link_down,
+                           .on_watch = on_link_watch,
                            .user = c};
     return mae__link_new(&lc, &c->link, err, errlen);
 }

@@ -127,6 +127,17 @@ static void on_down(void *user, const char *why, int failures, bool connecting)
     }
 }
 
+/* The link's watch for +switch-master (redis-sentinel://, relay/link.h). */
+static void on_watch(void *user, bool watching, const char *what)
+{
+    sub *s = user;
+    if (watching)
+        logf_(s, "redis: watching +switch-master again on Sentinel %s", what);
+    else
+        logf_(s, "redis: the watch for +switch-master failed (%s); trying the next Sentinel with backoff",
+              what);
+}
+
 static bool sub_up(const mae__source *base)
 {
     return ((const sub *)base)->up;
@@ -177,6 +188,7 @@ int mae__source_pubsub_new(const mae__source_config *cfg, const mae__source_cb *
                            .on_ready = on_ready,
                            .on_down = on_down,
                            .on_push = on_push,
+                           .on_watch = on_watch,
                            .user = s};
     if (!s->channel || !s->probe) {
         sub_free(&s->base);

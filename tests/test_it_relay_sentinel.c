@@ -38,35 +38,6 @@
 
 #define STREAM "t:relayfailover"
 
-typedef struct feeder {
-    mae_publisher *p;
-    atomic_bool stop;
-    atomic_int sent;
-    pthread_t thread;
-} feeder;
-
-/* The publisher's problems, as they come (a failure is then explained). */
-static void pub_log(void *user, int level, const char *msg, uint64_t repeats)
-{
-    (void)user;
-    fprintf(stderr, "[%.3f] publisher (%d, %llu): %s\n", mts_now(), level,
-            (unsigned long long)repeats, msg);
-}
-
-/* About 200 events a second, numbered from 1 in data.n. */
-static void *feed(void *arg)
-{
-    feeder *f = arg;
-    char data[32];
-    for (int n = 1; !atomic_load(&f->stop); n++) {
-        snprintf(data, sizeof data, "{\"n\":%d}", n);
-        mae_safe_publish(f->p, "test.event", n, data, "relayfailover");
-        atomic_store(&f->sent, n);
-        rh_sleep_ms(5);
-    }
-    return NULL;
-}
-
 /* The n of every event frame the client received, in order (*count of
  * them); the caller frees. */
 static int *frames(rh_conn *c, size_t *count)
@@ -198,24 +169,11 @@ static void follow_killed_master(bool diverge)
     mts_set s;
     assert_int_equal(mts_start(&s), 0);
 
-    char url[320];
-    const char *hash = strchr(s.url, '#');
-    snprintf(url, sizeof url, "%.*s?wait_replicas=1&wait_timeout_ms=100%s",
-             (int)(hash - s.url), s.url, hash);
-    mae_publisher_config cfg;
-    char err[200] = "";
-    mae_publisher_config_init(&cfg);
-    cfg.redis_url = url;
-    cfg.stream_key = STREAM;
-    cfg.connect_timeout_ms = 500;
-    cfg.io_timeout_ms = 1000;
-    cfg.backoff_min_ms = 50;
-    cfg.backoff_max_ms = 1000;
-    cfg.error_buf = err;
-    cfg.error_buf_size = sizeof err;
-    cfg.log = pub_log;
-    feeder f = {0};
-    assert_int_equal(mae_publisher_open(&cfg, &f.p), MAE_OK);
+    /* A publisher writing about 200 numbered events a second through the
+     * Sentinels (with WAIT, tests/support/sentinel_harness.h). */
+    mts_feeder f;
+    if (mts_feeder_open(&f, &s, STREAM, "relayfailover") != MAE_OK)
+        fail_msg("cannot open the publisher: %s", f.err);
 
     /* The relay, given the Sentinels' URL, and one SSE client on it. */
     rh_relay r;
@@ -226,7 +184,7 @@ static void follow_killed_master(bool diverge)
     assert_non_null(c);
     rh_wait_clients(r.port, NULL, 1, 10000);
 
-    assert_int_equal(pthread_create(&f.thread, NULL, feed, &f), 0);
+    assert_int_equal(mts_feeder_start(&f, 5), 0);
     assert_true(rh_wait_for(c, 0, "event: mailagent\n", 10000) >= 0);
     rh_sleep_ms(1000);
 
@@ -275,10 +233,9 @@ static void follow_killed_master(bool diverge)
     assert_true(nm >= 0 && nm != old);
 
     rh_sleep_ms(1000);
-    atomic_store(&f.stop, true);
-    pthread_join(f.thread, NULL);
-    assert_int_equal(mae_publisher_flush(f.p, 30000), MAE_OK);
-    int sent = atomic_load(&f.sent);
+    int sent = mts_feeder_stop(&f, 30000);
+    if (sent < 0)
+        fail_msg("the publisher did not flush within 30 s: %s", f.err);
     char last[48];
     snprintf(last, sizeof last, "\"n\":%d}", sent);
     assert_true(rh_wait_for(c, 0, last, 10000) >= 0);
@@ -368,7 +325,7 @@ static void follow_killed_master(bool diverge)
     free(at);
     rh_close(c);
     rh_relay_stop(&r, SIGTERM, 10000, NULL);
-    mae_publisher_close(f.p, 5000);
+    assert_int_equal(mts_feeder_close(&f), MAE_OK);
     mts_stop(&s);
 }
 
@@ -517,12 +474,18 @@ static void test_rolled_back_id(void **state)
 
 /* A stand-in Sentinel on a free loopback port: it answers every
  * "SENTINEL get-master-addr-by-name" with 127.0.0.1 and master_port, which
- * the test changes when it wants (a real failover's timing is Sentinel's). */
+ * the test changes when it wants (a real failover's timing is Sentinel's),
+ * and confirms a SUBSCRIBE to +switch-master, keeping that connection open
+ * (and silent) until it stops, as a Sentinel that sees no failover does. */
+#define FAKE_WATCHERS 16
+
 typedef struct fake_sentinel {
     int fd, port;
     atomic_int master_port;
     atomic_bool stop;
     pthread_t thread;
+    int watchers[FAKE_WATCHERS];   /* subscribed connections (the thread's) */
+    int nwatchers;
 } fake_sentinel;
 
 static void *fake_sentinel_main(void *arg)
@@ -547,8 +510,15 @@ static void *fake_sentinel_main(void *arg)
                 break;
             len += (size_t)n;
             buf[len] = '\0';
-            if (strstr(buf, MTS_MASTER_NAME "\r\n"))
+            if (strstr(buf, MTS_MASTER_NAME "\r\n") || strstr(buf, "+switch-master\r\n"))
                 break;
+        }
+        if (len > 0 && strstr(buf, "SUBSCRIBE") && fs->nwatchers < FAKE_WATCHERS) {
+            static const char ok[] = "*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n";
+            if (write(c, ok, sizeof ok - 1) != (ssize_t)(sizeof ok - 1))
+                print_message("fake Sentinel: short write\n");
+            fs->watchers[fs->nwatchers++] = c;
+            continue;
         }
         char port[16], reply[64];
         int pl = snprintf(port, sizeof port, "%d", atomic_load(&fs->master_port));
@@ -557,6 +527,8 @@ static void *fake_sentinel_main(void *arg)
             print_message("fake Sentinel: short write\n");
         close(c);
     }
+    for (int i = 0; i < fs->nwatchers; i++)
+        close(fs->watchers[i]);
     return NULL;
 }
 
@@ -713,6 +685,220 @@ static void test_relay_follows_a_planned_failover(void **state)
     mts_stop(&s);
 }
 
+/* The connections subscribed to a channel on the Sentinel at port (CLIENT
+ * LIST's "sub=1": the relay's watches; Sentinels subscribe on the Redis
+ * servers, never on each other); -1 when it does not answer. */
+static int watchers_on(int port)
+{
+    struct timeval tv = {2, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", port, tv);
+    redisReply *x = rc && !rc->err ? redisCommand(rc, "CLIENT LIST") : NULL;
+    int n = -1;
+    if (x && x->type == REDIS_REPLY_STRING) {
+        n = 0;
+        for (const char *p = x->str; (p = strstr(p, " sub=1 ")) != NULL; p++)
+            n++;
+    }
+    if (x)
+        freeReplyObject(x);
+    redisFree(rc);
+    return n;
+}
+
+/* True once the relay's log holds needle (up to timeout_ms). */
+static bool wait_log(const rh_relay *r, const char *needle, int timeout_ms)
+{
+    double until = rh_now() + timeout_ms / 1000.0;
+    while (!rh_log_has(r, needle)) {
+        if (rh_now() > until)
+            return false;
+        rh_sleep_ms(50);
+    }
+    return true;
+}
+
+/* The Sentinel the relay watches for +switch-master dies (SIGKILL) or
+ * hangs (SIGSTOP: its PING probe goes unanswered): the relay subscribes
+ * again, on its own, to the next Sentinel (logged), so a planned failover
+ * after that is still followed through the watch ("the Sentinels switched
+ * master" is the watch's line alone; without it the relay would learn of
+ * the failover only when the old master is demoted, some 11 s later, from
+ * ROLE or an UNBLOCKED error). Failed before (the watch was not retried
+ * until the link's next reconnect): no "watching +switch-master again"
+ * line. */
+static void watch_again_after(int sig)
+{
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600], want[160];
+    rh_out_dir(sig == SIGKILL ? "test_it_relay_sentinel_rewatch" : "test_it_relay_sentinel_rewatch_hung",
+               out, sizeof out);
+    mts_set s;
+    assert_int_equal(mts_start(&s), 0);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:rewatch", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, s.url, args, NULL, log), 0);
+    rh_conn *c = rh_get(r.port, "/api/events/stream", NULL);
+    assert_true(rh_wait_for(c, 0, "id: ", 10000) > 0);
+    int old = mts_master(&s);
+    assert_true(old >= 0);
+    assert_int_equal(mtr_command(&s.redis[old], "XADD t:rewatch * event {\"n\":1}"), 0);
+    assert_true(rh_wait_for(c, 0, "data: {\"n\":1}\n", 10000) > 0);
+
+    /* Both links of the relay (the reader and the history link) watch the
+     * Sentinel that named the master. */
+    int watched = -1;
+    for (double until = mts_now() + 10; watched < 0 && mts_now() < until; rh_sleep_ms(50))
+        for (int i = 0; i < 3 && watched < 0; i++)
+            if (watchers_on(s.sentinel[i].port) == 2)
+                watched = i;
+    if (watched < 0)
+        fail_msg("no Sentinel holds the relay's two watches (%d %d %d)",
+                 watchers_on(s.sentinel[0].port), watchers_on(s.sentinel[1].port),
+                 watchers_on(s.sentinel[2].port));
+    /* Killed, not reaped (or stopped): mts_stop reaps it (its pid stays
+     * ours till then). */
+    assert_int_equal(kill(s.sentinel[watched].pid, sig), 0);
+    snprintf(want, sizeof want, "redis: the watch for +switch-master failed (Sentinel 127.0.0.1:%d: %s",
+             s.sentinel[watched].port, sig == SIGKILL ? "" : "no answer to PING within");
+    if (!wait_log(&r, want, 10000) ||
+        !wait_log(&r, "redis: watching +switch-master again on Sentinel 127.0.0.1:", 20000)) {
+        char *relay_log = rh_slurp(log);
+        fail_msg("the relay did not watch again after its Sentinel %s:\n%s",
+                 sig == SIGKILL ? "died" : "hung",
+                 relay_log ? relay_log : "(none)");
+    }
+    /* Both links watch again (the history link's watch, not logged, has
+     * its own backoff draw: it may come a moment after the reader's). */
+    int live = -1, rewatched = 0;
+    for (double until = mts_now() + 10; rewatched != 2 && mts_now() < until; rh_sleep_ms(50)) {
+        rewatched = 0;
+        for (int i = 0; i < 3; i++)
+            if (i != watched) {
+                int w = watchers_on(s.sentinel[i].port);
+                rewatched += w > 0 ? w : 0;
+                live = live < 0 || w > 0 ? i : live;
+            }
+    }
+    assert_int_equal(rewatched, 2);
+
+    double t0 = mts_now();
+    assert_int_equal(mts_sentinel_failover(&s, live), 0);
+    int nm = mts_wait_new_master(&s, old, 20000);
+    assert_true(nm >= 0 && nm != old);
+    double until = mts_now() + 15;
+    while (mtr_command(&s.redis[nm], "XADD t:rewatch * event {\"n\":2}") != 0 &&
+           mts_now() < until)
+        rh_sleep_ms(20);
+    assert_true(rh_wait_for(c, 0, "data: {\"n\":2}\n", 30000) > 0);
+    print_message("SENTINEL FAILOVER with the first watched Sentinel %s: the relay's client "
+                  "got the new master's first entry %.2f s after the command\n",
+                  sig == SIGKILL ? "killed" : "stopped", mts_now() - t0);
+    if (!rh_log_has(&r, "the Sentinels switched master")) {
+        char *relay_log = rh_slurp(log);
+        fail_msg("the relay followed, but not through the watch:\n%s",
+                 relay_log ? relay_log : "(none)");
+    }
+    rh_close(c);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    mts_stop(&s);   /* (SIGCONT before its SIGKILL) */
+}
+
+static void test_relay_watches_again_when_its_sentinel_dies(void **state)
+{
+    (void)state;
+    watch_again_after(SIGKILL);
+}
+
+static void test_relay_watches_again_when_its_sentinel_hangs(void **state)
+{
+    (void)state;
+    watch_again_after(SIGSTOP);
+}
+
+/* A listening socket on a free loopback port that never answers (a master
+ * a replica cannot sync from); its port. */
+static int silent_listener(int *fd)
+{
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(*fd, 4), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &alen), 0);
+    return ntohs(a.sin_port);
+}
+
+/* The history link (a resuming client's replay) follows the same rule as
+ * the reader: ROLE before each read. Here the old master A is demoted but
+ * cannot sync from anyone yet, so it still holds 5-0, which the new master
+ * B lost (B has the publisher's resend at 6-0, then 7-0). The reader moves
+ * to B (its client gets rolled_back); the history link, idle on A, keeps
+ * its connection. A client resuming from 4-0 must get 6-0 and 7-0 from B,
+ * never A's 5-0. Failed before (no ROLE on the history link): the replay
+ * came from A: 5-0, and nothing of 6-0 or 7-0. */
+static void test_replay_leaves_a_demoted_master(void **state)
+{
+    (void)state;
+    if (!mtr_available())
+        tu_missing_prerequisite("redis-server");
+    char out[512], log[600], url[160];
+    rh_out_dir("test_it_relay_sentinel_replay_demoted", out, sizeof out);
+    mtr_redis a, b;
+    assert_int_equal(mtr_start(&a, NULL), 0);
+    assert_int_equal(mtr_start(&b, NULL), 0);
+    for (int i = 1; i <= 4; i++) {
+        assert_int_equal(mtr_command(&a, "XADD t:replay %d-0 event {\"n\":%d}", i, i), 0);
+        assert_int_equal(mtr_command(&b, "XADD t:replay %d-0 event {\"n\":%d}", i, i), 0);
+    }
+    assert_int_equal(mtr_command(&a, "XADD t:replay 5-0 event {\"n\":5}"), 0);
+    assert_int_equal(mtr_command(&b, "XADD t:replay 6-0 event {\"n\":5}"), 0);
+    assert_int_equal(mtr_command(&b, "XADD t:replay 7-0 event {\"n\":6}"), 0);
+    fake_sentinel fs;
+    fake_sentinel_start(&fs, a.port);
+    snprintf(url, sizeof url, "redis-sentinel://127.0.0.1:%d#%s", fs.port, MTS_MASTER_NAME);
+    rh_relay r;
+    const char *args[] = {"--stream", "t:replay", NULL};
+    snprintf(log, sizeof log, "%s/relay.log", out);
+    assert_int_equal(rh_relay_start(&r, url, args, NULL, log), 0);
+    rh_conn *live = rh_get(r.port, "/api/events/stream", NULL);
+    assert_true(rh_wait_for(live, 0, "id: 5-0\n\n", 10000) > 0);
+    /* The history link is up (on A) once a replay has been answered. */
+    rh_conn *early = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 4-0\r\n");
+    assert_true(rh_wait_for(early, 0, "id: 5-0\nevent: mailagent\n", 10000) > 0);
+    rh_close(early);
+
+    /* A is demoted; B is the master the Sentinel names. The reader follows
+     * (a blocked XREAD is answered UNBLOCKED, or the next ROLE says slave). */
+    int lfd;
+    int nowhere = silent_listener(&lfd);
+    atomic_store(&fs.master_port, b.port);
+    assert_int_equal(mtr_command(&a, "REPLICAOF 127.0.0.1 %d", nowhere), 0);
+    const char *reset = "event: reset\ndata: {\"reason\":\"rolled_back\",\"last_kept\":\"4-0\"}\n";
+    if (rh_wait_for(live, 0, reset, 10000) < 0 || rh_wait_for(live, 0, "id: 7-0\n", 10000) < 0)
+        fail_msg("the reader did not follow to the new master: %s", live->buf);
+
+    rh_conn *c = rh_get(r.port, "/api/events/stream", "Last-Event-ID: 4-0\r\n");
+    rh_wait_for(c, 0, "id: 7-0\n", 10000);
+    rh_pump(c);
+    if (strstr(c->buf, "id: 5-0\n") || !strstr(c->buf, "id: 6-0\nevent: mailagent\n") ||
+        !strstr(c->buf, "id: 7-0\nevent: mailagent\n")) {
+        char *relay_log = rh_slurp(log);
+        fail_msg("the replay was read from the demoted master: %s\nrelay log:\n%s", c->buf,
+                 relay_log ? relay_log : "(none)");
+    }
+    rh_close(c);
+    rh_close(live);
+    rh_relay_stop(&r, SIGTERM, 10000, NULL);
+    fake_sentinel_stop(&fs);
+    close(lfd);
+    mtr_cleanup(&a);
+    mtr_cleanup(&b);
+}
+
 /* The retry: a stream got last (the one of the final chunk on SIGTERM). */
 static int last_retry(const rh_conn *c)
 {
@@ -773,6 +959,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_relay_follows_a_master_that_lost_entries),
         cmocka_unit_test(test_relay_leaves_a_demoted_master),
         cmocka_unit_test(test_relay_follows_a_planned_failover),
+        cmocka_unit_test(test_relay_watches_again_when_its_sentinel_dies),
+        cmocka_unit_test(test_relay_watches_again_when_its_sentinel_hangs),
+        cmocka_unit_test(test_replay_leaves_a_demoted_master),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);   /* one test, to run it in a loop */
