@@ -216,8 +216,11 @@ static void teardown_fleet(fleet *f)
 {
     for (int i = 0; i < NCLIENTS; i++)
         fc_free(f->c[i]);
+    /* Fast shutdown (SIGTERM): a graceful one (SIGQUIT) waits for a
+     * worker's open connections, and a master SIGKILLed by rh_wait after
+     * 5 s left its worker running, orphaned. */
     if (f->nginx > 0) {
-        kill(f->nginx, SIGQUIT);
+        kill(f->nginx, SIGTERM);
         rh_wait(f->nginx, 5000);
     }
     for (int i = 0; i < 2; i++)
