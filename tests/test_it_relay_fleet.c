@@ -3,15 +3,25 @@
  * sentinel_harness), two publishers writing numbered events through the
  * redis-sentinel:// URL (stream mode, wait_replicas=1), two relays given
  * the same URL, a real nginx in front of them with the upstream and
- * locations of examples/sentinel/nginx.conf, and SSE clients through nginx
- * that behave as EventSource (tests/relay/fleet_client). One relay is
- * stopped (SIGTERM: its clients get a retry: of 1-5 s; or SIGKILL): its
- * clients come back through nginx to the other with their Last-Event-ID.
- * Then, with every client on the survivor, the Redis master is killed or
- * failed over. Counted per client: events doubled, and gaps, that no
- * reset explains (none allowed); in the stream: every acknowledged event
- * once; the publishers' counters add up with lost_failover 0. The times
- * for the clients to be back are printed (figures, not limits). */
+ * locations of examples/sentinel/nginx.conf (and an X-Upstream header
+ * naming the relay that answered), and SSE clients through nginx that
+ * behave as EventSource (tests/relay/fleet_client). The faults, under
+ * load:
+ * - a relay stopped (SIGTERM: its clients get a retry: of 1-5 s; or
+ *   SIGKILL): its clients come back through nginx to the other with their
+ *   Last-Event-ID; then, every client on the survivor, the Redis master
+ *   killed or failed over (SENTINEL FAILOVER);
+ * - with clients on both relays, the master stopped for 3 s (SIGSTOP,
+ *   SIGCONT), then a replica detached (REPLICAOF NO ONE);
+ * - a relay killed and a new one started on its port, then the other
+ *   stopped: every client on the new one.
+ * Counted per client: events doubled, and gaps, that no reset explains
+ * (none allowed), answers other than 200 (none); in the stream: every
+ * acknowledged event once; the publishers' counters add up with
+ * lost_failover 0. Printed (figures, not limits): the times for the
+ * clients to be back and, per Redis fault, the time to the first event
+ * written on the new master and, per relay, until its clients got the
+ * first of those. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -39,8 +49,22 @@
 
 static const char *const sources[NPUB + 1] = {"fleet-1", "fleet-2", NULL};
 
+/* A fault's moment on both clocks (the monotonic one for durations, the
+ * wall clock in milliseconds, as in entry ids), and since_ms: the entries
+ * the stream keeps with a later time were written on the master the
+ * Sentinels named after it (the fault itself when the old master could
+ * not write from then on; the Sentinels' agreement when it could). */
+typedef struct fault_mark {
+    const char *name;
+    double t0;
+    long long ms, since_ms;
+    const char *since;
+} fault_mark;
+
 typedef struct fleet {
     mts_set s;
+    fault_mark faults[4];
+    int nfaults;
     mts_feeder pub[NPUB];
     rh_relay relay[2];
     pid_t nginx;
@@ -97,6 +121,8 @@ static void write_nginx_conf(fleet *f)
             "worker_processes 1;\nevents { worker_connections 256; }\nhttp {\n"
             "access_log off;\nclient_body_temp_path %s/body;\nproxy_temp_path %s/proxy;\n"
             "fastcgi_temp_path %s/fastcgi;\nuwsgi_temp_path %s/uwsgi;\nscgi_temp_path %s/scgi;\n"
+            /* Which relay answered (the clients record it, per event). */
+            "add_header X-Upstream $upstream_addr;\n"
             "%s}\n",
             f->dir, f->dir, f->dir, f->dir, f->dir, ex);
     fclose(out);
@@ -190,8 +216,11 @@ static void teardown_fleet(fleet *f)
 {
     for (int i = 0; i < NCLIENTS; i++)
         fc_free(f->c[i]);
+    /* Fast shutdown (SIGTERM): a graceful one (SIGQUIT) waits for a
+     * worker's open connections, and a master SIGKILLed by rh_wait after
+     * 5 s left its worker running, orphaned. */
     if (f->nginx > 0) {
-        kill(f->nginx, SIGQUIT);
+        kill(f->nginx, SIGTERM);
         rh_wait(f->nginx, 5000);
     }
     for (int i = 0; i < 2; i++)
@@ -247,30 +276,31 @@ static bool all_beyond(void *arg)
     return true;
 }
 
-/* Kills relay 1 with sig while the publishers write; the clients it held
- * come back through nginx to relay 2. Returns how many moved. */
-static int kill_a_relay(fleet *f, int sig)
+/* Kills relay k (0 or 1) with sig while the publishers write; the clients
+ * it held come back through nginx to the other. Returns how many moved. */
+static int kill_a_relay(fleet *f, int k, int sig)
 {
+    int other = 1 - k;
     run_for(f, 1000);
     moved m = {.f = f};
-    long long held = clients_on(f, 0);
+    long long held = clients_on(f, k);
     for (int i = 0; i < NCLIENTS; i++)
         m.ends_before[i] = f->c[i]->ends;
     double t0 = rh_now();
-    kill(f->relay[0].pid, sig);
+    kill(f->relay[k].pid, sig);
     /* The clients that lose their stream are the ones it held; wait for
      * its exit while stepping them (a SIGTERM'd relay sends retry: first). */
     int status = -1;
     for (double until = t0 + 10; rh_now() < until;) {
         run_for(f, 20);
-        if (!rh_running(f->relay[0].pid)) {
+        if (!rh_running(f->relay[k].pid)) {
             status = 0;
             break;
         }
     }
     assert_int_equal(status, 0);
     double t_exit = rh_now() - t0;
-    f->relay[0].pid = 0;
+    f->relay[k].pid = 0;
     int n = 0;
     for (double until = rh_now() + 10; n != (int)held && rh_now() < until;) {
         run_for(f, 50);
@@ -286,57 +316,184 @@ static int kill_a_relay(fleet *f, int sig)
         if (!m.was_on[i])
             continue;
         fc_client *c = f->c[i];
-        print_message("%s relay 1 (exited after %.2f s): client %d waited retry %d ms, back "
+        print_message("%s relay %d (exited after %.2f s): client %d waited retry %d ms, back "
                       "through nginx %.2f s after its stream ended (connection %d)\n",
-                      sig == SIGTERM ? "SIGTERM" : "SIGKILL", t_exit, i, c->retry_at_end,
+                      sig == SIGTERM ? "SIGTERM" : "SIGKILL", k + 1, t_exit, i, c->retry_at_end,
                       c->t_back, c->connects);
         if (sig == SIGTERM)   /* the relay's jittered retry: on SIGTERM */
             assert_true(c->retry_at_end >= 1000 && c->retry_at_end <= 5000);
         else                  /* no goodbye: the retry: of the stream's first chunk */
             assert_int_equal(c->retry_at_end, 3000);
+        /* Back through nginx on the other relay. */
+        assert_int_equal(c->via, f->relay[other].port);
     }
     assert_true(back);
-    for (double until = rh_now() + 10; clients_on(f, 1) != NCLIENTS && rh_now() < until;)
+    for (double until = rh_now() + 10; clients_on(f, other) != NCLIENTS && rh_now() < until;)
         run_for(f, 50);
-    assert_int_equal(clients_on(f, 1), NCLIENTS);
+    assert_int_equal(clients_on(f, other), NCLIENTS);
     return n;
 }
 
-enum redis_fault { MASTER_KILLED, PLANNED_FAILOVER };
+/* The id "MS-SEQ"; false for another form. */
+static bool parse_id(const char *id, mts_entry_id *out)
+{
+    char *end;
+    out->ms = strtoll(id, &end, 10);
+    if (end == id || *end != '-')
+        return false;
+    out->seq = strtoll(end + 1, &end, 10);
+    return *end == '\0';
+}
 
-/* The Redis fault while every client is on relay 2: relay 2 follows the
- * new master and every client gets events written after the fault (after
- * the Sentinels' agreement for a planned failover: the old master goes on
- * acknowledging for a moment). */
-static void fail_over(fleet *f, enum redis_fault fault)
+static bool kept(const mts_entry_id *ids, size_t n, const mts_entry_id *id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ids[mid].ms < id->ms || (ids[mid].ms == id->ms && ids[mid].seq < id->seq))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && ids[lo].ms == id->ms && ids[lo].seq == id->seq;
+}
+
+/* Prints the figures of a fault once the stream on redis[master] is final
+ * (an entry a rolled-back master wrote is not in it): when the first entry
+ * after the mark's since_ms was written, and, per relay, when its clients
+ * got their first event of those (the relay is the one nginx named for the
+ * connection that brought it). Figures, not limits. */
+static void report_fault(fleet *f, int master, const fault_mark *m)
+{
+    mts_entry_id *ids;
+    size_t n;
+    assert_int_equal(mts_entry_ids_after(&f->s, master, STREAM, m->since_ms, &ids, &n), 0);
+    if (n == 0) {
+        print_message("%s: no entry on redis[%d] after %s\n", m->name, master, m->since);
+        return;
+    }
+    print_message("%s: the first event kept on redis[%d] written after %s has the time %.3f s "
+                  "after the fault\n",
+                  m->name, master, m->since, (double)(ids[0].ms - m->ms) / 1000.0);
+    double lo[2] = {1e9, 1e9}, hi[2] = {-1, -1};
+    char who[2][64] = {"", ""};
+    for (int i = 0; i < NCLIENTS; i++) {
+        const fc_client *c = f->c[i];
+        const fc_event *e = NULL;
+        for (size_t k = 0; !e && k < c->nev; k++) {
+            mts_entry_id id;
+            if (parse_id(c->ev[k].id, &id) && id.ms > m->since_ms && kept(ids, n, &id))
+                e = &c->ev[k];
+        }
+        int r = !e ? -1 : e->via == f->relay[0].port ? 0 : e->via == f->relay[1].port ? 1 : -1;
+        if (r < 0) {
+            print_message("%s: client %d got no such event through a relay of ours\n", m->name, i);
+            continue;
+        }
+        double dt = e->t - m->t0;
+        lo[r] = dt < lo[r] ? dt : lo[r];
+        hi[r] = dt > hi[r] ? dt : hi[r];
+        size_t len = strlen(who[r]);
+        snprintf(who[r] + len, sizeof who[r] - len, "%s%d", len ? "," : "", i);
+    }
+    for (int r = 0; r < 2; r++)
+        if (hi[r] >= 0)
+            print_message("%s: relay %d's clients (%s) got their first of them %.2f-%.2f s after "
+                          "the fault\n",
+                          m->name, r + 1, who[r], lo[r], hi[r]);
+    free(ids);
+}
+
+enum redis_fault { MASTER_KILLED, PLANNED_FAILOVER, MASTER_STOPPED, REPLICA_DETACHED };
+static const char *const fault_name[] = {"SIGKILL of the master", "SENTINEL FAILOVER",
+                                         "SIGSTOP of the master for 3 s", "replica detached"};
+
+/* A Redis fault while the publishers write and the clients read: every
+ * client gets events written after it (after the Sentinels' agreement for
+ * a planned failover: the old master goes on acknowledging for a moment).
+ * A stopped master is continued 3 s after SIGSTOP, whether or not the
+ * Sentinels have failed over by then; a replica is detached (REPLICAOF NO
+ * ONE) once both are in sync, so one is left and writes go on. */
+static void redis_fault(fleet *f, enum redis_fault fault)
 {
     run_for(f, 1000);
     int old = mts_master(&f->s);
-    assert_int_equal(old, 0);
+    assert_true(old >= 0);
+    int detached = -1;
+    if (fault == REPLICA_DETACHED) {
+        /* After a failover, until the old master is a replica again. */
+        double t = rh_now();
+        assert_true(mts_wait_replicas(&f->s, old, 2, 30000));
+        print_message("redis[%d] had both replicas in sync after %.2f s\n", old, rh_now() - t);
+        detached = old == 2 ? 1 : 2;
+    }
     beyond b = {.f = f};
     for (int p = 0; p < NPUB; p++)
         b.n[p] = atomic_load(&f->pub[p].sent);
-    double t0 = rh_now();
-    if (fault == MASTER_KILLED)
+    assert_true(f->nfaults < (int)(sizeof f->faults / sizeof f->faults[0]));
+    fault_mark *m = &f->faults[f->nfaults++];
+    *m = (fault_mark){fault_name[fault], rh_now(), mts_wall_ms(), 0, "the fault"};
+    m->since_ms = m->ms;
+    switch (fault) {
+    case MASTER_KILLED:
         mtr_kill(&f->s.redis[old]);
-    else
+        break;
+    case PLANNED_FAILOVER:
         assert_int_equal(mts_sentinel_failover(&f->s, 0), 0);
-    int nm = -1;
-    while (nm < 0 && rh_now() < t0 + 20) {
-        run_for(f, 10);
-        nm = mts_wait_new_master(&f->s, old, 0);
+        break;
+    case MASTER_STOPPED:
+        mtr_pause(&f->s.redis[old]);
+        break;
+    case REPLICA_DETACHED:
+        assert_int_equal(mtr_command(&f->s.redis[detached], "REPLICAOF NO ONE"), 0);
+        break;
     }
-    double t_agree = rh_now() - t0;
-    assert_true(nm >= 0 && nm != old);
+    /* The old master writes on until the Sentinels' agreement after a
+     * planned failover, and after SIGCONT when they had not agreed by
+     * then (a replica may still be its). */
+    bool old_writes = fault == PLANNED_FAILOVER;
+    int nm = fault == REPLICA_DETACHED ? old : -1;
+    double t_agree = -1, t_cont = fault == MASTER_STOPPED ? m->t0 + 3 : -1;
+    for (double until = m->t0 + 20; (nm < 0 || t_cont > 0) && rh_now() < until;) {
+        run_for(f, 10);
+        if (t_cont > 0 && rh_now() >= t_cont) {
+            mtr_resume(&f->s.redis[old]);
+            t_cont = -1;
+            old_writes = true;
+            /* A failover under way completes; or none comes, and the
+             * master stays. */
+            if (nm < 0)
+                until = rh_now() + 5;
+        }
+        if (nm < 0 && (nm = mts_wait_new_master(&f->s, old, 0)) >= 0) {
+            t_agree = rh_now() - m->t0;
+            if (old_writes) {
+                m->since_ms = mts_wall_ms();
+                m->since = "the agreement";
+            }
+        }
+    }
+    if (t_cont > 0)
+        mtr_resume(&f->s.redis[old]);
+    if (fault == MASTER_STOPPED && nm < 0)
+        nm = old;
+    assert_true(nm >= 0);
+    if (fault == REPLICA_DETACHED)
+        print_message("%s: redis[%d] detached, redis[%d] stays the master\n", m->name, detached,
+                      nm);
+    else if (nm != old)
+        print_message("%s: the Sentinels agreed on redis[%d] after %.2f s\n", m->name, nm,
+                      t_agree);
+    else
+        print_message("%s: no failover, redis[%d] stays the master\n", m->name, nm);
     if (fault == PLANNED_FAILOVER)
         for (int p = 0; p < NPUB; p++)
             b.n[p] = atomic_load(&f->pub[p].sent);
+    /* Every client gets events numbered after the fault (maybe from an old
+     * master that rolls them back: report_fault tells the kept ones). */
     bool followed = fc_run_until(f->c, NCLIENTS, all_beyond, &b, 30000);
-    double t_follow = rh_now() - t0;
-    print_message("%s: the Sentinels agreed on redis[%d] after %.2f s; every client had events "
-                  "written after %s %.2f s after the fault\n",
-                  fault == MASTER_KILLED ? "SIGKILL of the master" : "SENTINEL FAILOVER", nm,
-                  t_agree, fault == MASTER_KILLED ? "it" : "the agreement", t_follow);
+    print_message("%s: every client had events numbered after %s %.2f s after the fault\n",
+                  m->name, fault == PLANNED_FAILOVER ? "the agreement" : "it", rh_now() - m->t0);
     assert_true(followed);
 }
 
@@ -397,6 +554,8 @@ static void check_everything(fleet *f)
         assert_int_equal(k.out_of_order, 0);
         assert_int_equal(k.strays, 0);
     }
+    for (int i = 0; i < f->nfaults; i++)
+        report_fault(f, m, &f->faults[i]);
     /* Every client: every event once, or a reset that says why. */
     for (int i = 0; i < NCLIENTS; i++) {
         fc_client *c = f->c[i];
@@ -428,8 +587,8 @@ static void test_sigterm_a_relay_then_kill_the_master(void **state)
     (void)state;
     fleet f;
     setup_fleet(&f, "fleet_sigterm");
-    assert_true(kill_a_relay(&f, SIGTERM) > 0);
-    fail_over(&f, MASTER_KILLED);
+    assert_true(kill_a_relay(&f, 0, SIGTERM) > 0);
+    redis_fault(&f, MASTER_KILLED);
     check_everything(&f);
     teardown_fleet(&f);
 }
@@ -442,8 +601,73 @@ static void test_sigkill_a_relay_then_planned_failover(void **state)
     (void)state;
     fleet f;
     setup_fleet(&f, "fleet_sigkill");
-    assert_true(kill_a_relay(&f, SIGKILL) > 0);
-    fail_over(&f, PLANNED_FAILOVER);
+    assert_true(kill_a_relay(&f, 0, SIGKILL) > 0);
+    redis_fault(&f, PLANNED_FAILOVER);
+    check_everything(&f);
+    teardown_fleet(&f);
+}
+
+/* The master stopped for 3 s (SIGSTOP, then SIGCONT) while both relays
+ * serve clients and both publishers write; once the set is whole again
+ * (the old master a replica of the new one), a replica detached. */
+static void test_stop_the_master_then_detach_a_replica(void **state)
+{
+    (void)state;
+    fleet f;
+    setup_fleet(&f, "fleet_stop");
+    redis_fault(&f, MASTER_STOPPED);
+    redis_fault(&f, REPLICA_DETACHED);
+    check_everything(&f);
+    teardown_fleet(&f);
+}
+
+/* A GET /healthz through nginx was answered 200 by relay k: the last
+ * address in nginx's X-Upstream is its. */
+static bool healthz_through_nginx_from(fleet *f, int k)
+{
+    char *a = rh_request(f->port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if (!a)
+        return false;
+    const char *h = strstr(a, "\r\nX-Upstream: ");
+    const char *eol = h ? strstr(h + 2, "\r\n") : NULL, *colon = NULL;
+    for (const char *p = h; eol && p < eol; p++)
+        if (*p == ':')
+            colon = p;
+    bool from = strncmp(a, "HTTP/1.1 200", 12) == 0 && colon && atoi(colon + 1) == f->relay[k].port;
+    free(a);
+    return from;
+}
+
+/* A relay killed and a new one started on its port (where nginx sends):
+ * its clients moved to the other, then the other is stopped (SIGTERM) and
+ * every client comes back through nginx to the new relay with its
+ * Last-Event-ID. Nothing lost or doubled across the three streams. */
+static void test_restart_a_relay(void **state)
+{
+    (void)state;
+    fleet f;
+    setup_fleet(&f, "fleet_restart");
+    int port = f.relay[0].port;
+    assert_true(kill_a_relay(&f, 0, SIGKILL) > 0);
+    char log[600], listen[64];
+    snprintf(log, sizeof log, "%s/relay-1-restarted.log", f.dir);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *args[] = {"--stream", STREAM, "--ping-interval", "0.5", "--listen", listen, NULL};
+    double t0 = rh_now();
+    assert_int_equal(rh_relay_start(&f.relay[0], f.s.url, args, NULL, log), 0);
+    assert_int_equal(f.relay[0].port, port);
+    double t_up = rh_now() - t0;
+    /* nginx gives a failed upstream another try after fail_timeout (5 s). */
+    bool routed = false;
+    for (double until = rh_now() + 20; !routed && rh_now() < until;) {
+        run_for(&f, 100);
+        routed = healthz_through_nginx_from(&f, 0);
+    }
+    print_message("relay 1 restarted on port %d: listening after %.2f s, nginx sent a request to "
+                  "it %.2f s after the restart\n",
+                  port, t_up, rh_now() - t0);
+    assert_true(routed);
+    assert_int_equal(kill_a_relay(&f, 1, SIGTERM), NCLIENTS);
     check_everything(&f);
     teardown_fleet(&f);
 }
@@ -495,18 +719,27 @@ static void test_first_retry_differs_across_relays(void **state)
     assert_true(hi - lo > 100);
 }
 
-/* The default group runs the fleet; "jitter" is the retry spread above
- * (its own CTest entry). */
+/* The default group runs the fleet's first two cases; "faults" the stopped
+ * master, the detached replica and the restarted relay; "jitter" the
+ * retry spread above (each its own CTest entry, run in parallel). */
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigterm_a_relay_then_kill_the_master),
         cmocka_unit_test(test_sigkill_a_relay_then_planned_failover),
     };
+    const struct CMUnitTest faults[] = {
+        cmocka_unit_test(test_stop_the_master_then_detach_a_replica),
+        cmocka_unit_test(test_restart_a_relay),
+    };
     const struct CMUnitTest jitter[] = {
         cmocka_unit_test(test_first_retry_differs_across_relays),
     };
+    if (argc > 2)   /* a test's name, or a pattern with '*' */
+        cmocka_set_test_filter(argv[2]);
     if (argc > 1 && strcmp(argv[1], "jitter") == 0)
         return cmocka_run_group_tests_name("jitter", jitter, NULL, NULL);
+    if (argc > 1 && strcmp(argv[1], "faults") == 0)
+        return cmocka_run_group_tests_name("faults", faults, NULL, NULL);
     return cmocka_run_group_tests_name("fleet", tests, NULL, NULL);
 }

@@ -44,6 +44,7 @@ static void connect_now(fc_client *c)
     c->connects++;
     c->status = 0;
     c->chunked = false;
+    c->via = 0;
     c->raw = 0;
     c->chunk_left = -1;
     c->body_len = c->parsed = 0;
@@ -133,6 +134,8 @@ static void dispatch(fc_client *c)
         const char *q = strstr(c->data, "\"n\":");
         e->n = q ? atoi(q + 4) : -1;
         e->conn = c->connects;
+        e->via = c->via;
+        e->t = rh_now();
         snprintf(e->id, sizeof e->id, "%s", c->last_id);
         if (c->t_back < 0 && c->ends > 0)
             c->t_back = rh_now() - c->t_end;
@@ -257,6 +260,23 @@ static bool dechunk(fc_client *c)
     return true;
 }
 
+/* The port of the last address in the (lower-cased) head's X-Upstream
+ * header: nginx's $upstream_addr lists every upstream it tried, "a:p1,
+ * a:p2", the one that answered last. 0 without the header. */
+static int upstream_port(const char *head)
+{
+    const char *h = strstr(head, "\nx-upstream:");
+    if (!h)
+        return 0;
+    const char *eol = strstr(h + 1, "\r\n"), *colon = NULL;
+    if (!eol)
+        return 0;
+    for (const char *p = h + 12; p < eol; p++)
+        if (*p == ':')
+            colon = p;
+    return colon ? atoi(colon + 1) : 0;
+}
+
 void fc_step(fc_client *c)
 {
     if (!c->c) {
@@ -288,6 +308,7 @@ void fc_step(fc_client *c)
         for (char *h = head; *h; h++)
             *h = (char)tolower((unsigned char)*h);
         c->chunked = strstr(head, "\ntransfer-encoding: chunked") != NULL;
+        c->via = upstream_port(head);
         if (c->status != 200 || !strstr(head, "\ncontent-type: text/event-stream")) {
             /* EventSource fails the connection for good; a test counts it
              * and goes on as if it reconnected. */

@@ -21,6 +21,8 @@ typedef struct fc_event {
     int pub;                /* -1: a source not among the client's */
     int n;                  /* -1: no "n" */
     int conn;               /* which connection brought it (1, 2, ...) */
+    int via;                /* the port its response's X-Upstream named, 0: none */
+    double t;               /* when it was dispatched (rh_now) */
     char id[64];
 } fc_event;
 
@@ -39,6 +41,9 @@ typedef struct fc_client {
     rh_conn *c;             /* the open connection, NULL while waiting */
     int status;             /* HTTP status of this connection, 0 before the head */
     bool chunked;
+    int via;                /* the port in this response's X-Upstream header (a proxy's
+                             * $upstream_addr; the last address when it tried several),
+                             * 0 without one */
     size_t raw;             /* bytes of c->buf consumed */
     long chunk_left;        /* -1: a size line next; -2: a CRLF next */
     char *body;             /* the stream's bytes, de-chunked */

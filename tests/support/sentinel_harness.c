@@ -140,13 +140,15 @@ static bool sentinel_ready(mtr_redis *sn)
     return ok;
 }
 
-static bool replicas_in_sync(mtr_redis *m)
+static bool replicas_in_sync(mtr_redis *m, int n)
 {
     redisContext *c = dial(m->port);
     if (!c)
         return false;
+    char want[32];
+    snprintf(want, sizeof want, "connected_slaves:%d\r", n);
     redisReply *r = redisCommand(c, "INFO replication");
-    bool ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "connected_slaves:2") &&
+    bool ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, want) &&
               !strstr(r->str, "state=wait_bgsave") && !strstr(r->str, "state=send_bulk");
     if (r)
         freeReplyObject(r);
@@ -176,7 +178,7 @@ int mts_start(mts_set *s)
     }
     snprintf(s->url + off, sizeof s->url - (size_t)off, "#%s", MTS_MASTER_NAME);
     for (int tries = 0; tries < 1000; tries++) {
-        bool ok = replicas_in_sync(&s->redis[0]);
+        bool ok = replicas_in_sync(&s->redis[0], 2);
         for (int i = 0; ok && i < 3; i++)
             ok = sentinel_ready(&s->sentinel[i]);
         if (ok)
@@ -286,6 +288,56 @@ int mts_wait_new_master(mts_set *s, int old, int timeout_ms)
             nap_ms(10);
     }
     return -1;
+}
+
+bool mts_wait_replicas(mts_set *s, int m, int n, int timeout_ms)
+{
+    for (double until = mts_now() + timeout_ms / 1000.0;; nap_ms(20)) {
+        if (replicas_in_sync(&s->redis[m], n))
+            return true;
+        if (mts_now() > until)
+            return false;
+    }
+}
+
+int mts_entry_ids_after(const mts_set *s, int m, const char *stream, long long ms,
+                        mts_entry_id **ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->redis[m].port, tv);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r = redisCommand(c, "XRANGE %s %lld +", stream, ms + 1);
+    int rc = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        rc = 0;
+        if (r->elements > 0 && (*ids = malloc(r->elements * sizeof **ids)) == NULL)
+            rc = -1;
+        for (size_t i = 0; rc == 0 && i < r->elements; i++) {
+            const char *id = r->element[i]->element[0]->str;
+            const char *dash = strchr(id, '-');
+            (*ids)[i].ms = atoll(id);
+            (*ids)[i].seq = dash ? atoll(dash + 1) : 0;
+        }
+        *n = rc == 0 ? r->elements : 0;
+    }
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}
+
+long long mts_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int mts_sentinel_failover(mts_set *s, int i)

@@ -41,6 +41,22 @@ int mts_master(mts_set *s);
 int mts_wait_new_master(mts_set *s, int old, int timeout_ms);
 /* Waits until redis[i] answers ROLE master (true) or timeout_ms passed. */
 bool mts_is_master(mts_set *s, int i);
+/* Waits up to timeout_ms until redis[m] has n replicas connected and none
+ * in a full sync; true then. */
+bool mts_wait_replicas(mts_set *s, int m, int n, int timeout_ms);
+/* An entry id, MS-SEQ. */
+typedef struct mts_entry_id {
+    long long ms, seq;
+} mts_entry_id;
+/* The ids of the entries of stream on redis[m] whose time is above ms
+ * (milliseconds since the epoch, as in entry ids), in the stream's order,
+ * into *ids (malloc'd, the caller frees; NULL when none) and their number
+ * into *n. 0, or -1 when redis[m] does not answer XRANGE. */
+int mts_entry_ids_after(const mts_set *s, int m, const char *stream, long long ms,
+                        mts_entry_id **ids, size_t *n);
+/* The wall clock in milliseconds since the epoch (the clock of entry ids
+ * on this machine). */
+long long mts_wall_ms(void);
 /* Asks Sentinel i for a planned failover (SENTINEL FAILOVER mymaster);
  * 0 unless it answers an error. */
 int mts_sentinel_failover(mts_set *s, int i);
