@@ -696,6 +696,16 @@ static void on_watch_read(struct bufferevent *bev, void *arg)
 
 static void set_keepalive(evutil_socket_t fd, bool tcp);
 
+/* Why a side connection (the watch, a Sentinel question) ended, from its
+ * bufferevent's event: the socket's error, or the peer closing it. */
+static void closed_why(short what, char *why, size_t len)
+{
+    if (what & BEV_EVENT_ERROR)
+        snprintf(why, len, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    else
+        snprintf(why, len, "closed the connection");
+}
+
 /* Connected: keepalive as on the Redis connection (a Sentinel's machine
  * gone without a word is noticed). The Sentinel closed or failed (or
  * could not be reached): watch_lost. */
@@ -707,10 +717,7 @@ static void on_watch_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     char why[200];
-    if (what & BEV_EVENT_ERROR)
-        snprintf(why, sizeof why, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    else
-        snprintf(why, sizeof why, "closed the connection");
+    closed_why(what, why, sizeof why);
     watch_lost(l, why);
 }
 
@@ -1095,10 +1102,7 @@ static void on_sentinel_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED)
         return;
     char why[200];
-    if (what & BEV_EVENT_ERROR)
-        snprintf(why, sizeof why, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    else
-        snprintf(why, sizeof why, "closed the connection");
+    closed_why(what, why, sizeof why);
     sentinel_skip(l, why);
 }
 

@@ -246,32 +246,49 @@ static void on_xread(mae__link *l, redisReply *reply, void *priv)
 
 /* The reader's handshake ends with the stream's bounds: the starting
  * position the first time, a rewind check after. */
+/* The stream's bounds from an XINFO STREAM reply on c; false (c failed)
+ * when the reply is not one. */
+static bool bounds_reply(conn *c, redisReply *reply, mae__stream_bounds *b)
+{
+    const char *err = NULL;
+    if (!accept_reply(c, reply))
+        return false;
+    int rc = mae__stream_parse_bounds(reply, b, &err);
+    if (rc <= 0) {
+        fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM");
+        return false;
+    }
+    return true;
+}
+
+/* The stream ends below the position (recreated, restored from an older
+ * snapshot): the position moves down to its end, a new epoch. */
+static bool rewind_to(mae__stream_source *s, const mae__stream_bounds *b)
+{
+    if (mae__stream_id_cmp(&b->last, &s->pos) >= 0)
+        return false;
+    s->pos = b->last;
+    s->epoch++;
+    s->stats.rewinds++;
+    return true;
+}
+
 static void on_reader_bounds(mae__link *l, redisReply *reply, void *priv)
 {
     (void)l;
     conn *c = priv;
     mae__stream_source *s = c->src;
     mae__stream_bounds b;
-    const char *err = NULL;
 
-    if (!accept_reply(c, reply))
+    if (!bounds_reply(c, reply, &b))
         return;
-    int rc = mae__stream_parse_bounds(reply, &b, &err);
-    if (rc <= 0) {
-        fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM");
-        return;
-    }
     c->ready = true;
     bool rewound = false;
     if (!s->positioned) {
         s->pos = b.last;
         s->positioned = true;
-    } else if (mae__stream_id_cmp(&b.last, &s->pos) < 0) {
-        s->pos = b.last;
-        s->epoch++;
-        s->stats.rewinds++;
-        rewound = true;
-    } else if (!mae__stream_id_is_zero(&s->pos) && mae__stream_id_cmp(&s->pos, &b.last) < 0) {
+    } else if (!(rewound = rewind_to(s, &b)) && !mae__stream_id_is_zero(&s->pos) &&
+               mae__stream_id_cmp(&s->pos, &b.last) < 0) {
         /* Reconnected (perhaps to a new master after a failover): is the
          * entry read last still there? Answered before the XREAD. */
         send_reader_kept(c);
@@ -293,21 +310,10 @@ static void on_reader_recheck(mae__link *l, redisReply *reply, void *priv)
     conn *c = priv;
     mae__stream_source *s = c->src;
     mae__stream_bounds b;
-    const char *err = NULL;
 
-    if (!accept_reply(c, reply))
+    if (!bounds_reply(c, reply, &b))
         return;
-    int rc = mae__stream_parse_bounds(reply, &b, &err);
-    if (rc <= 0) {
-        fail(c, rc < 0 ? err : "unexpected reply to XINFO STREAM");
-        return;
-    }
-    bool rewound = mae__stream_id_cmp(&b.last, &s->pos) < 0;
-    if (rewound) {
-        s->pos = b.last;
-        s->epoch++;
-        s->stats.rewinds++;
-    }
+    bool rewound = rewind_to(s, &b);
     send_xread(c);
     if (rewound && s->cfg.on_rewound)
         s->cfg.on_rewound(s->cfg.user, &s->pos);
